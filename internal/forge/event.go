@@ -1,0 +1,44 @@
+// Package forge verifies and parses webhook deliveries from code forges
+// (GitHub, GitLab, Gitea/Forgejo) into forge-neutral events.
+package forge
+
+import "errors"
+
+// Error kinds a caller maps to HTTP status codes at the edge.
+var (
+	ErrSignature = errors.New("invalid or missing webhook signature") // 401
+	ErrMalformed = errors.New("malformed webhook payload")            // 400
+)
+
+// Kind is what a delivery asks of Kiln.
+type Kind string
+
+const (
+	KindPing  Kind = "ping"  // answered, builds nothing
+	KindPush  Kind = "push"  // a branch or tag moved: build the new commit
+	KindOther Kind = "other" // verified but not handled (acknowledged, ignored)
+)
+
+// Event is a verified delivery in forge-neutral form.
+type Event struct {
+	Forge      string // "github", "gitlab", "gitea"
+	Kind       Kind
+	Name       string // the forge's own event name, e.g. "push", "Push Hook"
+	DeliveryID string // unique per delivery; used to de-duplicate
+	Push       *Push  // set when Kind == KindPush
+}
+
+// Push is a normalized push.
+type Push struct {
+	Ref      string // full ref, e.g. refs/heads/main
+	Branch   string // "main" for refs/heads/main, "" for tags
+	Tag      string // "v1" for refs/tags/v1, "" for branches
+	Before   string
+	Commit   string // the new head commit SHA ("after")
+	Deleted  bool   // the ref was deleted: build nothing
+	Message  string // head commit message, first line
+	Author   string
+	Repo     string // full name, e.g. octo/hello
+	CloneURL string
+	HTMLURL  string // link to the commit or compare view, when known
+}

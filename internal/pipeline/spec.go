@@ -1,0 +1,32 @@
+package pipeline
+
+// JobSpec is one compiled job of a pipeline: everything an agent needs to run
+// it, and nothing it has to parse. The server compiles .kiln.yml into JobSpecs
+// and hands them to agents as JSON; agents never read YAML (as in Woodpecker).
+type JobSpec struct {
+	// Name is the job's key under `jobs:` (or "build" for the top-level
+	// `steps:` shorthand). Unique within a pipeline.
+	Name  string            `json:"name"`
+	Image string            `json:"image"`
+	Env   map[string]string `json:"env,omitempty"`
+	Steps []StepSpec        `json:"steps"`
+	// TimeoutSeconds bounds the whole job, from sandbox start to the end of
+	// its last step. Always > 0 after Compile (DefaultJobTimeout when unset).
+	TimeoutSeconds int `json:"timeout_seconds"`
+	// RunsOn are the agent labels the job needs; an agent must carry all.
+	RunsOn    []string  `json:"runs_on,omitempty"`
+	Resources Resources `json:"resources"`
+}
+
+// StepSpec is one shell step, run as `/bin/sh -e -c Run` in the job's sandbox.
+type StepSpec struct {
+	Name string `json:"name"`
+	Run  string `json:"run"`
+}
+
+// Resources are the sandbox limits of a job. Zero means the agent's default.
+type Resources struct {
+	CPUs        float64 `json:"cpus,omitempty"`
+	MemoryBytes int64   `json:"memory_bytes,omitempty"`
+	Pids        int64   `json:"pids,omitempty"`
+}

@@ -1,0 +1,89 @@
+// Package sandbox defines the runtime interface through which an agent runs a
+// job in a fresh, throwaway sandbox. Implementations live in sub-packages
+// (docker: the Docker Engine API, served by Docker or Podman).
+package sandbox
+
+import (
+	"context"
+	"errors"
+	"io"
+)
+
+// Error kinds. Implementations wrap them with %w so the agent can decide:
+// ErrImageNotFound and ErrEngineUnavailable are infrastructure faults (the
+// job ends in `error` and may be retried); a non-zero exit is the user's.
+var (
+	ErrImageNotFound     = errors.New("image not found")
+	ErrEngineUnavailable = errors.New("container engine unavailable")
+	ErrNotFound          = errors.New("sandbox not found")
+)
+
+// Labels every Kiln sandbox carries, so a restarted agent can find what it
+// left behind.
+const (
+	LabelManaged = "dev.kiln.managed" // "true"
+	LabelAgent   = "dev.kiln.agent"   // agent id
+	LabelJob     = "dev.kiln.job"     // job id
+	LabelAttempt = "dev.kiln.attempt" // attempt number
+)
+
+// Spec describes a sandbox to create.
+type Spec struct {
+	Name    string            // engine-visible name; unique per job attempt
+	Image   string            // must already exist locally (never pulled implicitly here)
+	Labels  map[string]string // at least LabelManaged and LabelAgent
+	Env     []string          // KEY=VALUE, visible to every Exec
+	WorkDir string
+	Mounts  []Mount
+	// Limits. Zero means "no limit set by Kiln" for that resource.
+	CPUs        float64
+	MemoryBytes int64
+	PidsLimit   int64
+}
+
+// Mount binds a host directory into the sandbox.
+type Mount struct {
+	Source   string // host path
+	Target   string // path inside the sandbox
+	ReadOnly bool
+}
+
+// ExecSpec is one command run inside a started sandbox.
+type ExecSpec struct {
+	Cmd     []string
+	Env     []string // added to Spec.Env
+	WorkDir string
+	// Output receives stdout and stderr, interleaved as produced. Writes
+	// are serialized by the implementation.
+	Output io.Writer
+}
+
+// Info describes an existing sandbox found by List.
+type Info struct {
+	ID     string
+	Name   string
+	Labels map[string]string
+}
+
+// Runtime creates, runs commands in, and destroys sandboxes.
+//
+// Call order for one job: Create, then any number of Exec (one at a time),
+// then Destroy. Destroy must always be called, also after a failed Create or
+// a canceled context, and is idempotent: destroying a sandbox that is gone
+// returns nil. A Runtime is safe for concurrent use by many jobs.
+type Runtime interface {
+	// Ping checks the engine answers; wraps ErrEngineUnavailable when not.
+	Ping(ctx context.Context) error
+	// Create creates and starts a sandbox whose main process idles until
+	// Destroy, with its own network, the limits in spec, no privileges and
+	// no host socket. It returns the sandbox id.
+	Create(ctx context.Context, spec Spec) (id string, err error)
+	// Exec runs cmd and returns its exit code. Canceling ctx stops waiting
+	// and returns ctx.Err(); the caller then Destroys the sandbox.
+	Exec(ctx context.Context, id string, spec ExecSpec) (exitCode int, err error)
+	// Destroy kills and removes the sandbox and everything created for it
+	// (its network). Idempotent.
+	Destroy(ctx context.Context, id string) error
+	// List returns the sandboxes carrying all the given labels.
+	List(ctx context.Context, labels map[string]string) ([]Info, error)
+}
