@@ -1,0 +1,313 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+const buildCols = `b.id, b.project_id, p.name, b.number, b.status, b.trigger, b.forge, b.delivery_id, b.ref, b.branch, b.commit_sha,
+	b.message, b.author, b.error, b.cancel_requested, b.planned, b.plan_attempts, b.created_at, b.started_at, b.finished_at`
+
+const buildFrom = ` FROM builds b JOIN projects p ON p.id = b.project_id`
+
+func scanBuild(row interface{ Scan(...any) error }) (*Build, error) {
+	var b Build
+	var cancel, planned int
+	var created int64
+	var started, finished sql.NullInt64
+	err := row.Scan(&b.ID, &b.ProjectID, &b.Project, &b.Number, &b.Status, &b.Trigger, &b.Forge, &b.DeliveryID, &b.Ref, &b.Branch, &b.Commit,
+		&b.Message, &b.Author, &b.Error, &cancel, &planned, &b.PlanAttempts, &created, &started, &finished)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("build: %w", ErrNotFound)
+	}
+	if err != nil {
+		return nil, err
+	}
+	b.CancelRequested, b.Planned = cancel != 0, planned != 0
+	b.CreatedAt, b.StartedAt, b.FinishedAt = fromMS(created), nullTime(started), nullTime(finished)
+	return &b, nil
+}
+
+// RecordDelivery stores a verified webhook delivery and, when b is not nil,
+// the build it asks for, in one transaction, before the delivery is
+// acknowledged. A delivery id already seen for this forge and project
+// returns duplicate=true and changes nothing. When the project cancels
+// superseded builds, older unfinished builds of the same branch are canceled
+// in the same transaction.
+func (s *Store) RecordDelivery(ctx context.Context, d *Delivery, b *Build) (duplicate bool, err error) {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return false, err
+	}
+	defer tx.Rollback()
+	var existing sql.NullInt64
+	err = tx.QueryRowContext(ctx, `SELECT build_id FROM deliveries WHERE forge = ? AND project_id = ? AND id = ?`, d.Forge, d.ProjectID, d.ID).Scan(&existing)
+	if err == nil {
+		if existing.Valid {
+			id := existing.Int64
+			d.BuildID = &id
+		}
+		return true, nil
+	}
+	if !errors.Is(err, sql.ErrNoRows) {
+		return false, err
+	}
+	d.ReceivedAt = fromMS(s.nowMS())
+	if b != nil {
+		if err := s.insertBuild(ctx, tx, b); err != nil {
+			return false, err
+		}
+		d.BuildID = &b.ID
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO deliveries (id, forge, project_id, event, result, build_id, received_at) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+		d.ID, d.Forge, d.ProjectID, d.Event, d.Result, d.BuildID, ms(d.ReceivedAt)); err != nil {
+		return false, fmt.Errorf("record delivery: %w", err)
+	}
+	return false, tx.Commit()
+}
+
+// CreateBuild stores a build triggered through the API.
+func (s *Store) CreateBuild(ctx context.Context, b *Build) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	if err := s.insertBuild(ctx, tx, b); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+func (s *Store) insertBuild(ctx context.Context, tx *sql.Tx, b *Build) error {
+	var cancelSuperseded int
+	if err := tx.QueryRowContext(ctx, `SELECT next_build_number, cancel_superseded, name FROM projects WHERE id = ?`, b.ProjectID).
+		Scan(&b.Number, &cancelSuperseded, &b.Project); err != nil {
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("project: %w", ErrNotFound)
+		}
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE projects SET next_build_number = next_build_number + 1 WHERE id = ?`, b.ProjectID); err != nil {
+		return err
+	}
+	b.Status = StatusQueued
+	b.CreatedAt = fromMS(s.nowMS())
+	res, err := tx.ExecContext(ctx, `INSERT INTO builds (project_id, number, status, trigger, forge, delivery_id, ref, branch, commit_sha, message, author, created_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		b.ProjectID, b.Number, string(b.Status), b.Trigger, b.Forge, b.DeliveryID, b.Ref, b.Branch, b.Commit, b.Message, b.Author, ms(b.CreatedAt))
+	if err != nil {
+		return fmt.Errorf("create build: %w", err)
+	}
+	if b.ID, err = res.LastInsertId(); err != nil {
+		return err
+	}
+	if cancelSuperseded != 0 && b.Branch != "" {
+		rows, err := tx.QueryContext(ctx, `SELECT id FROM builds WHERE project_id = ? AND branch = ? AND id < ? AND status IN ('queued', 'running') AND cancel_requested = 0`,
+			b.ProjectID, b.Branch, b.ID)
+		if err != nil {
+			return err
+		}
+		var older []int64
+		for rows.Next() {
+			var id int64
+			if err := rows.Scan(&id); err != nil {
+				rows.Close()
+				return err
+			}
+			older = append(older, id)
+		}
+		rows.Close()
+		for _, id := range older {
+			if err := s.cancelBuildTx(ctx, tx, id, fmt.Sprintf("superseded by build #%d", b.Number)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// Build returns a build with its jobs and their steps (of each job's latest attempt).
+func (s *Store) Build(ctx context.Context, id int64) (*Build, error) {
+	b, err := scanBuild(s.db.QueryRowContext(ctx, `SELECT `+buildCols+buildFrom+` WHERE b.id = ?`, id))
+	if err != nil {
+		return nil, err
+	}
+	if b.Jobs, err = s.jobsOfBuild(ctx, s.db, id); err != nil {
+		return nil, err
+	}
+	for _, j := range b.Jobs {
+		if j.Steps, err = s.steps(ctx, j.ID, j.Attempt); err != nil {
+			return nil, err
+		}
+	}
+	return b, nil
+}
+
+// BuildFilter selects builds for ListBuilds. Zero fields match everything.
+type BuildFilter struct {
+	ProjectID int64
+	Status    Status
+	Branch    string
+	BeforeID  int64 // for paging: builds with id < BeforeID
+	Limit     int   // default 50, at most 500
+}
+
+// ListBuilds returns builds newest first, without their jobs.
+func (s *Store) ListBuilds(ctx context.Context, f BuildFilter) ([]*Build, error) {
+	var where []string
+	var args []any
+	if f.ProjectID != 0 {
+		where, args = append(where, "b.project_id = ?"), append(args, f.ProjectID)
+	}
+	if f.Status != "" {
+		where, args = append(where, "b.status = ?"), append(args, string(f.Status))
+	}
+	if f.Branch != "" {
+		where, args = append(where, "b.branch = ?"), append(args, f.Branch)
+	}
+	if f.BeforeID != 0 {
+		where, args = append(where, "b.id < ?"), append(args, f.BeforeID)
+	}
+	if f.Limit <= 0 {
+		f.Limit = 50
+	}
+	f.Limit = min(f.Limit, 500)
+	q := `SELECT ` + buildCols + buildFrom
+	if len(where) > 0 {
+		q += " WHERE " + strings.Join(where, " AND ")
+	}
+	q += fmt.Sprintf(" ORDER BY b.id DESC LIMIT %d", f.Limit)
+	rows, err := s.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []*Build
+	for rows.Next() {
+		b, err := scanBuild(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, b)
+	}
+	return out, rows.Err()
+}
+
+// CountBuildsByStatus is for metrics.
+func (s *Store) CountBuildsByStatus(ctx context.Context) (map[Status]int, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT status, COUNT(*) FROM builds GROUP BY status`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[Status]int{}
+	for rows.Next() {
+		var st string
+		var n int
+		if err := rows.Scan(&st, &n); err != nil {
+			return nil, err
+		}
+		out[Status(st)] = n
+	}
+	return out, rows.Err()
+}
+
+// --- planning: turning a queued build into jobs ---
+
+// ClaimPlan takes one build that still needs planning (its .kiln.yml read and
+// compiled into jobs) and leases it for lease, so that with several
+// control-plane replicas only one plans it; a planner that dies loses the
+// lease and another takes over.
+func (s *Store) ClaimPlan(ctx context.Context, lease time.Duration) (*Build, error) {
+	now := s.nowMS()
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Rollback()
+	b, err := scanBuild(tx.QueryRowContext(ctx, `SELECT `+buildCols+buildFrom+`
+		WHERE b.planned = 0 AND b.status = 'queued' AND b.cancel_requested = 0 AND (b.plan_lease IS NULL OR b.plan_lease < ?)
+		ORDER BY b.id LIMIT 1`, now))
+	if errors.Is(err, ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE builds SET plan_lease = ?, plan_attempts = plan_attempts + 1 WHERE id = ?`, now+lease.Milliseconds(), b.ID); err != nil {
+		return nil, err
+	}
+	b.PlanAttempts++
+	return b, tx.Commit()
+}
+
+// PlanBuild records the resolved commit and the build's jobs, queued.
+func (s *Store) PlanBuild(ctx context.Context, buildID int64, commit string, jobs []*Job) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	res, err := tx.ExecContext(ctx, `UPDATE builds SET planned = 1, plan_lease = NULL, commit_sha = ? WHERE id = ? AND planned = 0 AND cancel_requested = 0`, commit, buildID)
+	if err := mustAffect(res, err, "unplanned build"); err != nil {
+		return err
+	}
+	now := s.nowMS()
+	for _, j := range jobs {
+		labels := marshalLabels(j.Labels)
+		if j.MaxAttempts <= 0 {
+			j.MaxAttempts = 3
+		}
+		res, err := tx.ExecContext(ctx, `INSERT INTO jobs (build_id, name, status, spec, labels, timeout_seconds, max_attempts, queued_at) VALUES (?, ?, 'queued', ?, ?, ?, ?, ?)`,
+			buildID, j.Name, j.Spec, labels, j.TimeoutSeconds, j.MaxAttempts, now)
+		if err != nil {
+			return fmt.Errorf("plan build: %w", err)
+		}
+		j.ID, _ = res.LastInsertId()
+		j.BuildID, j.Status, j.QueuedAt = buildID, StatusQueued, fromMS(now)
+	}
+	return tx.Commit()
+}
+
+// DeferPlan releases a build whose planning hit an infrastructure fault, to be
+// tried again after delay.
+func (s *Store) DeferPlan(ctx context.Context, buildID int64, delay time.Duration) error {
+	_, err := s.db.ExecContext(ctx, `UPDATE builds SET plan_lease = ? WHERE id = ? AND planned = 0`, s.nowMS()+delay.Milliseconds(), buildID)
+	return err
+}
+
+// FailPlan ends a build that could not be planned: status failure (the
+// user's pipeline file is invalid) or error (the repository could not be
+// read, retries exhausted). The message lines become the log of a job named
+// "pipeline", so the reason shows wherever build logs are read.
+func (s *Store) FailPlan(ctx context.Context, buildID int64, status Status, commit string, lines []string) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	now := s.nowMS()
+	msg := strings.Join(lines, "\n")
+	res, err := tx.ExecContext(ctx, `UPDATE builds SET planned = 1, plan_lease = NULL, status = ?, commit_sha = CASE WHEN ? = '' THEN commit_sha ELSE ? END, error = ?, started_at = COALESCE(started_at, ?), finished_at = ?
+		WHERE id = ? AND planned = 0`, string(status), commit, commit, msg, now, now, buildID)
+	if err := mustAffect(res, err, "unplanned build"); err != nil {
+		return err
+	}
+	res, err = tx.ExecContext(ctx, `INSERT INTO jobs (build_id, name, status, spec, timeout_seconds, attempt, max_attempts, error, queued_at, started_at, finished_at)
+		VALUES (?, 'pipeline', ?, '{}', 0, 1, 1, ?, ?, ?, ?)`, buildID, string(status), msg, now, now, now)
+	if err != nil {
+		return err
+	}
+	jobID, _ := res.LastInsertId()
+	for i, l := range lines {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO log_lines (job_id, attempt, seq, step, ts, text) VALUES (?, 1, ?, -1, ?, ?)`, jobID, i+1, now, l); err != nil {
+			return err
+		}
+	}
+	return tx.Commit()
+}

@@ -1,0 +1,159 @@
+package store
+
+import (
+	"context"
+	"fmt"
+)
+
+// migrations are applied in order, once each; the applied count is kept in
+// schema_version. Append only: never edit a migration that has shipped.
+var migrations = []string{
+	`CREATE TABLE projects (
+		id INTEGER PRIMARY KEY AUTOINCREMENT,
+		name TEXT NOT NULL UNIQUE,
+		clone_url TEXT NOT NULL,
+		default_branch TEXT NOT NULL,
+		webhook_secret BLOB,
+		cancel_superseded INTEGER NOT NULL DEFAULT 0,
+		next_build_number INTEGER NOT NULL DEFAULT 1,
+		created_at INTEGER NOT NULL
+	);
+	CREATE TABLE secrets (
+		project_id INTEGER NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+		name TEXT NOT NULL,
+		value BLOB NOT NULL,
+		PRIMARY KEY (project_id, name)
+	);
+	CREATE TABLE builds (
+		id INTEGER PRIMARY KEY AUTOINCREMENT,
+		project_id INTEGER NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+		number INTEGER NOT NULL,
+		status TEXT NOT NULL,
+		trigger TEXT NOT NULL,
+		forge TEXT NOT NULL DEFAULT '',
+		delivery_id TEXT NOT NULL DEFAULT '',
+		ref TEXT NOT NULL DEFAULT '',
+		branch TEXT NOT NULL DEFAULT '',
+		commit_sha TEXT NOT NULL DEFAULT '',
+		message TEXT NOT NULL DEFAULT '',
+		author TEXT NOT NULL DEFAULT '',
+		error TEXT NOT NULL DEFAULT '',
+		cancel_requested INTEGER NOT NULL DEFAULT 0,
+		planned INTEGER NOT NULL DEFAULT 0,
+		plan_attempts INTEGER NOT NULL DEFAULT 0,
+		plan_lease INTEGER,
+		created_at INTEGER NOT NULL,
+		started_at INTEGER,
+		finished_at INTEGER,
+		UNIQUE (project_id, number)
+	);
+	CREATE INDEX builds_status ON builds(status);
+	CREATE INDEX builds_project_branch ON builds(project_id, branch);
+	CREATE TABLE jobs (
+		id INTEGER PRIMARY KEY AUTOINCREMENT,
+		build_id INTEGER NOT NULL REFERENCES builds(id) ON DELETE CASCADE,
+		name TEXT NOT NULL,
+		status TEXT NOT NULL,
+		spec BLOB NOT NULL,
+		labels TEXT NOT NULL DEFAULT '[]',
+		timeout_seconds INTEGER NOT NULL,
+		attempt INTEGER NOT NULL DEFAULT 0,
+		max_attempts INTEGER NOT NULL,
+		agent_id TEXT NOT NULL DEFAULT '',
+		lease_expires INTEGER,
+		cancel_requested INTEGER NOT NULL DEFAULT 0,
+		exit_code INTEGER,
+		error TEXT NOT NULL DEFAULT '',
+		queued_at INTEGER NOT NULL,
+		not_before INTEGER,
+		started_at INTEGER,
+		finished_at INTEGER
+	);
+	CREATE INDEX jobs_status ON jobs(status, id);
+	CREATE INDEX jobs_build ON jobs(build_id);
+	CREATE TABLE job_attempts (
+		job_id INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+		attempt INTEGER NOT NULL,
+		agent_id TEXT NOT NULL,
+		status TEXT NOT NULL,
+		error TEXT NOT NULL DEFAULT '',
+		started_at INTEGER NOT NULL,
+		finished_at INTEGER,
+		PRIMARY KEY (job_id, attempt)
+	);
+	CREATE TABLE steps (
+		job_id INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+		attempt INTEGER NOT NULL,
+		idx INTEGER NOT NULL,
+		name TEXT NOT NULL,
+		status TEXT NOT NULL,
+		exit_code INTEGER,
+		started_at INTEGER,
+		finished_at INTEGER,
+		PRIMARY KEY (job_id, attempt, idx)
+	);
+	CREATE TABLE log_lines (
+		job_id INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+		attempt INTEGER NOT NULL,
+		seq INTEGER NOT NULL,
+		step INTEGER NOT NULL,
+		ts INTEGER NOT NULL,
+		text TEXT NOT NULL,
+		PRIMARY KEY (job_id, attempt, seq)
+	);
+	CREATE TABLE agents (
+		id TEXT PRIMARY KEY,
+		name TEXT NOT NULL,
+		labels TEXT NOT NULL DEFAULT '[]',
+		capacity INTEGER NOT NULL,
+		version TEXT NOT NULL DEFAULT '',
+		first_seen INTEGER NOT NULL,
+		last_seen INTEGER NOT NULL
+	);
+	CREATE TABLE tokens (
+		id INTEGER PRIMARY KEY AUTOINCREMENT,
+		name TEXT NOT NULL,
+		kind TEXT NOT NULL,
+		hash TEXT NOT NULL UNIQUE,
+		revoked INTEGER NOT NULL DEFAULT 0,
+		created_at INTEGER NOT NULL,
+		last_used INTEGER
+	);
+	CREATE TABLE deliveries (
+		id TEXT NOT NULL,
+		forge TEXT NOT NULL,
+		project_id INTEGER NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+		event TEXT NOT NULL,
+		result TEXT NOT NULL,
+		build_id INTEGER,
+		received_at INTEGER NOT NULL,
+		PRIMARY KEY (forge, project_id, id)
+	);`,
+}
+
+func (s *Store) migrate(ctx context.Context) error {
+	if _, err := s.db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)`); err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	defer tx.Rollback()
+	var version int
+	if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_version`).Scan(&version); err != nil {
+		return fmt.Errorf("migrate: read version: %w", err)
+	}
+	if version > len(migrations) {
+		return fmt.Errorf("migrate: database schema version %d is newer than this kiln (%d): upgrade kiln", version, len(migrations))
+	}
+	for i := version; i < len(migrations); i++ {
+		if _, err := tx.ExecContext(ctx, migrations[i]); err != nil {
+			return fmt.Errorf("migrate: migration %d: %w", i+1, err)
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO schema_version (version) VALUES (?)`, i+1); err != nil {
+			return fmt.Errorf("migrate: %w", err)
+		}
+	}
+	return tx.Commit()
+}

@@ -1,0 +1,506 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+)
+
+const jobCols = `id, build_id, name, status, spec, labels, timeout_seconds, attempt, max_attempts, agent_id, lease_expires, cancel_requested,
+	exit_code, error, queued_at, not_before, started_at, finished_at`
+
+type querier interface {
+	QueryContext(ctx context.Context, q string, args ...any) (*sql.Rows, error)
+	QueryRowContext(ctx context.Context, q string, args ...any) *sql.Row
+}
+
+func marshalLabels(l []string) string {
+	if l == nil {
+		l = []string{}
+	}
+	b, _ := json.Marshal(l)
+	return string(b)
+}
+
+func scanJob(row interface{ Scan(...any) error }) (*Job, error) {
+	var j Job
+	var labels string
+	var cancel int
+	var lease, notBefore, started, finished, exit sql.NullInt64
+	var queued int64
+	err := row.Scan(&j.ID, &j.BuildID, &j.Name, &j.Status, &j.Spec, &labels, &j.TimeoutSeconds, &j.Attempt, &j.MaxAttempts, &j.AgentID, &lease, &cancel,
+		&exit, &j.Error, &queued, &notBefore, &started, &finished)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("job: %w", ErrNotFound)
+	}
+	if err != nil {
+		return nil, err
+	}
+	_ = json.Unmarshal([]byte(labels), &j.Labels)
+	j.CancelRequested = cancel != 0
+	j.LeaseExpires, j.NotBefore, j.StartedAt, j.FinishedAt = nullTime(lease), nullTime(notBefore), nullTime(started), nullTime(finished)
+	j.ExitCode = nullInt(exit)
+	j.QueuedAt = fromMS(queued)
+	return &j, nil
+}
+
+func (s *Store) jobsOfBuild(ctx context.Context, q querier, buildID int64) ([]*Job, error) {
+	rows, err := q.QueryContext(ctx, `SELECT `+jobCols+` FROM jobs WHERE build_id = ? ORDER BY id`, buildID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []*Job
+	for rows.Next() {
+		j, err := scanJob(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, j)
+	}
+	return out, rows.Err()
+}
+
+func (s *Store) Job(ctx context.Context, id int64) (*Job, error) {
+	j, err := scanJob(s.db.QueryRowContext(ctx, `SELECT `+jobCols+` FROM jobs WHERE id = ?`, id))
+	if err != nil {
+		return nil, err
+	}
+	j.Steps, err = s.steps(ctx, j.ID, j.Attempt)
+	return j, err
+}
+
+func (s *Store) steps(ctx context.Context, jobID int64, attempt int) ([]*Step, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT idx, name, status, exit_code, started_at, finished_at FROM steps WHERE job_id = ? AND attempt = ? ORDER BY idx`, jobID, attempt)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []*Step
+	for rows.Next() {
+		st := Step{JobID: jobID, Attempt: attempt}
+		var exit, started, finished sql.NullInt64
+		if err := rows.Scan(&st.Index, &st.Name, &st.Status, &exit, &started, &finished); err != nil {
+			return nil, err
+		}
+		st.ExitCode, st.StartedAt, st.FinishedAt = nullInt(exit), nullTime(started), nullTime(finished)
+		out = append(out, &st)
+	}
+	return out, rows.Err()
+}
+
+// ClaimJob leases the oldest runnable queued job whose labels the agent
+// carries all of. It returns nil, nil when there is none. The claim is one
+// conditional UPDATE (status still 'queued'), so two agents can never both
+// win the same job; the attempt number it bumps fences every later write.
+func (s *Store) ClaimJob(ctx context.Context, agentID string, agentLabels []string, lease time.Duration, stepNames func(spec []byte) []string) (*Job, error) {
+	now := s.nowMS()
+	rows, err := s.db.QueryContext(ctx, `SELECT id, labels FROM jobs WHERE status = 'queued' AND cancel_requested = 0 AND (not_before IS NULL OR not_before <= ?) ORDER BY id LIMIT 200`, now)
+	if err != nil {
+		return nil, err
+	}
+	var candidates []int64
+	for rows.Next() {
+		var id int64
+		var labels string
+		if err := rows.Scan(&id, &labels); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		var need []string
+		_ = json.Unmarshal([]byte(labels), &need)
+		if hasAll(agentLabels, need) {
+			candidates = append(candidates, id)
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	for _, id := range candidates {
+		j, err := s.claimOne(ctx, id, agentID, now, lease, stepNames)
+		if err != nil || j != nil {
+			return j, err
+		}
+	}
+	return nil, nil
+}
+
+func hasAll(have, need []string) bool {
+	for _, n := range need {
+		if !slices.Contains(have, n) {
+			return false
+		}
+	}
+	return true
+}
+
+func (s *Store) claimOne(ctx context.Context, id int64, agentID string, now int64, lease time.Duration, stepNames func([]byte) []string) (*Job, error) {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Rollback()
+	res, err := tx.ExecContext(ctx, `UPDATE jobs SET status = 'running', attempt = attempt + 1, agent_id = ?, lease_expires = ?, started_at = ?, finished_at = NULL, exit_code = NULL, error = ''
+		WHERE id = ? AND status = 'queued' AND cancel_requested = 0`, agentID, now+lease.Milliseconds(), now, id)
+	if err != nil {
+		return nil, err
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return nil, nil // another agent won it
+	}
+	j, err := scanJob(tx.QueryRowContext(ctx, `SELECT `+jobCols+` FROM jobs WHERE id = ?`, id))
+	if err != nil {
+		return nil, err
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO job_attempts (job_id, attempt, agent_id, status, started_at) VALUES (?, ?, ?, 'running', ?)`, id, j.Attempt, agentID, now); err != nil {
+		return nil, err
+	}
+	for i, name := range stepNames(j.Spec) {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO steps (job_id, attempt, idx, name, status) VALUES (?, ?, ?, ?, 'queued')`, id, j.Attempt, i, name); err != nil {
+			return nil, err
+		}
+	}
+	if err := s.refreshBuild(ctx, tx, j.BuildID); err != nil {
+		return nil, err
+	}
+	return j, tx.Commit()
+}
+
+// fence checks, inside tx, that attempt still holds the job's lease.
+func fence(ctx context.Context, tx *sql.Tx, jobID int64, attempt int) (buildID int64, cancel bool, err error) {
+	var status string
+	var cur, c int
+	err = tx.QueryRowContext(ctx, `SELECT build_id, status, attempt, cancel_requested FROM jobs WHERE id = ?`, jobID).Scan(&buildID, &status, &cur, &c)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, false, fmt.Errorf("job %d: %w", jobID, ErrNotFound)
+	}
+	if err != nil {
+		return 0, false, err
+	}
+	if cur != attempt || Status(status) != StatusRunning {
+		return 0, false, fmt.Errorf("job %d attempt %d (current attempt %d, %s): %w", jobID, attempt, cur, status, ErrStaleAttempt)
+	}
+	return buildID, c != 0, nil
+}
+
+// Heartbeat renews the lease of a running attempt and tells the agent
+// whether the job was canceled. A stale attempt gets ErrStaleAttempt: the
+// agent must kill its sandbox and report nothing more.
+func (s *Store) Heartbeat(ctx context.Context, jobID int64, attempt int, lease time.Duration) (cancel bool, err error) {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return false, err
+	}
+	defer tx.Rollback()
+	if _, cancel, err = fence(ctx, tx, jobID, attempt); err != nil {
+		return false, err
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE jobs SET lease_expires = ? WHERE id = ?`, s.nowMS()+lease.Milliseconds(), jobID); err != nil {
+		return false, err
+	}
+	return cancel, tx.Commit()
+}
+
+// UpdateStep records a step's progress: running (exitCode nil) or a final status.
+func (s *Store) UpdateStep(ctx context.Context, jobID int64, attempt, idx int, status Status, exitCode *int) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	if _, _, err := fence(ctx, tx, jobID, attempt); err != nil {
+		return err
+	}
+	now := s.nowMS()
+	var res sql.Result
+	if status == StatusRunning {
+		res, err = tx.ExecContext(ctx, `UPDATE steps SET status = 'running', started_at = ? WHERE job_id = ? AND attempt = ? AND idx = ? AND status = 'queued'`, now, jobID, attempt, idx)
+	} else {
+		res, err = tx.ExecContext(ctx, `UPDATE steps SET status = ?, exit_code = ?, started_at = COALESCE(started_at, ?), finished_at = ? WHERE job_id = ? AND attempt = ? AND idx = ? AND status IN ('queued', 'running')`,
+			string(status), exitCode, now, now, jobID, attempt, idx)
+	}
+	if err != nil {
+		return err
+	}
+	_ = res // a repeated report of the same transition changes nothing: state moves forward only
+	return tx.Commit()
+}
+
+// AppendLogs stores lines of a running attempt. Lines are keyed by
+// (job, attempt, seq): a batch sent twice is stored once.
+func (s *Store) AppendLogs(ctx context.Context, jobID int64, attempt int, lines []LogLine) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	if _, _, err := fence(ctx, tx, jobID, attempt); err != nil {
+		return err
+	}
+	stmt, err := tx.PrepareContext(ctx, `INSERT INTO log_lines (job_id, attempt, seq, step, ts, text) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`)
+	if err != nil {
+		return err
+	}
+	defer stmt.Close()
+	for _, l := range lines {
+		if _, err := stmt.ExecContext(ctx, jobID, attempt, l.Seq, l.Step, ms(l.Time), l.Text); err != nil {
+			return err
+		}
+	}
+	return tx.Commit()
+}
+
+// Logs returns a job attempt's stored lines with seq > afterSeq, in order.
+// attempt 0 means the job's latest attempt.
+func (s *Store) Logs(ctx context.Context, jobID int64, attempt int, afterSeq int64, limit int) ([]LogLine, error) {
+	if attempt == 0 {
+		if err := s.db.QueryRowContext(ctx, `SELECT attempt FROM jobs WHERE id = ?`, jobID).Scan(&attempt); err != nil {
+			if errors.Is(err, sql.ErrNoRows) {
+				return nil, fmt.Errorf("job: %w", ErrNotFound)
+			}
+			return nil, err
+		}
+	}
+	if limit <= 0 || limit > 10000 {
+		limit = 10000
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT seq, step, ts, text FROM log_lines WHERE job_id = ? AND attempt = ? AND seq > ? ORDER BY seq LIMIT ?`, jobID, attempt, afterSeq, limit)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []LogLine
+	for rows.Next() {
+		l := LogLine{JobID: jobID, Attempt: attempt}
+		var ts int64
+		if err := rows.Scan(&l.Seq, &l.Step, &ts, &l.Text); err != nil {
+			return nil, err
+		}
+		l.Time = fromMS(ts)
+		out = append(out, l)
+	}
+	return out, rows.Err()
+}
+
+// FinishJob ends an attempt. An attempt that ends in error is retried (the
+// job goes back to queued after retryDelay) while attempts remain, unless the
+// job was canceled. It returns the job's status after the call.
+func (s *Store) FinishJob(ctx context.Context, jobID int64, attempt int, status Status, exitCode *int, msg string, retryDelay time.Duration) (Status, error) {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return "", err
+	}
+	defer tx.Rollback()
+	final, err := s.finishTx(ctx, tx, jobID, attempt, status, exitCode, msg, retryDelay)
+	if err != nil {
+		return "", err
+	}
+	return final, tx.Commit()
+}
+
+func (s *Store) finishTx(ctx context.Context, tx *sql.Tx, jobID int64, attempt int, status Status, exitCode *int, msg string, retryDelay time.Duration) (Status, error) {
+	buildID, cancel, err := fence(ctx, tx, jobID, attempt)
+	if err != nil {
+		return "", err
+	}
+	var maxAttempts int
+	if err := tx.QueryRowContext(ctx, `SELECT max_attempts FROM jobs WHERE id = ?`, jobID).Scan(&maxAttempts); err != nil {
+		return "", err
+	}
+	now := s.nowMS()
+	if cancel && status == StatusError {
+		status = StatusCanceled
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE job_attempts SET status = ?, error = ?, finished_at = ? WHERE job_id = ? AND attempt = ?`, string(status), msg, now, jobID, attempt); err != nil {
+		return "", err
+	}
+	skipped := StatusSkipped
+	if status == StatusCanceled || status == StatusTimedOut || status == StatusError {
+		skipped = status
+	}
+	// Steps that never finished take the job's outcome.
+	if _, err := tx.ExecContext(ctx, `UPDATE steps SET status = CASE WHEN status = 'running' THEN ? ELSE ? END, finished_at = ? WHERE job_id = ? AND attempt = ? AND status IN ('queued', 'running')`,
+		string(skipped), string(StatusSkipped), now, jobID, attempt); err != nil {
+		return "", err
+	}
+	final := status
+	if status == StatusError && attempt < maxAttempts {
+		final = StatusQueued
+		_, err = tx.ExecContext(ctx, `UPDATE jobs SET status = 'queued', agent_id = '', lease_expires = NULL, error = ?, not_before = ? WHERE id = ?`,
+			fmt.Sprintf("attempt %d: %s (retrying)", attempt, msg), now+retryDelay.Milliseconds(), jobID)
+	} else {
+		_, err = tx.ExecContext(ctx, `UPDATE jobs SET status = ?, lease_expires = NULL, exit_code = ?, error = ?, finished_at = ? WHERE id = ?`,
+			string(status), exitCode, msg, now, jobID)
+	}
+	if err != nil {
+		return "", err
+	}
+	return final, s.refreshBuild(ctx, tx, buildID)
+}
+
+// ExpiredLease is a job attempt whose lease ran out.
+type ExpiredLease struct {
+	JobID   int64
+	Attempt int
+	AgentID string
+}
+
+// ExpireLeases ends every running attempt whose lease expired as an error
+// ("agent lost"), which retries the job while attempts remain.
+func (s *Store) ExpireLeases(ctx context.Context, retryDelay time.Duration) ([]ExpiredLease, error) {
+	return s.failRunning(ctx, `lease_expires < ?`, []any{s.nowMS()}, "agent lost: lease expired", retryDelay)
+}
+
+// ReleaseAgent ends every running attempt leased to agentID as an error.
+// An agent calls it (through registration) when it starts, because whatever
+// it ran before it restarted is gone.
+func (s *Store) ReleaseAgent(ctx context.Context, agentID string, retryDelay time.Duration) ([]ExpiredLease, error) {
+	return s.failRunning(ctx, `agent_id = ?`, []any{agentID}, "agent restarted while the job ran", retryDelay)
+}
+
+func (s *Store) failRunning(ctx context.Context, cond string, args []any, msg string, retryDelay time.Duration) ([]ExpiredLease, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT id, attempt, agent_id FROM jobs WHERE status = 'running' AND `+cond, args...)
+	if err != nil {
+		return nil, err
+	}
+	var found []ExpiredLease
+	for rows.Next() {
+		var e ExpiredLease
+		if err := rows.Scan(&e.JobID, &e.Attempt, &e.AgentID); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		found = append(found, e)
+	}
+	rows.Close()
+	var done []ExpiredLease
+	for _, e := range found {
+		if _, err := s.FinishJob(ctx, e.JobID, e.Attempt, StatusError, nil, msg, retryDelay); err != nil {
+			if errors.Is(err, ErrStaleAttempt) {
+				continue // finished meanwhile
+			}
+			return done, err
+		}
+		done = append(done, e)
+	}
+	return done, nil
+}
+
+// CancelBuild asks for a build to stop: queued jobs end canceled at once,
+// running ones when their agent next heartbeats.
+func (s *Store) CancelBuild(ctx context.Context, buildID int64, reason string) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	if err := s.cancelBuildTx(ctx, tx, buildID, reason); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+func (s *Store) cancelBuildTx(ctx context.Context, tx *sql.Tx, buildID int64, reason string) error {
+	var status string
+	var planned int
+	err := tx.QueryRowContext(ctx, `SELECT status, planned FROM builds WHERE id = ?`, buildID).Scan(&status, &planned)
+	if errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("build: %w", ErrNotFound)
+	}
+	if err != nil {
+		return err
+	}
+	if Status(status).Terminal() {
+		return nil
+	}
+	now := s.nowMS()
+	if _, err := tx.ExecContext(ctx, `UPDATE builds SET cancel_requested = 1, error = CASE WHEN error = '' THEN ? ELSE error END WHERE id = ?`, reason, buildID); err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE jobs SET cancel_requested = 1 WHERE build_id = ? AND status IN ('queued', 'running')`, buildID); err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE jobs SET status = 'canceled', error = ?, finished_at = ? WHERE build_id = ? AND status = 'queued'`, reason, now, buildID); err != nil {
+		return err
+	}
+	if planned == 0 {
+		_, err := tx.ExecContext(ctx, `UPDATE builds SET status = 'canceled', planned = 1, finished_at = ? WHERE id = ?`, now, buildID)
+		return err
+	}
+	return s.refreshBuild(ctx, tx, buildID)
+}
+
+// refreshBuild derives a build's status from its jobs. Precedence when all
+// jobs are done: error, timed_out, failure, canceled, success.
+func (s *Store) refreshBuild(ctx context.Context, tx *sql.Tx, buildID int64) error {
+	jobs, err := s.jobsOfBuild(ctx, tx, buildID)
+	if err != nil || len(jobs) == 0 {
+		return err
+	}
+	counts := map[Status]int{}
+	started := false
+	for _, j := range jobs {
+		counts[j.Status]++
+		if j.Attempt > 0 {
+			started = true
+		}
+	}
+	now := s.nowMS()
+	status := StatusQueued
+	switch {
+	case counts[StatusQueued]+counts[StatusRunning] > 0:
+		if started {
+			status = StatusRunning
+		}
+	case counts[StatusError] > 0:
+		status = StatusError
+	case counts[StatusTimedOut] > 0:
+		status = StatusTimedOut
+	case counts[StatusFailure] > 0:
+		status = StatusFailure
+	case counts[StatusCanceled] > 0:
+		status = StatusCanceled
+	default:
+		status = StatusSuccess
+	}
+	var finished any
+	if status.Terminal() {
+		finished = now
+	}
+	var startedAt any
+	if started {
+		startedAt = now
+	}
+	_, err = tx.ExecContext(ctx, `UPDATE builds SET status = ?, started_at = COALESCE(started_at, ?), finished_at = ? WHERE id = ?`, string(status), startedAt, finished, buildID)
+	return err
+}
+
+// RunningJobs lists running jobs (for the reaper's timeout backstop).
+func (s *Store) RunningJobs(ctx context.Context) ([]*Job, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT `+jobCols+` FROM jobs WHERE status = 'running' ORDER BY id`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []*Job
+	for rows.Next() {
+		j, err := scanJob(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, j)
+	}
+	return out, rows.Err()
+}
+
+// TimeOutJob ends a running attempt as timed_out (the reaper's backstop for
+// an agent that did not enforce the timeout itself).
+func (s *Store) TimeOutJob(ctx context.Context, jobID int64, attempt int, msg string) error {
+	_, err := s.FinishJob(ctx, jobID, attempt, StatusTimedOut, nil, msg, 0)
+	return err
+}

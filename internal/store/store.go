@@ -1,0 +1,382 @@
+package store
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"database/sql"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	_ "modernc.org/sqlite" // the pure-Go SQLite driver, registered as "sqlite"
+)
+
+// Store is Kiln's persistence over database/sql. Times are stored as Unix
+// milliseconds so that comparisons in SQL (lease expiry, retry backoff) are
+// exact integers on every database.
+type Store struct {
+	db     *sql.DB
+	sealer Sealer
+	now    func() time.Time
+}
+
+// OpenSQLite opens (creating if needed) the SQLite database at path and
+// applies migrations. WAL mode lets readers proceed while one writer writes;
+// busy_timeout makes concurrent writers wait instead of failing, and
+// _txlock=immediate takes the write lock at BEGIN so two claimers can never
+// both read a job as queued and then race to update it.
+func OpenSQLite(ctx context.Context, path string, sealer Sealer) (*Store, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	dsn := "file:" + path + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=foreign_keys(1)&_pragma=synchronous(NORMAL)&_txlock=immediate"
+	db, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	db.SetMaxOpenConns(4)
+	s := &Store{db: db, sealer: sealer, now: time.Now}
+	if err := db.PingContext(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	if err := s.migrate(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// DB exposes the database for components that keep their own tables (the
+// cache service).
+func (s *Store) DB() *sql.DB { return s.db }
+
+func (s *Store) Close() error { return s.db.Close() }
+
+// Ping checks the database answers (for /healthz).
+func (s *Store) Ping(ctx context.Context) error { return s.db.PingContext(ctx) }
+
+// --- time helpers ---
+
+func ms(t time.Time) int64 { return t.UnixMilli() }
+
+func fromMS(v int64) time.Time { return time.UnixMilli(v).UTC() }
+
+func nullTime(v sql.NullInt64) *time.Time {
+	if !v.Valid {
+		return nil
+	}
+	t := fromMS(v.Int64)
+	return &t
+}
+
+func nullInt(v sql.NullInt64) *int {
+	if !v.Valid {
+		return nil
+	}
+	i := int(v.Int64)
+	return &i
+}
+
+func (s *Store) nowMS() int64 { return ms(s.now()) }
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func (s *Store) seal(v string) ([]byte, error) {
+	if s.sealer == nil {
+		return nil, errors.New("store: no sealer configured for secrets")
+	}
+	return s.sealer.Seal([]byte(v))
+}
+
+func (s *Store) open(v []byte) (string, error) {
+	if len(v) == 0 {
+		return "", nil
+	}
+	if s.sealer == nil {
+		return "", errors.New("store: no sealer configured for secrets")
+	}
+	p, err := s.sealer.Open(v)
+	if err != nil {
+		return "", fmt.Errorf("decrypt secret (wrong secret key?): %w", err)
+	}
+	return string(p), nil
+}
+
+func isUniqueViolation(err error) bool {
+	return err != nil && (strings.Contains(err.Error(), "UNIQUE constraint") || strings.Contains(err.Error(), "constraint failed: UNIQUE"))
+}
+
+// --- projects ---
+
+const projectCols = `id, name, clone_url, default_branch, webhook_secret, cancel_superseded, created_at`
+
+func (s *Store) scanProject(row interface{ Scan(...any) error }) (*Project, error) {
+	var p Project
+	var secret []byte
+	var created int64
+	var cancel int
+	if err := row.Scan(&p.ID, &p.Name, &p.CloneURL, &p.DefaultBranch, &secret, &cancel, &created); err != nil {
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil, fmt.Errorf("project: %w", ErrNotFound)
+		}
+		return nil, err
+	}
+	p.CancelSuperseded = cancel != 0
+	p.CreatedAt = fromMS(created)
+	var err error
+	if p.WebhookSecret, err = s.open(secret); err != nil {
+		return nil, err
+	}
+	return &p, nil
+}
+
+// CreateProject stores a new project. Name must be unique (ErrConflict).
+func (s *Store) CreateProject(ctx context.Context, p *Project) error {
+	secret, err := s.seal(p.WebhookSecret)
+	if err != nil {
+		return err
+	}
+	p.CreatedAt = fromMS(s.nowMS())
+	res, err := s.db.ExecContext(ctx, `INSERT INTO projects (name, clone_url, default_branch, webhook_secret, cancel_superseded, created_at) VALUES (?, ?, ?, ?, ?, ?)`,
+		p.Name, p.CloneURL, p.DefaultBranch, secret, boolInt(p.CancelSuperseded), ms(p.CreatedAt))
+	if isUniqueViolation(err) {
+		return fmt.Errorf("project %q: %w", p.Name, ErrConflict)
+	}
+	if err != nil {
+		return fmt.Errorf("create project: %w", err)
+	}
+	p.ID, err = res.LastInsertId()
+	return err
+}
+
+// UpdateProject writes every field of p (found by ID).
+func (s *Store) UpdateProject(ctx context.Context, p *Project) error {
+	secret, err := s.seal(p.WebhookSecret)
+	if err != nil {
+		return err
+	}
+	res, err := s.db.ExecContext(ctx, `UPDATE projects SET clone_url = ?, default_branch = ?, webhook_secret = ?, cancel_superseded = ? WHERE id = ?`,
+		p.CloneURL, p.DefaultBranch, secret, boolInt(p.CancelSuperseded), p.ID)
+	return mustAffect(res, err, "project")
+}
+
+func (s *Store) ProjectByName(ctx context.Context, name string) (*Project, error) {
+	return s.scanProject(s.db.QueryRowContext(ctx, `SELECT `+projectCols+` FROM projects WHERE name = ?`, name))
+}
+
+func (s *Store) ProjectByID(ctx context.Context, id int64) (*Project, error) {
+	return s.scanProject(s.db.QueryRowContext(ctx, `SELECT `+projectCols+` FROM projects WHERE id = ?`, id))
+}
+
+func (s *Store) ListProjects(ctx context.Context) ([]*Project, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT `+projectCols+` FROM projects ORDER BY name`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []*Project
+	for rows.Next() {
+		p, err := s.scanProject(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, p)
+	}
+	return out, rows.Err()
+}
+
+func (s *Store) DeleteProject(ctx context.Context, id int64) error {
+	res, err := s.db.ExecContext(ctx, `DELETE FROM projects WHERE id = ?`, id)
+	return mustAffect(res, err, "project")
+}
+
+func mustAffect(res sql.Result, err error, what string) error {
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		return fmt.Errorf("%s: %w", what, ErrNotFound)
+	}
+	return nil
+}
+
+// --- secrets ---
+
+func (s *Store) SetSecret(ctx context.Context, projectID int64, name, value string) error {
+	sealed, err := s.seal(value)
+	if err != nil {
+		return err
+	}
+	_, err = s.db.ExecContext(ctx, `INSERT INTO secrets (project_id, name, value) VALUES (?, ?, ?)
+		ON CONFLICT (project_id, name) DO UPDATE SET value = excluded.value`, projectID, name, sealed)
+	return err
+}
+
+func (s *Store) DeleteSecret(ctx context.Context, projectID int64, name string) error {
+	res, err := s.db.ExecContext(ctx, `DELETE FROM secrets WHERE project_id = ? AND name = ?`, projectID, name)
+	return mustAffect(res, err, "secret")
+}
+
+// Secrets returns the project's secrets, decrypted, sorted by name.
+func (s *Store) Secrets(ctx context.Context, projectID int64) ([]Secret, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT name, value FROM secrets WHERE project_id = ? ORDER BY name`, projectID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Secret
+	for rows.Next() {
+		var name string
+		var sealed []byte
+		if err := rows.Scan(&name, &sealed); err != nil {
+			return nil, err
+		}
+		v, err := s.open(sealed)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, Secret{Name: name, Value: v})
+	}
+	return out, rows.Err()
+}
+
+// --- tokens ---
+
+// TokenPrefix starts every Kiln token, so leaked tokens are recognisable.
+const TokenPrefix = "kiln_"
+
+func hashToken(t string) string {
+	h := sha256.Sum256([]byte(t))
+	return hex.EncodeToString(h[:])
+}
+
+// CreateToken makes a new random token and stores only its hash. The
+// plaintext is returned once and never again.
+func (s *Store) CreateToken(ctx context.Context, name string, kind TokenKind) (*Token, string, error) {
+	var b [24]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return nil, "", err
+	}
+	plain := TokenPrefix + string(kind) + "_" + hex.EncodeToString(b[:])
+	t := &Token{Name: name, Kind: kind, CreatedAt: fromMS(s.nowMS())}
+	res, err := s.db.ExecContext(ctx, `INSERT INTO tokens (name, kind, hash, created_at) VALUES (?, ?, ?, ?)`, name, string(kind), hashToken(plain), ms(t.CreatedAt))
+	if err != nil {
+		return nil, "", fmt.Errorf("create token: %w", err)
+	}
+	t.ID, _ = res.LastInsertId()
+	return t, plain, nil
+}
+
+// Authenticate returns the token matching plain, or ErrNotFound when it is
+// unknown or revoked.
+func (s *Store) Authenticate(ctx context.Context, plain string) (*Token, error) {
+	if !strings.HasPrefix(plain, TokenPrefix) {
+		return nil, fmt.Errorf("token: %w", ErrNotFound)
+	}
+	var t Token
+	var kind string
+	var created int64
+	var used sql.NullInt64
+	err := s.db.QueryRowContext(ctx, `SELECT id, name, kind, created_at, last_used FROM tokens WHERE hash = ? AND revoked = 0`, hashToken(plain)).
+		Scan(&t.ID, &t.Name, &kind, &created, &used)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("token: %w", ErrNotFound)
+	}
+	if err != nil {
+		return nil, err
+	}
+	t.Kind, t.CreatedAt, t.LastUsed = TokenKind(kind), fromMS(created), nullTime(used)
+	// last_used is advisory: update it at most once a minute to spare writes.
+	if now := s.nowMS(); !used.Valid || now-used.Int64 > 60_000 {
+		_, _ = s.db.ExecContext(ctx, `UPDATE tokens SET last_used = ? WHERE id = ?`, now, t.ID)
+	}
+	return &t, nil
+}
+
+func (s *Store) ListTokens(ctx context.Context) ([]*Token, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT id, name, kind, created_at, last_used FROM tokens WHERE revoked = 0 ORDER BY id`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []*Token
+	for rows.Next() {
+		var t Token
+		var kind string
+		var created int64
+		var used sql.NullInt64
+		if err := rows.Scan(&t.ID, &t.Name, &kind, &created, &used); err != nil {
+			return nil, err
+		}
+		t.Kind, t.CreatedAt, t.LastUsed = TokenKind(kind), fromMS(created), nullTime(used)
+		out = append(out, &t)
+	}
+	return out, rows.Err()
+}
+
+func (s *Store) RevokeToken(ctx context.Context, id int64) error {
+	res, err := s.db.ExecContext(ctx, `UPDATE tokens SET revoked = 1 WHERE id = ? AND revoked = 0`, id)
+	return mustAffect(res, err, "token")
+}
+
+// CountTokens counts live tokens of a kind (to know whether this is a first start).
+func (s *Store) CountTokens(ctx context.Context, kind TokenKind) (int, error) {
+	var n int
+	err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM tokens WHERE kind = ? AND revoked = 0`, string(kind)).Scan(&n)
+	return n, err
+}
+
+// --- agents ---
+
+// UpsertAgent records an agent's registration or heartbeat.
+func (s *Store) UpsertAgent(ctx context.Context, a *Agent) error {
+	labels, _ := json.Marshal(a.Labels)
+	now := s.nowMS()
+	_, err := s.db.ExecContext(ctx, `INSERT INTO agents (id, name, labels, capacity, version, first_seen, last_seen) VALUES (?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (id) DO UPDATE SET name = excluded.name, labels = excluded.labels, capacity = excluded.capacity, version = excluded.version, last_seen = excluded.last_seen`,
+		a.ID, a.Name, string(labels), a.Capacity, a.Version, now, now)
+	return err
+}
+
+// TouchAgent updates an agent's last_seen.
+func (s *Store) TouchAgent(ctx context.Context, id string) error {
+	_, err := s.db.ExecContext(ctx, `UPDATE agents SET last_seen = ? WHERE id = ?`, s.nowMS(), id)
+	return err
+}
+
+func (s *Store) ListAgents(ctx context.Context) ([]*Agent, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT id, name, labels, capacity, version, first_seen, last_seen FROM agents ORDER BY name`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []*Agent
+	for rows.Next() {
+		var a Agent
+		var labels string
+		var first, last int64
+		if err := rows.Scan(&a.ID, &a.Name, &labels, &a.Capacity, &a.Version, &first, &last); err != nil {
+			return nil, err
+		}
+		_ = json.Unmarshal([]byte(labels), &a.Labels)
+		a.FirstSeen, a.LastSeen = fromMS(first), fromMS(last)
+		out = append(out, &a)
+	}
+	return out, rows.Err()
+}

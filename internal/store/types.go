@@ -1,0 +1,179 @@
+// Package store persists Kiln's state: projects, builds, jobs, steps, logs,
+// agents, tokens and webhook deliveries. The database is the queue: a job is
+// claimed by one conditional UPDATE, so no job lives only in memory and a
+// restarted control plane loses nothing.
+//
+// The store imports no other internal package; job specs travel through it
+// as opaque JSON.
+package store
+
+import (
+	"errors"
+	"time"
+)
+
+// Error kinds, mapped to HTTP status codes at the API edge.
+var (
+	ErrNotFound     = errors.New("not found")
+	ErrConflict     = errors.New("already exists")
+	ErrStaleAttempt = errors.New("stale attempt: the job is no longer leased to this attempt")
+)
+
+// Status is the state of a build, a job or a step. It moves forward only.
+type Status string
+
+const (
+	StatusQueued   Status = "queued"
+	StatusRunning  Status = "running"
+	StatusSuccess  Status = "success"
+	StatusFailure  Status = "failure"
+	StatusCanceled Status = "canceled"
+	StatusTimedOut Status = "timed_out"
+	// StatusError is an infrastructure fault (image missing, engine down,
+	// agent lost); a job in error is retried up to its MaxAttempts.
+	StatusError   Status = "error"
+	StatusSkipped Status = "skipped" // steps only: not run because an earlier step failed
+)
+
+// Terminal reports whether s is a final state.
+func (s Status) Terminal() bool {
+	switch s {
+	case StatusSuccess, StatusFailure, StatusCanceled, StatusTimedOut, StatusError, StatusSkipped:
+		return true
+	}
+	return false
+}
+
+// AllStatuses lists build statuses, for metrics and validation.
+var AllStatuses = []Status{StatusQueued, StatusRunning, StatusSuccess, StatusFailure, StatusCanceled, StatusTimedOut, StatusError}
+
+type Project struct {
+	ID               int64     `json:"id"`
+	Name             string    `json:"name"`
+	CloneURL         string    `json:"clone_url"`
+	DefaultBranch    string    `json:"default_branch"`
+	WebhookSecret    string    `json:"-"` // encrypted at rest
+	CancelSuperseded bool      `json:"cancel_superseded"`
+	CreatedAt        time.Time `json:"created_at"`
+}
+
+// Secret is a project environment secret, encrypted at rest, given to jobs as
+// an environment variable and masked in their logs.
+type Secret struct {
+	Name  string `json:"name"`
+	Value string `json:"-"`
+}
+
+type Build struct {
+	ID         int64  `json:"id"`
+	ProjectID  int64  `json:"project_id"`
+	Project    string `json:"project"`
+	Number     int64  `json:"number"` // per project
+	Status     Status `json:"status"`
+	Trigger    string `json:"trigger"` // "push", "api"
+	Forge      string `json:"forge,omitempty"`
+	DeliveryID string `json:"delivery_id,omitempty"`
+	Ref        string `json:"ref"`
+	Branch     string `json:"branch,omitempty"`
+	Commit     string `json:"commit,omitempty"` // empty until resolved by the planner
+	Message    string `json:"message,omitempty"`
+	Author     string `json:"author,omitempty"`
+	// Error explains a build that failed or errored before any job ran
+	// (an invalid .kiln.yml, an unreachable repository).
+	Error           string     `json:"error,omitempty"`
+	CancelRequested bool       `json:"cancel_requested"`
+	Planned         bool       `json:"planned"`
+	PlanAttempts    int        `json:"plan_attempts"`
+	CreatedAt       time.Time  `json:"created_at"`
+	StartedAt       *time.Time `json:"started_at,omitempty"`
+	FinishedAt      *time.Time `json:"finished_at,omitempty"`
+	Jobs            []*Job     `json:"jobs,omitempty"`
+}
+
+type Job struct {
+	ID      int64  `json:"id"`
+	BuildID int64  `json:"build_id"`
+	Name    string `json:"name"`
+	Status  Status `json:"status"`
+	// Spec is the compiled job (pipeline.JobSpec as JSON).
+	Spec            []byte     `json:"-"`
+	Labels          []string   `json:"labels,omitempty"`
+	TimeoutSeconds  int        `json:"timeout_seconds"`
+	Attempt         int        `json:"attempt"`
+	MaxAttempts     int        `json:"max_attempts"`
+	AgentID         string     `json:"agent_id,omitempty"`
+	LeaseExpires    *time.Time `json:"lease_expires,omitempty"`
+	CancelRequested bool       `json:"cancel_requested"`
+	ExitCode        *int       `json:"exit_code,omitempty"`
+	Error           string     `json:"error,omitempty"`
+	QueuedAt        time.Time  `json:"queued_at"`
+	NotBefore       *time.Time `json:"-"`
+	StartedAt       *time.Time `json:"started_at,omitempty"`
+	FinishedAt      *time.Time `json:"finished_at,omitempty"`
+	Steps           []*Step    `json:"steps,omitempty"`
+}
+
+type Step struct {
+	JobID      int64      `json:"-"`
+	Attempt    int        `json:"attempt"`
+	Index      int        `json:"index"`
+	Name       string     `json:"name"`
+	Status     Status     `json:"status"`
+	ExitCode   *int       `json:"exit_code,omitempty"`
+	StartedAt  *time.Time `json:"started_at,omitempty"`
+	FinishedAt *time.Time `json:"finished_at,omitempty"`
+}
+
+// LogLine is one stored line of a job attempt's log.
+type LogLine struct {
+	JobID   int64     `json:"job_id"`
+	Attempt int       `json:"attempt"`
+	Seq     int64     `json:"seq"`
+	Step    int       `json:"step"`
+	Time    time.Time `json:"time"`
+	Text    string    `json:"text"`
+}
+
+type Agent struct {
+	ID        string    `json:"id"`
+	Name      string    `json:"name"`
+	Labels    []string  `json:"labels"`
+	Capacity  int       `json:"capacity"`
+	Version   string    `json:"version"`
+	FirstSeen time.Time `json:"first_seen"`
+	LastSeen  time.Time `json:"last_seen"`
+}
+
+// TokenKind says what a token may do.
+type TokenKind string
+
+const (
+	TokenAdmin TokenKind = "admin" // the REST API
+	TokenAgent TokenKind = "agent" // the agent protocol only
+)
+
+type Token struct {
+	ID        int64      `json:"id"`
+	Name      string     `json:"name"`
+	Kind      TokenKind  `json:"kind"`
+	CreatedAt time.Time  `json:"created_at"`
+	LastUsed  *time.Time `json:"last_used,omitempty"`
+}
+
+// Delivery is a webhook delivery, stored before it is acknowledged.
+type Delivery struct {
+	ID         string    `json:"id"`
+	Forge      string    `json:"forge"`
+	ProjectID  int64     `json:"project_id"`
+	Event      string    `json:"event"`
+	Result     string    `json:"result"`
+	BuildID    *int64    `json:"build_id,omitempty"`
+	ReceivedAt time.Time `json:"received_at"`
+}
+
+// Sealer encrypts secrets at rest. The store calls it for webhook secrets
+// and project secrets; see internal/secretbox.
+type Sealer interface {
+	Seal(plaintext []byte) ([]byte, error)
+	Open(ciphertext []byte) ([]byte, error)
+}
