@@ -105,7 +105,7 @@ func (g *graphCheck) visit(n *yaml.Node) int {
 	}
 	w = min(w, maxExpansion+1)
 	if w > maxExpansion && !g.fatal {
-		g.c.errorf(n, g.field(), "aliases expand this value to more than %d nodes and bytes (an alias bomb?); expand less", maxExpansion)
+		g.c.errorf(n, g.field(), "aliases expand this value beyond the limit of %d nodes and bytes (an alias bomb?)", maxExpansion)
 		g.fatal = true
 	}
 	if n.Anchor != "" {

@@ -33,7 +33,8 @@ func (c *checker) pipeline(root *yaml.Node) *Pipeline {
 	}
 	p := &Pipeline{}
 	var jobs, steps *entry
-	for _, e := range entries(m) {
+	es := entries(m)
+	for _, e := range es {
 		switch key := e.key.Value; key {
 		case "jobs":
 			jobs = &e
@@ -49,12 +50,12 @@ func (c *checker) pipeline(root *yaml.Node) *Pipeline {
 	switch {
 	case jobs != nil && steps != nil:
 		c.errorf(steps.key, "", `"jobs" and "steps" cannot both be set: use "jobs" for several jobs, or "steps" alone for one job named %q`, DefaultJobName)
-		c.jobs(jobs.value, p.Image != "")
+		c.jobs(jobs.value, hasKey(es, "image"))
 		c.steps(steps.value, "steps")
 	case jobs != nil:
-		p.Jobs = c.jobs(jobs.value, p.Image != "")
+		p.Jobs = c.jobs(jobs.value, hasKey(es, "image"))
 	case steps != nil:
-		if p.Image == "" {
+		if !hasKey(es, "image") {
 			c.errorf(m, "image", "required")
 		}
 		p.Jobs = []Job{{Name: DefaultJobName, Steps: c.steps(steps.value, "steps")}}
@@ -113,14 +114,15 @@ func (c *checker) job(e entry, hasImage bool) Job {
 		return j
 	}
 	var steps *entry
-	for _, f := range entries(m) {
+	es := entries(m)
+	for _, f := range es {
 		if f.key.Value == "steps" {
 			steps = &f
 			continue
 		}
 		c.settings(f, path, &j.Settings, jobKeys)
 	}
-	if j.Image == "" && !hasImage {
+	if !hasImage && !hasKey(es, "image") {
 		c.errorf(e.key, path+".image", "required (set it on the job or at the top level)")
 	}
 	if steps == nil {
@@ -145,10 +147,10 @@ func (c *checker) steps(n *yaml.Node, path string) []StepSpec {
 	for i, item := range s.Content {
 		field := fmt.Sprintf("%s[%d]", path, i)
 		var step StepSpec
-		switch r := resolve(item); r.Kind {
-		case yaml.MappingNode:
+		switch r := resolve(item); {
+		case r.Kind == yaml.MappingNode:
 			step = c.step(item, r, field)
-		case yaml.ScalarNode:
+		case r.Kind == yaml.ScalarNode && r.Tag != "!!null":
 			step.Run = c.run(item, field)
 		default:
 			c.errorf(item, field, "expected a mapping or a string, got %s", describe(r))
@@ -376,6 +378,17 @@ func editDistance(a, b string) int {
 		prev = cur
 	}
 	return prev[len(b)]
+}
+
+// hasKey reports whether a mapping sets key (validly or not: a bad value
+// is its own error, not a missing one).
+func hasKey(es []entry, key string) bool {
+	for _, e := range es {
+		if e.key.Value == key {
+			return true
+		}
+	}
+	return false
 }
 
 func join(parent, key string) string {
