@@ -8,6 +8,10 @@ import "errors"
 var (
 	ErrSignature = errors.New("invalid or missing webhook signature") // 401
 	ErrMalformed = errors.New("malformed webhook payload")            // 400
+
+	// ErrUnknownForge is a configuration fault, not the sender's: the
+	// project names a forge this package does not know.
+	ErrUnknownForge = errors.New("unknown forge") // 500
 )
 
 // Kind is what a delivery asks of Kiln.
@@ -33,12 +37,13 @@ type Push struct {
 	Ref      string // full ref, e.g. refs/heads/main
 	Branch   string // "main" for refs/heads/main, "" for tags
 	Tag      string // "v1" for refs/tags/v1, "" for branches
-	Before   string
-	Commit   string // the new head commit SHA ("after")
+	Before   string // the SHA the ref pointed at before; all zeros for a new ref
+	Commit   string // the new head commit SHA ("after"), lower-case hex; "" when Deleted
 	Deleted  bool   // the ref was deleted: build nothing
 	Message  string // head commit message, first line
-	Author   string
+	Author   string // who pushed: the forge's user name
 	Repo     string // full name, e.g. octo/hello
 	CloneURL string
 	HTMLURL  string // link to the commit or compare view, when known
+	RepoURL  string // the repository's web page, when known
 }

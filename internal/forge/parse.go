@@ -1,0 +1,175 @@
+package forge
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+)
+
+// MaxBodyDefault is the default request body limit (25 MiB, what GitHub caps
+// a delivery at); the caller enforces the limit before calling Parse.
+const MaxBodyDefault = 25 << 20
+
+// maxDeliveryID bounds the delivery id Kiln stores and de-duplicates by.
+// Real ids are UUIDs (36 characters).
+const maxDeliveryID = 256
+
+// Parse verifies a delivery's authenticity with the project's webhook secret
+// and parses it.
+//
+// forgeName is "github", "gitlab" or "gitea" ("forgejo" is an alias of gitea).
+// header is the request's header, body the full raw body.
+//
+// The signature (GitHub, Gitea: HMAC-SHA256 of the body) or token (GitLab) is
+// checked first, in constant time, before any byte of the body is parsed; an
+// empty secret accepts nothing. Errors wrap ErrSignature (bad or missing
+// signature or token), ErrMalformed (with the reason: a missing header, a
+// missing field, a JSON error with its byte offset) or ErrUnknownForge.
+//
+// Every verified event is returned, also those Kiln does not handle
+// (KindOther), so the caller can store and acknowledge it. A KindPush event
+// always has a Push with a full Ref and either Deleted set or a 40- or
+// 64-hex Commit. For an annotated tag, Commit is the commit the tag points at
+// (GitHub's head_commit, GitLab's checkout_sha), not the tag object.
+func Parse(forgeName string, header http.Header, body []byte, secret string) (*Event, error) {
+	f, ok := lookupForge(forgeName)
+	if !ok {
+		return nil, fmt.Errorf("%w %q: want github, gitlab, gitea or forgejo", ErrUnknownForge, forgeName)
+	}
+	if secret == "" {
+		return nil, fmt.Errorf("%w: project has no webhook secret", ErrSignature)
+	}
+	if err := f.verify(header, body, secret); err != nil {
+		return nil, err
+	}
+
+	name, err := firstHeader(header, f.eventHeaders)
+	if err != nil {
+		return nil, err
+	}
+	delivery, err := firstHeader(header, f.deliveryHeaders)
+	if err != nil {
+		return nil, err
+	}
+	if len(delivery) > maxDeliveryID {
+		return nil, fmt.Errorf("%w: delivery id is longer than %d bytes", ErrMalformed, maxDeliveryID)
+	}
+	ev := &Event{Forge: f.name, Kind: KindOther, Name: name, DeliveryID: delivery}
+	if kind, ok := f.kinds[name]; ok {
+		ev.Kind = kind
+	}
+
+	if ev.Kind != KindPush {
+		// Nothing is read from these, but a body that is not a JSON object
+		// is still a malformed delivery, not one to store and acknowledge.
+		if err := decode(name, body, &struct{}{}); err != nil {
+			return nil, err
+		}
+		return ev, nil
+	}
+	payload := f.pushPayload()
+	if err := decode(name, body, payload); err != nil {
+		return nil, err
+	}
+	p, after := payload.push()
+	if err := normalizePush(name, p, after); err != nil {
+		return nil, err
+	}
+	ev.Push = p
+	return ev, nil
+}
+
+// forge is what tells one forge's deliveries apart from another's.
+type forge struct {
+	name            string   // Event.Forge
+	eventHeaders    []string // the event name: the first one present counts
+	deliveryHeaders []string // the delivery id: the first one present counts
+
+	// verify checks the delivery's signature or token against a non-empty secret.
+	verify func(h http.Header, body []byte, secret string) error
+	// kinds maps the forge's event names Kiln handles to what it does with
+	// them; any other event is KindOther.
+	kinds map[string]Kind
+	// pushPayload returns a new value to decode a push payload into.
+	pushPayload func() pushPayload
+}
+
+// pushPayload is the part of a forge's push payload Kiln reads, decoded
+// from JSON.
+type pushPayload interface {
+	// push returns the payload as a Push for normalizePush, and the
+	// payload's "after" apart (all zeros when the ref was deleted). Commit
+	// is set only when the payload names the head commit apart from after
+	// (an annotated tag); normalizePush defaults it to after.
+	push() (p *Push, after string)
+}
+
+// lookupForge returns the forge named name. It builds the value on each call
+// so that no package-level state can be changed by a caller.
+func lookupForge(name string) (forge, bool) {
+	switch name {
+	case "github":
+		return githubShaped("github",
+			[]string{"X-GitHub-Event"},
+			[]string{"X-GitHub-Delivery"},
+			sigHeader{"X-Hub-Signature-256", "sha256="},
+		), true
+	case "gitea", "forgejo":
+		// Forgejo sends its own X-Forgejo-* headers and Gitea's as well;
+		// Gitea also sends X-Hub-Signature-256, for GitHub-shaped receivers.
+		return githubShaped("gitea",
+			[]string{"X-Forgejo-Event", "X-Gitea-Event"},
+			[]string{"X-Forgejo-Delivery", "X-Gitea-Delivery"},
+			sigHeader{"X-Forgejo-Signature", ""},
+			sigHeader{"X-Gitea-Signature", ""},
+			sigHeader{"X-Hub-Signature-256", "sha256="},
+		), true
+	case "gitlab":
+		// GitLab has no ping: its "Test" button sends a sample "Push Hook".
+		// A "System Hook" (instance-wide, set by an administrator) is not
+		// a project's webhook and is ignored, whatever it carries.
+		//
+		// The delivery id: Idempotency-Key (GitLab 17.4+) is documented as
+		// unique per event and the same on every retry of it, which is what
+		// de-duplication wants. Older GitLab sends X-Gitlab-Webhook-UUID
+		// (16.2+), fresh for every request, so a retry builds twice. Last
+		// comes X-Gitlab-Event-UUID (14.8+), which is not unique: it is a
+		// recursion-detection id that every hook fired by one request shares
+		// (a bot answering a webhook by pushing two branches through the API
+		// yields two pushes with one id), so de-duplicating by it first
+		// would silently drop builds.
+		return forge{
+			name:            "gitlab",
+			eventHeaders:    []string{"X-Gitlab-Event"},
+			deliveryHeaders: []string{"Idempotency-Key", "X-Gitlab-Webhook-UUID", "X-Gitlab-Event-UUID"},
+			verify:          verifyGitLabToken,
+			kinds:           map[string]Kind{"Push Hook": KindPush, "Tag Push Hook": KindPush},
+			pushPayload:     func() pushPayload { return new(gitlabPushPayload) },
+		}, true
+	}
+	return forge{}, false
+}
+
+// githubShaped is a forge that signs its deliveries with an HMAC in one of
+// sigs and sends GitHub's event names and payloads: GitHub, Gitea, Forgejo.
+func githubShaped(name string, eventHeaders, deliveryHeaders []string, sigs ...sigHeader) forge {
+	return forge{
+		name:            name,
+		eventHeaders:    eventHeaders,
+		deliveryHeaders: deliveryHeaders,
+		verify:          verifyHMAC(sigs...),
+		kinds:           map[string]Kind{"ping": KindPing, "push": KindPush},
+		pushPayload:     func() pushPayload { return new(githubPushPayload) },
+	}
+}
+
+// firstHeader returns the value of the first of names that is present, or
+// ErrMalformed naming them all.
+func firstHeader(h http.Header, names []string) (string, error) {
+	for _, n := range names {
+		if v := strings.TrimSpace(h.Get(n)); v != "" {
+			return v, nil
+		}
+	}
+	return "", fmt.Errorf("%w: missing %s header", ErrMalformed, strings.Join(names, " or "))
+}
