@@ -1,0 +1,149 @@
+package gitmirror
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"net/url"
+	"path"
+	"path/filepath"
+	"regexp"
+	"strings"
+)
+
+// remote is a repository URL as given, with what the mirror needs of it.
+type remote struct {
+	raw      string // passed to git; may hold credentials: never print it
+	redacted string // for errors and logs
+	public   string // without any credentials: the checkout's origin
+	key      string // the mirror's directory name
+	secrets  []string
+}
+
+// parseRemote validates rawURL and derives the mirror key. A local path is
+// made absolute (git runs in the mirror directory).
+func parseRemote(rawURL string) (*remote, error) {
+	if rawURL == "" {
+		return nil, fmt.Errorf("gitmirror: empty repository URL")
+	}
+	if strings.HasPrefix(rawURL, "-") || strings.ContainsAny(rawURL, "\x00\n\r") {
+		return nil, fmt.Errorf("gitmirror: invalid repository URL %q", Redact(rawURL))
+	}
+	r := &remote{raw: rawURL}
+	if isLocalPath(rawURL) {
+		abs, err := filepath.Abs(rawURL)
+		if err != nil {
+			return nil, fmt.Errorf("gitmirror: %w", err)
+		}
+		r.raw = abs
+	}
+	r.public = stripUserinfo(r.raw)
+	r.redacted = Redact(r.raw)
+	if u, err := url.Parse(r.raw); err == nil && u.User != nil {
+		// Whatever of the userinfo is secret, in the forms git may print.
+		if secretUser(u) {
+			r.secrets = append(r.secrets, u.User.String(), u.User.Username())
+		}
+		if p, ok := u.User.Password(); ok {
+			r.secrets = append(r.secrets, u.User.String(), p, url.QueryEscape(p))
+		}
+	}
+
+	// The key does not depend on credentials: the same repository fetched
+	// with another token is the same mirror.
+	sum := sha256.Sum256([]byte(strings.TrimSuffix(r.public, "/")))
+	r.key = hex.EncodeToString(sum[:8]) + "-" + readableName(r.public)
+	return r, nil
+}
+
+// isLocalPath tells a local path from a URL, as git does: a URL has
+// "scheme://", scp-like syntax ("host:path", "user@host:path") has a colon
+// before the first slash; anything else is a path.
+func isLocalPath(s string) bool {
+	if strings.Contains(s, "://") {
+		return false
+	}
+	colon := strings.IndexByte(s, ':')
+	if colon < 0 {
+		return true
+	}
+	slash := strings.IndexByte(s, '/')
+	return slash >= 0 && slash < colon
+}
+
+var unsafeChars = regexp.MustCompile(`[^A-Za-z0-9._-]+`)
+
+// readableName is the last path element of a repository URL, safe as part
+// of a file name: "https://host/org/kiln.git" gives "kiln".
+func readableName(u string) string {
+	u = strings.TrimRight(u, "/")
+	if i := strings.LastIndexAny(u, "/:"); i >= 0 {
+		u = u[i+1:]
+	}
+	u = strings.TrimSuffix(u, ".git")
+	u = strings.Trim(unsafeChars.ReplaceAllString(u, "_"), "._-")
+	if len(u) > 40 {
+		u = u[:40]
+	}
+	if u == "" {
+		u = "repo"
+	}
+	return u
+}
+
+// userinfoRE finds the userinfo of URLs in free text (git's messages).
+var userinfoRE = regexp.MustCompile(`([A-Za-z][A-Za-z0-9+.-]*://)([^/?#@\s'"]*)@`)
+
+// Redact returns s, a repository URL or a message that contains URLs, with
+// credentials replaced: "https://user:token@host" becomes
+// "https://user:***@host". For http(s) a user name alone is also replaced
+// ("https://***@host"), since tokens are often passed that way; the user of
+// an ssh URL ("ssh://git@host") is not a secret and is kept.
+func Redact(s string) string {
+	return userinfoRE.ReplaceAllStringFunc(s, func(m string) string {
+		sub := userinfoRE.FindStringSubmatch(m)
+		scheme, info := sub[1], sub[2]
+		if user, _, ok := strings.Cut(info, ":"); ok {
+			return scheme + user + ":***@"
+		}
+		if isHTTP(scheme) {
+			return scheme + "***@"
+		}
+		return m
+	})
+}
+
+func isHTTP(scheme string) bool {
+	s := strings.ToLower(strings.TrimSuffix(scheme, "://"))
+	return s == "http" || s == "https"
+}
+
+// secretUser reports whether u's user name should be treated as secret.
+func secretUser(u *url.URL) bool {
+	return isHTTP(u.Scheme) && u.User.Username() != ""
+}
+
+// stripUserinfo removes credentials from a URL; the user of an ssh URL is
+// kept (it is needed, and not secret).
+func stripUserinfo(s string) string {
+	u, err := url.Parse(s)
+	if err != nil || u.User == nil || !strings.Contains(s, "://") {
+		return s
+	}
+	if !isHTTP(u.Scheme) && u.User.Username() != "" {
+		u.User = url.User(u.User.Username())
+	} else {
+		u.User = nil
+	}
+	return u.String()
+}
+
+// cleanPath turns a path in the repository into the form git's
+// "<commit>:<path>" syntax takes: relative to the root, cleaned.
+func cleanPath(p string) (string, error) {
+	c := path.Clean("/" + p)[1:]
+	if c == "" || strings.ContainsAny(p, "\x00\n") {
+		return "", fmt.Errorf("gitmirror: invalid path %q", p)
+	}
+	return c, nil
+}
