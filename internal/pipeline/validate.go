@@ -222,15 +222,24 @@ func defaultStepName(run string) string {
 }
 
 func (c *checker) image(n *yaml.Node, field string) string {
-	image, ok := c.text(n, field, "a string")
+	image, _ := c.word(n, field, "image reference")
+	return image
+}
+
+// word returns the text of a scalar that must be one non-empty word, such
+// as an image reference or a label; what names it in messages.
+func (c *checker) word(n *yaml.Node, field, what string) (string, bool) {
+	w, ok := c.text(n, field, "a string")
 	switch {
 	case !ok:
-	case image == "":
+	case w == "":
 		c.errorf(n, field, "must not be empty")
-	case strings.IndexFunc(image, isSpaceOrControl) >= 0:
-		c.errorf(n, field, "invalid image reference %q: must not contain spaces", image)
+	case strings.IndexFunc(w, isSpaceOrControl) >= 0:
+		c.errorf(n, field, "invalid %s %q: must not contain spaces", what, w)
+	default:
+		return w, true
 	}
-	return image
+	return w, false
 }
 
 func (c *checker) env(n *yaml.Node, field string) map[string]string {
@@ -284,14 +293,7 @@ func (c *checker) labels(n *yaml.Node, field string) []string {
 		if r.Kind == yaml.SequenceNode {
 			f = fmt.Sprintf("%s[%d]", field, i)
 		}
-		label, ok := c.text(item, f, "a string")
-		switch {
-		case !ok:
-		case label == "":
-			c.errorf(item, f, "must not be empty")
-		case strings.IndexFunc(label, isSpaceOrControl) >= 0:
-			c.errorf(item, f, "invalid label %q: must not contain spaces", label)
-		case !seen[label]:
+		if label, ok := c.word(item, f, "label"); ok && !seen[label] {
 			seen[label] = true
 			labels = append(labels, label)
 		}
