@@ -1,0 +1,137 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/kilnci/kiln/internal/agent"
+	"github.com/kilnci/kiln/internal/gitmirror"
+	"github.com/kilnci/kiln/internal/sandbox/docker"
+)
+
+// agentOptions are the agent's flags.
+type agentOptions struct {
+	cfg     agent.Config
+	engine  string
+	dataDir string
+	labels  string
+	memory  string
+}
+
+func agentFlags(fs *flag.FlagSet, local bool) *agentOptions {
+	o := &agentOptions{cfg: agent.DefaultConfig()}
+	if !local {
+		fs.StringVar(&o.cfg.Server, "server", envOr("KILN_SERVER", "http://127.0.0.1:8080"), "control plane URL ($KILN_SERVER)")
+		fs.StringVar(&o.cfg.Token, "token", os.Getenv("KILN_AGENT_TOKEN"), "agent token, from 'kiln token create --kind agent' ($KILN_AGENT_TOKEN)")
+		fs.StringVar(&o.dataDir, "data-dir", filepath.Join(defaultDataDir(), "agent"), "agent state: its id, git mirrors, job workspaces")
+	}
+	fs.StringVar(&o.cfg.Name, "name", hostname(), "agent name shown in the API")
+	fs.StringVar(&o.labels, "labels", "linux", "comma-separated labels; a job runs only on agents carrying all its runs-on labels")
+	fs.IntVar(&o.cfg.Capacity, "capacity", o.cfg.Capacity, "jobs run at once")
+	fs.StringVar(&o.engine, "engine", os.Getenv("KILN_ENGINE"), "container engine socket, e.g. unix:///run/podman/podman.sock (default: detected)")
+	fs.Float64Var(&o.cfg.DefaultCPUs, "cpus", o.cfg.DefaultCPUs, "default CPU limit per job")
+	fs.StringVar(&o.memory, "memory", "2g", "default memory limit per job (e.g. 512m, 2g)")
+	fs.Int64Var(&o.cfg.DefaultPids, "pids", o.cfg.DefaultPids, "default process limit per job")
+	return o
+}
+
+func hostname() string {
+	h, _ := os.Hostname()
+	if h == "" {
+		return "agent"
+	}
+	return h
+}
+
+// build finishes the agent's configuration and creates it.
+func (o *agentOptions) build(ctx context.Context, dataDir string) (*agent.Agent, string, error) {
+	mem, err := parseBytes(o.memory)
+	if err != nil {
+		return nil, "", fmt.Errorf("-memory: %w", err)
+	}
+	o.cfg.DefaultMemory = mem
+	for _, l := range strings.Split(o.labels, ",") {
+		if l = strings.TrimSpace(l); l != "" {
+			o.cfg.Labels = append(o.cfg.Labels, l)
+		}
+	}
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return nil, "", err
+	}
+	if o.cfg.ID, err = agentID(filepath.Join(dataDir, "agent-id")); err != nil {
+		return nil, "", err
+	}
+	o.cfg.WorkDir = filepath.Join(dataDir, "work")
+	o.cfg.Version = version
+	host := o.engine
+	if host == "" {
+		if host, err = docker.Detect(ctx); err != nil {
+			return nil, "", fmt.Errorf("no container engine found (%v); start Docker or Podman, or pass -engine", err)
+		}
+	}
+	rt, err := docker.New(host)
+	if err != nil {
+		return nil, "", err
+	}
+	mirrors, err := gitmirror.New(filepath.Join(dataDir, "git"))
+	if err != nil {
+		return nil, "", err
+	}
+	a, err := agent.New(o.cfg, rt, mirrors, newLogger().With("component", "agent"))
+	return a, host, err
+}
+
+// agentID returns the agent's stable id, kept in path. A stable id lets the
+// server end, at once, the jobs a crashed run of this agent left running.
+func agentID(path string) (string, error) {
+	if b, err := os.ReadFile(path); err == nil {
+		if id := strings.TrimSpace(string(b)); id != "" {
+			return id, nil
+		}
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return "", err
+	}
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	id := "agent-" + hex.EncodeToString(b[:])
+	return id, os.WriteFile(path, []byte(id+"\n"), 0o600)
+}
+
+func parseBytes(s string) (int64, error) {
+	s = strings.ToLower(strings.TrimSpace(s))
+	mult := int64(1)
+	for suffix, m := range map[string]int64{"k": 1 << 10, "m": 1 << 20, "g": 1 << 30} {
+		if strings.HasSuffix(s, suffix) {
+			s, mult = strings.TrimSuffix(s, suffix), m
+		}
+	}
+	var n int64
+	if _, err := fmt.Sscan(s, &n); err != nil || n <= 0 {
+		return 0, fmt.Errorf("invalid size %q (want e.g. 512m or 2g)", s)
+	}
+	return n * mult, nil
+}
+
+func runAgent(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("kiln agent", flag.ContinueOnError)
+	o := agentFlags(fs, false)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if o.cfg.Token == "" {
+		return errors.New("-token (or KILN_AGENT_TOKEN) is required: create one with 'kiln token create --kind agent NAME'")
+	}
+	a, host, err := o.build(ctx, o.dataDir)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("kiln agent %s: engine %s, server %s\n", o.cfg.Name, host, o.cfg.Server)
+	return a.Run(ctx)
+}

@@ -1,0 +1,217 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net/url"
+	"os"
+	"strconv"
+	"text/tabwriter"
+	"time"
+
+	"github.com/kilnci/kiln/internal/api"
+	"github.com/kilnci/kiln/internal/store"
+)
+
+func buildIDArg(pos []string, usage string) (int64, error) {
+	if len(pos) != 1 {
+		return 0, errors.New("usage: " + usage)
+	}
+	id, err := strconv.ParseInt(pos[0], 10, 64)
+	if err != nil || id <= 0 {
+		return 0, fmt.Errorf("invalid build id %q", pos[0])
+	}
+	return id, nil
+}
+
+// runTrigger starts a build; with -f it follows the log and exits with the
+// build's outcome (0 on success), which makes it usable in scripts.
+func runTrigger(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("kiln trigger", flag.ContinueOnError)
+	connect := clientFlags(fs)
+	branch := fs.String("branch", "", "branch to build (default: the project's default branch)")
+	commit := fs.String("commit", "", "exact commit SHA to build (default: the branch's head)")
+	follow := fs.Bool("f", false, "follow the build's log and exit with its result")
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return errors.New("usage: kiln trigger PROJECT [-branch B] [-commit SHA] [-f]")
+	}
+	c, err := connect()
+	if err != nil {
+		return err
+	}
+	var b store.Build
+	if err := c.do(ctx, "POST", "/projects/"+url.PathEscape(pos[0])+"/builds", api.TriggerRequest{Branch: *branch, Commit: *commit}, &b); err != nil {
+		return err
+	}
+	fmt.Printf("build %d (%s #%d) queued\n", b.ID, b.Project, b.Number)
+	if !*follow {
+		return nil
+	}
+	return followLogs(ctx, c, b.ID)
+}
+
+func runBuilds(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("kiln builds", flag.ContinueOnError)
+	connect := clientFlags(fs)
+	project := fs.String("project", "", "only this project's builds")
+	status := fs.String("status", "", "only builds in this status")
+	limit := fs.Int("n", 20, "how many")
+	asJSON := fs.Bool("json", false, "print JSON")
+	if _, err := parseArgs(fs, args); err != nil {
+		return err
+	}
+	c, err := connect()
+	if err != nil {
+		return err
+	}
+	q := url.Values{"limit": {strconv.Itoa(*limit)}}
+	if *project != "" {
+		q.Set("project", *project)
+	}
+	if *status != "" {
+		q.Set("status", *status)
+	}
+	var bs []store.Build
+	if err := c.do(ctx, "GET", "/builds?"+q.Encode(), nil, &bs); err != nil {
+		return err
+	}
+	if *asJSON {
+		return printJSON(bs)
+	}
+	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tPROJECT\t#\tSTATUS\tBRANCH\tCOMMIT\tTRIGGER\tCREATED\tDURATION")
+	for _, b := range bs {
+		fmt.Fprintf(tw, "%d\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\n", b.ID, b.Project, b.Number, b.Status, b.Branch, shortSHA(b.Commit), b.Trigger,
+			b.CreatedAt.Local().Format("2006-01-02 15:04:05"), duration(b.StartedAt, b.FinishedAt))
+	}
+	return tw.Flush()
+}
+
+func shortSHA(s string) string {
+	if len(s) > 10 {
+		return s[:10]
+	}
+	return s
+}
+
+func duration(start, end *time.Time) string {
+	if start == nil {
+		return "-"
+	}
+	e := time.Now()
+	if end != nil {
+		e = *end
+	}
+	return e.Sub(*start).Round(10 * time.Millisecond).String()
+}
+
+func runBuild(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("kiln build", flag.ContinueOnError)
+	connect := clientFlags(fs)
+	asJSON := fs.Bool("json", false, "print JSON")
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	id, err := buildIDArg(pos, "kiln build ID")
+	if err != nil {
+		return err
+	}
+	c, err := connect()
+	if err != nil {
+		return err
+	}
+	var b store.Build
+	if err := c.do(ctx, "GET", fmt.Sprintf("/builds/%d", id), nil, &b); err != nil {
+		return err
+	}
+	if *asJSON {
+		return printJSON(b)
+	}
+	printBuild(&b)
+	return nil
+}
+
+func printBuild(b *store.Build) {
+	fmt.Printf("build %d: %s #%d  %s\n", b.ID, b.Project, b.Number, b.Status)
+	fmt.Printf("  ref %s  commit %s  trigger %s  duration %s\n", b.Ref, b.Commit, b.Trigger, duration(b.StartedAt, b.FinishedAt))
+	if b.Error != "" {
+		fmt.Printf("  %s\n", b.Error)
+	}
+	for _, j := range b.Jobs {
+		fmt.Printf("  job %-20s %-9s attempt %d  %s\n", j.Name, j.Status, j.Attempt, duration(j.StartedAt, j.FinishedAt))
+		if j.Error != "" {
+			fmt.Printf("      %s\n", j.Error)
+		}
+		for _, s := range j.Steps {
+			code := ""
+			if s.ExitCode != nil {
+				code = fmt.Sprintf("exit %d", *s.ExitCode)
+			}
+			fmt.Printf("    step %-30s %-9s %-8s %s\n", s.Name, s.Status, code, duration(s.StartedAt, s.FinishedAt))
+		}
+	}
+}
+
+func runCancel(ctx context.Context, args []string) error {
+	return buildAction(ctx, args, "cancel")
+}
+
+func runRetry(ctx context.Context, args []string) error {
+	return buildAction(ctx, args, "retry")
+}
+
+func buildAction(ctx context.Context, args []string, action string) error {
+	fs := flag.NewFlagSet("kiln "+action, flag.ContinueOnError)
+	connect := clientFlags(fs)
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	id, err := buildIDArg(pos, "kiln "+action+" BUILD_ID")
+	if err != nil {
+		return err
+	}
+	c, err := connect()
+	if err != nil {
+		return err
+	}
+	var b store.Build
+	if err := c.do(ctx, "POST", fmt.Sprintf("/builds/%d/%s", id, action), nil, &b); err != nil {
+		return err
+	}
+	if action == "retry" {
+		fmt.Printf("build %d (%s #%d) queued, retrying build %d\n", b.ID, b.Project, b.Number, id)
+	} else {
+		fmt.Printf("build %d: cancel requested (%s)\n", b.ID, b.Status)
+	}
+	return nil
+}
+
+func runAgents(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("kiln agents", flag.ContinueOnError)
+	connect := clientFlags(fs)
+	if _, err := parseArgs(fs, args); err != nil {
+		return err
+	}
+	c, err := connect()
+	if err != nil {
+		return err
+	}
+	var as []store.Agent
+	if err := c.do(ctx, "GET", "/agents", nil, &as); err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tNAME\tLABELS\tCAPACITY\tVERSION\tLAST SEEN")
+	for _, a := range as {
+		fmt.Fprintf(tw, "%s\t%s\t%v\t%d\t%s\t%s ago\n", a.ID, a.Name, a.Labels, a.Capacity, a.Version, time.Since(a.LastSeen).Round(time.Second))
+	}
+	return tw.Flush()
+}

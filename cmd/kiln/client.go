@@ -1,0 +1,99 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// apiClient is the CLI's REST client.
+type apiClient struct {
+	server, token string
+	http          *http.Client
+}
+
+// clientFlags adds --server and --token. The token defaults to $KILN_TOKEN,
+// then the admin token `kiln up` saved in the data dir.
+func clientFlags(fs *flag.FlagSet) func() (*apiClient, error) {
+	server := fs.String("server", envOr("KILN_SERVER", "http://127.0.0.1:8080"), "Kiln server URL ($KILN_SERVER)")
+	token := fs.String("token", os.Getenv("KILN_TOKEN"), "API token ($KILN_TOKEN; default: the admin token in $KILN_HOME/admin-token)")
+	return func() (*apiClient, error) {
+		t := *token
+		if t == "" {
+			b, err := os.ReadFile(filepath.Join(defaultDataDir(), "admin-token"))
+			if err != nil {
+				return nil, errors.New("no API token: pass -token, set KILN_TOKEN, or run on the machine where 'kiln up' saved one")
+			}
+			t = strings.TrimSpace(string(b))
+		}
+		return &apiClient{server: strings.TrimRight(*server, "/"), token: t, http: &http.Client{}}, nil
+	}
+}
+
+func (c *apiClient) do(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.server+"/api/v1"+path, body)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("cannot reach Kiln at %s: %w", c.server, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		var e struct{ Error string }
+		data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		if json.Unmarshal(data, &e) != nil || e.Error == "" {
+			e.Error = strings.TrimSpace(string(data))
+		}
+		return fmt.Errorf("%s %s: %s (HTTP %d)", method, path, e.Error, resp.StatusCode)
+	}
+	if out == nil || resp.StatusCode == http.StatusNoContent {
+		return nil
+	}
+	return json.NewDecoder(resp.Body).Decode(out)
+}
+
+// printJSON prints v indented (for -json output).
+func printJSON(v any) error {
+	enc := json.NewEncoder(os.Stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// parseArgs parses flags that may come before or after positional
+// arguments (Go's flag package stops at the first positional one).
+func parseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return pos, nil
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
+}

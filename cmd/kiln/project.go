@@ -1,0 +1,156 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net/url"
+	"os"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/kilnci/kiln/internal/api"
+)
+
+func runProject(ctx context.Context, args []string) error {
+	if len(args) == 0 {
+		return errors.New("usage: kiln project add|ls|show|set|rm|secret ...")
+	}
+	sub, args := args[0], args[1:]
+	fs := flag.NewFlagSet("kiln project "+sub, flag.ContinueOnError)
+	connect := clientFlags(fs)
+	asJSON := fs.Bool("json", false, "print JSON")
+	var req api.ProjectRequest
+	var cloneURL, branch, secret string
+	var cancelSup string
+	if sub == "add" || sub == "set" {
+		fs.StringVar(&cloneURL, "url", "", "clone URL (any git URL or a local path)")
+		fs.StringVar(&branch, "branch", "", "default branch (add: main)")
+		fs.StringVar(&secret, "webhook-secret", "", "secret shared with the forge's webhook (at least 16 characters)")
+		fs.StringVar(&cancelSup, "cancel-superseded", "", "true: a new push cancels running and queued builds of the same branch")
+	}
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	c, err := connect()
+	if err != nil {
+		return err
+	}
+	if cloneURL != "" {
+		req.CloneURL = &cloneURL
+	}
+	if branch != "" {
+		req.DefaultBranch = &branch
+	}
+	if secret != "" {
+		req.WebhookSecret = &secret
+	}
+	if cancelSup != "" {
+		v := cancelSup == "true"
+		req.CancelSuperseded = &v
+	}
+	need := func(n int, usage string) error {
+		if len(pos) != n {
+			return fmt.Errorf("usage: kiln project %s", usage)
+		}
+		return nil
+	}
+	var out api.ProjectView
+	switch sub {
+	case "add":
+		if err := need(1, "add NAME -url URL [-branch B] [-webhook-secret S] [-cancel-superseded true]"); err != nil {
+			return err
+		}
+		req.Name = pos[0]
+		if err := c.do(ctx, "POST", "/projects", req, &out); err != nil {
+			return err
+		}
+		if *asJSON {
+			return printJSON(out)
+		}
+		fmt.Printf("project %s added (clone %s, default branch %s)\n", out.Name, out.CloneURL, out.DefaultBranch)
+		fmt.Printf("webhooks: %s%s (GitHub), %s%s (GitLab), %s%s (Gitea)\n", c.server, out.WebhookPaths[0], c.server, out.WebhookPaths[1], c.server, out.WebhookPaths[2])
+		return nil
+	case "set":
+		if err := need(1, "set NAME [-url URL] [-branch B] [-webhook-secret S] [-cancel-superseded true|false]"); err != nil {
+			return err
+		}
+		if err := c.do(ctx, "PATCH", "/projects/"+url.PathEscape(pos[0]), req, &out); err != nil {
+			return err
+		}
+		return printProject(out, *asJSON)
+	case "show":
+		if err := need(1, "show NAME"); err != nil {
+			return err
+		}
+		if err := c.do(ctx, "GET", "/projects/"+url.PathEscape(pos[0]), nil, &out); err != nil {
+			return err
+		}
+		return printProject(out, *asJSON)
+	case "ls":
+		var ps []api.ProjectView
+		if err := c.do(ctx, "GET", "/projects", nil, &ps); err != nil {
+			return err
+		}
+		if *asJSON {
+			return printJSON(ps)
+		}
+		tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "NAME\tCLONE URL\tBRANCH\tWEBHOOK SECRET\tCANCEL SUPERSEDED")
+		for _, p := range ps {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%v\n", p.Name, p.CloneURL, p.DefaultBranch, p.HasWebhookSecret, p.CancelSuperseded)
+		}
+		return tw.Flush()
+	case "rm":
+		if err := need(1, "rm NAME"); err != nil {
+			return err
+		}
+		return c.do(ctx, "DELETE", "/projects/"+url.PathEscape(pos[0]), nil, nil)
+	case "secret":
+		return projectSecret(ctx, c, pos)
+	}
+	return fmt.Errorf("unknown subcommand %q: want add, ls, show, set, rm or secret", sub)
+}
+
+func printProject(p api.ProjectView, asJSON bool) error {
+	if asJSON {
+		return printJSON(p)
+	}
+	fmt.Printf("name:              %s\nclone url:         %s\ndefault branch:    %s\nwebhook secret:    %v\ncancel superseded: %v\nwebhook paths:     %s\n",
+		p.Name, p.CloneURL, p.DefaultBranch, p.HasWebhookSecret, p.CancelSuperseded, strings.Join(p.WebhookPaths, ", "))
+	return nil
+}
+
+// projectSecret: secret set PROJECT NAME (value read from stdin, so it stays
+// out of shell history and process lists), secret ls PROJECT, secret rm PROJECT NAME.
+func projectSecret(ctx context.Context, c *apiClient, pos []string) error {
+	const usage = "usage: kiln project secret set PROJECT NAME < value | secret ls PROJECT | secret rm PROJECT NAME"
+	if len(pos) < 2 {
+		return errors.New(usage)
+	}
+	base := "/projects/" + url.PathEscape(pos[1]) + "/secrets"
+	switch {
+	case pos[0] == "set" && len(pos) == 3:
+		value, err := bufio.NewReader(os.Stdin).ReadString('\n')
+		if err != nil && value == "" {
+			return fmt.Errorf("reading the secret's value from stdin: %w", err)
+		}
+		value = strings.TrimRight(value, "\r\n")
+		return c.do(ctx, "PUT", base+"/"+url.PathEscape(pos[2]), map[string]string{"value": value}, nil)
+	case pos[0] == "ls" && len(pos) == 2:
+		var out struct{ Names []string }
+		if err := c.do(ctx, "GET", base, nil, &out); err != nil {
+			return err
+		}
+		for _, n := range out.Names {
+			fmt.Println(n)
+		}
+		return nil
+	case pos[0] == "rm" && len(pos) == 3:
+		return c.do(ctx, "DELETE", base+"/"+url.PathEscape(pos[2]), nil, nil)
+	}
+	return errors.New(usage)
+}

@@ -1,0 +1,182 @@
+// Package agent is the host agent: it claims jobs from the control plane over
+// the agent protocol (HTTP long-poll), runs each in a fresh sandbox, streams
+// its log, heartbeats its lease and reports the outcome. It never reads the
+// pipeline file: the server sends each job compiled.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/kilnci/kiln/internal/gitmirror"
+	"github.com/kilnci/kiln/internal/protocol"
+	"github.com/kilnci/kiln/internal/sandbox"
+)
+
+type Config struct {
+	Server   string // control plane base URL
+	Token    string // agent token
+	ID       string // stable across restarts, so the server can release what a crashed run left
+	Name     string
+	Labels   []string
+	Capacity int
+	// WorkDir holds job workspaces (and nothing else the agent must keep).
+	WorkDir string
+	// Default sandbox limits, used when a job sets none.
+	DefaultCPUs   float64
+	DefaultMemory int64
+	DefaultPids   int64
+	Version       string
+	HTTPClient    *http.Client
+	// ClaimWait is how long the server may hold one claim request.
+	ClaimWait time.Duration
+}
+
+func DefaultConfig() Config {
+	return Config{Capacity: 2, DefaultCPUs: 2, DefaultMemory: 2 << 30, DefaultPids: 1024, ClaimWait: 30 * time.Second}
+}
+
+type Agent struct {
+	cfg     Config
+	rt      sandbox.Runtime
+	mirrors *gitmirror.Mirrors
+	api     *client
+	log     *slog.Logger
+
+	heartbeat time.Duration
+	lease     time.Duration
+}
+
+func New(cfg Config, rt sandbox.Runtime, mirrors *gitmirror.Mirrors, log *slog.Logger) (*Agent, error) {
+	if cfg.ID == "" || cfg.Server == "" || cfg.Token == "" || cfg.Capacity <= 0 || cfg.WorkDir == "" {
+		return nil, errors.New("agent: ID, Server, Token, WorkDir and a positive Capacity are required")
+	}
+	if cfg.Name == "" {
+		cfg.Name = cfg.ID
+	}
+	if cfg.ClaimWait <= 0 {
+		cfg.ClaimWait = 30 * time.Second
+	}
+	// A claim is held by the server for up to ClaimWait: the client must wait longer.
+	hc := cfg.HTTPClient
+	if hc == nil {
+		hc = &http.Client{Timeout: cfg.ClaimWait + 30*time.Second}
+	}
+	return &Agent{cfg: cfg, rt: rt, mirrors: mirrors, api: newClient(cfg.Server, cfg.Token, hc), log: log.With("agent", cfg.ID)}, nil
+}
+
+// Run registers, cleans up what a previous run left behind, and claims and
+// runs jobs until ctx ends. Running jobs are then stopped and their
+// sandboxes destroyed; the server retries them.
+func (a *Agent) Run(ctx context.Context) error {
+	if err := a.register(ctx); err != nil {
+		return err
+	}
+	a.sweep(ctx)
+	slots := make(chan struct{}, a.cfg.Capacity)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	backoff := time.Second
+	for ctx.Err() == nil {
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+			continue
+		}
+		if err := a.rt.Ping(ctx); err != nil {
+			// Claim nothing while the engine is down: a job claimed now could
+			// only fail. Nothing is lost; queued jobs wait.
+			<-slots
+			if ctx.Err() == nil {
+				a.log.Error("container engine unavailable; not claiming jobs", "err", err, "retry_in", backoff)
+				sleep(ctx, backoff)
+				backoff = min(backoff*2, 30*time.Second)
+			}
+			continue
+		}
+		asg, err := a.api.claim(ctx, protocol.ClaimRequest{AgentID: a.cfg.ID, Labels: a.cfg.Labels, Free: cap(slots) - len(slots) + 1, WaitSeconds: int(a.cfg.ClaimWait / time.Second)})
+		if err != nil || asg == nil {
+			<-slots
+			if err != nil && ctx.Err() == nil {
+				a.log.Warn("claim failed", "err", err, "retry_in", backoff)
+				sleep(ctx, backoff)
+				backoff = min(backoff*2, 30*time.Second)
+				if permanent(err) {
+					_ = a.register(ctx)
+				}
+			}
+			continue
+		}
+		backoff = time.Second
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-slots }()
+			a.runJob(ctx, asg)
+		}()
+	}
+	return nil
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+func (a *Agent) register(ctx context.Context) error {
+	backoff := 500 * time.Millisecond
+	for {
+		resp, err := a.api.register(ctx, protocol.RegisterRequest{ID: a.cfg.ID, Name: a.cfg.Name, Labels: a.cfg.Labels, Capacity: a.cfg.Capacity, Version: a.cfg.Version})
+		if err == nil {
+			a.heartbeat = time.Duration(resp.HeartbeatSeconds) * time.Second
+			a.lease = time.Duration(resp.LeaseSeconds) * time.Second
+			if len(resp.Released) > 0 {
+				a.log.Warn("jobs this agent ran before it restarted were ended as errors and will be retried", "jobs", resp.Released)
+			}
+			a.log.Info("registered", "server", a.cfg.Server, "capacity", a.cfg.Capacity, "labels", a.cfg.Labels)
+			return nil
+		}
+		if permanent(err) {
+			return fmt.Errorf("agent: register: %w", err)
+		}
+		a.log.Warn("cannot reach the server; retrying", "err", err)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 10*time.Second)
+	}
+}
+
+// sweep destroys sandboxes and workspaces a previous run of this agent left
+// behind (it crashed or was killed mid-job).
+func (a *Agent) sweep(ctx context.Context) {
+	left, err := a.rt.List(ctx, map[string]string{sandbox.LabelManaged: "true", sandbox.LabelAgent: a.cfg.ID})
+	if err != nil {
+		a.log.Warn("sweep: cannot list sandboxes", "err", err)
+	}
+	for _, sb := range left {
+		if err := a.rt.Destroy(ctx, sb.ID); err != nil {
+			a.log.Warn("sweep: destroy", "sandbox", sb.Name, "err", err)
+		} else {
+			a.log.Info("sweep: removed a sandbox left by a previous run", "sandbox", sb.Name)
+		}
+	}
+	dir := filepath.Join(a.cfg.WorkDir, "jobs")
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		_ = os.RemoveAll(filepath.Join(dir, e.Name()))
+	}
+}

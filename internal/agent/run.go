@@ -1,0 +1,320 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/kilnci/kiln/internal/logs"
+	"github.com/kilnci/kiln/internal/protocol"
+	"github.com/kilnci/kiln/internal/sandbox"
+)
+
+// Why a job's context ended; read with context.Cause.
+var (
+	errCanceled = errors.New("canceled")
+	errLost     = errors.New("lease lost")
+	errTimeout  = errors.New("timed out")
+)
+
+// Workspace is where the checkout appears inside the sandbox.
+const Workspace = "/workspace"
+
+// job is one claimed attempt being run.
+type job struct {
+	a       *Agent
+	asg     *protocol.Assignment
+	log     *slog.Logger
+	batcher *logs.Batcher
+	secrets []string
+}
+
+// sys writes one of Kiln's own lines into the job's log.
+func (j *job) sys(format string, args ...any) {
+	j.batcher.Add(-1, "[kiln] "+fmt.Sprintf(format, args...))
+}
+
+// runJob runs one attempt from checkout to report. Whatever happens, the
+// sandbox and workspace are destroyed before it returns.
+//
+// Timing and cancellation: ctx (the agent's life) is the parent of jobCtx.
+// jobCtx ends with a cause: errCanceled when a heartbeat answer says the
+// build was canceled, errLost when the server refuses our heartbeat (the
+// lease passed to another attempt: report nothing more), errTimeout at the
+// job's timeout. Cleanup and the final report use fresh contexts, because
+// jobCtx is already done by then.
+func (a *Agent) runJob(ctx context.Context, asg *protocol.Assignment) {
+	log := a.log.With("job", asg.JobID, "attempt", asg.Attempt, "build", asg.BuildID)
+	jobCtx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	timeout := time.Duration(asg.Spec.TimeoutSeconds) * time.Second
+	if timeout <= 0 {
+		timeout = time.Hour
+	}
+	timer := time.AfterFunc(timeout, func() { cancel(errTimeout) })
+	defer timer.Stop()
+
+	j := &job{a: a, asg: asg, log: log}
+	for _, v := range asg.Secrets {
+		j.secrets = append(j.secrets, v)
+	}
+	j.batcher = logs.NewBatcher(func(ctx context.Context, lines []logs.Line) error {
+		return a.api.sendLogs(ctx, asg.JobID, asg.Attempt, lines)
+	})
+	hbDone := make(chan struct{})
+	go func() { defer close(hbDone); a.heartbeatLoop(jobCtx, cancel, asg, log) }()
+
+	status, exit, msg := j.execute(jobCtx)
+	cause := context.Cause(jobCtx)
+	switch {
+	case errors.Is(cause, errLost):
+		status = ""
+	case errors.Is(cause, errCanceled):
+		status, msg = "canceled", "canceled"
+		j.sys("job canceled")
+	case errors.Is(cause, errTimeout):
+		status, msg = "timed_out", fmt.Sprintf("job exceeded its timeout of %s", timeout)
+		j.sys("%s", msg)
+	case ctx.Err() != nil:
+		status, msg = "error", "agent shut down while the job ran"
+	}
+	cancel(nil)
+	<-hbDone
+
+	flushCtx, flushCancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer flushCancel()
+	if err := j.batcher.Close(flushCtx); err != nil {
+		log.Warn("some log lines could not be delivered", "err", err)
+	}
+	if status == "" {
+		log.Warn("lease lost: sandbox destroyed, nothing reported")
+		return
+	}
+	if err := a.api.finish(flushCtx, asg.JobID, protocol.FinishRequest{Attempt: asg.Attempt, Status: status, ExitCode: exit, Error: msg}); err != nil {
+		log.Warn("report finish", "err", err)
+		return
+	}
+	log.Info("job finished", "status", status)
+}
+
+func (a *Agent) heartbeatLoop(ctx context.Context, cancel context.CancelCauseFunc, asg *protocol.Assignment, log *slog.Logger) {
+	every := a.heartbeat
+	if every <= 0 {
+		every = time.Duration(max(asg.LeaseSeconds/3, 1)) * time.Second
+	}
+	lease := time.Duration(asg.LeaseSeconds) * time.Second
+	lastOK := time.Now()
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		cancelled, err := a.api.heartbeat(ctx, asg.JobID, asg.Attempt)
+		switch {
+		case errors.Is(err, ErrStale):
+			cancel(errLost)
+			return
+		case err != nil:
+			if ctx.Err() != nil {
+				return
+			}
+			log.Warn("heartbeat failed", "err", err)
+			// Past the lease the server has given the job up: keep nothing running.
+			if time.Since(lastOK) > lease {
+				cancel(errLost)
+				return
+			}
+		case cancelled:
+			lastOK = time.Now()
+			cancel(errCanceled)
+			return
+		default:
+			lastOK = time.Now()
+		}
+	}
+}
+
+// execute checks out the source, creates the sandbox and runs the steps. It
+// returns the job's status, exit code and message as far as it can tell;
+// runJob overrides them when the context ended for a known cause.
+func (j *job) execute(ctx context.Context) (status string, exit *int, msg string) {
+	a, asg := j.a, j.asg
+	spec := asg.Spec
+	j.sys("job %q, attempt %d, on agent %s", spec.Name, asg.Attempt, a.cfg.Name)
+
+	ws := filepath.Join(a.cfg.WorkDir, "jobs", fmt.Sprintf("%d-%d", asg.JobID, asg.Attempt))
+	defer func() {
+		if err := os.RemoveAll(ws); err != nil {
+			j.log.Warn("remove workspace", "err", err)
+		}
+	}()
+	src := filepath.Join(ws, "src")
+	j.sys("checking out %s at %s", redact(asg.CloneURL), asg.Commit)
+	if err := os.MkdirAll(ws, 0o755); err != nil {
+		return "error", nil, "create workspace: " + err.Error()
+	}
+	if err := a.mirrors.Checkout(ctx, asg.CloneURL, asg.Commit, src); err != nil {
+		if ctx.Err() != nil {
+			return "error", nil, ctx.Err().Error()
+		}
+		j.sys("checkout failed: %v", err)
+		return "error", nil, "checkout: " + err.Error()
+	}
+
+	sbSpec := sandbox.Spec{
+		Name:  fmt.Sprintf("kiln-%d-%d", asg.JobID, asg.Attempt),
+		Image: spec.Image,
+		Labels: map[string]string{
+			sandbox.LabelManaged: "true", sandbox.LabelAgent: a.cfg.ID,
+			sandbox.LabelJob: strconv.FormatInt(asg.JobID, 10), sandbox.LabelAttempt: strconv.Itoa(asg.Attempt),
+		},
+		Env:         j.env(),
+		WorkDir:     Workspace,
+		Mounts:      []sandbox.Mount{{Source: src, Target: Workspace}},
+		CPUs:        firstNonZero(spec.Resources.CPUs, a.cfg.DefaultCPUs),
+		MemoryBytes: firstNonZero(spec.Resources.MemoryBytes, a.cfg.DefaultMemory),
+		PidsLimit:   firstNonZero(spec.Resources.Pids, a.cfg.DefaultPids),
+	}
+	id, err := a.rt.Create(ctx, sbSpec)
+	// Destroy always, also after a failed Create (it may have left parts).
+	defer func() {
+		dctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		target := id
+		if target == "" {
+			target = sbSpec.Name
+		}
+		if err := a.rt.Destroy(dctx, target); err != nil {
+			j.log.Warn("destroy sandbox", "sandbox", sbSpec.Name, "err", err)
+		}
+	}()
+	if err != nil {
+		if ctx.Err() != nil {
+			return "error", nil, ctx.Err().Error()
+		}
+		switch {
+		case errors.Is(err, sandbox.ErrImageNotFound):
+			j.sys("image %q is not present on this host: build or pull it there first (%v)", spec.Image, err)
+		default:
+			j.sys("cannot create the sandbox: %v", err)
+		}
+		return "error", nil, "create sandbox: " + err.Error()
+	}
+	j.sys("sandbox %s (image %s, %.3g CPUs, %d MiB, %d pids)", sbSpec.Name, spec.Image, sbSpec.CPUs, sbSpec.MemoryBytes>>20, sbSpec.PidsLimit)
+
+	for i, st := range spec.Steps {
+		code, err := j.step(ctx, id, i, st.Name, st.Run)
+		if ctx.Err() != nil {
+			j.reportStep(i, stepStatusFor(ctx), nil)
+			return "error", nil, "interrupted"
+		}
+		if err != nil {
+			j.reportStep(i, "error", nil)
+			j.sys("step %q could not run: %v", st.Name, err)
+			return "error", nil, fmt.Sprintf("step %q: %v", st.Name, err)
+		}
+		if code != 0 {
+			j.reportStep(i, "failure", &code)
+			j.sys("step %q failed with exit code %d", st.Name, code)
+			return "failure", &code, fmt.Sprintf("step %q exited with code %d", st.Name, code)
+		}
+		j.reportStep(i, "success", &code)
+	}
+	zero := 0
+	return "success", &zero, ""
+}
+
+func stepStatusFor(ctx context.Context) string {
+	switch cause := context.Cause(ctx); {
+	case errors.Is(cause, errCanceled):
+		return "canceled"
+	case errors.Is(cause, errTimeout):
+		return "timed_out"
+	}
+	return "error"
+}
+
+// step runs one shell step, streaming its output through the secret masker
+// and the line splitter into the log batcher.
+func (j *job) step(ctx context.Context, sandboxID string, idx int, name, run string) (int, error) {
+	j.reportStep(idx, "running", nil)
+	j.sys("step %d/%d: %s", idx+1, len(j.asg.Spec.Steps), name)
+	lines := logs.NewLineWriter(func(text string) { j.batcher.Add(idx, text) })
+	masker := logs.NewMasker(lines, j.secrets)
+	code, err := j.a.rt.Exec(ctx, sandboxID, sandbox.ExecSpec{
+		Cmd:     []string{"/bin/sh", "-e", "-c", run},
+		WorkDir: Workspace,
+		Output:  masker,
+	})
+	_ = masker.Flush()
+	_ = lines.Flush()
+	return code, err
+}
+
+// reportStep reports a step transition. It must not block the job on a slow
+// server beyond a bound, and a refused (stale) report is ignored: the
+// heartbeat notices a lost lease.
+func (j *job) reportStep(idx int, status string, exit *int) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := j.a.api.step(ctx, j.asg.JobID, protocol.StepUpdate{Attempt: j.asg.Attempt, Index: idx, Status: status, ExitCode: exit}); err != nil && !errors.Is(err, ErrStale) {
+		j.log.Warn("report step", "step", idx, "err", err)
+	}
+}
+
+// env is the job's environment: the pipeline's env, the project's secrets,
+// and Kiln's own variables (which win).
+func (j *job) env() []string {
+	asg := j.asg
+	vars := map[string]string{}
+	for k, v := range asg.Spec.Env {
+		vars[k] = v
+	}
+	for k, v := range asg.Secrets {
+		vars[k] = v
+	}
+	for k, v := range map[string]string{
+		"CI": "true", "KILN": "true",
+		"KILN_PROJECT": asg.Project, "KILN_BUILD_ID": strconv.FormatInt(asg.BuildID, 10),
+		"KILN_BUILD_NUMBER": strconv.FormatInt(asg.BuildNumber, 10), "KILN_JOB": asg.Spec.Name,
+		"KILN_JOB_ID": strconv.FormatInt(asg.JobID, 10), "KILN_ATTEMPT": strconv.Itoa(asg.Attempt),
+		"KILN_COMMIT": asg.Commit, "KILN_REF": asg.Ref, "KILN_BRANCH": asg.Branch, "KILN_WORKSPACE": Workspace,
+	} {
+		vars[k] = v
+	}
+	out := make([]string, 0, len(vars))
+	for k, v := range vars {
+		out = append(out, k+"="+v)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func firstNonZero[T int64 | float64](v, def T) T {
+	if v != 0 {
+		return v
+	}
+	return def
+}
+
+// redact hides credentials in a clone URL (https://user:pass@host/...).
+func redact(url string) string {
+	scheme, rest, ok := strings.Cut(url, "://")
+	if !ok {
+		return url
+	}
+	if at := strings.Index(rest, "@"); at >= 0 && !strings.Contains(rest[:at], "/") {
+		return scheme + "://***@" + rest[at+1:]
+	}
+	return url
+}

@@ -1,0 +1,180 @@
+// Package api serves Kiln's HTTP surface: the REST API under /api/v1 (behind
+// bearer tokens), forge webhooks under /hooks, the agent protocol under
+// /api/v1/agent (behind agent tokens), live logs as server-sent events, and
+// Prometheus metrics.
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/kilnci/kiln/internal/metrics"
+	"github.com/kilnci/kiln/internal/protocol"
+	"github.com/kilnci/kiln/internal/scheduler"
+	"github.com/kilnci/kiln/internal/store"
+)
+
+type Config struct {
+	// MaxWebhookBody bounds a webhook request body; larger ones get 413.
+	MaxWebhookBody int64
+}
+
+type Server struct {
+	cfg     Config
+	store   *store.Store
+	sched   *scheduler.Scheduler
+	metrics *metrics.Metrics
+	watch   *watcher
+	jobs    sync.Map // job id -> build id, to wake log streams without a query
+	log     *slog.Logger
+	mux     *http.ServeMux
+}
+
+// Extra lets the wiring mount further handlers (the cache service) on the same mux.
+type Extra struct {
+	Pattern string
+	Handler http.Handler
+}
+
+func New(cfg Config, st *store.Store, sched *scheduler.Scheduler, m *metrics.Metrics, log *slog.Logger, extra ...Extra) *Server {
+	s := &Server{cfg: cfg, store: st, sched: sched, metrics: m, watch: newWatcher(), log: log, mux: http.NewServeMux()}
+	admin := func(h http.HandlerFunc) http.Handler { return s.auth(store.TokenAdmin, h) }
+	agent := func(h http.HandlerFunc) http.Handler { return s.auth(store.TokenAgent, h) }
+
+	s.mux.HandleFunc("GET /healthz", s.healthz)
+	s.mux.Handle("GET /metrics", m.Handler())
+	s.mux.HandleFunc("POST /hooks/{forge}/{project}", s.webhook)
+
+	s.mux.Handle("GET /api/v1/projects", admin(s.listProjects))
+	s.mux.Handle("POST /api/v1/projects", admin(s.createProject))
+	s.mux.Handle("GET /api/v1/projects/{project}", admin(s.getProject))
+	s.mux.Handle("PATCH /api/v1/projects/{project}", admin(s.updateProject))
+	s.mux.Handle("DELETE /api/v1/projects/{project}", admin(s.deleteProject))
+	s.mux.Handle("GET /api/v1/projects/{project}/secrets", admin(s.listSecrets))
+	s.mux.Handle("PUT /api/v1/projects/{project}/secrets/{name}", admin(s.setSecret))
+	s.mux.Handle("DELETE /api/v1/projects/{project}/secrets/{name}", admin(s.deleteSecret))
+	s.mux.Handle("POST /api/v1/projects/{project}/builds", admin(s.triggerBuild))
+
+	s.mux.Handle("GET /api/v1/builds", admin(s.listBuilds))
+	s.mux.Handle("GET /api/v1/builds/{id}", admin(s.getBuild))
+	s.mux.Handle("POST /api/v1/builds/{id}/cancel", admin(s.cancelBuild))
+	s.mux.Handle("POST /api/v1/builds/{id}/retry", admin(s.retryBuild))
+	s.mux.Handle("GET /api/v1/builds/{id}/logs", admin(s.buildLogs))
+	s.mux.Handle("GET /api/v1/builds/{id}/logs/stream", admin(s.streamBuildLogs))
+
+	s.mux.Handle("GET /api/v1/tokens", admin(s.listTokens))
+	s.mux.Handle("POST /api/v1/tokens", admin(s.createToken))
+	s.mux.Handle("DELETE /api/v1/tokens/{id}", admin(s.revokeToken))
+	s.mux.Handle("GET /api/v1/agents", admin(s.listAgents))
+
+	s.mux.Handle("POST "+protocol.Prefix+"/register", agent(s.agentRegister))
+	s.mux.Handle("POST "+protocol.Prefix+"/claim", agent(s.agentClaim))
+	s.mux.Handle("POST "+protocol.Prefix+"/jobs/{id}/heartbeat", agent(s.agentHeartbeat))
+	s.mux.Handle("POST "+protocol.Prefix+"/jobs/{id}/steps", agent(s.agentStep))
+	s.mux.Handle("POST "+protocol.Prefix+"/jobs/{id}/logs", agent(s.agentLogs))
+	s.mux.Handle("POST "+protocol.Prefix+"/jobs/{id}/finish", agent(s.agentFinish))
+
+	s.mux.Handle("/api/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no API endpoint %s %s", r.Method, r.URL.Path))
+	}))
+	for _, e := range extra {
+		s.mux.Handle(e.Pattern, e.Handler)
+	}
+	return s
+}
+
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
+	if err := s.store.Ping(r.Context()); err != nil {
+		writeError(w, http.StatusServiceUnavailable, "unavailable", "database: "+err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+type ctxKey struct{}
+
+// auth requires a bearer token of the given kind.
+func (s *Server) auth(kind store.TokenKind, next http.HandlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := r.Header.Get("Authorization")
+		plain, ok := strings.CutPrefix(h, "Bearer ")
+		if !ok || plain == "" {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="kiln"`)
+			writeError(w, http.StatusUnauthorized, "unauthorized", "missing bearer token: send Authorization: Bearer <token>")
+			return
+		}
+		tok, err := s.store.Authenticate(r.Context(), plain)
+		if err != nil {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="kiln", error="invalid_token"`)
+			writeError(w, http.StatusUnauthorized, "unauthorized", "invalid or revoked token")
+			return
+		}
+		if tok.Kind != kind {
+			writeError(w, http.StatusForbidden, "forbidden", fmt.Sprintf("a %s token cannot use this endpoint (needs a %s token)", tok.Kind, kind))
+			return
+		}
+		next(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, tok)))
+	})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	if v != nil {
+		_ = json.NewEncoder(w).Encode(v)
+	}
+}
+
+func writeError(w http.ResponseWriter, status int, code, msg string) {
+	writeJSON(w, status, protocol.Error{Error: msg, Code: code})
+}
+
+// storeError maps store error kinds to HTTP answers.
+func (s *Server) storeError(w http.ResponseWriter, err error) {
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		writeError(w, http.StatusNotFound, "not_found", err.Error())
+	case errors.Is(err, store.ErrConflict):
+		writeError(w, http.StatusConflict, "conflict", err.Error())
+	case errors.Is(err, store.ErrStaleAttempt):
+		s.metrics.StaleWritesRefused.Inc()
+		writeError(w, http.StatusConflict, protocol.CodeStaleAttempt, err.Error())
+	default:
+		s.log.Error("request failed", "err", err)
+		writeError(w, http.StatusInternalServerError, "internal", "internal error: "+err.Error())
+	}
+}
+
+// decode reads a JSON body (at most 1 MiB) into v, refusing unknown fields.
+func decode(w http.ResponseWriter, r *http.Request, v any) bool {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			writeError(w, http.StatusRequestEntityTooLarge, "too_large", "request body over 1 MiB")
+		} else {
+			writeError(w, http.StatusBadRequest, "bad_request", "invalid JSON body: "+err.Error())
+		}
+		return false
+	}
+	return true
+}
+
+func pathID(w http.ResponseWriter, r *http.Request) (int64, bool) {
+	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
+	if err != nil || id <= 0 {
+		writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("invalid id %q: want a positive integer", r.PathValue("id")))
+		return 0, false
+	}
+	return id, true
+}

@@ -1,0 +1,157 @@
+package api
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"regexp"
+	"strconv"
+
+	"github.com/kilnci/kiln/internal/store"
+)
+
+var (
+	shaPattern = regexp.MustCompile(`^[0-9a-f]{40}([0-9a-f]{24})?$`)
+	refPattern = regexp.MustCompile(`^[A-Za-z0-9._/-]{1,255}$`)
+)
+
+// TriggerRequest starts a build through the API. With no commit, the planner
+// builds the branch's head (the project's default branch when none is given).
+type TriggerRequest struct {
+	Branch string `json:"branch,omitempty"`
+	Commit string `json:"commit,omitempty"`
+}
+
+func (s *Server) triggerBuild(w http.ResponseWriter, r *http.Request) {
+	p, ok := s.project(w, r)
+	if !ok {
+		return
+	}
+	var req TriggerRequest
+	if !decode(w, r, &req) {
+		return
+	}
+	if req.Branch == "" {
+		req.Branch = p.DefaultBranch
+	}
+	if !refPattern.MatchString(req.Branch) {
+		writeError(w, http.StatusBadRequest, "invalid", fmt.Sprintf("branch %q: invalid branch name", req.Branch))
+		return
+	}
+	if req.Commit != "" && !shaPattern.MatchString(req.Commit) {
+		writeError(w, http.StatusBadRequest, "invalid", fmt.Sprintf("commit %q: want a full 40-character hex SHA", req.Commit))
+		return
+	}
+	b := &store.Build{ProjectID: p.ID, Trigger: "api", Ref: "refs/heads/" + req.Branch, Branch: req.Branch, Commit: req.Commit}
+	if err := s.store.CreateBuild(r.Context(), b); err != nil {
+		s.storeError(w, err)
+		return
+	}
+	s.sched.BuildQueued()
+	s.sched.JobsChanged()
+	writeJSON(w, http.StatusCreated, b)
+}
+
+func (s *Server) listBuilds(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	f := store.BuildFilter{Status: store.Status(q.Get("status")), Branch: q.Get("branch")}
+	if name := q.Get("project"); name != "" {
+		p, err := s.store.ProjectByName(r.Context(), name)
+		if err != nil {
+			s.storeError(w, fmt.Errorf("project %q: %w", name, err))
+			return
+		}
+		f.ProjectID = p.ID
+	}
+	for key, dst := range map[string]*int64{"before": &f.BeforeID} {
+		if v := q.Get(key); v != "" {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				writeError(w, http.StatusBadRequest, "invalid", key+": want an integer")
+				return
+			}
+			*dst = n
+		}
+	}
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n <= 0 {
+			writeError(w, http.StatusBadRequest, "invalid", "limit: want a positive integer")
+			return
+		}
+		f.Limit = n
+	}
+	bs, err := s.store.ListBuilds(r.Context(), f)
+	if err != nil {
+		s.storeError(w, err)
+		return
+	}
+	if bs == nil {
+		bs = []*store.Build{}
+	}
+	writeJSON(w, http.StatusOK, bs)
+}
+
+func (s *Server) getBuild(w http.ResponseWriter, r *http.Request) {
+	id, ok := pathID(w, r)
+	if !ok {
+		return
+	}
+	b, err := s.store.Build(r.Context(), id)
+	if err != nil {
+		s.storeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, b)
+}
+
+func (s *Server) cancelBuild(w http.ResponseWriter, r *http.Request) {
+	id, ok := pathID(w, r)
+	if !ok {
+		return
+	}
+	tok, _ := r.Context().Value(ctxKey{}).(*store.Token)
+	reason := "canceled through the API"
+	if tok != nil {
+		reason = "canceled by token " + strconv.Quote(tok.Name)
+	}
+	if err := s.store.CancelBuild(r.Context(), id, reason); err != nil {
+		s.storeError(w, err)
+		return
+	}
+	s.watch.notify(id)
+	b, err := s.store.Build(r.Context(), id)
+	if err != nil {
+		s.storeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusAccepted, b)
+}
+
+// retryBuild starts a new build of the same commit.
+func (s *Server) retryBuild(w http.ResponseWriter, r *http.Request) {
+	id, ok := pathID(w, r)
+	if !ok {
+		return
+	}
+	old, err := s.store.Build(r.Context(), id)
+	if err != nil {
+		s.storeError(w, err)
+		return
+	}
+	if !old.Status.Terminal() {
+		writeError(w, http.StatusConflict, "conflict", fmt.Sprintf("build %d is %s: only a finished build can be retried", id, old.Status))
+		return
+	}
+	b := &store.Build{ProjectID: old.ProjectID, Trigger: "retry", Ref: old.Ref, Branch: old.Branch, Commit: old.Commit, Message: old.Message, Author: old.Author}
+	if err := s.store.CreateBuild(r.Context(), b); err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			s.storeError(w, err)
+			return
+		}
+		s.storeError(w, err)
+		return
+	}
+	s.sched.BuildQueued()
+	writeJSON(w, http.StatusCreated, b)
+}

@@ -1,0 +1,207 @@
+package api
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"regexp"
+
+	"github.com/kilnci/kiln/internal/store"
+)
+
+var (
+	projectName = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
+	envName     = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,127}$`)
+)
+
+// ProjectRequest creates or updates a project. On update, nil fields are kept.
+type ProjectRequest struct {
+	Name             string  `json:"name,omitempty"`
+	CloneURL         *string `json:"clone_url,omitempty"`
+	DefaultBranch    *string `json:"default_branch,omitempty"`
+	WebhookSecret    *string `json:"webhook_secret,omitempty"`
+	CancelSuperseded *bool   `json:"cancel_superseded,omitempty"`
+}
+
+// ProjectView is a project as the API shows it: the webhook secret is never
+// shown, only whether one is set.
+type ProjectView struct {
+	*store.Project
+	HasWebhookSecret bool     `json:"has_webhook_secret"`
+	WebhookPaths     []string `json:"webhook_paths"`
+}
+
+func view(p *store.Project) ProjectView {
+	return ProjectView{Project: p, HasWebhookSecret: p.WebhookSecret != "",
+		WebhookPaths: []string{"/hooks/github/" + p.Name, "/hooks/gitlab/" + p.Name, "/hooks/gitea/" + p.Name}}
+}
+
+func (s *Server) listProjects(w http.ResponseWriter, r *http.Request) {
+	ps, err := s.store.ListProjects(r.Context())
+	if err != nil {
+		s.storeError(w, err)
+		return
+	}
+	out := make([]ProjectView, 0, len(ps))
+	for _, p := range ps {
+		out = append(out, view(p))
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) createProject(w http.ResponseWriter, r *http.Request) {
+	var req ProjectRequest
+	if !decode(w, r, &req) {
+		return
+	}
+	p := &store.Project{Name: req.Name, DefaultBranch: "main"}
+	if err := apply(p, req); err != nil {
+		writeError(w, http.StatusBadRequest, "invalid", err.Error())
+		return
+	}
+	if !projectName.MatchString(p.Name) {
+		writeError(w, http.StatusBadRequest, "invalid", fmt.Sprintf("name %q: want lower-case letters, digits, '.', '_' or '-', starting with a letter or digit, at most 63", p.Name))
+		return
+	}
+	if p.CloneURL == "" {
+		writeError(w, http.StatusBadRequest, "invalid", "clone_url: required")
+		return
+	}
+	if err := s.store.CreateProject(r.Context(), p); err != nil {
+		s.storeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, view(p))
+}
+
+func apply(p *store.Project, req ProjectRequest) error {
+	if req.CloneURL != nil {
+		if *req.CloneURL == "" {
+			return errors.New("clone_url: must not be empty")
+		}
+		p.CloneURL = *req.CloneURL
+	}
+	if req.DefaultBranch != nil {
+		if *req.DefaultBranch == "" {
+			return errors.New("default_branch: must not be empty")
+		}
+		p.DefaultBranch = *req.DefaultBranch
+	}
+	if req.WebhookSecret != nil {
+		if n := len(*req.WebhookSecret); n > 0 && n < 16 {
+			return errors.New("webhook_secret: at least 16 characters")
+		}
+		p.WebhookSecret = *req.WebhookSecret
+	}
+	if req.CancelSuperseded != nil {
+		p.CancelSuperseded = *req.CancelSuperseded
+	}
+	return nil
+}
+
+func (s *Server) project(w http.ResponseWriter, r *http.Request) (*store.Project, bool) {
+	p, err := s.store.ProjectByName(r.Context(), r.PathValue("project"))
+	if err != nil {
+		s.storeError(w, fmt.Errorf("project %q: %w", r.PathValue("project"), err))
+		return nil, false
+	}
+	return p, true
+}
+
+func (s *Server) getProject(w http.ResponseWriter, r *http.Request) {
+	if p, ok := s.project(w, r); ok {
+		writeJSON(w, http.StatusOK, view(p))
+	}
+}
+
+func (s *Server) updateProject(w http.ResponseWriter, r *http.Request) {
+	p, ok := s.project(w, r)
+	if !ok {
+		return
+	}
+	var req ProjectRequest
+	if !decode(w, r, &req) {
+		return
+	}
+	if req.Name != "" && req.Name != p.Name {
+		writeError(w, http.StatusBadRequest, "invalid", "name: a project cannot be renamed")
+		return
+	}
+	if err := apply(p, req); err != nil {
+		writeError(w, http.StatusBadRequest, "invalid", err.Error())
+		return
+	}
+	if err := s.store.UpdateProject(r.Context(), p); err != nil {
+		s.storeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, view(p))
+}
+
+func (s *Server) deleteProject(w http.ResponseWriter, r *http.Request) {
+	p, ok := s.project(w, r)
+	if !ok {
+		return
+	}
+	if err := s.store.DeleteProject(r.Context(), p.ID); err != nil {
+		s.storeError(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) listSecrets(w http.ResponseWriter, r *http.Request) {
+	p, ok := s.project(w, r)
+	if !ok {
+		return
+	}
+	secrets, err := s.store.Secrets(r.Context(), p.ID)
+	if err != nil {
+		s.storeError(w, err)
+		return
+	}
+	names := []string{}
+	for _, sec := range secrets {
+		names = append(names, sec.Name)
+	}
+	writeJSON(w, http.StatusOK, map[string][]string{"names": names})
+}
+
+func (s *Server) setSecret(w http.ResponseWriter, r *http.Request) {
+	p, ok := s.project(w, r)
+	if !ok {
+		return
+	}
+	name := r.PathValue("name")
+	if !envName.MatchString(name) || len(name) >= 5 && name[:5] == "KILN_" {
+		writeError(w, http.StatusBadRequest, "invalid", fmt.Sprintf("secret name %q: want an environment variable name ([A-Za-z_][A-Za-z0-9_]*), not starting with KILN_", name))
+		return
+	}
+	var req struct {
+		Value string `json:"value"`
+	}
+	if !decode(w, r, &req) {
+		return
+	}
+	if req.Value == "" {
+		writeError(w, http.StatusBadRequest, "invalid", "value: required")
+		return
+	}
+	if err := s.store.SetSecret(r.Context(), p.ID, name, req.Value); err != nil {
+		s.storeError(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) deleteSecret(w http.ResponseWriter, r *http.Request) {
+	p, ok := s.project(w, r)
+	if !ok {
+		return
+	}
+	if err := s.store.DeleteSecret(r.Context(), p.ID, r.PathValue("name")); err != nil {
+		s.storeError(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}

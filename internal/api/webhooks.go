@@ -1,0 +1,105 @@
+package api
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+
+	"github.com/kilnci/kiln/internal/forge"
+	"github.com/kilnci/kiln/internal/store"
+)
+
+// webhook handles POST /hooks/{forge}/{project}. Checks run in this order so
+// that nothing is stored for a request that is not authentic: project known
+// (404), body within the limit (413), signature (401), payload (400). A
+// delivery is stored, with the build it asks for, before it is acknowledged;
+// a delivery id seen before is acknowledged and builds nothing.
+func (s *Server) webhook(w http.ResponseWriter, r *http.Request) {
+	forgeName := r.PathValue("forge")
+	result := "error"
+	defer func() { s.metrics.WebhookDeliveries.WithLabelValues(forgeName, result).Inc() }()
+
+	p, err := s.store.ProjectByName(r.Context(), r.PathValue("project"))
+	if errors.Is(err, store.ErrNotFound) {
+		result = "unknown_project"
+		writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no project %q", r.PathValue("project")))
+		return
+	}
+	if err != nil {
+		s.storeError(w, err)
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxWebhookBody))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			result = "too_large"
+			writeError(w, http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("webhook body over the limit of %d bytes", s.cfg.MaxWebhookBody))
+			return
+		}
+		result = "bad_request"
+		writeError(w, http.StatusBadRequest, "bad_request", "reading body: "+err.Error())
+		return
+	}
+	ev, err := forge.Parse(forgeName, r.Header, body, p.WebhookSecret)
+	switch {
+	case errors.Is(err, forge.ErrSignature):
+		result = "bad_signature"
+		writeError(w, http.StatusUnauthorized, "bad_signature", err.Error())
+		return
+	case errors.Is(err, forge.ErrMalformed):
+		result = "malformed"
+		writeError(w, http.StatusBadRequest, "malformed", err.Error())
+		return
+	case err != nil:
+		result = "unknown_forge"
+		writeError(w, http.StatusNotFound, "not_found", err.Error())
+		return
+	}
+
+	d := &store.Delivery{ID: ev.DeliveryID, Forge: ev.Forge, ProjectID: p.ID, Event: ev.Name}
+	var b *store.Build
+	switch {
+	case ev.Kind == forge.KindPing:
+		d.Result = "ping"
+	case ev.Kind == forge.KindPush && ev.Push.Deleted:
+		d.Result = "ignored: ref deleted"
+	case ev.Kind == forge.KindPush:
+		d.Result = "build"
+		// The clone URL comes from the project, never from the payload: a
+		// delivery may not point Kiln at another repository.
+		b = &store.Build{ProjectID: p.ID, Trigger: "push", Forge: ev.Forge, DeliveryID: ev.DeliveryID,
+			Ref: ev.Push.Ref, Branch: ev.Push.Branch, Commit: ev.Push.Commit, Message: ev.Push.Message, Author: ev.Push.Author}
+	default:
+		d.Result = "ignored: event " + ev.Name
+	}
+	dup, err := s.store.RecordDelivery(r.Context(), d, b)
+	if err != nil {
+		s.storeError(w, err)
+		return
+	}
+	resp := map[string]any{"delivery": d.ID, "result": d.Result}
+	if d.BuildID != nil {
+		resp["build_id"] = *d.BuildID
+	}
+	switch {
+	case dup:
+		result = "duplicate"
+		resp["duplicate"] = true
+		writeJSON(w, http.StatusOK, resp)
+	case ev.Kind == forge.KindPing:
+		result = "ping"
+		resp["message"] = "pong"
+		writeJSON(w, http.StatusOK, resp)
+	case b != nil:
+		result = "build"
+		resp["number"] = b.Number
+		s.sched.BuildQueued()
+		s.sched.JobsChanged() // superseded builds may have been canceled
+		writeJSON(w, http.StatusCreated, resp)
+	default:
+		result = "ignored"
+		writeJSON(w, http.StatusAccepted, resp)
+	}
+}

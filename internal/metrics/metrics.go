@@ -1,0 +1,81 @@
+// Package metrics defines Kiln's Prometheus metrics in one place, registered
+// on a registry of their own (no global state), served at /metrics.
+package metrics
+
+import (
+	"context"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+type Metrics struct {
+	Registry           *prometheus.Registry
+	WebhookDeliveries  *prometheus.CounterVec   // forge, result
+	QueueWait          prometheus.Histogram     // seconds from queued to claimed
+	JobDuration        *prometheus.HistogramVec // status; seconds from claim to finish
+	JobsFinished       *prometheus.CounterVec   // status
+	LeasesExpired      prometheus.Counter
+	LogLinesReceived   prometheus.Counter
+	StaleWritesRefused prometheus.Counter
+}
+
+// BuildCounter reports builds by status (read from the store at scrape time).
+type BuildCounter func(ctx context.Context) (map[string]int, error)
+
+func New(builds BuildCounter) *Metrics {
+	r := prometheus.NewRegistry()
+	m := &Metrics{
+		Registry: r,
+		WebhookDeliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kiln_webhook_deliveries_total", Help: "Webhook deliveries by forge and result.",
+		}, []string{"forge", "result"}),
+		QueueWait: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "kiln_job_queue_wait_seconds", Help: "Time a job waited from queued to claimed by an agent.",
+			Buckets: prometheus.ExponentialBuckets(0.005, 2.5, 14),
+		}),
+		JobDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "kiln_job_duration_seconds", Help: "Job attempt duration from claim to finish, by final status.",
+			Buckets: prometheus.ExponentialBuckets(0.1, 2.5, 14),
+		}, []string{"status"}),
+		JobsFinished: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kiln_job_attempts_finished_total", Help: "Job attempts finished, by status.",
+		}, []string{"status"}),
+		LeasesExpired:      prometheus.NewCounter(prometheus.CounterOpts{Name: "kiln_leases_expired_total", Help: "Job leases that expired (agent lost)."}),
+		LogLinesReceived:   prometheus.NewCounter(prometheus.CounterOpts{Name: "kiln_log_lines_received_total", Help: "Log lines received from agents."}),
+		StaleWritesRefused: prometheus.NewCounter(prometheus.CounterOpts{Name: "kiln_stale_writes_refused_total", Help: "Agent writes refused because their attempt no longer held the lease."}),
+	}
+	r.MustRegister(m.WebhookDeliveries, m.QueueWait, m.JobDuration, m.JobsFinished, m.LeasesExpired, m.LogLinesReceived, m.StaleWritesRefused,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if builds != nil {
+		r.MustRegister(&buildCollector{count: builds, desc: prometheus.NewDesc("kiln_builds", "Builds by status.", []string{"status"}, nil)})
+	}
+	return m
+}
+
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{})
+}
+
+type buildCollector struct {
+	count BuildCounter
+	desc  *prometheus.Desc
+}
+
+func (c *buildCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *buildCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	counts, err := c.count(ctx)
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(c.desc, err)
+		return
+	}
+	for status, n := range counts {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(n), status)
+	}
+}

@@ -1,0 +1,103 @@
+// Package protocol holds the JSON messages of the agent protocol: the only
+// way an agent talks to the control plane, whether it runs in the same
+// process (`kiln up`) or on another host.
+//
+//	POST /api/v1/agent/register            RegisterRequest  -> RegisterResponse
+//	POST /api/v1/agent/claim               ClaimRequest     -> 200 Assignment | 204 (nothing within the wait)
+//	POST /api/v1/agent/jobs/{id}/heartbeat Fence            -> HeartbeatResponse
+//	POST /api/v1/agent/jobs/{id}/steps     StepUpdate       -> 204
+//	POST /api/v1/agent/jobs/{id}/logs      LogBatch         -> 204
+//	POST /api/v1/agent/jobs/{id}/finish    FinishRequest    -> 204
+//
+// Every job write carries the attempt number of the lease. A write from an
+// attempt that no longer holds the lease is refused with 409 and the error
+// code CodeStaleAttempt: the agent must kill its sandbox and stop reporting.
+package protocol
+
+import (
+	"github.com/kilnci/kiln/internal/logs"
+	"github.com/kilnci/kiln/internal/pipeline"
+)
+
+const (
+	Prefix = "/api/v1/agent"
+	// CodeStaleAttempt is the error code of a 409 answer to a stale write.
+	CodeStaleAttempt = "stale_attempt"
+	// MaxClaimWaitSeconds bounds how long the server holds a claim.
+	MaxClaimWaitSeconds = 60
+)
+
+type RegisterRequest struct {
+	ID       string   `json:"id"`
+	Name     string   `json:"name"`
+	Labels   []string `json:"labels"`
+	Capacity int      `json:"capacity"`
+	Version  string   `json:"version"`
+}
+
+type RegisterResponse struct {
+	// LeaseSeconds is how long a claim stays valid without a heartbeat.
+	LeaseSeconds int `json:"lease_seconds"`
+	// HeartbeatSeconds is how often a running job must heartbeat.
+	HeartbeatSeconds int `json:"heartbeat_seconds"`
+	// Released are jobs this agent held before it (re)started; the server
+	// ended them as errors (and retries them), so the agent must not resume them.
+	Released []int64 `json:"released,omitempty"`
+}
+
+type ClaimRequest struct {
+	AgentID     string   `json:"agent_id"`
+	Labels      []string `json:"labels"`
+	Free        int      `json:"free"`
+	WaitSeconds int      `json:"wait_seconds"`
+}
+
+// Assignment is a claimed job: everything the agent needs to run it.
+type Assignment struct {
+	JobID        int64             `json:"job_id"`
+	Attempt      int               `json:"attempt"`
+	BuildID      int64             `json:"build_id"`
+	BuildNumber  int64             `json:"build_number"`
+	Project      string            `json:"project"`
+	CloneURL     string            `json:"clone_url"`
+	Ref          string            `json:"ref"`
+	Branch       string            `json:"branch"`
+	Commit       string            `json:"commit"`
+	Spec         pipeline.JobSpec  `json:"spec"`
+	Secrets      map[string]string `json:"secrets,omitempty"`
+	LeaseSeconds int               `json:"lease_seconds"`
+}
+
+// Fence identifies the attempt a write belongs to.
+type Fence struct {
+	Attempt int `json:"attempt"`
+}
+
+type HeartbeatResponse struct {
+	Cancel bool `json:"cancel"`
+}
+
+type StepUpdate struct {
+	Attempt  int    `json:"attempt"`
+	Index    int    `json:"index"`
+	Status   string `json:"status"` // running, success, failure, canceled, timed_out, error
+	ExitCode *int   `json:"exit_code,omitempty"`
+}
+
+type LogBatch struct {
+	Attempt int         `json:"attempt"`
+	Lines   []logs.Line `json:"lines"`
+}
+
+type FinishRequest struct {
+	Attempt  int    `json:"attempt"`
+	Status   string `json:"status"` // success, failure, canceled, timed_out, error
+	ExitCode *int   `json:"exit_code,omitempty"`
+	Error    string `json:"error,omitempty"`
+}
+
+// Error is the JSON body of every non-2xx answer of Kiln's API.
+type Error struct {
+	Error string `json:"error"`
+	Code  string `json:"code,omitempty"`
+}

@@ -1,0 +1,295 @@
+// Package scheduler turns queued builds into jobs and hands jobs to agents.
+//
+// Three loops share the store (the queue):
+//   - the planner reads each new build's .kiln.yml at its commit from the
+//     control plane's git mirror, validates and compiles it into jobs;
+//   - Claim, called by the agent protocol's long-poll, leases a job to an
+//     agent, waking as soon as a job is queued in this process (and polling
+//     the store, for jobs queued by other replicas or whose retry backoff
+//     just passed);
+//   - the reaper ends attempts whose lease expired (a dead agent) as errors,
+//     which retries them, and times out jobs an agent failed to stop.
+package scheduler
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/kilnci/kiln/internal/gitmirror"
+	"github.com/kilnci/kiln/internal/metrics"
+	"github.com/kilnci/kiln/internal/pipeline"
+	"github.com/kilnci/kiln/internal/store"
+)
+
+// PipelineFile is the path of the pipeline file in a repository.
+const PipelineFile = ".kiln.yml"
+
+type Config struct {
+	// Lease is how long a claim lives without a heartbeat.
+	Lease time.Duration
+	// RetryDelay is the pause before an errored attempt is retried (times the attempt number).
+	RetryDelay time.Duration
+	// MaxAttempts bounds how often a job is tried when attempts end in error.
+	MaxAttempts int
+	// PlanAttempts bounds retries of planning when the repository cannot be read.
+	PlanAttempts int
+	// PollInterval is how often waiting claims and the loops look at the store.
+	PollInterval time.Duration
+	// TimeoutGrace is how long past its timeout a running job may go before
+	// the reaper ends it (the agent normally stops it first).
+	TimeoutGrace time.Duration
+}
+
+func DefaultConfig() Config {
+	return Config{Lease: 30 * time.Second, RetryDelay: 2 * time.Second, MaxAttempts: 3, PlanAttempts: 3, PollInterval: time.Second, TimeoutGrace: time.Minute}
+}
+
+type Scheduler struct {
+	cfg     Config
+	store   *store.Store
+	mirrors *gitmirror.Mirrors
+	metrics *metrics.Metrics
+	log     *slog.Logger
+
+	mu       sync.Mutex
+	jobWake  chan struct{} // closed and replaced when a job may have become claimable
+	planKick chan struct{}
+}
+
+func New(cfg Config, st *store.Store, mirrors *gitmirror.Mirrors, m *metrics.Metrics, log *slog.Logger) *Scheduler {
+	return &Scheduler{cfg: cfg, store: st, mirrors: mirrors, metrics: m, log: log, jobWake: make(chan struct{}), planKick: make(chan struct{}, 1)}
+}
+
+// Config returns the scheduler's settings (the agent protocol reports the lease).
+func (s *Scheduler) Config() Config { return s.cfg }
+
+// BuildQueued wakes the planner: a new build waits to be planned.
+func (s *Scheduler) BuildQueued() {
+	select {
+	case s.planKick <- struct{}{}:
+	default:
+	}
+}
+
+// JobsChanged wakes every waiting claim.
+func (s *Scheduler) JobsChanged() {
+	s.mu.Lock()
+	close(s.jobWake)
+	s.jobWake = make(chan struct{})
+	s.mu.Unlock()
+}
+
+func (s *Scheduler) wakeChan() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.jobWake
+}
+
+// Claim waits up to wait for a job the agent can run and leases it. It
+// returns nil, nil when none came.
+func (s *Scheduler) Claim(ctx context.Context, agentID string, labels []string, wait time.Duration) (*store.Job, error) {
+	deadline := time.NewTimer(wait)
+	defer deadline.Stop()
+	tick := time.NewTicker(s.cfg.PollInterval)
+	defer tick.Stop()
+	for {
+		wake := s.wakeChan() // taken before looking, so a job queued meanwhile is not missed
+		j, err := s.store.ClaimJob(ctx, agentID, labels, s.cfg.Lease, stepNames)
+		if err != nil || j != nil {
+			if j != nil {
+				s.metrics.QueueWait.Observe(time.Since(j.QueuedAt).Seconds())
+			}
+			return j, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, nil
+		case <-deadline.C:
+			return nil, nil
+		case <-wake:
+		case <-tick.C:
+		}
+	}
+}
+
+// stepNames reads step names from a compiled job spec (for the step rows a claim creates).
+func stepNames(spec []byte) []string {
+	var js pipeline.JobSpec
+	if json.Unmarshal(spec, &js) != nil {
+		return nil
+	}
+	names := make([]string, len(js.Steps))
+	for i, st := range js.Steps {
+		names[i] = st.Name
+	}
+	return names
+}
+
+// Run runs the planner and the reaper until ctx ends.
+func (s *Scheduler) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); s.planLoop(ctx) }()
+	go func() { defer wg.Done(); s.reapLoop(ctx) }()
+	wg.Wait()
+}
+
+func (s *Scheduler) planLoop(ctx context.Context) {
+	tick := time.NewTicker(s.cfg.PollInterval)
+	defer tick.Stop()
+	for {
+		for ctx.Err() == nil {
+			b, err := s.store.ClaimPlan(ctx, 2*time.Minute)
+			if err != nil {
+				s.log.Error("claim build to plan", "err", err)
+				break
+			}
+			if b == nil {
+				break
+			}
+			s.plan(ctx, b)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.planKick:
+		case <-tick.C:
+		}
+	}
+}
+
+// plan reads, validates and compiles the build's pipeline into jobs. An
+// invalid file fails the build with located messages in its log; a
+// repository that cannot be read is retried, then the build ends in error.
+func (s *Scheduler) plan(ctx context.Context, b *store.Build) {
+	log := s.log.With("build", b.ID, "project", b.Project)
+	p, err := s.store.ProjectByID(ctx, b.ProjectID)
+	if err != nil {
+		log.Error("plan: load project", "err", err)
+		return
+	}
+	commit := b.Commit
+	if commit == "" {
+		ref := b.Ref
+		if ref == "" {
+			ref = p.DefaultBranch
+		}
+		if commit, err = s.mirrors.Resolve(ctx, p.CloneURL, ref); err != nil {
+			s.planInfraError(ctx, b, "", fmt.Sprintf("kiln: cannot resolve %q in %s: %v", ref, p.CloneURL, err))
+			return
+		}
+	}
+	data, err := s.mirrors.ReadFile(ctx, p.CloneURL, commit, PipelineFile)
+	switch {
+	case errors.Is(err, gitmirror.ErrFileNotFound):
+		s.failPlan(ctx, b, store.StatusFailure, commit, []string{fmt.Sprintf("%s: no such file at commit %s", PipelineFile, short(commit))})
+		return
+	case errors.Is(err, gitmirror.ErrCommitNotFound):
+		s.failPlan(ctx, b, store.StatusFailure, commit, []string{fmt.Sprintf("kiln: commit %s not found in %s", commit, p.CloneURL)})
+		return
+	case err != nil:
+		s.planInfraError(ctx, b, commit, fmt.Sprintf("kiln: cannot read %s at %s: %v", PipelineFile, short(commit), err))
+		return
+	}
+	pl, err := pipeline.Parse(PipelineFile, data)
+	if err != nil {
+		s.failPlan(ctx, b, store.StatusFailure, commit, strings.Split(err.Error(), "\n"))
+		return
+	}
+	var jobs []*store.Job
+	for _, js := range pl.Compile() {
+		spec, err := json.Marshal(js)
+		if err != nil {
+			s.failPlan(ctx, b, store.StatusError, commit, []string{"kiln: encode job: " + err.Error()})
+			return
+		}
+		jobs = append(jobs, &store.Job{Name: js.Name, Spec: spec, Labels: js.RunsOn, TimeoutSeconds: js.TimeoutSeconds, MaxAttempts: s.cfg.MaxAttempts})
+	}
+	if err := s.store.PlanBuild(ctx, b.ID, commit, jobs); err != nil {
+		if !errors.Is(err, store.ErrNotFound) { // canceled while planning: nothing to do
+			log.Error("plan: store jobs", "err", err)
+		}
+		return
+	}
+	log.Info("build planned", "commit", short(commit), "jobs", len(jobs))
+	s.JobsChanged()
+}
+
+func (s *Scheduler) planInfraError(ctx context.Context, b *store.Build, commit, msg string) {
+	if b.PlanAttempts < s.cfg.PlanAttempts {
+		s.log.Warn("plan: will retry", "build", b.ID, "attempt", b.PlanAttempts, "err", msg)
+		if err := s.store.DeferPlan(ctx, b.ID, s.cfg.RetryDelay*time.Duration(b.PlanAttempts)); err != nil {
+			s.log.Error("plan: defer", "err", err)
+		}
+		return
+	}
+	s.failPlan(ctx, b, store.StatusError, commit, []string{msg, fmt.Sprintf("kiln: gave up after %d attempts", b.PlanAttempts)})
+}
+
+func (s *Scheduler) failPlan(ctx context.Context, b *store.Build, status store.Status, commit string, lines []string) {
+	if err := s.store.FailPlan(ctx, b.ID, status, commit, lines); err != nil && !errors.Is(err, store.ErrNotFound) {
+		s.log.Error("plan: record failure", "build", b.ID, "err", err)
+	}
+}
+
+func short(sha string) string {
+	if len(sha) > 12 {
+		return sha[:12]
+	}
+	return sha
+}
+
+func (s *Scheduler) reapLoop(ctx context.Context) {
+	tick := time.NewTicker(s.cfg.PollInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		s.Reap(ctx)
+	}
+}
+
+// Reap ends expired leases and overdue jobs once.
+func (s *Scheduler) Reap(ctx context.Context) {
+	expired, err := s.store.ExpireLeases(ctx, s.cfg.RetryDelay)
+	if err != nil && ctx.Err() == nil {
+		s.log.Error("reap: expire leases", "err", err)
+	}
+	for _, e := range expired {
+		s.metrics.LeasesExpired.Inc()
+		s.log.Warn("lease expired: agent lost, job will be retried if attempts remain", "job", e.JobID, "attempt", e.Attempt, "agent", e.AgentID)
+	}
+	running, err := s.store.RunningJobs(ctx)
+	if err != nil {
+		return
+	}
+	for _, j := range running {
+		if j.StartedAt == nil || j.TimeoutSeconds <= 0 {
+			continue
+		}
+		limit := time.Duration(j.TimeoutSeconds)*time.Second + s.cfg.TimeoutGrace
+		if time.Since(*j.StartedAt) > limit {
+			msg := fmt.Sprintf("job exceeded its timeout of %s and its agent did not stop it", time.Duration(j.TimeoutSeconds)*time.Second)
+			if err := s.store.TimeOutJob(ctx, j.ID, j.Attempt, msg); err == nil {
+				s.log.Warn("reap: timed out", "job", j.ID)
+			}
+		}
+	}
+	if len(expired) > 0 {
+		s.JobsChanged()
+	}
+}
+
+// RetryDelay is the backoff before retrying an attempt that ended in error.
+func (s *Scheduler) RetryDelay(attempt int) time.Duration {
+	return s.cfg.RetryDelay * time.Duration(attempt)
+}

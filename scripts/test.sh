@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# test.sh — the whole test suite, on a fresh Debian machine, as root.
+# Installs and starts what the tests need (Docker, Podman, the base image,
+# git, openssl, Node's npm for the real @actions/cache client), then runs
+# every Go test, including the end-to-end tests on both engines and the
+# fuzz targets' committed seed corpora.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+for cmd in git node npm openssl curl; do
+	command -v "$cmd" >/dev/null || need+=("$cmd")
+done
+if [ ${#need[@]} -gt 0 ]; then
+	pkgs=()
+	for c in "${need[@]}"; do
+		case "$c" in node) pkgs+=(nodejs) ;; *) pkgs+=("$c") ;; esac
+	done
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" >&2
+fi
+
+eval "$(scripts/engines.sh --env)"
+export KILN_REQUIRE_ENGINES=1
+
+go vet ./...
+go test -count=1 -timeout 40m "$@" ./...
