@@ -1,0 +1,317 @@
+// Package docker implements sandbox.Runtime on the Docker Engine API, as
+// served by Docker itself or by Podman's compatible socket.
+//
+// One sandbox is one container plus one bridge network of its own, both
+// named after Spec.Name and carrying Spec.Labels. The container's main
+// process is a shell that idles until Destroy; every Exec is an exec
+// instance inside it.
+//
+// Security defaults, applied to every sandbox:
+//   - not privileged; SecurityOpt no-new-privileges, so setuid binaries
+//     cannot raise privileges;
+//   - the engine's default seccomp profile (and AppArmor profile where the
+//     host has one) is kept: Kiln never asks for "unconfined";
+//   - capabilities: the engine's default set minus NET_RAW (raw packets,
+//     ARP/ICMP spoofing on the bridge), MKNOD (device nodes) and AUDIT_WRITE.
+//     CHOWN, DAC_OVERRIDE, FOWNER, SETUID/SETGID, SYS_CHROOT and friends
+//     stay: package managers and ordinary build tools need them. Plain ping
+//     still works where the engine sets net.ipv4.ping_group_range;
+//   - no host engine socket: a Mount whose source is a container engine's
+//     socket, or a directory holding one (/, /run, …), is refused;
+//   - a network of its own, so concurrent jobs cannot reach each other's
+//     services.
+package docker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	cerrdefs "github.com/containerd/errdefs"
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/api/types/network"
+	"github.com/docker/docker/client"
+
+	"github.com/kilnci/kiln/internal/sandbox"
+)
+
+// idleScript is the sandbox's main process: it does nothing until the
+// container is removed. The trap makes a TERM (a Podman force-remove
+// stops the container before removing it) end it at once instead of
+// waiting out the stop timeout; `sleep & wait` lets the shell run the trap
+// without waiting for sleep to finish.
+const idleScript = "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done"
+
+// droppedCaps are removed from the engine's default capability set; see
+// the package comment for why these and not more.
+var droppedCaps = []string{"NET_RAW", "MKNOD", "AUDIT_WRITE"}
+
+// cleanupTimeout bounds the removal of a half-created sandbox, which runs
+// on a context of its own so that a canceled Create still cleans up.
+const cleanupTimeout = 30 * time.Second
+
+// Runtime is a sandbox.Runtime backed by one engine. It is safe for
+// concurrent use.
+type Runtime struct {
+	cli  *client.Client
+	host string
+
+	// names maps the ids returned by Create to the sandbox names, so
+	// Destroy knows the network to remove without asking the engine. A
+	// Runtime that did not create the sandbox (an agent restarted after a
+	// crash) falls back to inspecting the container.
+	mu    sync.Mutex
+	names map[string]string
+}
+
+var _ sandbox.Runtime = (*Runtime)(nil)
+
+// New connects to the engine at host ("unix:///run/docker.sock"); "" means
+// DOCKER_HOST or the default socket. It does not contact the engine: the
+// API version is negotiated on the first call (the engines Kiln targets
+// speak 1.41, the client newer versions).
+func New(host string) (*Runtime, error) {
+	opts := []client.Opt{client.WithAPIVersionNegotiation()}
+	if host != "" {
+		opts = append(opts, client.WithHost(host))
+	} else {
+		opts = append(opts, client.WithHostFromEnv())
+	}
+	cli, err := client.NewClientWithOpts(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("docker: connect to %q: %w", host, err)
+	}
+	return &Runtime{cli: cli, host: cli.DaemonHost(), names: make(map[string]string)}, nil
+}
+
+// Host returns the engine address this Runtime talks to.
+func (r *Runtime) Host() string { return r.host }
+
+// Close releases the connections to the engine.
+func (r *Runtime) Close() error { return r.cli.Close() }
+
+// Ping checks the engine answers.
+func (r *Runtime) Ping(ctx context.Context) error {
+	if _, err := r.cli.Ping(ctx); err != nil {
+		return r.wrap("ping", err)
+	}
+	return nil
+}
+
+// Create creates the sandbox's network and container and starts it. On any
+// failure it removes what it made, so a failed Create leaves nothing.
+func (r *Runtime) Create(ctx context.Context, spec sandbox.Spec) (string, error) {
+	if spec.Name == "" {
+		return "", errors.New("docker: create: spec has no Name")
+	}
+	if spec.Image == "" {
+		return "", fmt.Errorf("docker: create %s: spec has no Image", spec.Name)
+	}
+	mounts, err := r.mounts(spec.Mounts)
+	if err != nil {
+		return "", fmt.Errorf("docker: create %s: %w", spec.Name, err)
+	}
+
+	// The image check and the network creation are independent: run them
+	// side by side to save a round trip on the job's critical path. A
+	// missing image costs a network removal, which is the rare case.
+	imgErr := make(chan error, 1)
+	go func() {
+		_, err := r.cli.ImageInspect(ctx, spec.Image)
+		imgErr <- err
+	}()
+	_, netErr := r.cli.NetworkCreate(ctx, spec.Name, network.CreateOptions{
+		Driver: network.NetworkBridge,
+		Labels: spec.Labels,
+	})
+	if err := <-imgErr; err != nil {
+		if netErr == nil {
+			r.cleanup(ctx, "", spec.Name)
+		}
+		if cerrdefs.IsNotFound(err) {
+			return "", fmt.Errorf("docker: create %s: image %q: %w (build or import it first; Kiln never pulls here)",
+				spec.Name, spec.Image, sandbox.ErrImageNotFound)
+		}
+		return "", r.wrap("create "+spec.Name+": inspect image "+spec.Image, err)
+	}
+	if netErr != nil {
+		return "", r.wrap("create "+spec.Name+": network", netErr)
+	}
+
+	var pids *int64
+	if spec.PidsLimit > 0 {
+		pids = &spec.PidsLimit
+	}
+	var swap int64
+	if spec.MemoryBytes > 0 {
+		swap = spec.MemoryBytes // no swap beyond the memory limit
+	}
+	cfg := &container.Config{
+		Image:      spec.Image,
+		Entrypoint: []string{"/bin/sh", "-c", idleScript},
+		Env:        spec.Env,
+		WorkingDir: spec.WorkDir,
+		Labels:     spec.Labels,
+	}
+	hostCfg := &container.HostConfig{
+		NetworkMode: container.NetworkMode(spec.Name),
+		Mounts:      mounts,
+		Privileged:  false,
+		CapDrop:     droppedCaps,
+		SecurityOpt: []string{"no-new-privileges"},
+		// The idle process prints nothing and Exec output is streamed,
+		// not logged: skip the engine's log file.
+		LogConfig: container.LogConfig{Type: "none"},
+		Resources: container.Resources{
+			NanoCPUs:   int64(spec.CPUs * 1e9),
+			Memory:     spec.MemoryBytes,
+			MemorySwap: swap,
+			PidsLimit:  pids,
+		},
+	}
+	netCfg := &network.NetworkingConfig{
+		EndpointsConfig: map[string]*network.EndpointSettings{spec.Name: {}},
+	}
+	created, err := r.cli.ContainerCreate(ctx, cfg, hostCfg, netCfg, nil, spec.Name)
+	if err != nil {
+		r.cleanup(ctx, "", spec.Name)
+		if cerrdefs.IsNotFound(err) && strings.Contains(strings.ToLower(err.Error()), "image") {
+			// Removed between the inspect and the create.
+			return "", fmt.Errorf("docker: create %s: image %q: %w", spec.Name, spec.Image, sandbox.ErrImageNotFound)
+		}
+		return "", r.wrap("create "+spec.Name+": container", err)
+	}
+	if err := r.cli.ContainerStart(ctx, created.ID, container.StartOptions{}); err != nil {
+		r.cleanup(ctx, created.ID, spec.Name)
+		return "", r.wrap("create "+spec.Name+": start", err)
+	}
+	r.mu.Lock()
+	r.names[created.ID] = spec.Name
+	r.mu.Unlock()
+	return created.ID, nil
+}
+
+// cleanup removes a half-created sandbox on a context that outlives ctx's
+// cancellation. Errors are dropped: the Create error is the one to report,
+// and the caller's Destroy (always called) retries.
+func (r *Runtime) cleanup(ctx context.Context, id, name string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+	defer cancel()
+	if id != "" {
+		_ = r.cli.ContainerRemove(ctx, id, container.RemoveOptions{Force: true, RemoveVolumes: true})
+	}
+	_ = r.cli.NetworkRemove(ctx, name)
+}
+
+// Destroy force-removes the container (with its anonymous volumes) and its
+// network. id is what Create returned, or an Info.ID from List, or the
+// sandbox name. A sandbox already gone is not an error.
+func (r *Runtime) Destroy(ctx context.Context, id string) error {
+	if id == "" {
+		return errors.New("docker: destroy: empty id")
+	}
+	r.mu.Lock()
+	name, known := r.names[id]
+	r.mu.Unlock()
+	if !known {
+		c, err := r.cli.ContainerInspect(ctx, id)
+		switch {
+		case cerrdefs.IsNotFound(err):
+			// No container; id may still name a network left by a Create
+			// that died between the two.
+			return r.removeOrphanNetwork(ctx, id)
+		case err != nil:
+			return r.wrap("destroy "+id+": inspect", err)
+		}
+		name = strings.TrimPrefix(c.Name, "/")
+	}
+	err := r.cli.ContainerRemove(ctx, id, container.RemoveOptions{Force: true, RemoveVolumes: true})
+	if err != nil && !cerrdefs.IsNotFound(err) {
+		return r.wrap("destroy "+id+": remove container", err)
+	}
+	if err := r.removeNetwork(ctx, name); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	delete(r.names, id)
+	r.mu.Unlock()
+	return nil
+}
+
+// removeOrphanNetwork removes the network name if it exists without its
+// container and carries LabelManaged; a network Kiln did not make is left
+// alone.
+func (r *Runtime) removeOrphanNetwork(ctx context.Context, name string) error {
+	n, err := r.cli.NetworkInspect(ctx, name, network.InspectOptions{})
+	switch {
+	case cerrdefs.IsNotFound(err):
+		return nil
+	case err != nil:
+		return r.wrap("destroy "+name+": inspect network", err)
+	case n.Labels[sandbox.LabelManaged] != "true":
+		return nil
+	}
+	return r.removeNetwork(ctx, n.ID)
+}
+
+// removeNetwork removes a sandbox network; one already gone is fine.
+func (r *Runtime) removeNetwork(ctx context.Context, name string) error {
+	err := r.cli.NetworkRemove(ctx, name)
+	if err == nil || cerrdefs.IsNotFound(err) {
+		return nil
+	}
+	return r.wrap("destroy "+name+": remove network", err)
+}
+
+// List returns the sandboxes (running or not) carrying all the labels.
+func (r *Runtime) List(ctx context.Context, labels map[string]string) ([]sandbox.Info, error) {
+	f := filters.NewArgs()
+	for k, v := range labels {
+		f.Add("label", k+"="+v)
+	}
+	cs, err := r.cli.ContainerList(ctx, container.ListOptions{All: true, Filters: f})
+	if err != nil {
+		return nil, r.wrap("list", err)
+	}
+	out := make([]sandbox.Info, 0, len(cs))
+	for _, c := range cs {
+		info := sandbox.Info{ID: c.ID, Labels: c.Labels}
+		if len(c.Names) > 0 {
+			info.Name = strings.TrimPrefix(c.Names[0], "/")
+		}
+		// Filters are applied by the engine; check again so an engine
+		// that ignores one cannot hand back someone else's container.
+		if hasLabels(info.Labels, labels) {
+			out = append(out, info)
+		}
+	}
+	return out, nil
+}
+
+func hasLabels(have, want map[string]string) bool {
+	for k, v := range want {
+		if got, ok := have[k]; !ok || got != v {
+			return false
+		}
+	}
+	return true
+}
+
+// wrap adds context to an engine error and marks connection failures as
+// sandbox.ErrEngineUnavailable and missing containers as
+// sandbox.ErrNotFound.
+func (r *Runtime) wrap(op string, err error) error {
+	switch {
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("docker: %s: %w", op, err)
+	case client.IsErrConnectionFailed(err):
+		return fmt.Errorf("docker: %s: %w at %s: %w", op, sandbox.ErrEngineUnavailable, r.host, err)
+	case cerrdefs.IsNotFound(err):
+		return fmt.Errorf("docker: %s: %w: %w", op, sandbox.ErrNotFound, err)
+	}
+	return fmt.Errorf("docker: %s: %w", op, err)
+}

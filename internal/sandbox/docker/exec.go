@@ -1,0 +1,119 @@
+package docker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/pkg/stdcopy"
+
+	"github.com/kilnci/kiln/internal/sandbox"
+)
+
+// Exec runs spec.Cmd in the sandbox and returns its exit code. Its stdout
+// and stderr are demultiplexed into spec.Output as they arrive.
+//
+// Three round trips: create the exec instance, start it attached (the
+// output streams over that hijacked connection until the process ends),
+// inspect it for the exit code.
+//
+// When ctx is canceled Exec closes the stream and returns ctx.Err() at
+// once; the process may still run inside the sandbox until Destroy. No
+// write reaches spec.Output after Exec returned.
+func (r *Runtime) Exec(ctx context.Context, id string, spec sandbox.ExecSpec) (int, error) {
+	if len(spec.Cmd) == 0 {
+		return -1, errors.New("docker: exec: empty command")
+	}
+	created, err := r.cli.ContainerExecCreate(ctx, id, container.ExecOptions{
+		Cmd:          spec.Cmd,
+		Env:          spec.Env,
+		WorkingDir:   spec.WorkDir,
+		AttachStdout: true,
+		AttachStderr: true,
+	})
+	if err != nil {
+		return -1, r.wrap("exec in "+id, err)
+	}
+	resp, err := r.cli.ContainerExecAttach(ctx, created.ID, container.ExecAttachOptions{})
+	if err != nil {
+		return -1, r.wrap("exec in "+id+": start", err)
+	}
+	out := &guardedWriter{w: spec.Output}
+	if out.w == nil {
+		out.w = io.Discard
+	}
+	defer out.close()
+	defer resp.Close() // runs first: ends a copy still in progress
+
+	copied := make(chan error, 1)
+	go func() {
+		_, err := stdcopy.StdCopy(out, out, resp.Reader)
+		copied <- err
+	}()
+	select {
+	case err = <-copied:
+	case <-ctx.Done():
+		// The hijacked connection ignores ctx: closing it ends the copy.
+		return -1, ctx.Err()
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return -1, ctx.Err()
+		}
+		return -1, fmt.Errorf("docker: exec in %s: read output: %w", id, err)
+	}
+	return r.exitCode(ctx, id, created.ID)
+}
+
+// exitCode inspects a finished exec instance. The stream ends when the
+// process closed its output, which can come a moment before the engine has
+// recorded the exit (both Docker and Podman show it), so a still-running
+// exec is polled with a short, growing backoff.
+func (r *Runtime) exitCode(ctx context.Context, id, execID string) (int, error) {
+	delay := time.Millisecond
+	for {
+		ins, err := r.cli.ContainerExecInspect(ctx, execID)
+		if err != nil {
+			return -1, r.wrap("exec in "+id+": inspect", err)
+		}
+		if !ins.Running {
+			return ins.ExitCode, nil
+		}
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return -1, ctx.Err()
+		case <-t.C:
+		}
+		delay = min(2*delay, 100*time.Millisecond)
+	}
+}
+
+// guardedWriter serializes writes to the caller's writer and drops those
+// that arrive after close, so a canceled Exec never writes into an Output
+// its caller has moved on from.
+type guardedWriter struct {
+	mu     sync.Mutex
+	w      io.Writer
+	closed bool
+}
+
+func (g *guardedWriter) Write(p []byte) (int, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return 0, io.ErrClosedPipe
+	}
+	return g.w.Write(p)
+}
+
+func (g *guardedWriter) close() {
+	g.mu.Lock()
+	g.closed = true
+	g.mu.Unlock()
+}

@@ -1,0 +1,383 @@
+package sandboxtest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/kilnci/kiln/internal/sandbox"
+)
+
+func testCreateExecEcho(t *testing.T, h *harness) {
+	id := h.create(t, h.spec("echo"))
+	code, out := h.exec(t, id, sandbox.ExecSpec{Cmd: []string{"echo", "hello", "sandbox"}})
+	if code != 0 || out != "hello sandbox\n" {
+		t.Fatalf("echo: exit %d, output %q; want 0, %q", code, out, "hello sandbox\n")
+	}
+	// A second Exec in the same sandbox works too.
+	if out := h.sh(t, id, "echo again"); out != "again\n" {
+		t.Fatalf("second exec output %q", out)
+	}
+}
+
+func testExitCodes(t *testing.T, h *harness) {
+	id := h.create(t, h.spec("exit"))
+	for _, want := range []int{0, 1, 42} {
+		code, out := h.exec(t, id, sandbox.ExecSpec{Cmd: []string{"/bin/sh", "-c", fmt.Sprintf("exit %d", want)}})
+		if code != want {
+			t.Errorf("exit %d: got exit code %d (output %q)", want, code, out)
+		}
+	}
+	// A command that does not exist is the user's failure: a non-zero
+	// exit code, not an infrastructure error.
+	var out syncBuffer
+	code, err := h.rt.Exec(h.ctx, id, sandbox.ExecSpec{Cmd: []string{"/no/such/command"}, Output: &out})
+	if err != nil {
+		t.Fatalf("missing command: error %v, want a non-zero exit code", err)
+	}
+	if code == 0 {
+		t.Fatalf("missing command: exit 0 (output %q)", out.String())
+	}
+}
+
+func testStdoutAndStderr(t *testing.T, h *harness) {
+	id := h.create(t, h.spec("streams"))
+	out := h.sh(t, id, "echo to-stdout; echo to-stderr >&2; echo more-stdout")
+	for _, want := range []string{"to-stdout", "to-stderr", "more-stdout"} {
+		if !slices.Contains(lines(out), want) {
+			t.Errorf("output %q lacks line %q", out, want)
+		}
+	}
+	// A long stream arrives whole and in order, on either stream. (Across
+	// the two streams the engines keep no order: each is a pipe of its
+	// own, read separately.)
+	const n = 20000
+	for _, redirect := range []string{"", ">&2"} {
+		ls := lines(h.sh(t, id, fmt.Sprintf("seq 1 %d %s", n, redirect)))
+		if len(ls) != n {
+			t.Fatalf("seq %s: got %d lines, want %d", redirect, len(ls), n)
+		}
+		for i, l := range ls {
+			if l != strconv.Itoa(i+1) {
+				t.Fatalf("seq %s: line %d is %q, want %d", redirect, i, l, i+1)
+			}
+		}
+	}
+}
+
+func testEnv(t *testing.T, h *harness) {
+	spec := h.spec("env")
+	spec.Env = []string{"A=from spec", "B=from-spec"}
+	id := h.create(t, spec)
+	code, out := h.exec(t, id, sandbox.ExecSpec{
+		Cmd: []string{"/bin/sh", "-c", `echo "$A|$B|$C"`},
+		Env: []string{"B=from-exec", "C=from-exec"},
+	})
+	if want := "from spec|from-exec|from-exec\n"; code != 0 || out != want {
+		t.Fatalf("env: exit %d, output %q; want %q", code, out, want)
+	}
+	// Exec env does not leak into the next Exec.
+	if out := h.sh(t, id, `echo "$A|$B|$C"`); out != "from spec|from-spec|\n" {
+		t.Fatalf("env of a later exec: %q", out)
+	}
+}
+
+func testWorkDir(t *testing.T, h *harness) {
+	spec := h.spec("workdir")
+	spec.WorkDir = "/workspace/project" // absent from the image: created
+	id := h.create(t, spec)
+	if out := h.sh(t, id, "pwd"); out != "/workspace/project\n" {
+		t.Fatalf("default workdir: pwd = %q", out)
+	}
+	code, out := h.exec(t, id, sandbox.ExecSpec{Cmd: []string{"pwd"}, WorkDir: "/tmp"})
+	if code != 0 || out != "/tmp\n" {
+		t.Fatalf("exec workdir: exit %d, pwd = %q", code, out)
+	}
+}
+
+func testBindMount(t *testing.T, h *harness) {
+	rw, ro := t.TempDir(), t.TempDir()
+	if err := os.WriteFile(filepath.Join(rw, "in.txt"), []byte("from host\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(ro, "ro.txt"), []byte("read only\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	spec := h.spec("mount")
+	spec.Mounts = []sandbox.Mount{
+		{Source: rw, Target: "/mnt/rw"},
+		{Source: ro, Target: "/mnt/ro", ReadOnly: true},
+	}
+	id := h.create(t, spec)
+	if out := h.sh(t, id, "cat /mnt/rw/in.txt; echo from sandbox > /mnt/rw/out.txt; cat /mnt/ro/ro.txt"); out != "from host\nread only\n" {
+		t.Fatalf("mount contents: %q", out)
+	}
+	got, err := os.ReadFile(filepath.Join(rw, "out.txt"))
+	if err != nil || string(got) != "from sandbox\n" {
+		t.Fatalf("file written in the sandbox: %q, %v", got, err)
+	}
+	code, out := h.exec(t, id, sandbox.ExecSpec{Cmd: []string{"/bin/sh", "-c", "echo x > /mnt/ro/new.txt"}})
+	if code == 0 {
+		t.Fatalf("write to a read-only mount succeeded (output %q)", out)
+	}
+	if _, err := os.Stat(filepath.Join(ro, "new.txt")); err == nil {
+		t.Fatal("a file appeared in the read-only mount")
+	}
+}
+
+func testLimits(t *testing.T, h *harness) {
+	const mem, pids = 96 << 20, 64
+	spec := h.spec("limits")
+	spec.MemoryBytes = mem
+	spec.PidsLimit = pids
+	spec.CPUs = 0.5
+	id := h.create(t, spec)
+
+	// cgroup v2 shows the sandbox's own limits at the root of
+	// /sys/fs/cgroup; v1 in each controller's directory.
+	out := h.sh(t, id, `
+		cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes
+		cat /sys/fs/cgroup/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids/pids.max
+		cat /sys/fs/cgroup/cpu.max 2>/dev/null || echo "$(cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us) $(cat /sys/fs/cgroup/cpu/cpu.cfs_period_us)"`)
+	ls := lines(out)
+	if len(ls) != 3 {
+		t.Fatalf("cgroup limits: %q", out)
+	}
+	if ls[0] != strconv.Itoa(mem) {
+		t.Errorf("memory limit inside the sandbox is %q, want %d", ls[0], mem)
+	}
+	if ls[1] != strconv.Itoa(pids) {
+		t.Errorf("pids limit inside the sandbox is %q, want %d", ls[1], pids)
+	}
+	var quota, period int
+	if _, err := fmt.Sscanf(ls[2], "%d %d", &quota, &period); err != nil || period == 0 || quota*2 != period {
+		t.Errorf("cpu quota inside the sandbox is %q, want half a CPU", ls[2])
+	}
+}
+
+func testOwnNetwork(t *testing.T, h *harness) {
+	a := h.create(t, h.spec("net-a"))
+	b := h.create(t, h.spec("net-b"))
+	route := func(id string) string {
+		for _, l := range lines(h.sh(t, id, "ip -4 route")) {
+			if f := strings.Fields(l); len(f) >= 3 && f[0] == "default" && f[1] == "via" {
+				return f[2]
+			}
+		}
+		t.Fatalf("sandbox %s has no default route", id)
+		return ""
+	}
+	ga, gb := route(a), route(b)
+	if ga == gb {
+		t.Fatalf("two sandboxes share a network: both route via %s", ga)
+	}
+}
+
+func testNoEngineSocket(t *testing.T, h *harness) {
+	id := h.create(t, h.spec("nosock"))
+	h.sh(t, id, `for s in /run/docker.sock /var/run/docker.sock /run/podman/podman.sock \
+		/run/kiln-docker.sock /run/kiln-podman.sock /run/containerd/containerd.sock; do
+		if [ -e "$s" ]; then echo "engine socket $s inside the sandbox"; exit 1; fi
+	done`)
+
+	// Create refuses to mount an engine socket, or a directory holding
+	// the engine's own socket, and leaves nothing behind.
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "docker.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	for _, src := range []string{sock, "/"} {
+		spec := h.spec("nosock")
+		spec.Mounts = []sandbox.Mount{{Source: src, Target: "/mnt/engine"}}
+		id, err := h.rt.Create(h.ctx, spec)
+		if err == nil {
+			_ = h.rt.Destroy(context.WithoutCancel(h.ctx), id)
+			t.Fatalf("Create with %s mounted succeeded", src)
+		}
+		t.Logf("mount %s refused: %v", src, err)
+		if err := h.rt.Destroy(h.ctx, spec.Name); err != nil {
+			t.Errorf("Destroy after refused Create: %v", err)
+		}
+		h.checkNoLeftovers(t, h.ctx, spec.Name)
+	}
+}
+
+func testImageNotFound(t *testing.T, h *harness) {
+	spec := h.spec("noimage")
+	spec.Image = "localhost/kiln/no-such-image:" + randomID()
+	_, err := h.rt.Create(h.ctx, spec)
+	requireErrorIs(t, err, sandbox.ErrImageNotFound, "Create with a missing image")
+	if !strings.Contains(err.Error(), spec.Image) {
+		t.Errorf("error %q does not name the image %s", err, spec.Image)
+	}
+	if errors.Is(err, sandbox.ErrEngineUnavailable) {
+		t.Errorf("missing image reported as engine unavailable: %v", err)
+	}
+	if err := h.rt.Destroy(h.ctx, spec.Name); err != nil {
+		t.Errorf("Destroy after failed Create: %v", err)
+	}
+	h.checkNoLeftovers(t, h.ctx, spec.Name)
+}
+
+func testDestroyIdempotent(t *testing.T, h *harness) {
+	spec := h.spec("destroy")
+	id, err := h.rt.Create(h.ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		if err := h.rt.Destroy(h.ctx, id); err != nil {
+			t.Fatalf("Destroy #%d: %v", i+1, err)
+		}
+	}
+	h.checkNoLeftovers(t, h.ctx, spec.Name)
+	if err := h.rt.Destroy(h.ctx, "kiln-test-never-created-"+randomID()); err != nil {
+		t.Fatalf("Destroy of a sandbox that never existed: %v", err)
+	}
+	infos, err := h.rt.List(h.ctx, map[string]string{sandbox.LabelAgent: h.agent})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(infos) != 0 {
+		t.Fatalf("List after Destroy: %+v", infos)
+	}
+	_, err = h.rt.Exec(h.ctx, id, sandbox.ExecSpec{Cmd: []string{"true"}})
+	requireErrorIs(t, err, sandbox.ErrNotFound, "Exec in a destroyed sandbox")
+}
+
+func testList(t *testing.T, h *harness) {
+	sa, sb := h.spec("list-a"), h.spec("list-b")
+	a := h.create(t, sa)
+	b := h.create(t, sb)
+
+	all, err := h.rt.List(h.ctx, map[string]string{sandbox.LabelManaged: "true", sandbox.LabelAgent: h.agent})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, in := range all {
+		ids = append(ids, in.ID)
+	}
+	slices.Sort(ids)
+	want := []string{a, b}
+	slices.Sort(want)
+	if !slices.Equal(ids, want) {
+		t.Fatalf("List by agent: ids %v, want %v", ids, want)
+	}
+
+	one, err := h.rt.List(h.ctx, map[string]string{sandbox.LabelAgent: h.agent, sandbox.LabelJob: "list-a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(one) != 1 || one[0].ID != a || one[0].Name != sa.Name ||
+		one[0].Labels[sandbox.LabelJob] != "list-a" || one[0].Labels[sandbox.LabelAttempt] != "1" {
+		t.Fatalf("List by job: %+v, want id %s name %s with its labels", one, a, sa.Name)
+	}
+
+	none, err := h.rt.List(h.ctx, map[string]string{sandbox.LabelAgent: "nobody-" + randomID()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(none) != 0 {
+		t.Fatalf("List by an unknown agent: %+v", none)
+	}
+}
+
+func testExecCancel(t *testing.T, h *harness) {
+	id := h.create(t, h.spec("cancel"))
+	ctx, cancel := context.WithCancel(h.ctx)
+	defer cancel()
+	started := make(chan struct{})
+	out := &signalWriter{first: started}
+	done := make(chan error, 1)
+	go func() {
+		_, err := h.rt.Exec(ctx, id, sandbox.ExecSpec{Cmd: []string{"/bin/sh", "-c", "echo started; exec sleep 3600"}, Output: out})
+		done <- err
+	}()
+	select {
+	case <-started:
+	case err := <-done:
+		t.Fatalf("Exec ended before it was canceled: %v", err)
+	}
+	cancel()
+	requireErrorIs(t, <-done, context.Canceled, "canceled Exec")
+}
+
+// signalWriter closes first on its first write.
+type signalWriter struct {
+	once  sync.Once
+	first chan struct{}
+}
+
+func (w *signalWriter) Write(p []byte) (int, error) {
+	w.once.Do(func() { close(w.first) })
+	return len(p), nil
+}
+
+func testConcurrent(t *testing.T, h *harness) {
+	const n = 4
+	errs := make(chan error, n)
+	var names []string
+	for i := range n {
+		spec := h.spec(fmt.Sprintf("concurrent-%d", i))
+		names = append(names, spec.Name)
+		go func() { errs <- roundTrip(h, spec) }()
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	h.checkNoLeftoversOfAgent(t)
+	for _, name := range names {
+		h.checkNoLeftovers(t, h.ctx, name)
+	}
+}
+
+// roundTrip creates a sandbox, runs a command that prints its name, and
+// destroys it.
+func roundTrip(h *harness, spec sandbox.Spec) (err error) {
+	id, err := h.rt.Create(h.ctx, spec)
+	defer func() {
+		if derr := h.rt.Destroy(context.WithoutCancel(h.ctx), spec.Name); derr != nil && err == nil {
+			err = derr
+		}
+		if id != "" {
+			if derr := h.rt.Destroy(context.WithoutCancel(h.ctx), id); derr != nil && err == nil {
+				err = derr
+			}
+		}
+	}()
+	if err != nil {
+		return fmt.Errorf("Create(%s): %w", spec.Name, err)
+	}
+	var out syncBuffer
+	code, err := h.rt.Exec(h.ctx, id, sandbox.ExecSpec{Cmd: []string{"echo", spec.Name}, Output: &out})
+	if err != nil || code != 0 || out.String() != spec.Name+"\n" {
+		return fmt.Errorf("Exec in %s: exit %d, output %q, err %v", spec.Name, code, out.String(), err)
+	}
+	return nil
+}
+
+// checkNoLeftoversOfAgent fails if any sandbox of this subtest is listed.
+func (h *harness) checkNoLeftoversOfAgent(t *testing.T) {
+	t.Helper()
+	infos, err := h.rt.List(h.ctx, map[string]string{sandbox.LabelAgent: h.agent})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(infos) != 0 {
+		t.Fatalf("sandboxes left: %+v", infos)
+	}
+}

@@ -1,0 +1,245 @@
+#!/usr/bin/env bash
+# engines.sh — install and start the container engines Kiln runs sandboxes
+# on (Docker and Podman's Docker-compatible API), each on its own socket,
+# and import the base image localhost/kiln/busybox:latest into both.
+#
+# Run as root. Idempotent: what is installed, running or imported already
+# is left as it is, so running it again is cheap.
+#
+#   scripts/engines.sh                     set up both engines, print the test env
+#   eval "$(scripts/engines.sh --env)"     same, stdout has only the export lines
+#   scripts/engines.sh --only docker       just one engine (docker or podman)
+#
+# Progress goes to stderr; the export lines to stdout:
+#   export KILN_TEST_DOCKER_HOST=unix:///run/kiln-docker.sock
+#   export KILN_TEST_PODMAN_HOST=unix:///run/kiln-podman.sock
+#
+# Notes for this kind of machine (see shared DESIGN.md):
+#   - no registry: the base image is built here from Debian's busybox-static
+#     and imported, never pulled;
+#   - no CAP_SYS_RESOURCE: Podman must not raise rlimits (default_ulimits
+#     at or below the current ones) and uses runc (crun refuses the hybrid
+#     cgroup setup);
+#   - dockerd gets its own --data-root/--exec-root/socket so it never
+#     collides with a system Docker.
+set -euo pipefail
+
+DOCKER_SOCK=/run/kiln-docker.sock
+DOCKER_PIDFILE=/run/kiln-docker.pid
+DOCKER_LOG=/var/log/kiln-dockerd.log
+PODMAN_SOCK=/run/kiln-podman.sock
+PODMAN_PIDFILE=/run/kiln-podman.pid
+PODMAN_LOG=/var/log/kiln-podman.log
+CONTAINERS_CONF=/etc/containers/containers.conf
+IMAGE=localhost/kiln/busybox:latest
+IMAGE_LABEL=dev.kiln.rootfs.sha256
+LOCK=/run/kiln-engines.lock
+WAIT_SECONDS=${KILN_ENGINES_WAIT:-90}
+
+usage() {
+	sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' >&2
+	exit "${1:-0}"
+}
+
+env_only=0
+engines=(docker podman)
+while [ $# -gt 0 ]; do
+	case "$1" in
+	--env) env_only=1 ;;
+	--only)
+		[ $# -ge 2 ] || usage 2
+		case "$2" in docker | podman) engines=("$2") ;; *) usage 2 ;; esac
+		shift
+		;;
+	--only=docker | --only=podman) engines=("${1#--only=}") ;;
+	-h | --help) usage 0 ;;
+	*)
+		echo "engines.sh: unknown argument $1" >&2
+		usage 2
+		;;
+	esac
+	shift
+done
+
+log() { echo "engines.sh: $*" >&2; }
+die() {
+	log "error: $*"
+	exit 1
+}
+want() { [[ " ${engines[*]} " == *" $1 "* ]]; }
+
+[ "$(id -u)" = 0 ] || die "run as root (it installs packages and starts daemons)"
+
+# One run at a time: two CI jobs starting the same daemons would race.
+exec 9>"$LOCK"
+flock 9
+
+# --- packages -------------------------------------------------------------
+
+install_packages() {
+	local pkgs=(busybox-static iptables runc) missing=() p
+	want docker && pkgs+=(docker.io)
+	want podman && pkgs+=(podman)
+	for p in "${pkgs[@]}"; do
+		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q '^install ok installed$' || missing+=("$p")
+	done
+	[ ${#missing[@]} -eq 0 ] && return
+	log "installing ${missing[*]}"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq >&2
+	apt-get install -y -qq "${missing[@]}" >&2
+}
+
+# --- daemons --------------------------------------------------------------
+
+docker_up() { timeout 10 docker -H "unix://$DOCKER_SOCK" version >/dev/null 2>&1; }
+podman_up() { timeout 10 podman --url "unix://$PODMAN_SOCK" version >/dev/null 2>&1; }
+
+# alive PIDFILE: the process the pid file names is running.
+alive() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+# wait_up NAME CHECK PID LOG: wait (bounded) until CHECK succeeds; fail
+# early if the daemon died, with the end of its log either way.
+wait_up() {
+	local name=$1 check=$2 pid=$3 logfile=$4 i
+	for ((i = 0; i < WAIT_SECONDS * 4; i++)); do
+		"$check" && return 0
+		if ! kill -0 "$pid" 2>/dev/null; then
+			log "$name exited during startup; last lines of $logfile:"
+			tail -n 30 "$logfile" >&2 || true
+			die "$name did not start"
+		fi
+		sleep 0.25
+	done
+	log "$name does not answer after ${WAIT_SECONDS}s; last lines of $logfile:"
+	tail -n 30 "$logfile" >&2 || true
+	die "$name did not start"
+}
+
+start_docker() {
+	local pid
+	if docker_up; then
+		log "dockerd already answers on $DOCKER_SOCK"
+		return
+	fi
+	if alive "$DOCKER_PIDFILE"; then
+		pid=$(cat "$DOCKER_PIDFILE")
+		log "dockerd (pid $pid) is starting; waiting"
+	else
+		log "starting dockerd on $DOCKER_SOCK (log: $DOCKER_LOG)"
+		# Every sandbox gets a network of its own: give dockerd room for
+		# 256 of them (its default pools hold about 30).
+		setsid dockerd \
+			--data-root /var/lib/kiln-docker \
+			--exec-root /run/kiln-docker \
+			-H "unix://$DOCKER_SOCK" \
+			--pidfile "$DOCKER_PIDFILE" \
+			--default-address-pool base=10.213.0.0/16,size=24 \
+			</dev/null >>"$DOCKER_LOG" 2>&1 &
+		pid=$!
+	fi
+	wait_up dockerd docker_up "$pid" "$DOCKER_LOG"
+	log "dockerd answers on $DOCKER_SOCK"
+}
+
+configure_podman() {
+	local conf
+	conf=$(
+		cat <<-'EOF'
+			# Written by Kiln's scripts/engines.sh.
+			# No CAP_SYS_RESOURCE here: never raise rlimits above the current ones.
+			[containers]
+			default_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]
+
+			# crun refuses this machine's hybrid cgroups.
+			[engine]
+			runtime = "runc"
+		EOF
+	)
+	if [ "$(cat "$CONTAINERS_CONF" 2>/dev/null)" != "$conf" ]; then
+		log "writing $CONTAINERS_CONF"
+		mkdir -p "$(dirname "$CONTAINERS_CONF")"
+		printf '%s\n' "$conf" >"$CONTAINERS_CONF"
+	fi
+}
+
+start_podman() {
+	configure_podman
+	if podman_up; then
+		log "podman service already answers on $PODMAN_SOCK"
+		return
+	fi
+	if ! alive "$PODMAN_PIDFILE"; then
+		log "starting podman system service on $PODMAN_SOCK (log: $PODMAN_LOG)"
+		rm -f "$PODMAN_SOCK" # stale: nothing answered on it
+		setsid podman system service --time=0 "unix://$PODMAN_SOCK" \
+			</dev/null >>"$PODMAN_LOG" 2>&1 &
+		echo $! >"$PODMAN_PIDFILE"
+	else
+		log "podman service (pid $(cat "$PODMAN_PIDFILE")) is starting; waiting"
+	fi
+	wait_up "podman service" podman_up "$(cat "$PODMAN_PIDFILE")" "$PODMAN_LOG"
+	log "podman service answers on $PODMAN_SOCK"
+}
+
+# --- base image -----------------------------------------------------------
+
+# build_rootfs DIR TAR: a busybox userland, every applet a symlink, packed
+# reproducibly (sorted, fixed owners and times) so its hash says whether the
+# imported image is up to date.
+build_rootfs() {
+	local root=$1 tar=$2 applet
+	mkdir -p "$root"/{bin,etc,root,tmp,workspace,usr}
+	cp /bin/busybox "$root/bin/busybox"
+	for applet in $(/bin/busybox --list); do
+		[ "$applet" = busybox ] || ln -sf busybox "$root/bin/$applet"
+	done
+	# Merged /usr: scripts that say #!/usr/bin/env or /sbin/ip find them.
+	ln -s bin "$root/sbin"
+	ln -s ../bin "$root/usr/bin"
+	ln -s ../bin "$root/usr/sbin"
+	chmod 1777 "$root/tmp"
+	chmod 700 "$root/root"
+	printf '%s\n' 'root:x:0:0:root:/root:/bin/sh' 'nobody:x:65534:65534:nobody:/nonexistent:/bin/false' >"$root/etc/passwd"
+	printf '%s\n' 'root:x:0:' 'nogroup:x:65534:' >"$root/etc/group"
+	tar -C "$root" --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -cf "$tar" .
+}
+
+import_image() {
+	local tmp sum
+	tmp=$(mktemp -d)
+	trap 'rm -rf "$tmp"' RETURN
+	build_rootfs "$tmp/rootfs" "$tmp/rootfs.tar"
+	sum=$(sha256sum "$tmp/rootfs.tar" | cut -d' ' -f1)
+	local changes=(-c 'CMD ["/bin/sh"]' -c "LABEL $IMAGE_LABEL=$sum")
+	if want docker; then
+		if [ "$(docker -H "unix://$DOCKER_SOCK" image inspect -f "{{index .Config.Labels \"$IMAGE_LABEL\"}}" "$IMAGE" 2>/dev/null)" = "$sum" ]; then
+			log "docker: $IMAGE is up to date"
+		else
+			log "docker: importing $IMAGE"
+			docker -H "unix://$DOCKER_SOCK" import "${changes[@]}" - "$IMAGE" <"$tmp/rootfs.tar" >/dev/null
+		fi
+	fi
+	if want podman; then
+		if [ "$(podman --url "unix://$PODMAN_SOCK" image inspect -f "{{index .Config.Labels \"$IMAGE_LABEL\"}}" "$IMAGE" 2>/dev/null)" = "$sum" ]; then
+			log "podman: $IMAGE is up to date"
+		else
+			log "podman: importing $IMAGE"
+			podman --url "unix://$PODMAN_SOCK" import "${changes[@]}" "$tmp/rootfs.tar" "$IMAGE" >/dev/null
+		fi
+	fi
+}
+
+# --- main -----------------------------------------------------------------
+
+install_packages
+want docker && start_docker
+want podman && start_podman
+import_image
+
+if [ "$env_only" = 0 ]; then
+	log "ready; for the tests:"
+fi
+want docker && echo "export KILN_TEST_DOCKER_HOST=unix://$DOCKER_SOCK"
+want podman && echo "export KILN_TEST_PODMAN_HOST=unix://$PODMAN_SOCK"
+exit 0
