@@ -41,6 +41,8 @@ func TestParseErrors(t *testing.T) {
 			".kiln.yml:2:9: invalid YAML: alias *setup refers to no anchor &setup defined before it"},
 		{"unsupported tag", "image: i\nsteps: [!reference [.setup, script]]\n", ".kiln.yml:2:9: steps[0]: unsupported YAML tag !reference\n" +
 			".kiln.yml:2:9: steps[0]: expected a mapping or a string, got a sequence"},
+		{"deep path is elided", "image: i\nsteps: [x]\nx-: " + strings.Repeat("[", 14) + "!a x" + strings.Repeat("]", 14) + "\n",
+			".kiln.yml:3:19: x-[0][0][0][0][0]…[0][0][0][0][0][0]: unsupported YAML tag !a"},
 		{"alias cycle", "image: i\nx-a: &a [*a]\nsteps: [x]\n", ".kiln.yml:2:10: x-a[0]: alias *a refers to a node that contains it"},
 		{"duplicate top-level key", "image: i\nsteps: [x]\nimage: j\n", `.kiln.yml:3:1: image: duplicate key "image" (first defined at line 1)`},
 		{"key that is not a scalar", "image: i\nsteps: [x]\n? [a]\n: b\n", ".kiln.yml:3:3: a mapping key must be a string, got a sequence"},

@@ -53,7 +53,16 @@ func (c *checker) checkGraph(root *yaml.Node) bool {
 	return !g.fatal
 }
 
-func (g *graphCheck) field() string { return strings.Join(g.path, "") }
+// field renders the current path. A path deeper than any pipeline needs
+// (only a malformed file nests that deep) is elided in the middle, so that
+// a file of thousands of nested errors does not cost quadratic time.
+func (g *graphCheck) field() string {
+	const keep = 6
+	if len(g.path) <= 2*keep {
+		return strings.Join(g.path, "")
+	}
+	return strings.Join(g.path[:keep], "") + "…" + strings.Join(g.path[len(g.path)-keep:], "")
+}
 
 func (g *graphCheck) push(seg string) {
 	if len(g.path) > 0 && !strings.HasPrefix(seg, "[") {
