@@ -10,9 +10,9 @@ import (
 // a delivery at); the caller enforces the limit before calling Parse.
 const MaxBodyDefault = 25 << 20
 
-// maxDeliveryID bounds the delivery id Kiln stores and de-duplicates by.
-// Real ids are UUIDs (36 characters).
-const maxDeliveryID = 256
+// maxHeaderValue bounds the event name and the delivery id, which Kiln
+// stores and de-duplicates by. Real ones are words and UUIDs.
+const maxHeaderValue = 256
 
 // Parse verifies a delivery's authenticity with the project's webhook secret
 // and parses it.
@@ -50,9 +50,6 @@ func Parse(forgeName string, header http.Header, body []byte, secret string) (*E
 	delivery, err := firstHeader(header, f.deliveryHeaders)
 	if err != nil {
 		return nil, err
-	}
-	if len(delivery) > maxDeliveryID {
-		return nil, fmt.Errorf("%w: delivery id is longer than %d bytes", ErrMalformed, maxDeliveryID)
 	}
 	ev := &Event{Forge: f.name, Kind: KindOther, Name: name, DeliveryID: delivery}
 	if kind, ok := f.kinds[name]; ok {
@@ -168,6 +165,9 @@ func githubShaped(name string, eventHeaders, deliveryHeaders []string, sigs ...s
 func firstHeader(h http.Header, names []string) (string, error) {
 	for _, n := range names {
 		if v := strings.TrimSpace(h.Get(n)); v != "" {
+			if len(v) > maxHeaderValue {
+				return "", fmt.Errorf("%w: %s is longer than %d bytes", ErrMalformed, n, maxHeaderValue)
+			}
 			return v, nil
 		}
 	}

@@ -322,6 +322,12 @@ func (d delivery) without(names ...string) delivery {
 	return d
 }
 
+// with returns d with the header name set to value.
+func (d delivery) with(name, value string) delivery {
+	d.header = with(d.header, name, value)
+	return d
+}
+
 // TestMalformed: a verified delivery that cannot be used is ErrMalformed
 // with a reason the sender can act on.
 func TestMalformed(t *testing.T) {
@@ -329,8 +335,6 @@ func TestMalformed(t *testing.T) {
 	push := func(fields string) []byte { return []byte(`{"ref": "refs/heads/main", ` + fields + `}`) }
 	ping := readFixture(t, "testdata/github/ping.0.json")
 	glPush := readFixture(t, "testdata/gitlab/push.json")
-	longID := githubDelivery("ping", ping)
-	longID.header = with(longID.header, "X-GitHub-Delivery", strings.Repeat("d", 257))
 	tests := []struct {
 		name   string
 		in     delivery
@@ -352,8 +356,10 @@ func TestMalformed(t *testing.T) {
 		{"commits not an array", gitlabDelivery("Push Hook", push(sha+`, "commits": {}`)), `Push Hook: "commits" is a JSON object where an array was expected`},
 		{"trailing garbage", githubDelivery("ping", append(bytes.Clone(ping), '}')), "invalid character '}' after top-level value"},
 		{"missing delivery id", githubDelivery("ping", ping).without("X-GitHub-Delivery"), "missing X-GitHub-Delivery header"},
-		{"delivery id too long", longID, "delivery id is longer than 256 bytes"},
+		{"delivery id too long", githubDelivery("ping", ping).with("X-GitHub-Delivery", strings.Repeat("d", 257)), "X-GitHub-Delivery is longer than 256 bytes"},
+		{"ref too long", githubDelivery("push", []byte(`{"ref": "refs/heads/`+strings.Repeat("b", 1020)+`", `+sha+`}`)), "is longer than 1024 bytes"},
 		{"missing event", githubDelivery("ping", ping).without("X-GitHub-Event"), "missing X-GitHub-Event header"},
+		{"event name too long", githubDelivery("ping", ping).with("X-GitHub-Event", strings.Repeat("e", 257)), "X-GitHub-Event is longer than 256 bytes"},
 		{"gitea: missing delivery id", delivery{"gitea", without(giteaHeader("push", ping), "X-Gitea-Delivery"), ping}, "missing X-Forgejo-Delivery or X-Gitea-Delivery header"},
 		{"gitea: missing event", delivery{"gitea", without(giteaHeader("push", ping), "X-Gitea-Event"), ping}, "missing X-Forgejo-Event or X-Gitea-Event header"},
 		{"gitlab: missing delivery id", gitlabDelivery("Push Hook", glPush).without("Idempotency-Key", "X-Gitlab-Webhook-UUID", "X-Gitlab-Event-UUID"), "missing Idempotency-Key or X-Gitlab-Webhook-UUID or X-Gitlab-Event-UUID header"},

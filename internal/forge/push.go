@@ -61,7 +61,8 @@ type payloadCommit struct {
 // normalizePush checks what every forge's push must have and derives the
 // forge-neutral fields: Deleted from an all-zero after, Branch or Tag from
 // the ref, Commit (defaulting to after) as lower-case hex, the first line
-// of Message. A push that deletes nothing must name a commit: Kiln builds it.
+// of Message. A push that deletes nothing must have a commit SHA as after,
+// and as head commit id when the payload names one: Kiln builds it.
 func normalizePush(event string, p *Push, after string) error {
 	if p.Ref == "" {
 		return fmt.Errorf("%w: %s: missing \"ref\"", ErrMalformed, event)
@@ -94,6 +95,9 @@ func normalizePush(event string, p *Push, after string) error {
 	return nil
 }
 
+// maxRef bounds a ref name; git has no limit, but forges stop far below.
+const maxRef = 1024
+
 // checkRef accepts a full ref name (refs/...) that git itself would accept,
 // less a few rules no forge would break; it guards what later reaches git's
 // command line and the dashboard.
@@ -102,6 +106,8 @@ func checkRef(ref string) error {
 	switch {
 	case !ok:
 		return errors.New(`does not start with "refs/"`)
+	case len(ref) > maxRef:
+		return fmt.Errorf("is longer than %d bytes", maxRef)
 	case name == "" || strings.HasSuffix(name, "/") || strings.HasSuffix(name, "."):
 		return errors.New("names nothing")
 	case strings.Contains(name, "//") || strings.Contains(name, "..") || strings.Contains(name, "@{"):
