@@ -29,9 +29,9 @@ const (
 	MaxFileSize = 1 << 20
 )
 
-// DefaultJobName is the name of the single job of a file that uses the
+// defaultJobName is the name of the single job of a file that uses the
 // top-level `steps:` shorthand instead of `jobs:`.
-const DefaultJobName = "build"
+const defaultJobName = "build"
 
 // Pipeline is a parsed and validated pipeline file, before defaults are
 // applied: a zero field means "not set here". Compile applies the defaults.
@@ -44,7 +44,8 @@ type Pipeline struct {
 
 // Job is one job as written in the file.
 type Job struct {
-	// Name is the job's key under `jobs:`, or DefaultJobName.
+	// Name is the job's key under `jobs:`, or "build" for a file that
+	// uses the top-level `steps:` shorthand.
 	Name string
 	// Settings are the job's own; a zero field inherits the pipeline's.
 	Settings

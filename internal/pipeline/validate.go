@@ -49,7 +49,7 @@ func (c *checker) pipeline(root *yaml.Node) *Pipeline {
 	}
 	switch {
 	case jobs != nil && steps != nil:
-		c.errorf(steps.key, "", `"jobs" and "steps" cannot both be set: use "jobs" for several jobs, or "steps" alone for one job named %q`, DefaultJobName)
+		c.errorf(steps.key, "", `"jobs" and "steps" cannot both be set: use "jobs" for several jobs, or "steps" alone for one job named %q`, defaultJobName)
 		c.jobs(jobs.value, hasKey(es, "image"))
 		c.steps(steps.value, "steps")
 	case jobs != nil:
@@ -58,7 +58,7 @@ func (c *checker) pipeline(root *yaml.Node) *Pipeline {
 		if !hasKey(es, "image") {
 			c.errorf(m, "image", "required")
 		}
-		p.Jobs = []Job{{Name: DefaultJobName, Steps: c.steps(steps.value, "steps")}}
+		p.Jobs = []Job{{Name: defaultJobName, Steps: c.steps(steps.value, "steps")}}
 	default:
 		c.errorf(m, "", `one of "jobs" or "steps" is required`)
 	}
