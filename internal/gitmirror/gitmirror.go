@@ -143,13 +143,14 @@ func (m *Mirrors) Resolve(ctx context.Context, url, ref string) (string, error) 
 		return "", err
 	}
 	defer unlock()
-	if err := m.ensureRepo(ctx, mr); err != nil {
+	recreated, err := m.ensureRepo(ctx, mr)
+	if err != nil {
 		return "", err
 	}
 	// A fetch that started after this call and succeeded while we waited
 	// for the lock is as fresh as ours would be.
 	m.mu.Lock()
-	fresh := mr.lastGoodFetch > askedAfter
+	fresh := mr.lastGoodFetch > askedAfter && !recreated
 	m.mu.Unlock()
 	if !fresh {
 		if err := m.fetch(ctx, r, mr); err != nil {
@@ -349,7 +350,7 @@ func (m *Mirrors) withCommit(ctx context.Context, r *remote, commit string, fn f
 		return err
 	}
 	defer unlock()
-	if err := m.ensureRepo(ctx, mr); err != nil {
+	if _, err := m.ensureRepo(ctx, mr); err != nil {
 		return err
 	}
 	if !m.hasCommit(ctx, mr, commit) { // another goroutine or process may have fetched it
@@ -423,12 +424,12 @@ func (m *Mirrors) fetchRefspecs(ctx context.Context, r *remote, mr *mirror, prun
 }
 
 // ensureRepo makes sure the mirror is a valid bare repository, creating or
-// recreating it. Called with the exclusive lock.
-func (m *Mirrors) ensureRepo(ctx context.Context, mr *mirror) error {
+// recreating it (then it reports true). Called with the exclusive lock.
+func (m *Mirrors) ensureRepo(ctx context.Context, mr *mirror) (bool, error) {
 	if m.valid(ctx, mr) {
-		return nil
+		return false, nil
 	}
-	return m.recreate(ctx, mr)
+	return true, m.recreate(ctx, mr)
 }
 
 // valid reports whether the mirror directory is a usable bare repository.

@@ -40,12 +40,13 @@ func parseRemote(rawURL string) (*remote, error) {
 	r.public = stripUserinfo(r.raw)
 	r.redacted = Redact(r.raw)
 	if u, err := url.Parse(r.raw); err == nil && u.User != nil {
-		// Whatever of the userinfo is secret, in the forms git may print.
-		if secretUser(u) {
-			r.secrets = append(r.secrets, u.User.String(), u.User.Username())
-		}
+		// Whatever of the userinfo is secret, in the forms git may print:
+		// the password, or for http(s) a user name alone (a token).
 		if p, ok := u.User.Password(); ok {
-			r.secrets = append(r.secrets, u.User.String(), p, url.QueryEscape(p))
+			r.secrets = append(r.secrets, p, url.QueryEscape(p), url.PathEscape(p))
+		} else if isHTTP(u.Scheme) && u.User.Username() != "" {
+			n := u.User.Username()
+			r.secrets = append(r.secrets, n, url.QueryEscape(n), url.PathEscape(n))
 		}
 	}
 
@@ -116,11 +117,6 @@ func Redact(s string) string {
 func isHTTP(scheme string) bool {
 	s := strings.ToLower(strings.TrimSuffix(scheme, "://"))
 	return s == "http" || s == "https"
-}
-
-// secretUser reports whether u's user name should be treated as secret.
-func secretUser(u *url.URL) bool {
-	return isHTTP(u.Scheme) && u.User.Username() != ""
 }
 
 // stripUserinfo removes credentials from a URL; the user of an ssh URL is
