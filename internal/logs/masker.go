@@ -18,13 +18,14 @@ const keepCap = 64 << 10
 
 // Masker is a streaming writer that replaces secrets with "***".
 //
-// The output equals the one-shot replacement of everything written so far,
-// scanning left to right and taking, at each position, the longest secret
-// that starts there (non-overlapping). To get that right across Write
-// calls, the Masker holds back the shortest suffix of its input it cannot
-// decide on yet: the tail that is a proper prefix of some secret. Nothing
-// else is delayed, so a log without secrets passes through as written, and
-// the held back part is always shorter than the longest secret.
+// The output equals the one-shot replacement of everything written, scanning
+// left to right and taking, at each position, the longest secret that
+// starts there (so matches do not overlap; the earliest wins). To get that
+// right across Write calls, the Masker holds back only what it cannot decide
+// on yet: the longest tail of its input that is a proper prefix of some
+// secret, and so may still turn out to be one. Nothing else is delayed: a
+// log without secrets passes through as written, and what is held back is
+// always shorter than the longest secret.
 //
 // A Masker is for one goroutine at a time. After the underlying writer
 // fails, every call returns that error.
