@@ -49,7 +49,9 @@ func (a *api) do(method, url string, body io.Reader, header map[string]string) (
 	return resp.StatusCode, out
 }
 
-func (a *api) auth() map[string]string { return map[string]string{"Authorization": "Bearer " + a.token} }
+func (a *api) auth() map[string]string {
+	return map[string]string{"Authorization": "Bearer " + a.token}
+}
 
 // twirp calls a v2 method with a JSON body.
 func (a *api) twirp(method string, req any) (int, map[string]any) {
@@ -181,7 +183,9 @@ func (a *api) v1Commit(id int64, size int) (int, []byte) {
 }
 
 // blockID is a base64 block id, as the Azure SDK makes them.
-func blockID(n int) string { return base64.StdEncoding.EncodeToString(fmt.Appendf(nil, "block-%06d", n)) }
+func blockID(n int) string {
+	return base64.StdEncoding.EncodeToString(fmt.Appendf(nil, "block-%06d", n))
+}
 
 // sendTruncated writes a request head announcing more body than it sends,
 // then hangs up, and waits until the service has finished handling it.

@@ -164,6 +164,19 @@ func (s *Service) evictForDisk(ctx context.Context, need int64, freed *int64) (i
 		if used <= limit {
 			return n, nil
 		}
+		if n == 0 {
+			// Evict nothing when evicting everything would not be enough.
+			var evictable int64
+			err := s.db.QueryRowContext(ctx, `SELECT COALESCE(SUM(size), 0) FROM cache_entries WHERE state = 'ready'`).Scan(&evictable)
+			if err != nil {
+				return n, fmt.Errorf("cache: disk usage: %w", err)
+			}
+			if used-float64(evictable) > limit {
+				return n, errorf(ErrInsufficientStorage,
+					"cache disk would be %.1f%% full, over its high-water mark of %.1f%%, even with every cache entry evicted",
+					100*used/float64(du.Total), 100*s.cfg.DiskHighWater)
+			}
+		}
 		victim, err := s.queryEntry(ctx, `state = 'ready' ORDER BY last_used, id LIMIT 1`)
 		if errors.Is(err, ErrNotFound) {
 			return n, errorf(ErrInsufficientStorage,
