@@ -414,6 +414,42 @@ func TestConcurrentCheckouts(t *testing.T) {
 	}
 }
 
+func TestConcurrentResolvesShareAFetch(t *testing.T) {
+	src := newSrcRepo(t)
+	c := src.commit("one", map[string]string{"f": "x"})
+	m := newMirrors(t)
+	r, _ := parseRemote(src.dir)
+	mr := m.mirror(r)
+
+	// Hold the mirror while four Resolves line up behind it.
+	unlock, err := mr.lock(context.Background(), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 4
+	results := make(chan string, n)
+	for range n {
+		go func() {
+			sha, err := m.Resolve(context.Background(), src.dir, "main")
+			if err != nil {
+				sha = err.Error()
+			}
+			results <- sha
+		}()
+	}
+	waitFor(func() bool { mr.rw.mu.Lock(); defer mr.rw.mu.Unlock(); return mr.rw.waitingWriters == n })
+	unlock()
+	for range n {
+		if got := <-results; got != c {
+			t.Errorf("Resolve = %s, want %s", got, c)
+		}
+	}
+	// The first fetch started after every one of them asked: it serves all.
+	if got := m.Fetches(); got != 1 {
+		t.Errorf("%d fetches for %d Resolves waiting together, want 1", got, n)
+	}
+}
+
 // TestConcurrentProcesses runs two processes (this test binary, as
 // TestHelperProcess) that check out the same commit through one mirror
 // directory: the file lock must make them fetch once between them.
@@ -590,10 +626,20 @@ func TestFetchErrorIsRedacted(t *testing.T) {
 	}
 	addr := l.Addr().String()
 	l.Close()
-	const password = "s3cr3t-Passw0rd"
-	url := "http://kiln:" + password + "@" + addr + "/org/repo.git"
+	for _, tc := range []struct{ userinfo, password, shown string }{
+		{"kiln:s3cr3t-Passw0rd", "s3cr3t-Passw0rd", "kiln:***@"},
+		{"ghp_tokenAsUserName", "ghp_tokenAsUserName", "http://***@"},
+	} {
+		t.Run(tc.shown, func(t *testing.T) {
+			checkFetchErrorRedacted(t, "http://"+tc.userinfo+"@"+addr+"/org/repo.git", tc.password, tc.shown)
+		})
+	}
+}
+
+func checkFetchErrorRedacted(t *testing.T, url, password, shown string) {
+	t.Helper()
 	m := newMirrors(t)
-	_, err = m.Resolve(context.Background(), url, "main")
+	_, err := m.Resolve(context.Background(), url, "main")
 	if !errors.Is(err, ErrFetch) {
 		t.Fatalf("Resolve = %v, want ErrFetch", err)
 	}
@@ -601,7 +647,7 @@ func TestFetchErrorIsRedacted(t *testing.T) {
 	if strings.Contains(err.Error(), password) {
 		t.Errorf("error shows the password: %v", err)
 	}
-	if !strings.Contains(err.Error(), "kiln:***@"+addr) {
+	if !strings.Contains(err.Error(), shown) {
 		t.Errorf("error does not name the redacted URL: %v", err)
 	}
 	_, err = m.ReadFile(context.Background(), url, strings.Repeat("3", 40), "f")
