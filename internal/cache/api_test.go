@@ -244,3 +244,32 @@ func (te *testEnv) raw(method, url, body string, header map[string]string) (*htt
 	b, err := io.ReadAll(resp.Body)
 	return &httpResult{resp.StatusCode, resp.Header, b}, err
 }
+
+// newBystanderEnv starts a service holding one finalized entry, bystander,
+// that bad input must never harm.
+func newBystanderEnv(t *testing.T) (*testEnv, *api) {
+	te := newTestEnv(t, nil)
+	a := te.api(t, mainScope)
+	a.save("bystander", []byte("safe"))
+	return te, a
+}
+
+// assertUnharmed checks that the bystander is intact and that no
+// temporary upload file was left behind.
+func (a *api) assertUnharmed() {
+	a.t.Helper()
+	a.mustHave("bystander", []byte("safe"))
+	for _, f := range a.te.files(a.t) {
+		if strings.Contains(f, ".upload-") || strings.Contains(f, ".assemble-") {
+			a.t.Fatalf("temporary file left: %s", f)
+		}
+	}
+}
+
+// bind makes a report to t, a subtest, until the returned func restores
+// its parent. Subtests using it must not run in parallel.
+func (a *api) bind(t *testing.T) func() {
+	parent := a.t
+	a.t = t
+	return func() { a.t = parent }
+}

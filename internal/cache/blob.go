@@ -36,7 +36,8 @@ func (s *Service) routeBlob(mux *http.ServeMux) {
 	mux.HandleFunc("GET "+blobPrefix+"{id}/{name}", s.serveBlobGet) // and HEAD
 }
 
-// blobEntry resolves a blob URL to its entry after checking the signature.
+// blobEntry resolves a blob URL to its entry after checking the signature:
+// a reserved entry to write, a finalized one to read.
 func (s *Service) blobEntry(r *http.Request, op string) (entryRow, error) {
 	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
 	if err != nil || id <= 0 || r.PathValue("name") != "cache" {
@@ -46,8 +47,13 @@ func (s *Service) blobEntry(r *http.Request, op string) (entryRow, error) {
 		return entryRow{}, err
 	}
 	e, err := s.queryEntry(r.Context(), `id = ?`, id)
-	if err != nil {
+	switch {
+	case err != nil:
 		return e, errorf(err, "no such blob")
+	case op == opWrite && e.State != stateReserved:
+		return e, errorf(ErrConflict, "the cache entry is already finalized and cannot change")
+	case op == opRead && e.State != stateReady:
+		return e, errorf(ErrNotFound, "no such blob")
 	}
 	return e, nil
 }
@@ -55,9 +61,6 @@ func (s *Service) blobEntry(r *http.Request, op string) (entryRow, error) {
 func (s *Service) serveBlobPut(w http.ResponseWriter, r *http.Request) {
 	azureHeaders(w, r)
 	e, err := s.blobEntry(r, opWrite)
-	if err == nil && e.State != stateReserved {
-		err = errorf(ErrConflict, "the cache entry is already finalized and cannot change")
-	}
 	if err != nil {
 		s.writeAzureErr(w, "", err)
 		return
@@ -207,9 +210,6 @@ func (s *Service) putBlockList(w http.ResponseWriter, r *http.Request, e entryRo
 func (s *Service) serveBlobGet(w http.ResponseWriter, r *http.Request) {
 	azureHeaders(w, r)
 	e, err := s.blobEntry(r, opRead)
-	if err == nil && e.State != stateReady {
-		err = errorf(ErrNotFound, "no such blob")
-	}
 	if err != nil {
 		s.writeAzureErr(w, "", err)
 		return
@@ -258,31 +258,14 @@ func blobHeaders(w http.ResponseWriter, id int64, mod time.Time) {
 	h.Set("x-ms-request-server-encrypted", "false")
 }
 
-// writeAzureErr maps an error kind to an Azure error code; invalidCode is
-// the code for ErrInvalid, which depends on the operation.
+// writeAzureErr writes err as an Azure error; invalidCode is the code for
+// ErrInvalid, which depends on the operation.
 func (s *Service) writeAzureErr(w http.ResponseWriter, invalidCode string, err error) {
-	status := httpStatus(err)
-	code := "InternalError"
-	switch {
-	case errors.Is(err, ErrNotFound):
-		code = "BlobNotFound"
-	case errors.Is(err, ErrForbidden):
-		code = "AuthenticationFailed"
-	case errors.Is(err, ErrConflict):
-		code = "BlobImmutableDueToPolicy"
-	case errors.Is(err, ErrLengthRequired):
-		code, status = "MissingContentLengthHeader", http.StatusLengthRequired
-	case errors.Is(err, ErrTooLarge):
-		code = "RequestBodyTooLarge"
-	case errors.Is(err, ErrInsufficientStorage):
-		code = "InsufficientStorage"
-	case errors.Is(err, ErrInvalid):
-		code = invalidCode
-		if code == "" {
-			code = "InvalidInput"
-		}
+	k := classify(err)
+	if k.azure == "InvalidInput" && invalidCode != "" {
+		k.azure = invalidCode
 	}
-	azureError(w, status, code, s.publicMessage(err))
+	azureError(w, k.status, k.azure, s.publicMessage(err))
 }
 
 func azureError(w http.ResponseWriter, status int, code, msg string) {

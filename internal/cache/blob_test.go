@@ -66,6 +66,7 @@ func TestBlobUploadResponseHeaders(t *testing.T) {
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			defer a.bind(t)()
 			res, err := tc.do()
 			if err != nil {
 				t.Fatal(err)
@@ -86,9 +87,7 @@ func TestBlobUploadResponseHeaders(t *testing.T) {
 }
 
 func TestBlobBadInput(t *testing.T) {
-	te := newTestEnv(t, nil)
-	a := te.api(t, mainScope)
-	a.save("bystander", []byte("safe"))
+	te, a := newBystanderEnv(t)
 	n := 0
 	// Each case gets its own reservation; none may become visible, and
 	// the bystander must stay intact.
@@ -234,16 +233,12 @@ func TestBlobBadInput(t *testing.T) {
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			defer a.bind(t)()
 			n++
 			key := fmt.Sprintf("case-%d", n)
 			tc.run(t, key, a.create(key))
 			a.mustMiss(key)
-			a.mustHave("bystander", []byte("safe"))
-			for _, f := range te.files(t) {
-				if strings.Contains(f, ".upload-") || strings.Contains(f, ".assemble-") {
-					t.Fatalf("temporary file left: %s", f)
-				}
-			}
+			a.assertUnharmed()
 		})
 	}
 }

@@ -23,33 +23,42 @@ func errorf(kind error, format string, args ...any) error {
 	return fmt.Errorf("%w: %s", kind, fmt.Sprintf(format, args...))
 }
 
-// httpStatus maps an error kind to an HTTP status code.
-func httpStatus(err error) int {
+// kind is how each protocol reports an error kind.
+type kind struct {
+	status int    // HTTP status
+	twirp  string // Twirp error code (v2)
+	azure  string // Azure Blob error code (blob URLs)
+	v1     string // typeKey of the legacy API's error body
+}
+
+// classify maps an error to its kind; anything unknown is internal.
+func classify(err error) kind {
 	switch {
 	case errors.Is(err, ErrNotFound):
-		return http.StatusNotFound
+		return kind{http.StatusNotFound, "not_found", "BlobNotFound", "ArtifactCacheNotFoundException"}
 	case errors.Is(err, ErrConflict):
-		return http.StatusConflict
+		return kind{http.StatusConflict, "already_exists", "BlobImmutableDueToPolicy", "ArtifactCacheAlreadyExistsException"}
 	case errors.Is(err, ErrInvalid):
-		return http.StatusBadRequest
+		return kind{http.StatusBadRequest, "invalid_argument", "InvalidInput", "ArgumentException"}
 	case errors.Is(err, ErrUnauthenticated):
-		return http.StatusUnauthorized
+		return kind{http.StatusUnauthorized, "unauthenticated", "AuthenticationFailed", "AccessDeniedException"}
 	case errors.Is(err, ErrForbidden):
-		return http.StatusForbidden
+		return kind{http.StatusForbidden, "permission_denied", "AuthenticationFailed", "AccessDeniedException"}
 	case errors.Is(err, ErrTooLarge):
-		return http.StatusRequestEntityTooLarge
+		return kind{http.StatusRequestEntityTooLarge, "resource_exhausted", "RequestBodyTooLarge", "ArgumentException"}
 	case errors.Is(err, ErrLengthRequired):
-		return http.StatusLengthRequired
+		return kind{http.StatusLengthRequired, "invalid_argument", "MissingContentLengthHeader", "ArgumentException"}
 	case errors.Is(err, ErrInsufficientStorage):
-		return http.StatusInsufficientStorage
+		// Twirp has no such code; the client treats 429 as "do not retry".
+		return kind{http.StatusInsufficientStorage, "resource_exhausted", "InsufficientStorage", "ArgumentException"}
 	}
-	return http.StatusInternalServerError
+	return kind{http.StatusInternalServerError, "internal", "InternalError", "Exception"}
 }
 
 // publicMessage is the text of err a client may see: the whole message for
 // a known kind, a generic one for internal errors (which are logged).
 func (s *Service) publicMessage(err error) string {
-	if httpStatus(err) == http.StatusInternalServerError {
+	if classify(err).status == http.StatusInternalServerError {
 		s.log.Error("cache: internal error", "err", err)
 		return "internal error"
 	}

@@ -2,7 +2,6 @@ package cache
 
 import (
 	"encoding/json"
-	"errors"
 	"net/http"
 	"strconv"
 	"strings"
@@ -179,24 +178,18 @@ func snakeCase(s string) string {
 	return b.String()
 }
 
-// writeTwirpErr maps an error kind to a Twirp error code and its HTTP status.
+// writeTwirpErr writes err as a Twirp error, with the HTTP status Twirp
+// assigns its code.
 func (s *Service) writeTwirpErr(w http.ResponseWriter, err error) {
-	code, status := "internal", http.StatusInternalServerError
-	switch {
-	case errors.Is(err, ErrNotFound):
-		code, status = "not_found", http.StatusNotFound
-	case errors.Is(err, ErrConflict):
-		code, status = "already_exists", http.StatusConflict
-	case errors.Is(err, ErrInvalid):
-		code, status = "invalid_argument", http.StatusBadRequest
-	case errors.Is(err, ErrUnauthenticated):
-		code, status = "unauthenticated", http.StatusUnauthorized
-	case errors.Is(err, ErrForbidden):
-		code, status = "permission_denied", http.StatusForbidden
-	case errors.Is(err, ErrTooLarge), errors.Is(err, ErrInsufficientStorage):
-		code, status = "resource_exhausted", http.StatusTooManyRequests
+	k := classify(err)
+	status := k.status
+	switch k.twirp {
+	case "resource_exhausted":
+		status = http.StatusTooManyRequests
+	case "invalid_argument":
+		status = http.StatusBadRequest
 	}
-	writeTwirpError(w, code, s.publicMessage(err), status)
+	writeTwirpError(w, k.twirp, s.publicMessage(err), status)
 }
 
 func writeTwirpError(w http.ResponseWriter, code, msg string, status int) {

@@ -32,6 +32,7 @@ func TestTwirpRoundTripAndDownload(t *testing.T) {
 		{"head", "HEAD", nil, 200, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			defer a.bind(t)()
 			status, body := a.do(tc.method, url, nil, tc.header)
 			if status != tc.status || !bytes.Equal(body, tc.body) {
 				t.Fatalf("%d %q", status, body)
@@ -179,6 +180,7 @@ func TestTwirpBadKeys(t *testing.T) {
 		{"finalize comma", "FinalizeCacheEntryUpload", map[string]any{"key": "a,b", "version": "v", "size_bytes": "1"}, "cannot contain commas"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			defer a.bind(t)()
 			status, resp := a.twirp(tc.method, tc.req)
 			if status != 400 || resp["code"] != "invalid_argument" || !strings.Contains(resp["msg"].(string), tc.msg) {
 				t.Fatalf("%d %v", status, resp)
@@ -214,6 +216,7 @@ func TestTwirpMalformed(t *testing.T) {
 		{"finalize unknown entry", "FinalizeCacheEntryUpload", `{"key":"nope","version":"v","size_bytes":"1"}`, 404, "not_found"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			defer a.bind(t)()
 			status, body := a.do("POST", twirpPrefix+tc.method, strings.NewReader(tc.body), h)
 			if status != tc.status || !strings.Contains(string(body), `"`+tc.code+`"`) {
 				t.Fatalf("%d %s", status, body)

@@ -2,7 +2,6 @@ package cache
 
 import (
 	"encoding/json"
-	"errors"
 	"net/http"
 	"strconv"
 	"strings"
@@ -41,27 +40,15 @@ func (s *Service) v1(h v1Handler) http.HandlerFunc {
 			err = h(w, r, sc)
 		}
 		if err != nil {
-			status := httpStatus(err)
-			if errors.Is(err, ErrTooLarge) || errors.Is(err, ErrInsufficientStorage) {
+			k := classify(err)
+			if k.status == http.StatusRequestEntityTooLarge || k.status == http.StatusInsufficientStorage {
 				if r.Method == http.MethodPost && r.PathValue("id") == "" {
-					status = http.StatusBadRequest // reserve: the client shows the message
+					k.status = http.StatusBadRequest // reserve: the client shows the message
 				}
 			}
-			writeJSON(w, status, map[string]any{"message": s.publicMessage(err), "typeKey": v1TypeKey(err)})
+			writeJSON(w, k.status, map[string]any{"message": s.publicMessage(err), "typeKey": k.v1})
 		}
 	}
-}
-
-func v1TypeKey(err error) string {
-	switch {
-	case errors.Is(err, ErrConflict):
-		return "ArtifactCacheAlreadyExistsException"
-	case errors.Is(err, ErrNotFound):
-		return "ArtifactCacheNotFoundException"
-	case errors.Is(err, ErrUnauthenticated), errors.Is(err, ErrForbidden):
-		return "AccessDeniedException"
-	}
-	return "ArgumentException"
 }
 
 type v1CacheEntry struct {

@@ -79,9 +79,7 @@ func TestV1RoundTrip(t *testing.T) {
 }
 
 func TestV1BadInput(t *testing.T) {
-	te := newTestEnv(t, nil)
-	a := te.api(t, mainScope)
-	a.save("bystander", []byte("safe"))
+	te, a := newBystanderEnv(t)
 	n := 0
 	for _, tc := range []struct {
 		name string
@@ -196,6 +194,7 @@ func TestV1BadInput(t *testing.T) {
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			defer a.bind(t)()
 			n++
 			key := fmt.Sprintf("case-%d", n)
 			st, id := a.v1Reserve(key, 100)
@@ -206,12 +205,7 @@ func TestV1BadInput(t *testing.T) {
 			if st, _ := a.v1Lookup(key, testVersion); st != 204 {
 				t.Fatalf("entry %s visible: %d", key, st)
 			}
-			a.mustHave("bystander", []byte("safe"))
-			for _, f := range te.files(t) {
-				if strings.Contains(f, ".upload-") || strings.Contains(f, ".assemble-") {
-					t.Fatalf("temporary file left: %s", f)
-				}
-			}
+			a.assertUnharmed()
 		})
 	}
 }
@@ -225,6 +219,7 @@ func TestV1BadKeys(t *testing.T) {
 		{"empty", "", "key is empty"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			defer a.bind(t)()
 			b, _ := json.Marshal(map[string]any{"key": tc.key, "version": testVersion})
 			st, body := a.v1("POST", "caches", bytes.NewReader(b), map[string]string{"Content-Type": "application/json"})
 			var resp struct{ Message string }
