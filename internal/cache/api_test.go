@@ -187,9 +187,10 @@ func blockID(n int) string {
 	return base64.StdEncoding.EncodeToString(fmt.Appendf(nil, "block-%06d", n))
 }
 
-// sendTruncated writes a request head announcing more body than it sends,
-// then hangs up, and waits until the service has finished handling it.
-func (te *testEnv) sendTruncated(t *testing.T, method, target string, header map[string]string, announced int, sent []byte) request {
+// sendRaw writes a request head announcing a body of announced bytes, then
+// sent (more or fewer bytes), hangs up, and waits until the service has
+// finished handling the request.
+func (te *testEnv) sendRaw(t *testing.T, method, target string, header map[string]string, announced int, sent []byte) request {
 	t.Helper()
 	conn, err := net.Dial("tcp", te.srv.Listener.Addr().String())
 	if err != nil {

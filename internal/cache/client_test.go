@@ -184,6 +184,20 @@ func TestClientSemantics(t *testing.T) {
 					t.Fatalf("feature branch entry not preferred")
 				}
 			})
+			t.Run("read-only token", func(t *testing.T) {
+				ro := mainScope
+				ro.ReadOnly = true
+				j := te.job(t, proto, ro)
+				if out := j.save(t, "ro-key", map[string][]byte{"r": []byte("R")}); !strings.Contains(out, "saved -1") {
+					t.Fatalf("read-only job saved:\n%s", out)
+				}
+				if got := j.restore(t, "ro-key"); got != "" {
+					t.Fatalf("read-only save created %q", got)
+				}
+				if got := j.restore(t, "deps-aaa"); got != "deps-aaa" {
+					t.Fatalf("read-only restore: %q", got)
+				}
+			})
 			t.Run("project isolation", func(t *testing.T) {
 				other := te.job(t, proto, otherProject)
 				if got := other.restore(t, "deps-aaa", "deps-"); got != "" {
@@ -191,6 +205,25 @@ func TestClientSemantics(t *testing.T) {
 				}
 			})
 		})
+	}
+}
+
+// TestClientNewestInV1Mode runs the newest client where it falls back to
+// v1: a GITHUB_SERVER_URL that is not github.com makes it assume GitHub
+// Enterprise Server, which has no v2.
+func TestClientNewestInV1Mode(t *testing.T) {
+	te := newTestEnv(t, nil)
+	j := te.job(t, "v2", mainScope)
+	j.env["GITHUB_SERVER_URL"] = "https://forge.example.test"
+	j.save(t, "ghes", map[string][]byte{"g": []byte("G")})
+	if got := j.restore(t, "ghes"); got != "ghes" || string(j.read(t, "g")) != "G" {
+		t.Fatalf("matched %q", got)
+	}
+	if n := len(te.rec.matching(func(r request) bool { return strings.HasPrefix(r.Path, twirpPrefix) })); n != 0 {
+		t.Fatalf("%d Twirp requests in v1 mode", n)
+	}
+	if n := len(te.rec.matching(pathIs("PATCH", ""))); n == 0 {
+		t.Fatal("no v1 upload")
 	}
 }
 

@@ -154,7 +154,7 @@ func TestV1BadInput(t *testing.T) {
 			}
 		}},
 		{"truncated chunk", func(t *testing.T, key string, id int64) {
-			r := te.sendTruncated(t, "PATCH", v1Prefix+fmt.Sprintf("caches/%d", id),
+			r := te.sendRaw(t, "PATCH", v1Prefix+fmt.Sprintf("caches/%d", id),
 				map[string]string{"Authorization": "Bearer " + a.token, "Content-Range": "bytes 0-99/*"}, 100, []byte("0123456789"))
 			if r.Status < 400 {
 				t.Fatalf("answered %d", r.Status)
