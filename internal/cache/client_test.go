@@ -208,6 +208,26 @@ func TestClientSemantics(t *testing.T) {
 	}
 }
 
+// TestClientDiskFull checks that a job's log says why a save was refused.
+func TestClientDiskFull(t *testing.T) {
+	for proto, want := range map[string]string{
+		"v2": "Cache reservation failed: insufficient storage: cache disk would be",
+		"v1": "Failed to save: insufficient storage: cache disk would be",
+	} {
+		t.Run(proto, func(t *testing.T) {
+			te := newTestEnv(t, func(c *Config) { c.DiskHighWater = 1e-9 })
+			j := te.job(t, proto, mainScope)
+			out := j.save(t, "k", map[string][]byte{"f": []byte("F")})
+			if !strings.Contains(out, want) || !strings.Contains(out, "saved -1") {
+				t.Fatalf("client output lacks %q:\n%s", want, out)
+			}
+			if entries, _ := te.svc.List(t.Context(), "acme"); len(entries) != 0 || len(te.files(t)) != 0 {
+				t.Fatalf("left behind: %v %v", entries, te.files(t))
+			}
+		})
+	}
+}
+
 // TestClientNewestInV1Mode runs the newest client where it falls back to
 // v1: a GITHUB_SERVER_URL that is not github.com makes it assume GitHub
 // Enterprise Server, which has no v2.

@@ -166,7 +166,7 @@ func TestDiskFullRefusesNewUploads(t *testing.T) {
 	})
 	a := te.api(t, mainScope)
 	status, resp := a.twirp("CreateCacheEntry", map[string]any{"key": "k", "version": testVersion})
-	if status != 429 || resp["code"] != "resource_exhausted" || !strings.Contains(resp["msg"].(string), "high-water mark") {
+	if status != 200 || resp["ok"] != false || !strings.HasPrefix(resp["message"].(string), "insufficient storage: cache disk would be 90.0% full, over its high-water mark of 75.0%") {
 		t.Fatalf("create: %d %v", status, resp)
 	}
 	st, body := a.v1("POST", "caches", strings.NewReader(`{"key":"k","version":"v","cacheSize":10}`), nil)
@@ -178,8 +178,8 @@ func TestDiskFullRefusesNewUploads(t *testing.T) {
 	}
 	// The real filesystem with a tiny high-water mark refuses too.
 	tiny := newTestEnv(t, func(c *Config) { c.DiskHighWater = 1e-9 })
-	if status, _ := tiny.api(t, mainScope).twirp("CreateCacheEntry", map[string]any{"key": "k", "version": testVersion}); status != 429 {
-		t.Fatalf("tiny high-water mark: %d", status)
+	if _, resp := tiny.api(t, mainScope).twirp("CreateCacheEntry", map[string]any{"key": "k", "version": testVersion}); resp["ok"] != false {
+		t.Fatalf("tiny high-water mark: %v", resp)
 	}
 }
 

@@ -2,6 +2,7 @@ package cache
 
 import (
 	"encoding/json"
+	"errors"
 	"net/http"
 	"strconv"
 	"strings"
@@ -100,7 +101,12 @@ func (s *Service) createCacheEntry(r *http.Request, sc Scope, req createCacheEnt
 		return map[string]any{"ok": false, "message": "cache write denied: this job's token is read-only"}, nil
 	}
 	// The size is not known yet; refuse early if the disk is already full.
-	if err := s.admitDisk(r.Context()); err != nil {
+	// As an ok=false answer, the client shows the message as a warning
+	// ("Cache reservation failed: …"); a Twirp error would reach the job's
+	// log only as "another job may be creating this cache".
+	if err := s.admitDisk(r.Context()); errors.Is(err, ErrInsufficientStorage) {
+		return map[string]any{"ok": false, "message": err.Error()}, nil
+	} else if err != nil {
 		return nil, err
 	}
 	id, err := s.reserve(r.Context(), sc, req.Key, req.Version, 0)
