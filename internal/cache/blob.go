@@ -110,7 +110,9 @@ func (s *Service) putBlob(w http.ResponseWriter, r *http.Request, e entryRow) {
 		return
 	}
 	// Put Blob replaces the blob and drops uncommitted blocks.
+	unlock := s.lock(e.ID)
 	s.removeAll(s.files.blocks(e.ID))
+	unlock()
 	w.Header().Set("Content-MD5", sum)
 	blobHeaders(w, e.ID, s.now())
 	w.WriteHeader(http.StatusCreated)
