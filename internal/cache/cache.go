@@ -30,6 +30,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -135,20 +136,11 @@ type Scope struct {
 func (s Scope) readScopes() []string {
 	var out []string
 	for _, b := range []string{s.Branch, s.BaseBranch, s.DefaultBranch} {
-		if b != "" && !contains(out, b) {
+		if b != "" && !slices.Contains(out, b) {
 			out = append(out, b)
 		}
 	}
 	return out
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // Entry is one finalized cache entry, for listing and management.

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // These tests drive the real @actions/cache npm client (testdata/client)
@@ -262,10 +263,16 @@ func TestClientLargeArchive(t *testing.T) {
 		t.Run(proto, func(t *testing.T) {
 			te := newTestEnv(t, nil)
 			j := te.job(t, proto, mainScope)
+			start := time.Now()
 			j.save(t, "big", map[string][]byte{"blob.bin": data})
+			saved := time.Since(start)
 			if got := j.restore(t, "big"); got != "big" {
 				t.Fatalf("matched %q", got)
 			}
+			// Figures for the record, not assertions: each includes the
+			// client's tar+zstd and node start-up.
+			t.Logf("%s: save %v, restore %v for %d MiB", proto, saved.Round(time.Millisecond),
+				(time.Since(start) - saved).Round(time.Millisecond), len(data)>>20)
 			f, err := os.Open(filepath.Join(j.work, "deps", "blob.bin"))
 			if err != nil {
 				t.Fatal(err)
