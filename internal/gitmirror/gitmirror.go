@@ -234,14 +234,10 @@ func parseBatch(out []byte) ([]byte, error) {
 // Checkout makes dest a working tree of url at commit (a full SHA), with a
 // detached HEAD. dest must not exist or be an empty directory. The clone is
 // made from the mirror (fetching only if the commit is missing) with
-// hard-linked objects, and its .git stands on its own: no alternates into
-// the mirror, so dest can be bind-mounted into a sandbox alone. Its origin
-// is url without credentials.
-//
-// Hard links share the object files with the mirror; git never writes to
-// an object file, but a job that runs as root in a sandbox could. Where
-// jobs are not trusted that far, the sandbox should not run as the owner
-// of the mirror.
+// copied objects, and its .git stands on its own: no alternates into the
+// mirror and no hard links to its files, so dest can be bind-mounted into a
+// sandbox whose job may write anything in it without touching the mirror.
+// Its origin is url without credentials.
 func (m *Mirrors) Checkout(ctx context.Context, url, commit, dest string) error {
 	r, err := parseRemote(url)
 	if err != nil {
@@ -300,15 +296,12 @@ func cleanDest(dest string, existed bool) {
 // cloneAt clones the mirror into dest and checks out commit. Called with
 // the mirror locked (shared or exclusive) and commit in it.
 func (m *Mirrors) cloneAt(ctx context.Context, r *remote, mr *mirror, commit, dest string) error {
-	clone := []string{"clone", "--quiet", "--local", "--no-checkout", "--", mr.dir, dest}
+	// --no-hardlinks: the checkout is bind-mounted into a sandbox where the
+	// job runs as root, and root can write through a hard link into the
+	// mirror's object files, poisoning later builds of the repository. A
+	// copy costs one local file copy of the packs; no network either way.
+	clone := []string{"clone", "--quiet", "--no-hardlinks", "--no-checkout", "--", mr.dir, dest}
 	_, err := m.run(ctx, gitCmd{args: clone})
-	if err != nil && strings.Contains(err.Error(), "failed to create link") {
-		// --local insists on hard links; dest is on another file system.
-		existed, _ := emptyDest(dest)
-		cleanDest(dest, existed)
-		clone[2] = "--no-hardlinks"
-		_, err = m.run(ctx, gitCmd{args: clone})
-	}
 	if err != nil {
 		return fmt.Errorf("gitmirror: clone %s: %w", r.redacted, err)
 	}
