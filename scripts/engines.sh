@@ -71,8 +71,9 @@ want() { [[ " ${engines[*]} " == *" $1 "* ]]; }
 [ "$(id -u)" = 0 ] || die "run as root (it installs packages and starts daemons)"
 
 # One run at a time: two CI jobs starting the same daemons would race.
+# (spawn closes fd 9 in the daemons, or they would hold the lock for ever.)
 exec 9>"$LOCK"
-flock 9
+flock -w "$WAIT_SECONDS" 9 || die "another engines.sh still holds $LOCK after ${WAIT_SECONDS}s"
 
 # --- packages -------------------------------------------------------------
 
@@ -94,6 +95,22 @@ install_packages() {
 
 docker_up() { timeout 10 docker -H "unix://$DOCKER_SOCK" version >/dev/null 2>&1; }
 podman_up() { timeout 10 podman --url "unix://$PODMAN_SOCK" version >/dev/null 2>&1; }
+
+# spawn LOG CMD...: start the daemon CMD in a session of its own, output to
+# LOG, holding none of our file descriptors (not the lock, not a caller's
+# pipe that would then never see EOF). Sets SPAWNED to its pid.
+spawn() {
+	local logfile=$1
+	shift
+	(
+		for fd in /proc/$BASHPID/fd/*; do
+			fd=${fd##*/}
+			[ "$fd" -gt 2 ] && eval "exec $fd>&-" 2>/dev/null
+		done
+		exec setsid "$@" </dev/null >>"$logfile" 2>&1
+	) &
+	SPAWNED=$!
+}
 
 # alive PIDFILE: the process the pid file names is running.
 alive() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
@@ -129,14 +146,13 @@ start_docker() {
 		log "starting dockerd on $DOCKER_SOCK (log: $DOCKER_LOG)"
 		# Every sandbox gets a network of its own: give dockerd room for
 		# 256 of them (its default pools hold about 30).
-		setsid dockerd \
+		spawn "$DOCKER_LOG" dockerd \
 			--data-root /var/lib/kiln-docker \
 			--exec-root /run/kiln-docker \
 			-H "unix://$DOCKER_SOCK" \
 			--pidfile "$DOCKER_PIDFILE" \
-			--default-address-pool base=10.213.0.0/16,size=24 \
-			</dev/null >>"$DOCKER_LOG" 2>&1 &
-		pid=$!
+			--default-address-pool base=10.213.0.0/16,size=24
+		pid=$SPAWNED
 	fi
 	wait_up dockerd docker_up "$pid" "$DOCKER_LOG"
 	log "dockerd answers on $DOCKER_SOCK"
@@ -172,9 +188,8 @@ start_podman() {
 	if ! alive "$PODMAN_PIDFILE"; then
 		log "starting podman system service on $PODMAN_SOCK (log: $PODMAN_LOG)"
 		rm -f "$PODMAN_SOCK" # stale: nothing answered on it
-		setsid podman system service --time=0 "unix://$PODMAN_SOCK" \
-			</dev/null >>"$PODMAN_LOG" 2>&1 &
-		echo $! >"$PODMAN_PIDFILE"
+		spawn "$PODMAN_LOG" podman system service --time=0 "unix://$PODMAN_SOCK"
+		echo "$SPAWNED" >"$PODMAN_PIDFILE"
 	else
 		log "podman service (pid $(cat "$PODMAN_PIDFILE")) is starting; waiting"
 	fi
