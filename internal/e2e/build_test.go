@@ -156,7 +156,7 @@ func TestTimeout(t *testing.T) {
 	forEachEngine(t, func(t *testing.T, e testenv.Engine) {
 		h := startServer(t, e)
 		h.startAgent("a1", nil)
-		repo, _ := newRepo(t, map[string]string{".kiln.yml": pipelineFile("timeout: 2s\n", "echo start", "sleep 120")})
+		repo, _ := newRepo(t, map[string]string{".kiln.yml": pipelineFile("timeout: 10s\n", "echo start", "sleep 120")})
 		h.addProject("app", repo, projectOpts{})
 		b := h.waitDone(h.trigger("app", "main"))
 		if b.Status != store.StatusTimedOut || b.Jobs[0].Steps[1].Status != store.StatusTimedOut {

@@ -140,7 +140,12 @@ func TestServerKilledMidBuildRecovers(t *testing.T) {
 			`if [ "$KILN_ATTEMPT" = 1 ]; then echo first-attempt; sleep 600; fi; echo "ran attempt $KILN_ATTEMPT"`)})
 		h.addProject("app", repo, projectOpts{})
 		id := h.trigger("app", "main")
-		b := h.waitFor(id, "a running step", stepRunning)
+		b := h.waitFor(id, "attempt 1 running its step", func(b *store.Build) bool {
+			if len(b.Jobs) > 0 && b.Jobs[0].Attempt > 1 {
+				t.Fatalf("attempt 1 ended early: %s\nlog:\n%s\nserver:\n%s", dump(b), h.logText(id), up.output())
+			}
+			return stepRunning(b)
+		})
 		up.kill()
 
 		up2 := startProc(t, env, args...)

@@ -314,6 +314,9 @@ func githubPush(t *testing.T, ref, after string) []byte {
 		t.Fatal(err)
 	}
 	m["ref"], m["after"], m["deleted"] = ref, after, false
+	if hc, ok := m["head_commit"].(map[string]any); ok {
+		hc["id"] = after // as in every real push of a branch
+	}
 	out, _ := json.Marshal(m)
 	return out
 }
