@@ -14,8 +14,12 @@
 //   - capabilities: the engine's default set minus NET_RAW (raw packets,
 //     ARP/ICMP spoofing on the bridge), MKNOD (device nodes) and AUDIT_WRITE.
 //     CHOWN, DAC_OVERRIDE, FOWNER, SETUID/SETGID, SYS_CHROOT and friends
-//     stay: package managers and ordinary build tools need them. Plain ping
-//     still works where the engine sets net.ipv4.ping_group_range;
+//     stay: package managers and ordinary build tools need them. This is
+//     Podman's default set, and Docker's minus those three. Ping works
+//     without NET_RAW through ICMP datagram sockets (iputils' ping; not
+//     busybox's, which wants a raw socket): the sandbox's own
+//     net.ipv4.ping_group_range is opened to every group, as Docker does
+//     by default and Podman (root only) does not;
 //   - no host engine socket: a Mount whose source is a container engine's
 //     socket, or a directory holding one (/, /run, …), is refused;
 //   - a network of its own, so concurrent jobs cannot reach each other's
@@ -163,6 +167,7 @@ func (r *Runtime) Create(ctx context.Context, spec sandbox.Spec) (string, error)
 		Privileged:  false,
 		CapDrop:     droppedCaps,
 		SecurityOpt: []string{"no-new-privileges"},
+		Sysctls:     map[string]string{"net.ipv4.ping_group_range": "0 2147483647"},
 		// The idle process prints nothing and Exec output is streamed,
 		// not logged: skip the engine's log file.
 		LogConfig: container.LogConfig{Type: "none"},

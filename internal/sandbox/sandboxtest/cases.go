@@ -163,6 +163,39 @@ func testLimits(t *testing.T, h *harness) {
 	}
 }
 
+func testPrivileges(t *testing.T, h *harness) {
+	id := h.create(t, h.spec("privileges"))
+	var capEff uint64
+	var noNewPrivs string
+	for _, l := range lines(h.sh(t, id, "cat /proc/self/status")) {
+		f := strings.Fields(l)
+		switch {
+		case len(f) < 2:
+		case f[0] == "CapEff:":
+			capEff, _ = strconv.ParseUint(f[1], 16, 64)
+		case f[0] == "NoNewPrivs:":
+			noNewPrivs = f[1]
+		}
+	}
+	if noNewPrivs != "1" {
+		t.Errorf("NoNewPrivs is %q, want 1", noNewPrivs)
+	}
+	const capNetRaw, capSysAdmin = 13, 21
+	for _, c := range []struct {
+		bit  uint
+		name string
+	}{{capNetRaw, "CAP_NET_RAW"}, {capSysAdmin, "CAP_SYS_ADMIN"}} {
+		if capEff&(1<<c.bit) != 0 {
+			t.Errorf("sandbox has %s (CapEff %x)", c.name, capEff)
+		}
+	}
+	// Without NET_RAW, ping works through ICMP datagram sockets, for any
+	// user. (busybox 1.35's ping needs a raw socket: iputils' does not.)
+	if out := strings.Fields(h.sh(t, id, "cat /proc/sys/net/ipv4/ping_group_range")); !slices.Equal(out, []string{"0", "2147483647"}) {
+		t.Errorf("net.ipv4.ping_group_range is %q, want every group", out)
+	}
+}
+
 func testOwnNetwork(t *testing.T, h *harness) {
 	a := h.create(t, h.spec("net-a"))
 	b := h.create(t, h.spec("net-b"))
