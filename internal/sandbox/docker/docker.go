@@ -30,6 +30,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"regexp"
 	"strings"
 	"sync"
 	"time"
@@ -53,6 +55,9 @@ const idleScript = "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; do
 // droppedCaps are removed from the engine's default capability set; see
 // the package comment for why these and not more.
 var droppedCaps = []string{"NET_RAW", "MKNOD", "AUDIT_WRITE"}
+
+// validName is what both engines accept as a container and a network name.
+var validName = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]*$`)
 
 // cleanupTimeout bounds the removal of a half-created sandbox, which runs
 // on a context of its own so that a canceled Create still cleans up.
@@ -106,11 +111,17 @@ func (r *Runtime) Ping(ctx context.Context) error {
 	return nil
 }
 
-// Create creates the sandbox's network and container and starts it. On any
-// failure it removes what it made, so a failed Create leaves nothing.
+// Create creates the sandbox's network and container, both named
+// spec.Name, and starts the container. On any failure it removes what it
+// made, so a failed Create leaves nothing behind; a Create canceled at a bad
+// moment can still leave something, which Destroy(spec.Name) removes.
+// LabelManaged is always set.
+//
+// Four round trips on the engine, the first two side by side: inspect the
+// image, create the network, create the container, start it.
 func (r *Runtime) Create(ctx context.Context, spec sandbox.Spec) (string, error) {
-	if spec.Name == "" {
-		return "", errors.New("docker: create: spec has no Name")
+	if !validName.MatchString(spec.Name) {
+		return "", fmt.Errorf("docker: create: sandbox name %q: want letters, digits, '_', '.' or '-', starting with a letter or digit", spec.Name)
 	}
 	if spec.Image == "" {
 		return "", fmt.Errorf("docker: create %s: spec has no Image", spec.Name)
@@ -119,6 +130,9 @@ func (r *Runtime) Create(ctx context.Context, spec sandbox.Spec) (string, error)
 	if err != nil {
 		return "", fmt.Errorf("docker: create %s: %w", spec.Name, err)
 	}
+	labels := make(map[string]string, len(spec.Labels)+1)
+	maps.Copy(labels, spec.Labels)
+	labels[sandbox.LabelManaged] = "true" // Destroy and cleanups go by it
 
 	// The image check and the network creation are independent: run them
 	// side by side to save a round trip on the job's critical path. A
@@ -130,10 +144,13 @@ func (r *Runtime) Create(ctx context.Context, spec sandbox.Spec) (string, error)
 	}()
 	_, netErr := r.cli.NetworkCreate(ctx, spec.Name, network.CreateOptions{
 		Driver: network.NetworkBridge,
-		Labels: spec.Labels,
+		Labels: labels,
 	})
+	// A network of that name that existed before is not ours to remove;
+	// after any other failure (a canceled call, say) ours may exist.
+	netOurs := !isConflict(netErr)
 	if err := <-imgErr; err != nil {
-		if netErr == nil {
+		if netOurs {
 			r.cleanup(ctx, "", spec.Name)
 		}
 		if cerrdefs.IsNotFound(err) {
@@ -143,6 +160,9 @@ func (r *Runtime) Create(ctx context.Context, spec sandbox.Spec) (string, error)
 		return "", r.wrap("create "+spec.Name+": inspect image "+spec.Image, err)
 	}
 	if netErr != nil {
+		if netOurs {
+			r.cleanup(ctx, "", spec.Name)
+		}
 		return "", r.wrap("create "+spec.Name+": network", netErr)
 	}
 
@@ -159,7 +179,7 @@ func (r *Runtime) Create(ctx context.Context, spec sandbox.Spec) (string, error)
 		Entrypoint: []string{"/bin/sh", "-c", idleScript},
 		Env:        spec.Env,
 		WorkingDir: spec.WorkDir,
-		Labels:     spec.Labels,
+		Labels:     labels,
 	}
 	hostCfg := &container.HostConfig{
 		NetworkMode: container.NetworkMode(spec.Name),
@@ -183,7 +203,11 @@ func (r *Runtime) Create(ctx context.Context, spec sandbox.Spec) (string, error)
 	}
 	created, err := r.cli.ContainerCreate(ctx, cfg, hostCfg, netCfg, nil, spec.Name)
 	if err != nil {
-		r.cleanup(ctx, "", spec.Name)
+		ctr := spec.Name // may exist if the call failed late
+		if isConflict(err) {
+			ctr = "" // an older one of that name: not ours
+		}
+		r.cleanup(ctx, ctr, spec.Name)
 		if cerrdefs.IsNotFound(err) && strings.Contains(strings.ToLower(err.Error()), "image") {
 			// Removed between the inspect and the create.
 			return "", fmt.Errorf("docker: create %s: image %q: %w", spec.Name, spec.Image, sandbox.ErrImageNotFound)
@@ -200,16 +224,17 @@ func (r *Runtime) Create(ctx context.Context, spec sandbox.Spec) (string, error)
 	return created.ID, nil
 }
 
-// cleanup removes a half-created sandbox on a context that outlives ctx's
+// cleanup removes what a failed Create made: the container ctr (id or
+// name; "" for none) and the network net, on a context that outlives ctx's
 // cancellation. Errors are dropped: the Create error is the one to report,
-// and the caller's Destroy (always called) retries.
-func (r *Runtime) cleanup(ctx context.Context, id, name string) {
+// and Destroy(spec.Name), which the caller always calls, tries again.
+func (r *Runtime) cleanup(ctx context.Context, ctr, net string) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 	defer cancel()
-	if id != "" {
-		_ = r.cli.ContainerRemove(ctx, id, container.RemoveOptions{Force: true, RemoveVolumes: true})
+	if ctr != "" {
+		_ = r.cli.ContainerRemove(ctx, ctr, container.RemoveOptions{Force: true, RemoveVolumes: true})
 	}
-	_ = r.cli.NetworkRemove(ctx, name)
+	_ = r.cli.NetworkRemove(ctx, net)
 }
 
 // Destroy force-removes the container (with its anonymous volumes) and its
@@ -295,6 +320,19 @@ func (r *Runtime) List(ctx context.Context, labels map[string]string) ([]sandbox
 		}
 	}
 	return out, nil
+}
+
+// isConflict reports a name already in use. Docker answers 409; Podman
+// 4.3's compatible API answers 500 with the reason in the message.
+func isConflict(err error) bool {
+	if err == nil {
+		return false
+	}
+	if cerrdefs.IsConflict(err) {
+		return true
+	}
+	msg := err.Error()
+	return strings.Contains(msg, "already exists") || strings.Contains(msg, "already in use")
 }
 
 func hasLabels(have, want map[string]string) bool {

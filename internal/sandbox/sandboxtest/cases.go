@@ -263,6 +263,20 @@ func testImageNotFound(t *testing.T, h *harness) {
 	h.checkNoLeftovers(t, h.ctx, spec.Name)
 }
 
+func testNameInUse(t *testing.T, h *harness) {
+	spec := h.spec("name-in-use")
+	id := h.create(t, spec)
+	if _, err := h.rt.Create(h.ctx, spec); err == nil {
+		t.Fatal("a second Create with the same name succeeded")
+	} else {
+		t.Logf("second Create refused: %v", err)
+	}
+	// The failed Create must not have removed the first sandbox's parts.
+	if out := h.sh(t, id, "echo still here; ip -4 route | grep -c default"); out != "still here\n1\n" {
+		t.Fatalf("first sandbox after a clashing Create: %q", out)
+	}
+}
+
 func testDestroyIdempotent(t *testing.T, h *harness) {
 	spec := h.spec("destroy")
 	id, err := h.rt.Create(h.ctx, spec)

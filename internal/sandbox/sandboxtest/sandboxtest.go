@@ -53,6 +53,7 @@ func Run(t *testing.T, newRuntime func(t *testing.T) sandbox.Runtime) {
 		{"OwnNetwork", testOwnNetwork},
 		{"NoEngineSocket", testNoEngineSocket},
 		{"ImageNotFound", testImageNotFound},
+		{"NameInUse", testNameInUse},
 		{"DestroyIdempotent", testDestroyIdempotent},
 		{"List", testList},
 		{"ExecCancel", testExecCancel},
