@@ -45,6 +45,7 @@ func Engines(t testing.TB) []Engine {
 		EnvDockerHost + " and " + EnvPodmanHost
 	if os.Getenv(EnvRequireEngines) == "1" {
 		t.Fatal(msg + " (" + EnvRequireEngines + "=1)")
+		return nil
 	}
 	t.Skip(msg)
 	return nil
