@@ -43,6 +43,7 @@ func TestAgentRegister(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			e := e.sub(t)
 			e.agentAPI(tc.path, tc.body).wantError(t, tc.code, tc.errCode, tc.msg)
 		})
 	}
@@ -178,6 +179,7 @@ func TestAgentJobLifecycle(t *testing.T) {
 		{"job id not a number", "/jobs/x/logs", protocol.LogBatch{Attempt: 1}, 400, "bad_request", `invalid id "x"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			e := e.sub(t)
 			e.agentAPI(tc.path, tc.body).wantError(t, tc.code, tc.errCode, tc.msg)
 		})
 	}

@@ -49,6 +49,7 @@ func TestAuthEveryRoute(t *testing.T) {
 	e := newEnv(t)
 	for _, rt := range routes {
 		t.Run(rt.method+" "+rt.path, func(t *testing.T) {
+			e := e.sub(t)
 			r := e.do("", rt.method, rt.path, []byte(`{}`), nil)
 			r.wantError(t, http.StatusUnauthorized, "unauthorized", "missing bearer token")
 			if got := r.header.Get("WWW-Authenticate"); got != `Bearer realm="kiln"` {
@@ -155,6 +156,7 @@ func TestTokens(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			e := e.sub(t)
 			e.do(tc.token, tc.method, tc.path, tc.body, nil).wantError(t, tc.code, tc.errCode, tc.msg)
 		})
 	}

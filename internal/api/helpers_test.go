@@ -93,6 +93,13 @@ func newEnv(t *testing.T, opts ...func(*server.Config)) *env {
 	return &env{t: t, srv: srv, url: "http://" + ln.Addr().String(), admin: admin, agent: agent}
 }
 
+// sub is e for the subtest t: its helpers fail t, not the parent test.
+func (e *env) sub(t *testing.T) *env {
+	c := *e
+	c.t = t
+	return &c
+}
+
 // --- HTTP ---
 
 // response is an answer read in full.

@@ -98,6 +98,7 @@ func TestProjectInvalid(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			e := e.sub(t)
 			e.api(tc.method, tc.path, tc.body).wantError(t, tc.code, tc.errCode, tc.msg)
 			var list []api.ProjectView
 			e.api("GET", "/api/v1/projects", nil).want(t, http.StatusOK, &list)
@@ -159,6 +160,7 @@ func TestSecrets(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			e := e.sub(t)
 			e.api(tc.method, tc.path, tc.body).wantError(t, tc.code, tc.errCode, tc.msg)
 			e.api("GET", "/api/v1/projects/web/secrets", nil).want(t, http.StatusOK, &names)
 			if strings.Join(names.Names, ",") != "DEPLOY_KEY,api_token" {

@@ -64,6 +64,7 @@ func TestWebhookRefused(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			e := e.sub(t)
 			e.hook(tc.forge, tc.proj, tc.header, tc.body).wantError(t, tc.code, tc.errCode, tc.msg...)
 			e.wantBuilds(0)
 			if n := e.deliveries(); n != 0 {
@@ -99,6 +100,7 @@ func TestWebhookAcknowledged(t *testing.T) {
 	}
 	for i, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			e := e.sub(t)
 			var out map[string]any
 			e.hook(tc.forge, "hello", tc.header, tc.body).want(t, tc.code, &out)
 			if out["result"] != tc.result || out["delivery"] == "" || out["build_id"] != nil {
@@ -177,6 +179,7 @@ func TestWebhookOtherForges(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.forge, func(t *testing.T) {
+			e := e.sub(t)
 			var out struct {
 				BuildID int64 `json:"build_id"`
 			}
