@@ -160,16 +160,13 @@ func (j *job) execute(ctx context.Context) (status string, exit *int, msg string
 	}()
 	src := filepath.Join(ws, "src")
 	j.sys("checking out %s at %s", redact(asg.CloneURL), asg.Commit)
-	if err := os.MkdirAll(ws, 0o755); err != nil {
+	if err := os.MkdirAll(src, 0o755); err != nil {
 		return "error", nil, "create workspace: " + err.Error()
 	}
-	if err := a.mirrors.Checkout(ctx, asg.CloneURL, asg.Commit, src); err != nil {
-		if ctx.Err() != nil {
-			return "error", nil, ctx.Err().Error()
-		}
-		j.sys("checkout failed: %v", err)
-		return "error", nil, "checkout: " + err.Error()
-	}
+	// The checkout and the sandbox's creation are independent (the bind
+	// mount only needs src to exist), so they overlap; steps wait for both.
+	checkout := make(chan error, 1)
+	go func() { checkout <- a.mirrors.Checkout(ctx, asg.CloneURL, asg.Commit, src) }()
 
 	sbSpec := sandbox.Spec{
 		Name:  fmt.Sprintf("kiln-%d-%d", asg.JobID, asg.Attempt),
@@ -198,6 +195,13 @@ func (j *job) execute(ctx context.Context) (status string, exit *int, msg string
 			j.log.Warn("destroy sandbox", "sandbox", sbSpec.Name, "err", err)
 		}
 	}()
+	if cerr := <-checkout; cerr != nil {
+		if ctx.Err() != nil {
+			return "error", nil, ctx.Err().Error()
+		}
+		j.sys("checkout failed: %v", cerr)
+		return "error", nil, "checkout: " + cerr.Error()
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return "error", nil, ctx.Err().Error()

@@ -7,10 +7,14 @@ import (
 	"time"
 )
 
-// Batching limits.
+// Batching limits. The linger is short on purpose: one goroutine sends
+// batches one at a time, so lines printed while a send is in flight queue
+// up and go together in the next batch anyway. Batching comes from load,
+// and an idle job's first line is not held back (it is on the critical path
+// of "push to first output line").
 const (
 	BatchLines    = 500                    // a batch is sent as soon as this many lines are pending
-	FlushInterval = 100 * time.Millisecond // ... or this long after the oldest pending line was added
+	FlushInterval = 10 * time.Millisecond // ... or this long after the oldest pending line was added
 	MaxPending    = 100000                 // lines queued while sends fail; beyond, the oldest are dropped
 )
 

@@ -1,0 +1,416 @@
+// Command kilnbench measures Kiln against a bare container run of the same
+// image, side by side in one run on one machine, and prints the ratios.
+//
+//	go run ./bench/kilnbench -engine unix:///run/kiln-docker.sock -cli docker
+//	go run ./bench/kilnbench -engine unix:///run/kiln-podman.sock -cli podman
+//
+// latency: the time from a signed GitHub push webhook's arrival to the first
+// output line of the build's first step (as the server receives it from the
+// agent), over -n builds, against `docker run --rm IMAGE echo` (or podman)
+// from process start to its first output line. It also breaks Kiln's time
+// down by phase, from the build's own records.
+//
+// throughput: -builds trivial builds queued at once, one agent of capacity
+// -capacity; completed builds per second.
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/kilnci/kiln/internal/agent"
+	"github.com/kilnci/kiln/internal/gitmirror"
+	"github.com/kilnci/kiln/internal/sandbox/docker"
+	"github.com/kilnci/kiln/internal/server"
+	"github.com/kilnci/kiln/internal/store"
+)
+
+const image = "localhost/kiln/busybox:latest"
+
+type bench struct {
+	url, admin string
+	srv        *server.Server
+	repo       string
+	commit     string
+}
+
+func main() {
+	engine := flag.String("engine", "unix:///run/kiln-docker.sock", "engine socket for Kiln's agent")
+	cli := flag.String("cli", "docker", "CLI for the baseline run: docker or podman (talks to the same engine)")
+	n := flag.Int("n", 30, "latency: builds measured")
+	builds := flag.Int("builds", 200, "throughput: builds queued at once")
+	capacity := flag.Int("capacity", 2, "throughput: the agent's capacity")
+	only := flag.String("only", "", "run only 'latency' or 'throughput'")
+	flag.Parse()
+	ctx := context.Background()
+	if *only != "throughput" {
+		if err := latency(ctx, *engine, *cli, *n); err != nil {
+			fmt.Fprintln(os.Stderr, "latency:", err)
+			os.Exit(1)
+		}
+	}
+	if *only != "latency" {
+		if err := throughput(ctx, *engine, *builds, *capacity); err != nil {
+			fmt.Fprintln(os.Stderr, "throughput:", err)
+			os.Exit(1)
+		}
+	}
+}
+
+// start runs a control plane and one agent in this process, as `kiln up`
+// does (the agent still speaks HTTP to the server on loopback).
+func start(ctx context.Context, engine string, capacity int, pipeline string) (*bench, func(), error) {
+	dir, err := os.MkdirTemp("", "kilnbench")
+	if err != nil {
+		return nil, nil, err
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	cfg := server.DefaultConfig()
+	cfg.DataDir, cfg.Listen = filepath.Join(dir, "server"), "127.0.0.1:0"
+	ctx, cancel := context.WithCancel(ctx)
+	srv, err := server.New(ctx, cfg, log)
+	if err != nil {
+		cancel()
+		return nil, nil, err
+	}
+	ln, err := srv.Listen()
+	if err != nil {
+		cancel()
+		return nil, nil, err
+	}
+	go srv.Serve(ctx, ln)
+	admin, _, err := srv.EnsureAdminToken(ctx)
+	if err != nil {
+		cancel()
+		return nil, nil, err
+	}
+	agentTok, err := srv.LocalAgentToken(ctx)
+	if err != nil {
+		cancel()
+		return nil, nil, err
+	}
+	rt, err := docker.New(engine)
+	if err != nil {
+		cancel()
+		return nil, nil, err
+	}
+	mirrors, err := gitmirror.New(filepath.Join(dir, "agent", "git"))
+	if err != nil {
+		cancel()
+		return nil, nil, err
+	}
+	acfg := agent.DefaultConfig()
+	acfg.Server, acfg.Token, acfg.ID, acfg.Capacity = "http://"+ln.Addr().String(), agentTok, "bench-agent", capacity
+	acfg.WorkDir, acfg.Labels, acfg.DefaultMemory = filepath.Join(dir, "agent", "work"), []string{"linux"}, 256<<20
+	a, err := agent.New(acfg, rt, mirrors, log)
+	if err != nil {
+		cancel()
+		return nil, nil, err
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); _ = a.Run(ctx) }()
+
+	b := &bench{url: "http://" + ln.Addr().String(), admin: admin, srv: srv, repo: filepath.Join(dir, "repo")}
+	if b.commit, err = makeRepo(b.repo, pipeline); err != nil {
+		cancel()
+		return nil, nil, err
+	}
+	if err := b.api("POST", "/api/v1/projects", map[string]any{"name": "bench", "clone_url": b.repo, "webhook_secret": "bench-webhook-secret-0123"}, nil); err != nil {
+		cancel()
+		return nil, nil, err
+	}
+	stop := func() { cancel(); <-done; srv.Close(); os.RemoveAll(dir) }
+	return b, stop, nil
+}
+
+func makeRepo(dir, pipeline string) (string, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(filepath.Join(dir, ".kiln.yml"), []byte(pipeline), 0o644); err != nil {
+		return "", err
+	}
+	for _, args := range [][]string{{"init", "-q", "-b", "main"}, {"add", "-A"}, {"-c", "user.name=b", "-c", "user.email=b@b", "commit", "-q", "-m", "bench"}} {
+		if out, err := exec.Command("git", append([]string{"-C", dir}, args...)...).CombinedOutput(); err != nil {
+			return "", fmt.Errorf("git %v: %v: %s", args, err, out)
+		}
+	}
+	out, err := exec.Command("git", "-C", dir, "rev-parse", "HEAD").Output()
+	return strings.TrimSpace(string(out)), err
+}
+
+func (b *bench) api(method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		data, _ := json.Marshal(in)
+		body = bytes.NewReader(data)
+	}
+	req, _ := http.NewRequest(method, b.url+path, body)
+	req.Header.Set("Authorization", "Bearer "+b.admin)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		data, _ := io.ReadAll(resp.Body)
+		return fmt.Errorf("%s %s: %d %s", method, path, resp.StatusCode, data)
+	}
+	if out != nil {
+		return json.NewDecoder(resp.Body).Decode(out)
+	}
+	return nil
+}
+
+// push delivers a signed GitHub push webhook and returns the build id.
+func (b *bench) push(i int) (int64, error) {
+	body := fmt.Sprintf(`{"ref":"refs/heads/main","before":"%s","after":"%s","deleted":false,"head_commit":{"id":"%s","message":"bench"},"repository":{"full_name":"bench/bench"},"pusher":{"name":"bench"}}`,
+		strings.Repeat("0", 40), b.commit, b.commit)
+	mac := hmac.New(sha256.New, []byte("bench-webhook-secret-0123"))
+	mac.Write([]byte(body))
+	req, _ := http.NewRequest("POST", b.url+"/hooks/github/bench", strings.NewReader(body))
+	req.Header.Set("X-GitHub-Event", "push")
+	req.Header.Set("X-GitHub-Delivery", fmt.Sprintf("bench-%d-%d", time.Now().UnixNano(), i))
+	req.Header.Set("X-Hub-Signature-256", "sha256="+hex.EncodeToString(mac.Sum(nil)))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	var out struct {
+		BuildID int64 `json:"build_id"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil || out.BuildID == 0 {
+		return 0, fmt.Errorf("push: HTTP %d: %v", resp.StatusCode, err)
+	}
+	return out.BuildID, nil
+}
+
+// firstStepLine opens the build's live log stream and returns when the
+// first line of step 0 arrives, and the build when it ends.
+func (b *bench) stream(id int64, first chan<- time.Time) (*store.Build, error) {
+	req, _ := http.NewRequest("GET", fmt.Sprintf("%s/api/v1/builds/%d/logs/stream", b.url, id), nil)
+	req.Header.Set("Authorization", "Bearer "+b.admin)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	event, sent := "", false
+	for sc.Scan() {
+		line := sc.Text()
+		if e, ok := strings.CutPrefix(line, "event: "); ok {
+			event = e
+			continue
+		}
+		data, ok := strings.CutPrefix(line, "data: ")
+		if !ok {
+			continue
+		}
+		switch event {
+		case "line":
+			var l struct{ Step int }
+			if json.Unmarshal([]byte(data), &l) == nil && l.Step == 0 && !sent {
+				first <- time.Now()
+				sent = true
+			}
+		case "end":
+			var bd store.Build
+			return &bd, json.Unmarshal([]byte(data), &bd)
+		}
+	}
+	return nil, fmt.Errorf("stream ended early: %v", sc.Err())
+}
+
+type phases struct{ total, toClaim, toSandbox, toFirstLine, e2e []time.Duration }
+
+func latency(ctx context.Context, engine, cli string, n int) error {
+	b, stop, err := start(ctx, engine, 2, "image: "+image+"\nsteps:\n  - run: echo hello\n")
+	if err != nil {
+		return err
+	}
+	defer stop()
+	fmt.Printf("== latency: push webhook → first line of the first step, vs `%s run --rm %s echo hello` (n=%d, engine %s)\n", cli, image, n, engine)
+	var kiln, bare []time.Duration
+	var ph phases
+	// One warm-up of each, not counted: the first run pays one-time costs
+	// (the git mirror's creation, the engine's caches) that a long-running
+	// installation does not.
+	for i := -1; i < n; i++ {
+		d, p, err := b.one(i)
+		if err != nil {
+			return err
+		}
+		bd, err := bareRun(cli, engine)
+		if err != nil {
+			return err
+		}
+		if i >= 0 {
+			kiln, bare = append(kiln, d), append(bare, bd)
+			ph.add(p)
+		}
+	}
+	kp50, kp95 := pct(kiln, 50), pct(kiln, 95)
+	bp50, bp95 := pct(bare, 50), pct(bare, 95)
+	fmt.Printf("%-36s %10s %10s\n", "", "p50", "p95")
+	fmt.Printf("%-36s %10s %10s\n", "kiln: webhook → first step line", ms(kp50), ms(kp95))
+	fmt.Printf("%-36s %10s %10s\n", cli+" run: start → first line", ms(bp50), ms(bp95))
+	fmt.Printf("%-36s %9.2fx %9.2fx\n", "ratio kiln / "+cli+" run", float64(kp50)/float64(bp50), float64(kp95)/float64(bp95))
+	fmt.Println("where kiln's time goes (p50 of each phase, from the build's records):")
+	fmt.Printf("  webhook → job claimed by the agent (store, plan .kiln.yml, long-poll wake): %s\n", ms(pct(ph.toClaim, 50)))
+	fmt.Printf("  claimed → sandbox started (checkout from the git mirror, network, container): %s\n", ms(pct(ph.toSandbox, 50)))
+	fmt.Printf("  sandbox started → first step line at the server (exec, log batch):        %s\n", ms(pct(ph.toFirstLine, 50)))
+	fmt.Printf("  whole build, webhook → finished (incl. sandbox destroy, reports):         %s\n", ms(pct(ph.e2e, 50)))
+	return nil
+}
+
+func (p *phases) add(q phase) {
+	p.toClaim = append(p.toClaim, q.claimed.Sub(q.sent))
+	p.toSandbox = append(p.toSandbox, q.sandbox.Sub(q.claimed))
+	p.toFirstLine = append(p.toFirstLine, q.first.Sub(q.sandbox))
+	p.e2e = append(p.e2e, q.done.Sub(q.sent))
+}
+
+type phase struct{ sent, claimed, sandbox, first, done time.Time }
+
+// one sends a push and measures it to the first line of step 0.
+func (b *bench) one(i int) (time.Duration, phase, error) {
+	var p phase
+	p.sent = time.Now()
+	id, err := b.push(i)
+	if err != nil {
+		return 0, p, err
+	}
+	first := make(chan time.Time, 1)
+	type result struct {
+		b   *store.Build
+		err error
+	}
+	res := make(chan result, 1)
+	go func() { bd, err := b.stream(id, first); res <- result{bd, err} }()
+	var r result
+	select {
+	case p.first = <-first:
+		r = <-res
+	case r = <-res:
+		if r.err == nil {
+			return 0, p, fmt.Errorf("build %d ended (%s) without a step line", id, r.b.Status)
+		}
+	}
+	if r.err != nil {
+		return 0, p, r.err
+	}
+	p.done = time.Now()
+	if r.b.Status != store.StatusSuccess {
+		return 0, p, fmt.Errorf("build %d: %s", id, r.b.Status)
+	}
+	j := r.b.Jobs[0]
+	p.claimed = *j.StartedAt
+	var lines []struct {
+		Lines []store.LogLine
+	}
+	if err := b.api("GET", fmt.Sprintf("/api/v1/builds/%d/logs", id), nil, &lines); err != nil {
+		return 0, p, err
+	}
+	for _, l := range lines[0].Lines {
+		if strings.HasPrefix(l.Text, "[kiln] sandbox ") {
+			p.sandbox = l.Time
+		}
+	}
+	return p.first.Sub(p.sent), p, nil
+}
+
+// bareRun times `cli run --rm IMAGE echo hello` from process start to its
+// first output line.
+func bareRun(cli, engine string) (time.Duration, error) {
+	cmd := exec.Command(cli, "run", "--rm", image, "echo", "hello")
+	if cli == "docker" {
+		cmd.Env = append(os.Environ(), "DOCKER_HOST="+engine)
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return 0, err
+	}
+	t0 := time.Now()
+	if err := cmd.Start(); err != nil {
+		return 0, err
+	}
+	r := bufio.NewReader(out)
+	if _, err := r.ReadString('\n'); err != nil {
+		return 0, fmt.Errorf("%s run: %v", cli, err)
+	}
+	d := time.Since(t0)
+	_, _ = io.Copy(io.Discard, r)
+	return d, cmd.Wait()
+}
+
+func throughput(ctx context.Context, engine string, builds, capacity int) error {
+	b, stop, err := start(ctx, engine, capacity, "image: "+image+"\nsteps:\n  - run: \"true\"\n")
+	if err != nil {
+		return err
+	}
+	defer stop()
+	fmt.Printf("== throughput: %d trivial builds queued at once, one agent of capacity %d (engine %s)\n", builds, capacity, engine)
+	t0 := time.Now()
+	ids := make([]int64, 0, builds)
+	for i := 0; i < builds; i++ {
+		id, err := b.push(i)
+		if err != nil {
+			return err
+		}
+		ids = append(ids, id)
+	}
+	queued := time.Since(t0)
+	for {
+		var list []store.Build
+		if err := b.api("GET", "/api/v1/builds?project=bench&limit=500", nil, &list); err != nil {
+			return err
+		}
+		done, failed := 0, 0
+		for _, bd := range list {
+			if bd.Status.Terminal() {
+				done++
+				if bd.Status != store.StatusSuccess {
+					failed++
+				}
+			}
+		}
+		if done == builds {
+			el := time.Since(t0)
+			fmt.Printf("queued %d builds in %s; all finished after %s (%d not successful)\n", builds, ms(queued), el.Round(10*time.Millisecond), failed)
+			fmt.Printf("throughput: %.2f builds/s (%.2f per unit of capacity)\n", float64(builds)/el.Seconds(), float64(builds)/el.Seconds()/float64(capacity))
+			return nil
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func pct(ds []time.Duration, p int) time.Duration {
+	s := append([]time.Duration(nil), ds...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	if len(s) == 0 {
+		return 0
+	}
+	idx := (len(s)*p + 99) / 100
+	return s[max(0, min(idx-1, len(s)-1))]
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.0fms", float64(d)/float64(time.Millisecond)) }
