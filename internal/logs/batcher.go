@@ -13,9 +13,9 @@ import (
 // and an idle job's first line is not held back (it is on the critical path
 // of "push to first output line").
 const (
-	BatchLines    = 500                    // a batch is sent as soon as this many lines are pending
+	BatchLines    = 500                   // a batch is sent as soon as this many lines are pending
 	FlushInterval = 10 * time.Millisecond // ... or this long after the oldest pending line was added
-	MaxPending    = 100000                 // lines queued while sends fail; beyond, the oldest are dropped
+	MaxPending    = 100000                // lines queued while sends fail; beyond, the oldest are dropped
 )
 
 // Backoff between retries of a failed send.
