@@ -27,26 +27,13 @@ func TestAgentRegister(t *testing.T) {
 		t.Errorf("agents %s", dump(agents))
 	}
 
-	tests := []struct {
-		name    string
-		path    string
-		body    any
-		code    int
-		errCode string
-		msg     string
-	}{
-		{"register without id", "/register", protocol.RegisterRequest{Capacity: 1}, 400, "invalid", "id and a positive capacity are required"},
-		{"register without capacity", "/register", protocol.RegisterRequest{ID: "x"}, 400, "invalid", "id and a positive capacity are required"},
-		{"register with an unknown field", "/register", map[string]any{"id": "x", "capacity": 1, "cpus": 4}, 400, "bad_request", `unknown field "cpus"`},
-		{"claim without agent id", "/claim", protocol.ClaimRequest{Free: 1}, 400, "invalid", "agent_id: required"},
-		{"claim that is not JSON", "/claim", []byte(`agent_id=x`), 400, "bad_request", "invalid JSON body"},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			e := e.sub(t)
-			e.agentAPI(tc.path, tc.body).wantError(t, tc.code, tc.errCode, tc.msg)
-		})
-	}
+	e.refuse(e.agent, []refusal{
+		{"register without id", "POST", protocol.Prefix + "/register", protocol.RegisterRequest{Capacity: 1}, 400, "invalid", "id and a positive capacity are required"},
+		{"register without capacity", "POST", protocol.Prefix + "/register", protocol.RegisterRequest{ID: "x"}, 400, "invalid", "id and a positive capacity are required"},
+		{"register with an unknown field", "POST", protocol.Prefix + "/register", map[string]any{"id": "x", "capacity": 1, "cpus": 4}, 400, "bad_request", `unknown field "cpus"`},
+		{"claim without agent id", "POST", protocol.Prefix + "/claim", protocol.ClaimRequest{Free: 1}, 400, "invalid", "agent_id: required"},
+		{"claim that is not JSON", "POST", protocol.Prefix + "/claim", []byte(`agent_id=x`), 400, "bad_request", "invalid JSON body"},
+	}, nil)
 	e.api("GET", "/api/v1/agents", nil).want(t, http.StatusOK, &agents)
 	if len(agents) != 1 {
 		t.Errorf("agents after refused registrations: %s", dump(agents))
@@ -124,19 +111,15 @@ func TestAgentLabels(t *testing.T) {
 // attempt.
 func TestAgentJobLifecycle(t *testing.T) {
 	e := newEnv(t)
-	dir, _ := newRepo(t)
-	e.project("hello", dir, nil)
-	b := e.trigger("hello", "main")
-	e.register("a1")
-	a := e.mustClaim("a1")
-	job := fmt.Sprintf("/jobs/%d", a.JobID)
+	b, a := e.runningJob()
+	job := fmt.Sprintf("%s/jobs/%d", protocol.Prefix, a.JobID)
 
 	var hb protocol.HeartbeatResponse
 	e.heartbeat(a.JobID, a.Attempt).want(t, http.StatusOK, &hb)
 	if hb.Cancel {
 		t.Error("heartbeat says cancel")
 	}
-	e.agentAPI(job+"/steps", protocol.StepUpdate{Attempt: 1, Index: 0, Status: "running"}).want(t, http.StatusNoContent, nil)
+	e.do(e.agent, "POST", job+"/steps", protocol.StepUpdate{Attempt: 1, Index: 0, Status: "running"}, nil).want(t, http.StatusNoContent, nil)
 
 	e.sendLogs(a.JobID, a.Attempt, 1, 2, 3).want(t, http.StatusNoContent, nil)
 	e.sendLogs(a.JobID, a.Attempt, 1, 2, 3).want(t, http.StatusNoContent, nil) // a retried batch
@@ -150,39 +133,27 @@ func TestAgentJobLifecycle(t *testing.T) {
 	}
 
 	zero := 0
-	e.agentAPI(job+"/steps", protocol.StepUpdate{Attempt: 1, Index: 0, Status: "success", ExitCode: &zero}).want(t, http.StatusNoContent, nil)
-	e.agentAPI(job+"/steps", protocol.StepUpdate{Attempt: 1, Index: 1, Status: "running"}).want(t, http.StatusNoContent, nil)
+	e.do(e.agent, "POST", job+"/steps", protocol.StepUpdate{Attempt: 1, Index: 0, Status: "success", ExitCode: &zero}, nil).want(t, http.StatusNoContent, nil)
+	e.do(e.agent, "POST", job+"/steps", protocol.StepUpdate{Attempt: 1, Index: 1, Status: "running"}, nil).want(t, http.StatusNoContent, nil)
 	running := e.build(b.ID)
 	if st := running.Jobs[0].Steps; st[0].Status != store.StatusSuccess || *st[0].ExitCode != 0 || st[1].Status != store.StatusRunning {
 		t.Errorf("steps %s", dump(st))
 	}
 
 	// Writes that are not valid are refused and change nothing.
-	for _, tc := range []struct {
-		name    string
-		path    string
-		body    any
-		code    int
-		errCode string
-		msg     string
-	}{
-		{"log line seq 0", job + "/logs", []byte(`{"attempt": 1, "lines": [{"seq": 0, "text": "x"}]}`), 400, "invalid", "log line seq must be positive"},
-		{"log batch not JSON", job + "/logs", []byte(`{"attempt": 1, "lines": [`), 400, "bad_request", "invalid log batch"},
-		{"step status", job + "/steps", protocol.StepUpdate{Attempt: 1, Index: 1, Status: "queued"}, 400, "invalid", `status "queued": not a step status`},
-		{"finish status", job + "/finish", protocol.FinishRequest{Attempt: 1, Status: "running"}, 400, "invalid", `status "running": not a final job status`},
-		{"finish skipped", job + "/finish", protocol.FinishRequest{Attempt: 1, Status: "skipped"}, 400, "invalid", `status "skipped": not a final job status`},
-		{"finish unknown field", job + "/finish", map[string]any{"attempt": 1, "status": "success", "output": "x"}, 400, "bad_request", `unknown field "output"`},
-		{"heartbeat of another attempt", job + "/heartbeat", protocol.Fence{Attempt: 2}, 409, protocol.CodeStaleAttempt, "attempt 2 (current attempt 1, running)"},
-		{"logs of attempt 0", job + "/logs", protocol.LogBatch{Attempt: 0}, 409, protocol.CodeStaleAttempt, "stale attempt"},
-		{"heartbeat of an unknown job", "/jobs/999/heartbeat", protocol.Fence{Attempt: 1}, 404, "not_found", "job 999: not found"},
-		{"finish of an unknown job", "/jobs/999/finish", protocol.FinishRequest{Attempt: 1, Status: "success"}, 404, "not_found", "not found"},
-		{"job id not a number", "/jobs/x/logs", protocol.LogBatch{Attempt: 1}, 400, "bad_request", `invalid id "x"`},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			e := e.sub(t)
-			e.agentAPI(tc.path, tc.body).wantError(t, tc.code, tc.errCode, tc.msg)
-		})
-	}
+	e.refuse(e.agent, []refusal{
+		{"log line seq 0", "POST", job + "/logs", []byte(`{"attempt": 1, "lines": [{"seq": 0, "text": "x"}]}`), 400, "invalid", "log line seq must be positive"},
+		{"log batch not JSON", "POST", job + "/logs", []byte(`{"attempt": 1, "lines": [`), 400, "bad_request", "invalid log batch"},
+		{"step status", "POST", job + "/steps", protocol.StepUpdate{Attempt: 1, Index: 1, Status: "queued"}, 400, "invalid", `status "queued": not a step status`},
+		{"finish status", "POST", job + "/finish", protocol.FinishRequest{Attempt: 1, Status: "running"}, 400, "invalid", `status "running": not a final job status`},
+		{"finish skipped", "POST", job + "/finish", protocol.FinishRequest{Attempt: 1, Status: "skipped"}, 400, "invalid", `status "skipped": not a final job status`},
+		{"finish unknown field", "POST", job + "/finish", map[string]any{"attempt": 1, "status": "success", "output": "x"}, 400, "bad_request", `unknown field "output"`},
+		{"heartbeat of another attempt", "POST", job + "/heartbeat", protocol.Fence{Attempt: 2}, 409, protocol.CodeStaleAttempt, "attempt 2 (current attempt 1, running)"},
+		{"logs of attempt 0", "POST", job + "/logs", protocol.LogBatch{Attempt: 0}, 409, protocol.CodeStaleAttempt, "stale attempt"},
+		{"heartbeat of an unknown job", "POST", protocol.Prefix + "/jobs/999/heartbeat", protocol.Fence{Attempt: 1}, 404, "not_found", "job 999: not found"},
+		{"finish of an unknown job", "POST", protocol.Prefix + "/jobs/999/finish", protocol.FinishRequest{Attempt: 1, Status: "success"}, 404, "not_found", "not found"},
+		{"job id not a number", "POST", protocol.Prefix + "/jobs/x/logs", protocol.LogBatch{Attempt: 1}, 400, "bad_request", `invalid id "x"`},
+	}, nil)
 	if got := e.build(b.ID); dump(got.Jobs[0].Steps) != dump(running.Jobs[0].Steps) || got.Status != store.StatusRunning || got.Jobs[0].Status != store.StatusRunning {
 		t.Errorf("refused writes changed the build: %s", dump(got))
 	}
@@ -205,7 +176,7 @@ func TestAgentJobLifecycle(t *testing.T) {
 		{job + "/steps", protocol.StepUpdate{Attempt: 1, Index: 1, Status: "failure"}},
 		{job + "/finish", protocol.FinishRequest{Attempt: 1, Status: "failure"}},
 	} {
-		e.agentAPI(w.path, w.body).wantError(t, http.StatusConflict, protocol.CodeStaleAttempt, "stale attempt", "success")
+		e.do(e.agent, "POST", w.path, w.body, nil).wantError(t, http.StatusConflict, protocol.CodeStaleAttempt, "stale attempt", "success")
 	}
 	e.sendLogs(a.JobID, 1, 6).wantError(t, http.StatusConflict, protocol.CodeStaleAttempt)
 	if got := e.build(b.ID); dump(got) != dump(done) {
@@ -220,11 +191,7 @@ func TestAgentJobLifecycle(t *testing.T) {
 // its next heartbeat; the agent's report of the canceled job ends the build.
 func TestAgentCancel(t *testing.T) {
 	e := newEnv(t)
-	dir, _ := newRepo(t)
-	e.project("hello", dir, nil)
-	b := e.trigger("hello", "main")
-	e.register("a1")
-	a := e.mustClaim("a1")
+	b, a := e.runningJob()
 
 	var hb protocol.HeartbeatResponse
 	e.heartbeat(a.JobID, a.Attempt).want(t, http.StatusOK, &hb)
@@ -257,9 +224,7 @@ func TestAgentCancel(t *testing.T) {
 // the job and the build end in error.
 func TestLeaseExpiry(t *testing.T) {
 	e := newEnv(t, func(c *server.Config) { c.Scheduler.Lease = time.Second; c.Scheduler.MaxAttempts = 3 })
-	dir, _ := newRepo(t)
-	e.project("hello", dir, nil)
-	b := e.trigger("hello", "main")
+	b := e.helloBuild()
 	if rr := e.register("a1"); rr.LeaseSeconds != 1 || rr.HeartbeatSeconds != 1 {
 		t.Errorf("register %+v", rr)
 	}
@@ -306,11 +271,7 @@ func TestLeaseExpiry(t *testing.T) {
 // the lease; its old attempt can no longer write.
 func TestAgentReRegister(t *testing.T) {
 	e := newEnv(t)
-	dir, _ := newRepo(t)
-	e.project("hello", dir, nil)
-	b := e.trigger("hello", "main")
-	e.register("a1")
-	a := e.mustClaim("a1")
+	b, a := e.runningJob()
 	e.register("a2") // another agent's registration releases nothing of a1's
 
 	if got := e.build(b.ID).Jobs[0]; got.Status != store.StatusRunning {

@@ -62,29 +62,15 @@ func TestTriggerBuild(t *testing.T) {
 func TestTriggerBuildInvalid(t *testing.T) {
 	e := newEnv(t)
 	e.project("hello", "https://git.example.org/hello.git", nil)
-	tests := []struct {
-		name    string
-		path    string
-		body    any
-		code    int
-		errCode string
-		msg     string
-	}{
-		{"short commit", "/api/v1/projects/hello/builds", map[string]string{"commit": "abc123"}, 400, "invalid", `commit "abc123": want a full 40-character hex SHA`},
-		{"upper-case commit", "/api/v1/projects/hello/builds", map[string]string{"commit": strings.Repeat("A", 40)}, 400, "invalid", "commit"},
-		{"commit not hex", "/api/v1/projects/hello/builds", map[string]string{"commit": strings.Repeat("g", 40)}, 400, "invalid", "commit"},
-		{"branch with a space", "/api/v1/projects/hello/builds", map[string]string{"branch": "my branch"}, 400, "invalid", `branch "my branch": invalid branch name`},
-		{"branch with a colon", "/api/v1/projects/hello/builds", map[string]string{"branch": "a:b"}, 400, "invalid", "invalid branch name"},
-		{"unknown field", "/api/v1/projects/hello/builds", map[string]string{"sha": "x"}, 400, "bad_request", `unknown field "sha"`},
-		{"unknown project", "/api/v1/projects/nope/builds", map[string]string{}, 404, "not_found", `project "nope"`},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			e := e.sub(t)
-			e.api("POST", tc.path, tc.body).wantError(t, tc.code, tc.errCode, tc.msg)
-			e.wantBuilds(0)
-		})
-	}
+	e.refuse(e.admin, []refusal{
+		{"short commit", "POST", "/api/v1/projects/hello/builds", map[string]string{"commit": "abc123"}, 400, "invalid", `commit "abc123": want a full 40-character hex SHA`},
+		{"upper-case commit", "POST", "/api/v1/projects/hello/builds", map[string]string{"commit": strings.Repeat("A", 40)}, 400, "invalid", "commit"},
+		{"commit not hex", "POST", "/api/v1/projects/hello/builds", map[string]string{"commit": strings.Repeat("g", 40)}, 400, "invalid", "commit"},
+		{"branch with a space", "POST", "/api/v1/projects/hello/builds", map[string]string{"branch": "my branch"}, 400, "invalid", `branch "my branch": invalid branch name`},
+		{"branch with a colon", "POST", "/api/v1/projects/hello/builds", map[string]string{"branch": "a:b"}, 400, "invalid", "invalid branch name"},
+		{"unknown field", "POST", "/api/v1/projects/hello/builds", map[string]string{"sha": "x"}, 400, "bad_request", `unknown field "sha"`},
+		{"unknown project", "POST", "/api/v1/projects/nope/builds", map[string]string{}, 404, "not_found", `project "nope"`},
+	}, func(e *env) { e.wantBuilds(0) })
 }
 
 // TestTriggerBuildRefName: a branch name git refuses as a ref, and that a

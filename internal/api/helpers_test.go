@@ -200,6 +200,30 @@ func (r *response) wantError(t *testing.T, code int, errCode string, msg ...stri
 	return pe
 }
 
+// refusal is a request that must be refused: the status of the answer, its
+// error code and a part of its error message.
+type refusal struct {
+	name         string
+	method, path string
+	body         any
+	code         int
+	errCode, msg string
+}
+
+// refuse sends each request, as a subtest, with token and checks that it is
+// refused; then unchanged, when not nil, checks that it changed nothing.
+func (e *env) refuse(token string, cases []refusal, unchanged func(e *env)) {
+	for _, tc := range cases {
+		e.t.Run(tc.name, func(t *testing.T) {
+			e := e.sub(t)
+			e.do(token, tc.method, tc.path, tc.body, nil).wantError(t, tc.code, tc.errCode, tc.msg)
+			if unchanged != nil {
+				unchanged(e)
+			}
+		})
+	}
+}
+
 // --- git repositories ---
 
 func git(t *testing.T, dir string, args ...string) string {
@@ -420,6 +444,23 @@ func (e *env) pushGitHub(project, delivery, branch, commit string) int64 {
 }
 
 // --- playing the agent ---
+
+// helloBuild creates project "hello" over a new repository (pipelineOK on
+// main) and triggers a build of main.
+func (e *env) helloBuild() *store.Build {
+	e.t.Helper()
+	dir, _ := newRepo(e.t)
+	e.project("hello", dir, nil)
+	return e.trigger("hello", "main")
+}
+
+// runningJob is helloBuild with its job claimed by agent "a1".
+func (e *env) runningJob() (*store.Build, *protocol.Assignment) {
+	e.t.Helper()
+	b := e.helloBuild()
+	e.register("a1")
+	return b, e.mustClaim("a1")
+}
 
 // register registers an agent with the agent token.
 func (e *env) register(id string) protocol.RegisterResponse {

@@ -147,11 +147,7 @@ func wantLines(t *testing.T, got []api.StreamLine, seqs ...int64) {
 // opened later replays the stored lines first.
 func TestLogStream(t *testing.T) {
 	e := newEnv(t)
-	dir, _ := newRepo(t)
-	e.project("hello", dir, nil)
-	b := e.trigger("hello", "main")
-	e.register("a1")
-	a := e.mustClaim("a1")
+	b, a := e.runningJob()
 
 	live := e.stream(b.ID)
 	first := live.next()
@@ -199,11 +195,7 @@ func TestLogStream(t *testing.T) {
 // is asked for; a retried job's new attempt starts a log of its own.
 func TestLogsOfAttempts(t *testing.T) {
 	e := newEnv(t)
-	dir, _ := newRepo(t)
-	e.project("hello", dir, nil)
-	b := e.trigger("hello", "main")
-	e.register("a1")
-	a := e.mustClaim("a1")
+	b, a := e.runningJob()
 	e.sendLogs(a.JobID, 1, 1, 2).want(t, http.StatusNoContent, nil)
 	e.agentAPI(fmt.Sprintf("/jobs/%d/finish", a.JobID), map[string]any{"attempt": 1, "status": "error", "error": "engine down"}).want(t, http.StatusNoContent, nil)
 	if j := e.build(b.ID).Jobs[0]; j.Status != store.StatusQueued || j.Error != "attempt 1: engine down (retrying)" {

@@ -68,15 +68,7 @@ func TestProjectInvalid(t *testing.T) {
 	e := newEnv(t)
 	before := e.project("web", "https://git.example.org/web.git", nil)
 	url := "https://git.example.org/x.git"
-	tests := []struct {
-		name    string
-		method  string
-		path    string
-		body    any
-		code    int
-		errCode string
-		msg     string
-	}{
+	e.refuse(e.admin, []refusal{
 		{"upper case name", "POST", "/api/v1/projects", map[string]any{"name": "Web", "clone_url": url}, 400, "invalid", `name "Web": want lower-case letters`},
 		{"name starting with a dash", "POST", "/api/v1/projects", map[string]any{"name": "-web", "clone_url": url}, 400, "invalid", `name "-web"`},
 		{"name with a slash", "POST", "/api/v1/projects", map[string]any{"name": "a/b", "clone_url": url}, 400, "invalid", `name "a/b"`},
@@ -95,18 +87,13 @@ func TestProjectInvalid(t *testing.T) {
 		{"patch: empty clone URL", "PATCH", "/api/v1/projects/web", map[string]any{"clone_url": "", "cancel_superseded": true}, 400, "invalid", "clone_url: must not be empty"},
 		{"patch: unknown field", "PATCH", "/api/v1/projects/web", map[string]any{"cancel_superseded": true, "branch": "x"}, 400, "bad_request", `unknown field "branch"`},
 		{"body over 1 MiB", "POST", "/api/v1/projects", map[string]any{"name": "x", "clone_url": strings.Repeat("u", 1<<20)}, 413, "too_large", "over 1 MiB"},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			e := e.sub(t)
-			e.api(tc.method, tc.path, tc.body).wantError(t, tc.code, tc.errCode, tc.msg)
-			var list []api.ProjectView
-			e.api("GET", "/api/v1/projects", nil).want(t, http.StatusOK, &list)
-			if len(list) != 1 || dump(list[0]) != dump(before) {
-				t.Errorf("projects changed: %s", dump(list))
-			}
-		})
-	}
+	}, func(e *env) {
+		var list []api.ProjectView
+		e.api("GET", "/api/v1/projects", nil).want(e.t, http.StatusOK, &list)
+		if len(list) != 1 || dump(list[0]) != dump(before) {
+			e.t.Errorf("projects changed: %s", dump(list))
+		}
+	})
 }
 
 // TestSecrets: secrets are set by name and listed by name only; their values
@@ -139,15 +126,7 @@ func TestSecrets(t *testing.T) {
 		t.Errorf("names %v", names.Names)
 	}
 
-	tests := []struct {
-		name    string
-		method  string
-		path    string
-		body    any
-		code    int
-		errCode string
-		msg     string
-	}{
+	e.refuse(e.admin, []refusal{
 		{"name with a dash", "PUT", "/api/v1/projects/web/secrets/DEPLOY-KEY", map[string]string{"value": "v"}, 400, "invalid", `secret name "DEPLOY-KEY"`},
 		{"name starting with a digit", "PUT", "/api/v1/projects/web/secrets/1KEY", map[string]string{"value": "v"}, 400, "invalid", `secret name "1KEY"`},
 		{"KILN_ prefix", "PUT", "/api/v1/projects/web/secrets/KILN_TOKEN", map[string]string{"value": "v"}, 400, "invalid", "not starting with KILN_"},
@@ -157,17 +136,12 @@ func TestSecrets(t *testing.T) {
 		{"unknown project", "PUT", "/api/v1/projects/nope/secrets/OTHER", map[string]string{"value": "v"}, 404, "not_found", `project "nope"`},
 		{"list: unknown project", "GET", "/api/v1/projects/nope/secrets", nil, 404, "not_found", `project "nope"`},
 		{"delete: unknown secret", "DELETE", "/api/v1/projects/web/secrets/OTHER", nil, 404, "not_found", "secret"},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			e := e.sub(t)
-			e.api(tc.method, tc.path, tc.body).wantError(t, tc.code, tc.errCode, tc.msg)
-			e.api("GET", "/api/v1/projects/web/secrets", nil).want(t, http.StatusOK, &names)
-			if strings.Join(names.Names, ",") != "DEPLOY_KEY,api_token" {
-				t.Errorf("names %v", names.Names)
-			}
-		})
-	}
+	}, func(e *env) {
+		e.api("GET", "/api/v1/projects/web/secrets", nil).want(e.t, http.StatusOK, &names)
+		if strings.Join(names.Names, ",") != "DEPLOY_KEY,api_token" {
+			e.t.Errorf("names %v", names.Names)
+		}
+	})
 
 	e.api("DELETE", "/api/v1/projects/web/secrets/api_token", nil).want(t, http.StatusNoContent, nil)
 	e.api("GET", "/api/v1/projects/web/secrets", nil).want(t, http.StatusOK, &names)
