@@ -428,3 +428,34 @@ func (h *harness) checkNoLeftoversOfAgent(t *testing.T) {
 		t.Fatalf("sandboxes left: %+v", infos)
 	}
 }
+
+// testRestartedAgent: a Runtime that did not create the sandboxes (an agent
+// restarted after a crash) finds them by label and destroys them whole.
+func testRestartedAgent(t *testing.T, h *harness) {
+	specs := []sandbox.Spec{h.spec("restart-a"), h.spec("restart-b")}
+	for _, s := range specs {
+		if _, err := h.rt.Create(h.ctx, s); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = h.rt.Destroy(context.WithoutCancel(h.ctx), s.Name) }) // if the test fails early
+	}
+	fresh := h.newRuntime(t)
+	infos, err := fresh.List(h.ctx, map[string]string{sandbox.LabelManaged: "true", sandbox.LabelAgent: h.agent})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(infos) != len(specs) {
+		t.Fatalf("restarted agent lists %+v, want %d sandboxes", infos, len(specs))
+	}
+	// One by id, one by name: both are what an agent may hold.
+	if err := fresh.Destroy(h.ctx, infos[0].ID); err != nil {
+		t.Fatalf("Destroy(%s) from a fresh Runtime: %v", infos[0].ID, err)
+	}
+	if err := fresh.Destroy(h.ctx, infos[1].Name); err != nil {
+		t.Fatalf("Destroy(%s) from a fresh Runtime: %v", infos[1].Name, err)
+	}
+	for _, s := range specs {
+		h.checkNoLeftovers(t, h.ctx, s.Name)
+	}
+	h.checkNoLeftoversOfAgent(t)
+}

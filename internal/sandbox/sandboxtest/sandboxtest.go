@@ -58,6 +58,7 @@ func Run(t *testing.T, newRuntime func(t *testing.T) sandbox.Runtime) {
 		{"List", testList},
 		{"ExecCancel", testExecCancel},
 		{"Concurrent", testConcurrent},
+		{"RestartedAgent", testRestartedAgent},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -68,7 +69,7 @@ func Run(t *testing.T, newRuntime func(t *testing.T) sandbox.Runtime) {
 			if err := rt.Ping(ctx); err != nil {
 				t.Fatalf("Ping: %v", err)
 			}
-			c.fn(t, &harness{rt: rt, ctx: ctx, agent: "sandboxtest-" + randomID()})
+			c.fn(t, &harness{rt: rt, ctx: ctx, agent: "sandboxtest-" + randomID(), newRuntime: newRuntime})
 		})
 	}
 }
@@ -81,6 +82,8 @@ type harness struct {
 	agent string // LabelAgent value unique to this subtest
 	n     int
 	mu    sync.Mutex
+
+	newRuntime func(t *testing.T) sandbox.Runtime
 }
 
 // spec returns a valid spec with a fresh name and this subtest's labels.
