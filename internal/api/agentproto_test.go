@@ -86,6 +86,28 @@ func TestAgentClaim(t *testing.T) {
 	}
 }
 
+// TestAgentConcurrentClaims: agents that claim at once never share a job.
+func TestAgentConcurrentClaims(t *testing.T) {
+	e := newEnv(t)
+	e.waitPlanned(e.helloBuild().ID)
+	answers := e.sendAll(6, func(i int) (string, string, string, any, http.Header) {
+		return e.agent, "POST", protocol.Prefix + "/claim", protocol.ClaimRequest{AgentID: fmt.Sprintf("a%d", i), Free: 1}, nil
+	})
+	claimed := 0
+	for _, r := range answers {
+		switch r.code {
+		case http.StatusOK:
+			claimed++
+		case http.StatusNoContent:
+		default:
+			t.Fatalf("claim: HTTP %d: %s", r.code, r.body)
+		}
+	}
+	if claimed != 1 {
+		t.Errorf("%d agents claimed the one job", claimed)
+	}
+}
+
 // TestAgentLabels: a job that runs on labels goes only to an agent that
 // carries all of them.
 func TestAgentLabels(t *testing.T) {

@@ -21,6 +21,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -45,6 +46,7 @@ const pipelineOK = "image: localhost/kiln/busybox:latest\njobs:\n  test:\n    st
 type env struct {
 	t     *testing.T
 	srv   *server.Server
+	http  *http.Client // this server's own connections, closed before it shuts down
 	url   string
 	admin string // admin token
 	agent string // agent token
@@ -81,7 +83,15 @@ func newEnv(t *testing.T, opts ...func(*server.Config)) *env {
 	}
 	done := make(chan struct{})
 	go func() { defer close(done); _ = srv.Serve(ctx, ln) }()
-	t.Cleanup(func() { cancel(); <-done; srv.Close() })
+	client := &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
+	t.Cleanup(func() {
+		// Closed first: a connection the client dialed but never used
+		// would hold the server's graceful shutdown for 5 seconds.
+		client.CloseIdleConnections()
+		cancel()
+		<-done
+		srv.Close()
+	})
 	admin, _, err := srv.EnsureAdminToken(ctx)
 	if err != nil || admin == "" {
 		t.Fatalf("admin token: %q, %v", admin, err)
@@ -90,7 +100,7 @@ func newEnv(t *testing.T, opts ...func(*server.Config)) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &env{t: t, srv: srv, url: "http://" + ln.Addr().String(), admin: admin, agent: agent}
+	return &env{t: t, srv: srv, http: client, url: "http://" + ln.Addr().String(), admin: admin, agent: agent}
 }
 
 // sub is e for the subtest t: its helpers fail t, not the parent test.
@@ -113,6 +123,15 @@ type response struct {
 // it is a []byte, as JSON otherwise, and not at all when nil.
 func (e *env) do(token, method, path string, body any, header http.Header) *response {
 	e.t.Helper()
+	r, err := e.send(token, method, path, body, header)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return r
+}
+
+// send is do for any goroutine: it returns its error instead of failing the test.
+func (e *env) send(token, method, path string, body any, header http.Header) (*response, error) {
 	var r io.Reader
 	switch b := body.(type) {
 	case nil:
@@ -121,13 +140,13 @@ func (e *env) do(token, method, path string, body any, header http.Header) *resp
 	default:
 		data, err := json.Marshal(b)
 		if err != nil {
-			e.t.Fatal(err)
+			return nil, err
 		}
 		r = bytes.NewReader(data)
 	}
 	req, err := http.NewRequest(method, e.url+path, r)
 	if err != nil {
-		e.t.Fatal(err)
+		return nil, err
 	}
 	for k, v := range header {
 		req.Header[k] = v
@@ -135,16 +154,34 @@ func (e *env) do(token, method, path string, body any, header http.Header) *resp
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := e.http.Do(req)
 	if err != nil {
-		e.t.Fatalf("%s %s: %v", method, path, err)
+		return nil, fmt.Errorf("%s %s: %w", method, path, err)
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(resp.Body)
 	if err != nil {
-		e.t.Fatalf("%s %s: read body: %v", method, path, err)
+		return nil, fmt.Errorf("%s %s: read body: %w", method, path, err)
 	}
-	return &response{code: resp.StatusCode, header: resp.Header, body: data}
+	return &response{code: resp.StatusCode, header: resp.Header, body: data}, nil
+}
+
+// sendAll sends n requests at once, each made by req(i), and returns the answers.
+func (e *env) sendAll(n int, req func(i int) (token, method, path string, body any, header http.Header)) []*response {
+	e.t.Helper()
+	out := make([]*response, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() { out[i], errs[i] = e.send(req(i)) })
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			e.t.Fatal(err)
+		}
+	}
+	return out
 }
 
 // api calls the REST API with the admin token.

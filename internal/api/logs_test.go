@@ -36,7 +36,7 @@ func (e *env) stream(id int64) *sseStream {
 		e.t.Fatal(err)
 	}
 	req.Header.Set("Authorization", "Bearer "+e.admin)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := e.http.Do(req)
 	if err != nil {
 		cancel()
 		e.t.Fatal(err)

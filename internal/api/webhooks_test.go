@@ -154,6 +154,48 @@ func TestWebhookPushBuilds(t *testing.T) {
 	wantQueued(t, e.waitPlanned(first.BuildID), head)
 }
 
+// TestWebhookConcurrentDuplicates: a delivery that arrives several times at
+// once (a forge's retry racing the original) makes exactly one build.
+func TestWebhookConcurrentDuplicates(t *testing.T) {
+	e := newEnv(t)
+	dir, head := newRepo(t)
+	e.project("hello", dir, nil)
+	body := githubPush(t, "main", head)
+	header := githubHeader("push", "race-1", hookSecret, body)
+	answers := e.sendAll(8, func(int) (string, string, string, any, http.Header) {
+		return "", "POST", "/hooks/github/hello", body, header
+	})
+	created := 0
+	var id float64
+	for _, r := range answers {
+		var out map[string]any
+		switch r.code {
+		case http.StatusCreated:
+			created++
+			r.want(t, http.StatusCreated, &out)
+		case http.StatusOK:
+			r.want(t, http.StatusOK, &out)
+			if out["duplicate"] != true {
+				t.Errorf("200 that is not a duplicate: %s", r.body)
+			}
+		default:
+			t.Fatalf("HTTP %d: %s", r.code, r.body)
+		}
+		if id == 0 {
+			id = out["build_id"].(float64)
+		} else if out["build_id"] != id {
+			t.Errorf("answers name builds %v and %v", id, out["build_id"])
+		}
+	}
+	if created != 1 {
+		t.Errorf("%d deliveries answered 201, want 1", created)
+	}
+	e.wantBuilds(1)
+	if n := e.deliveries(); n != 1 {
+		t.Errorf("%d deliveries stored, want 1", n)
+	}
+}
+
 // TestWebhookOtherForges: a GitLab Push Hook with the right token and a
 // Gitea push, each a build of the pushed commit.
 func TestWebhookOtherForges(t *testing.T) {
