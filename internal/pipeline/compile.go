@@ -36,6 +36,14 @@ func (p *Pipeline) Compile() []JobSpec {
 		if j.RunsOn == nil {
 			spec.RunsOn = slices.Clone(p.RunsOn)
 		}
+		caches := j.Caches
+		if caches == nil {
+			caches = p.Caches
+		}
+		for _, c := range caches {
+			c.RestoreKeys, c.Paths = slices.Clone(c.RestoreKeys), slices.Clone(c.Paths)
+			spec.Caches = append(spec.Caches, c)
+		}
 		specs = append(specs, spec)
 	}
 	return specs

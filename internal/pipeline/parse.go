@@ -64,6 +64,8 @@ type Settings struct {
 	// RunsOn is nil when not set; a file cannot set an empty list.
 	RunsOn    []string
 	Resources Resources
+	// Caches is nil when not set; a job's list replaces the top level's.
+	Caches []CacheSpec
 }
 
 // Parse parses and validates a pipeline file. filename is used only in

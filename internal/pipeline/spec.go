@@ -16,7 +16,26 @@ type JobSpec struct {
 	// RunsOn are the agent labels the job needs; an agent must carry all.
 	RunsOn    []string  `json:"runs_on,omitempty"`
 	Resources Resources `json:"resources"`
+	// Caches are mounted into the sandbox before the first step.
+	Caches []CacheSpec `json:"caches,omitempty"`
 }
+
+// CacheSpec is one `cache:` entry. Exactly one of two kinds:
+//   - sticky (Path set): a per-project volume on the agent's host, mounted
+//     at Path as a copy-on-write view; a successful job's writes are kept;
+//   - keyed (Key and Paths set): restored from Kiln's cache service by Key,
+//     then RestoreKeys as prefixes, and saved under Key after a successful
+//     job unless it exists. Key may hold ${{ … }} expressions the agent
+//     expands (hashFiles, branch, os, arch).
+type CacheSpec struct {
+	Path        string   `json:"path,omitempty"`
+	Key         string   `json:"key,omitempty"`
+	RestoreKeys []string `json:"restore_keys,omitempty"`
+	Paths       []string `json:"paths,omitempty"`
+}
+
+// Sticky reports whether c is a sticky volume (else it is keyed).
+func (c CacheSpec) Sticky() bool { return c.Key == "" }
 
 // StepSpec is one shell step, run as `/bin/sh -e -c Run` in the job's sandbox.
 type StepSpec struct {

@@ -11,8 +11,8 @@ import (
 
 // The keys each mapping accepts, in the order docs/pipeline.md lists them.
 var (
-	topKeys       = []string{"image", "env", "timeout", "runs-on", "resources", "jobs", "steps"}
-	jobKeys       = []string{"image", "env", "timeout", "runs-on", "resources", "steps"}
+	topKeys       = []string{"image", "env", "timeout", "runs-on", "resources", "cache", "jobs", "steps"}
+	jobKeys       = []string{"image", "env", "timeout", "runs-on", "resources", "cache", "steps"}
 	stepKeys      = []string{"name", "run"}
 	resourcesKeys = []string{"cpus", "memory", "pids"}
 )
@@ -81,6 +81,8 @@ func (c *checker) settings(e entry, parent string, s *Settings, allowed []string
 		s.RunsOn = c.labels(e.value, field)
 	case "resources":
 		s.Resources = c.resources(e.value, field)
+	case "cache":
+		s.Caches = c.caches(e.value, field)
 	default:
 		c.unknownKey(e.key, parent, allowed)
 	}
