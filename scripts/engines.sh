@@ -86,9 +86,19 @@ install_packages() {
 	done
 	[ ${#missing[@]} -eq 0 ] && return
 	log "installing ${missing[*]}"
-	export DEBIAN_FRONTEND=noninteractive
-	apt-get update -qq >&2
-	apt-get install -y -qq "${missing[@]}" >&2
+	(
+		# Keep the packages' own services (a system dockerd on
+		# /run/docker.sock, fighting ours over docker0) from starting.
+		policy=/usr/sbin/policy-rc.d
+		if [ ! -e "$policy" ]; then
+			printf '#!/bin/sh\nexit 101\n' >"$policy"
+			chmod +x "$policy"
+			trap 'rm -f "$policy"' EXIT
+		fi
+		export DEBIAN_FRONTEND=noninteractive
+		apt-get update -qq >&2
+		apt-get install -y -qq "${missing[@]}" >&2
+	) || die "could not install ${missing[*]}"
 }
 
 # --- daemons --------------------------------------------------------------
@@ -112,8 +122,14 @@ spawn() {
 	SPAWNED=$!
 }
 
-# alive PIDFILE: the process the pid file names is running.
-alive() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# alive PIDFILE NAME: the process the pid file names runs, and is NAME (not
+# a stranger that got a stale pid).
+alive() {
+	[ -s "$1" ] || return 1
+	local pid
+	pid=$(cat "$1")
+	kill -0 "$pid" 2>/dev/null && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "$2"
+}
 
 # wait_up NAME CHECK PID LOG: wait (bounded) until CHECK succeeds; fail
 # early if the daemon died, with the end of its log either way.
@@ -139,7 +155,7 @@ start_docker() {
 		log "dockerd already answers on $DOCKER_SOCK"
 		return
 	fi
-	if alive "$DOCKER_PIDFILE"; then
+	if alive "$DOCKER_PIDFILE" dockerd; then
 		pid=$(cat "$DOCKER_PIDFILE")
 		log "dockerd (pid $pid) is starting; waiting"
 	else
@@ -185,7 +201,7 @@ start_podman() {
 		log "podman service already answers on $PODMAN_SOCK"
 		return
 	fi
-	if ! alive "$PODMAN_PIDFILE"; then
+	if ! alive "$PODMAN_PIDFILE" "podman system service"; then
 		log "starting podman system service on $PODMAN_SOCK (log: $PODMAN_LOG)"
 		rm -f "$PODMAN_SOCK" # stale: nothing answered on it
 		spawn "$PODMAN_LOG" podman system service --time=0 "unix://$PODMAN_SOCK"
