@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/kilnci/kiln/internal/cache"
 	"github.com/kilnci/kiln/internal/pipeline"
 	"github.com/kilnci/kiln/internal/protocol"
 	"github.com/kilnci/kiln/internal/store"
@@ -103,6 +104,14 @@ func (s *Server) assignment(r *http.Request, j *store.Job) (*protocol.Assignment
 	}
 	a := &protocol.Assignment{JobID: j.ID, Attempt: j.Attempt, BuildID: b.ID, BuildNumber: b.Number, Project: p.Name, CloneURL: p.CloneURL,
 		Ref: b.Ref, Branch: b.Branch, Commit: b.Commit, Spec: spec, LeaseSeconds: leaseSeconds(s.sched.Config().Lease)}
+	if len(spec.Caches) > 0 {
+		ttl := time.Duration(spec.TimeoutSeconds)*time.Second + time.Hour
+		tok, err := s.caches.IssueToken(cache.Scope{Project: p.Name, Branch: b.Branch, DefaultBranch: p.DefaultBranch}, ttl)
+		if err != nil {
+			return nil, fmt.Errorf("cache token: %w", err)
+		}
+		a.Cache = &protocol.CacheAccess{URL: s.cfg.PublicURL + "/", Token: tok}
+	}
 	if len(secrets) > 0 {
 		a.Secrets = map[string]string{}
 		for _, sec := range secrets {
@@ -226,5 +235,32 @@ func (s *Server) agentFinish(w http.ResponseWriter, r *http.Request) {
 		s.sched.JobsChanged() // retried
 	}
 	s.watch.notify(j.BuildID)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// agentCacheEvent records a job's cache operation in metrics.
+func (s *Server) agentCacheEvent(w http.ResponseWriter, r *http.Request) {
+	id, ok := pathID(w, r)
+	if !ok {
+		return
+	}
+	var ev protocol.CacheEvent
+	if !decode(w, r, &ev) {
+		return
+	}
+	j, err := s.store.Job(r.Context(), id)
+	if err != nil {
+		s.storeError(w, err)
+		return
+	}
+	b, err := s.store.Build(r.Context(), j.BuildID)
+	if err != nil {
+		s.storeError(w, err)
+		return
+	}
+	s.metrics.CacheOps.WithLabelValues(b.Project, ev.Kind, ev.Op, ev.Result).Inc()
+	if ev.Bytes > 0 {
+		s.metrics.CacheBytes.WithLabelValues(b.Project, ev.Kind, ev.Op).Add(float64(ev.Bytes))
+	}
 	w.WriteHeader(http.StatusNoContent)
 }

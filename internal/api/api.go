@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/kilnci/kiln/internal/cache"
 	"github.com/kilnci/kiln/internal/metrics"
 	"github.com/kilnci/kiln/internal/protocol"
 	"github.com/kilnci/kiln/internal/scheduler"
@@ -24,6 +25,8 @@ import (
 type Config struct {
 	// MaxWebhookBody bounds a webhook request body; larger ones get 413.
 	MaxWebhookBody int64
+	// PublicURL is the base URL jobs reach the server (and its cache service) at.
+	PublicURL string
 }
 
 type Server struct {
@@ -31,20 +34,15 @@ type Server struct {
 	store   *store.Store
 	sched   *scheduler.Scheduler
 	metrics *metrics.Metrics
+	caches  *cache.Service
 	watch   *watcher
 	jobs    sync.Map // job id -> build id, to wake log streams without a query
 	log     *slog.Logger
 	mux     *http.ServeMux
 }
 
-// Extra lets the wiring mount further handlers (the cache service) on the same mux.
-type Extra struct {
-	Pattern string
-	Handler http.Handler
-}
-
-func New(cfg Config, st *store.Store, sched *scheduler.Scheduler, m *metrics.Metrics, log *slog.Logger, extra ...Extra) *Server {
-	s := &Server{cfg: cfg, store: st, sched: sched, metrics: m, watch: newWatcher(), log: log, mux: http.NewServeMux()}
+func New(cfg Config, st *store.Store, sched *scheduler.Scheduler, m *metrics.Metrics, log *slog.Logger, caches *cache.Service) *Server {
+	s := &Server{cfg: cfg, store: st, sched: sched, metrics: m, caches: caches, watch: newWatcher(), log: log, mux: http.NewServeMux()}
 	admin := func(h http.HandlerFunc) http.Handler { return s.auth(store.TokenAdmin, h) }
 	agent := func(h http.HandlerFunc) http.Handler { return s.auth(store.TokenAgent, h) }
 
@@ -73,6 +71,9 @@ func New(cfg Config, st *store.Store, sched *scheduler.Scheduler, m *metrics.Met
 	s.mux.Handle("POST /api/v1/tokens", admin(s.createToken))
 	s.mux.Handle("DELETE /api/v1/tokens/{id}", admin(s.revokeToken))
 	s.mux.Handle("GET /api/v1/agents", admin(s.listAgents))
+	s.mux.Handle("GET /api/v1/projects/{project}/caches", admin(s.listCaches))
+	s.mux.Handle("DELETE /api/v1/projects/{project}/caches/{id}", admin(s.deleteCache))
+	s.mux.Handle("POST /api/v1/caches/prune", admin(s.pruneCaches))
 
 	s.mux.Handle("POST "+protocol.Prefix+"/register", agent(s.agentRegister))
 	s.mux.Handle("POST "+protocol.Prefix+"/claim", agent(s.agentClaim))
@@ -80,13 +81,17 @@ func New(cfg Config, st *store.Store, sched *scheduler.Scheduler, m *metrics.Met
 	s.mux.Handle("POST "+protocol.Prefix+"/jobs/{id}/steps", agent(s.agentStep))
 	s.mux.Handle("POST "+protocol.Prefix+"/jobs/{id}/logs", agent(s.agentLogs))
 	s.mux.Handle("POST "+protocol.Prefix+"/jobs/{id}/finish", agent(s.agentFinish))
+	s.mux.Handle("POST "+protocol.Prefix+"/jobs/{id}/caches", agent(s.agentCacheEvent))
+
+	// The actions/cache-compatible service: its own token (scoped to a
+	// project and branch) authenticates its requests.
+	for _, prefix := range []string{"/twirp/github.actions.results.api.v1.CacheService/", "/_apis/artifactcache/", "/cache-blobs/"} {
+		s.mux.Handle(prefix, caches.Handler())
+	}
 
 	s.mux.Handle("/api/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no API endpoint %s %s", r.Method, r.URL.Path))
 	}))
-	for _, e := range extra {
-		s.mux.Handle(e.Pattern, e.Handler)
-	}
 	return s
 }
 

@@ -21,6 +21,8 @@ type Metrics struct {
 	LeasesExpired      prometheus.Counter
 	LogLinesReceived   prometheus.Counter
 	StaleWritesRefused prometheus.Counter
+	CacheOps           *prometheus.CounterVec // project, kind, op, result
+	CacheBytes         *prometheus.CounterVec // project, kind, op
 }
 
 // BuildCounter reports builds by status (read from the store at scrape time).
@@ -47,8 +49,14 @@ func New(builds BuildCounter) *Metrics {
 		LeasesExpired:      prometheus.NewCounter(prometheus.CounterOpts{Name: "kiln_leases_expired_total", Help: "Job leases that expired (agent lost)."}),
 		LogLinesReceived:   prometheus.NewCounter(prometheus.CounterOpts{Name: "kiln_log_lines_received_total", Help: "Log lines received from agents."}),
 		StaleWritesRefused: prometheus.NewCounter(prometheus.CounterOpts{Name: "kiln_stale_writes_refused_total", Help: "Agent writes refused because their attempt no longer held the lease."}),
+		CacheOps: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kiln_cache_operations_total", Help: "Cache restores and saves of jobs by project, kind (sticky, keyed), op and result (hit, miss, saved, exists, skipped, error). Hit rate: hit / (hit + miss) of op=restore.",
+		}, []string{"project", "kind", "op", "result"}),
+		CacheBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kiln_cache_bytes_total", Help: "Bytes restored and saved by job caches.",
+		}, []string{"project", "kind", "op"}),
 	}
-	r.MustRegister(m.WebhookDeliveries, m.QueueWait, m.JobDuration, m.JobsFinished, m.LeasesExpired, m.LogLinesReceived, m.StaleWritesRefused,
+	r.MustRegister(m.WebhookDeliveries, m.QueueWait, m.JobDuration, m.JobsFinished, m.LeasesExpired, m.LogLinesReceived, m.StaleWritesRefused, m.CacheOps, m.CacheBytes,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if builds != nil {
 		r.MustRegister(&buildCollector{count: builds, desc: prometheus.NewDesc("kiln_builds", "Builds by status.", []string{"status"}, nil)})

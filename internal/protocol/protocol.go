@@ -66,6 +66,29 @@ type Assignment struct {
 	Spec         pipeline.JobSpec  `json:"spec"`
 	Secrets      map[string]string `json:"secrets,omitempty"`
 	LeaseSeconds int               `json:"lease_seconds"`
+	// Cache gives access to the cache service for the job's keyed caches,
+	// scoped to its project and branch.
+	Cache *CacheAccess `json:"cache,omitempty"`
+}
+
+// CacheAccess is what the cache service's clients need: the base URL
+// (ACTIONS_RESULTS_URL) and a job token (ACTIONS_RUNTIME_TOKEN).
+type CacheAccess struct {
+	URL   string `json:"url"`
+	Token string `json:"token"`
+}
+
+// CacheEvent reports one cache operation of a job, for metrics.
+//
+//	POST /api/v1/agent/jobs/{id}/caches  CacheEvent -> 204
+type CacheEvent struct {
+	Attempt int     `json:"attempt"`
+	Kind    string  `json:"kind"`   // sticky, keyed
+	Op      string  `json:"op"`     // restore, save
+	Result  string  `json:"result"` // hit, miss, saved, exists, skipped, error
+	Key     string  `json:"key,omitempty"`
+	Bytes   int64   `json:"bytes"`
+	Seconds float64 `json:"seconds"`
 }
 
 // Fence identifies the attempt a write belongs to.

@@ -5,6 +5,8 @@ package server
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -16,6 +18,7 @@ import (
 	"time"
 
 	"github.com/kilnci/kiln/internal/api"
+	"github.com/kilnci/kiln/internal/cache"
 	"github.com/kilnci/kiln/internal/gitmirror"
 	"github.com/kilnci/kiln/internal/metrics"
 	"github.com/kilnci/kiln/internal/scheduler"
@@ -33,10 +36,18 @@ type Config struct {
 	SecretKey      string
 	MaxWebhookBody int64
 	Scheduler      scheduler.Config
+	// PublicURL is the base URL agents and jobs reach this server at (the
+	// cache service hands it out). Default: http:// + the listen address.
+	PublicURL string
+	// Cache configures the cache service; Dir and SigningKey are set from
+	// DataDir and the secret key.
+	Cache cache.Config
+	// EvictEvery is how often the cache service evicts.
+	EvictEvery time.Duration
 }
 
 func DefaultConfig() Config {
-	return Config{Listen: "127.0.0.1:8080", MaxWebhookBody: 25 << 20, Scheduler: scheduler.DefaultConfig()}
+	return Config{Listen: "127.0.0.1:8080", MaxWebhookBody: 25 << 20, Scheduler: scheduler.DefaultConfig(), Cache: cache.DefaultConfig(), EvictEvery: 10 * time.Minute}
 }
 
 // Validate reports the first invalid field.
@@ -60,7 +71,9 @@ type Server struct {
 	Sched   *scheduler.Scheduler
 	Mirrors *gitmirror.Mirrors
 	API     *api.Server
+	Cache   *cache.Service
 	log     *slog.Logger
+	ln      net.Listener
 }
 
 func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
@@ -84,14 +97,33 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Listen first: the public URL (handed to jobs for the cache service)
+	// may depend on the port picked.
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("listen %s: %w", cfg.Listen, err)
+	}
+	if cfg.PublicURL == "" {
+		cfg.PublicURL = "http://" + ln.Addr().String()
+	}
 	st, err := store.OpenSQLite(ctx, filepath.Join(cfg.DataDir, "kiln.db"), box)
 	if err != nil {
+		ln.Close()
 		return nil, err
 	}
+	fail := func(err error) (*Server, error) { ln.Close(); st.Close(); return nil, err }
 	mirrors, err := gitmirror.New(filepath.Join(cfg.DataDir, "git"))
 	if err != nil {
-		st.Close()
-		return nil, err
+		return fail(err)
+	}
+	cacheCfg := cfg.Cache
+	cacheCfg.Dir = filepath.Join(cfg.DataDir, "cache")
+	cacheCfg.SigningKey = deriveKey(key, "kiln cache service signing key v1")
+	cacheCfg.PublicURL = cfg.PublicURL
+	cacheCfg.Logger = log.With("component", "cache")
+	cacheSvc, err := cache.New(cacheCfg, st.DB())
+	if err != nil {
+		return fail(fmt.Errorf("cache service: %w", err))
 	}
 	m := metrics.New(func(ctx context.Context) (map[string]int, error) {
 		counts, err := st.CountBuildsByStatus(ctx)
@@ -102,18 +134,23 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		return out, err
 	})
 	sched := scheduler.New(cfg.Scheduler, st, mirrors, m, log.With("component", "scheduler"))
-	a := api.New(api.Config{MaxWebhookBody: cfg.MaxWebhookBody}, st, sched, m, log.With("component", "api"))
-	return &Server{cfg: cfg, Store: st, Sched: sched, Mirrors: mirrors, API: a, log: log}, nil
+	a := api.New(api.Config{MaxWebhookBody: cfg.MaxWebhookBody, PublicURL: cfg.PublicURL}, st, sched, m, log.With("component", "api"), cacheSvc)
+	return &Server{cfg: cfg, Store: st, Sched: sched, Mirrors: mirrors, API: a, Cache: cacheSvc, log: log, ln: ln}, nil
 }
 
-// Listen opens the configured address.
-func (s *Server) Listen() (net.Listener, error) {
-	ln, err := net.Listen("tcp", s.cfg.Listen)
-	if err != nil {
-		return nil, fmt.Errorf("listen %s: %w", s.cfg.Listen, err)
-	}
-	return ln, nil
+// deriveKey derives a purpose-bound key from the secret key, so that one
+// secret serves several uses without one use's key revealing another's.
+func deriveKey(secret []byte, purpose string) []byte {
+	mac := hmac.New(sha256.New, secret)
+	mac.Write([]byte(purpose))
+	return mac.Sum(nil)
 }
+
+// Listen returns the listener New opened on the configured address.
+func (s *Server) Listen() (net.Listener, error) { return s.ln, nil }
+
+// PublicURL is the base URL agents and jobs reach this server at.
+func (s *Server) PublicURL() string { return s.cfg.PublicURL }
 
 // Serve runs the scheduler and serves HTTP on ln until ctx ends, then shuts
 // down gracefully.
@@ -121,6 +158,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	hs := &http.Server{Handler: s.API, ReadHeaderTimeout: 10 * time.Second}
 	schedDone := make(chan struct{})
 	go func() { defer close(schedDone); s.Sched.Run(ctx) }()
+	go s.evictLoop(ctx)
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
 	select {
@@ -136,7 +174,29 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	return nil
 }
 
-func (s *Server) Close() error { return s.Store.Close() }
+func (s *Server) Close() error { s.ln.Close(); return s.Store.Close() }
+
+// evictLoop runs the cache service's eviction now and then periodically.
+func (s *Server) evictLoop(ctx context.Context) {
+	every := s.cfg.EvictEvery
+	if every <= 0 {
+		every = 10 * time.Minute
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		if st, err := s.Cache.Evict(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn("cache eviction", "err", err)
+		} else if err == nil {
+			s.log.Debug("cache eviction", "stats", st)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
 
 // EnsureAdminToken creates an admin token on first start (when none exists),
 // writes it to DataDir/admin-token (mode 0600) for the local CLI, and

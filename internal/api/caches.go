@@ -1,0 +1,55 @@
+package api
+
+import (
+	"errors"
+	"net/http"
+
+	"github.com/kilnci/kiln/internal/cache"
+)
+
+// listCaches lists a project's keyed cache entries, most recently used first.
+func (s *Server) listCaches(w http.ResponseWriter, r *http.Request) {
+	p, ok := s.project(w, r)
+	if !ok {
+		return
+	}
+	entries, err := s.caches.List(r.Context(), p.Name)
+	if err != nil {
+		s.storeError(w, err)
+		return
+	}
+	if entries == nil {
+		entries = []cache.Entry{}
+	}
+	writeJSON(w, http.StatusOK, entries)
+}
+
+func (s *Server) deleteCache(w http.ResponseWriter, r *http.Request) {
+	p, ok := s.project(w, r)
+	if !ok {
+		return
+	}
+	id, ok := pathID(w, r)
+	if !ok {
+		return
+	}
+	if err := s.caches.Delete(r.Context(), p.Name, id); err != nil {
+		if errors.Is(err, cache.ErrNotFound) {
+			writeError(w, http.StatusNotFound, "not_found", err.Error())
+			return
+		}
+		s.storeError(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// pruneCaches runs the cache service's eviction now.
+func (s *Server) pruneCaches(w http.ResponseWriter, r *http.Request) {
+	st, err := s.caches.Evict(r.Context())
+	if err != nil {
+		s.storeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, st)
+}
