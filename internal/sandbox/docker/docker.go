@@ -239,7 +239,12 @@ func (r *Runtime) cleanup(ctx context.Context, ctr, net string) {
 
 // Destroy force-removes the container (with its anonymous volumes) and its
 // network. id is what Create returned, or an Info.ID from List, or the
-// sandbox name. A sandbox already gone is not an error.
+// sandbox name. A sandbox already gone is not an error, nor is a Destroy
+// racing another of the same sandbox. A container without LabelManaged is
+// not touched.
+//
+// Two round trips when this Runtime created the sandbox (remove the
+// container, then its network); one more, an inspect, otherwise.
 func (r *Runtime) Destroy(ctx context.Context, id string) error {
 	if id == "" {
 		return errors.New("docker: destroy: empty id")
@@ -257,10 +262,21 @@ func (r *Runtime) Destroy(ctx context.Context, id string) error {
 		case err != nil:
 			return r.wrap("destroy "+id+": inspect", err)
 		}
+		if c.Config == nil || c.Config.Labels[sandbox.LabelManaged] != "true" {
+			return fmt.Errorf("docker: destroy %s: not a Kiln sandbox (no %s label); left alone", id, sandbox.LabelManaged)
+		}
 		name = strings.TrimPrefix(c.Name, "/")
 	}
 	err := r.cli.ContainerRemove(ctx, id, container.RemoveOptions{Force: true, RemoveVolumes: true})
-	if err != nil && !cerrdefs.IsNotFound(err) {
+	switch {
+	case err == nil, cerrdefs.IsNotFound(err):
+	case strings.Contains(err.Error(), "already in progress"):
+		// Another Destroy of the same sandbox is removing it (Docker
+		// answers 409): let it finish, then make sure the network goes.
+		if err := r.waitGone(ctx, id); err != nil {
+			return err
+		}
+	default:
 		return r.wrap("destroy "+id+": remove container", err)
 	}
 	if err := r.removeNetwork(ctx, name); err != nil {
@@ -270,6 +286,28 @@ func (r *Runtime) Destroy(ctx context.Context, id string) error {
 	delete(r.names, id)
 	r.mu.Unlock()
 	return nil
+}
+
+// waitGone waits until the container id no longer exists.
+func (r *Runtime) waitGone(ctx context.Context, id string) error {
+	delay := 5 * time.Millisecond
+	for {
+		_, err := r.cli.ContainerInspect(ctx, id)
+		switch {
+		case cerrdefs.IsNotFound(err):
+			return nil
+		case err != nil:
+			return r.wrap("destroy "+id+": wait for removal", err)
+		}
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("docker: destroy %s: wait for removal: %w", id, ctx.Err())
+		case <-t.C:
+		}
+		delay = min(2*delay, 100*time.Millisecond)
+	}
 }
 
 // removeOrphanNetwork removes the network name if it exists without its

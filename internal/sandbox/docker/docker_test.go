@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	cerrdefs "github.com/containerd/errdefs"
+	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/network"
 
 	"github.com/kilnci/kiln/internal/sandbox"
@@ -63,6 +64,33 @@ func (l leftovers) Leftovers(ctx context.Context, name string) ([]string, error)
 		return nil, err
 	}
 	return left, nil
+}
+
+// TestDestroyLeavesForeignContainers: Destroy refuses a container Kiln did
+// not create, even by name.
+func TestDestroyLeavesForeignContainers(t *testing.T) {
+	for _, e := range testenv.Engines(t) {
+		t.Run(e.Name, func(t *testing.T) {
+			r := newRuntime(t, e.Host)
+			ctx := t.Context()
+			name := "kiln-test-foreign-" + strings.ReplaceAll(t.Name(), "/", "-")
+			c, err := r.cli.ContainerCreate(ctx, &container.Config{Image: testenv.BaseImage, Cmd: []string{"true"}}, nil, nil, nil, name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() {
+				_ = r.cli.ContainerRemove(context.Background(), c.ID, container.RemoveOptions{Force: true})
+			})
+			for _, id := range []string{c.ID, name} {
+				if err := r.Destroy(ctx, id); err == nil {
+					t.Errorf("Destroy(%s) of a foreign container succeeded", id)
+				}
+			}
+			if _, err := r.cli.ContainerInspect(ctx, c.ID); err != nil {
+				t.Fatalf("foreign container gone: %v", err)
+			}
+		})
+	}
 }
 
 // deadSocket returns the address of a unix socket nothing listens on.

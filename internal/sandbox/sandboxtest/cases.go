@@ -303,6 +303,31 @@ func testDestroyIdempotent(t *testing.T, h *harness) {
 	requireErrorIs(t, err, sandbox.ErrNotFound, "Exec in a destroyed sandbox")
 }
 
+// testDestroyConcurrent: a lost lease and the normal end of a job may
+// destroy the same sandbox at once; both succeed.
+func testDestroyConcurrent(t *testing.T, h *harness) {
+	spec := h.spec("destroy-concurrent")
+	id, err := h.rt.Create(h.ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 3
+	errs := make(chan error, n)
+	for i := range n {
+		target := id
+		if i == n-1 {
+			target = spec.Name
+		}
+		go func() { errs <- h.rt.Destroy(h.ctx, target) }()
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Errorf("concurrent Destroy: %v", err)
+		}
+	}
+	h.checkNoLeftovers(t, h.ctx, spec.Name)
+}
+
 func testList(t *testing.T, h *harness) {
 	sa, sb := h.spec("list-a"), h.spec("list-b")
 	a := h.create(t, sa)

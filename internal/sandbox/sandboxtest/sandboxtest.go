@@ -55,6 +55,7 @@ func Run(t *testing.T, newRuntime func(t *testing.T) sandbox.Runtime) {
 		{"ImageNotFound", testImageNotFound},
 		{"NameInUse", testNameInUse},
 		{"DestroyIdempotent", testDestroyIdempotent},
+		{"DestroyConcurrent", testDestroyConcurrent},
 		{"List", testList},
 		{"ExecCancel", testExecCancel},
 		{"Concurrent", testConcurrent},
