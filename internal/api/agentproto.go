@@ -2,6 +2,7 @@ package api
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"time"
@@ -218,6 +219,10 @@ func (s *Server) agentFinish(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	j, err := s.store.Job(r.Context(), id)
+	if errors.Is(err, store.ErrNotFound) {
+		// Gone (its project was deleted): to the agent, a lost lease.
+		err = fmt.Errorf("job %d no longer exists: %w", id, store.ErrStaleAttempt)
+	}
 	if err != nil {
 		s.storeError(w, err)
 		return

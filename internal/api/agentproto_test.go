@@ -172,8 +172,8 @@ func TestAgentJobLifecycle(t *testing.T) {
 		{"finish unknown field", "POST", job + "/finish", map[string]any{"attempt": 1, "status": "success", "output": "x"}, 400, "bad_request", `unknown field "output"`},
 		{"heartbeat of another attempt", "POST", job + "/heartbeat", protocol.Fence{Attempt: 2}, 409, protocol.CodeStaleAttempt, "attempt 2 (current attempt 1, running)"},
 		{"logs of attempt 0", "POST", job + "/logs", protocol.LogBatch{Attempt: 0}, 409, protocol.CodeStaleAttempt, "stale attempt"},
-		{"heartbeat of an unknown job", "POST", protocol.Prefix + "/jobs/999/heartbeat", protocol.Fence{Attempt: 1}, 404, "not_found", "job 999: not found"},
-		{"finish of an unknown job", "POST", protocol.Prefix + "/jobs/999/finish", protocol.FinishRequest{Attempt: 1, Status: "success"}, 404, "not_found", "not found"},
+		{"heartbeat of an unknown job", "POST", protocol.Prefix + "/jobs/999/heartbeat", protocol.Fence{Attempt: 1}, 409, "stale_attempt", "job 999 no longer exists"},
+		{"finish of an unknown job", "POST", protocol.Prefix + "/jobs/999/finish", protocol.FinishRequest{Attempt: 1, Status: "success"}, 409, "stale_attempt", "job 999 no longer exists"},
 		{"job id not a number", "POST", protocol.Prefix + "/jobs/x/logs", protocol.LogBatch{Attempt: 1}, 400, "bad_request", `invalid id "x"`},
 	}, nil)
 	if got := e.build(b.ID); dump(got.Jobs[0].Steps) != dump(running.Jobs[0].Steps) || got.Status != store.StatusRunning || got.Jobs[0].Status != store.StatusRunning {

@@ -1,12 +1,12 @@
 package api
 
 import (
-	"errors"
 	"fmt"
 	"net/http"
 	"regexp"
 	"strconv"
 
+	"github.com/kilnci/kiln/internal/forge"
 	"github.com/kilnci/kiln/internal/store"
 )
 
@@ -34,7 +34,7 @@ func (s *Server) triggerBuild(w http.ResponseWriter, r *http.Request) {
 	if req.Branch == "" {
 		req.Branch = p.DefaultBranch
 	}
-	if !refPattern.MatchString(req.Branch) {
+	if !refPattern.MatchString(req.Branch) || forge.CheckRef("refs/heads/"+req.Branch) != nil {
 		writeError(w, http.StatusBadRequest, "invalid", fmt.Sprintf("branch %q: invalid branch name", req.Branch))
 		return
 	}
@@ -145,10 +145,6 @@ func (s *Server) retryBuild(w http.ResponseWriter, r *http.Request) {
 	}
 	b := &store.Build{ProjectID: old.ProjectID, Trigger: "retry", Ref: old.Ref, Branch: old.Branch, Commit: old.Commit, Message: old.Message, Author: old.Author}
 	if err := s.store.CreateBuild(r.Context(), b); err != nil {
-		if errors.Is(err, store.ErrNotFound) {
-			s.storeError(w, err)
-			return
-		}
 		s.storeError(w, err)
 		return
 	}

@@ -77,7 +77,6 @@ func TestTriggerBuildInvalid(t *testing.T) {
 // forge's push is refused for (forge.checkRef), is refused by the API too,
 // instead of making a build that can only end in error.
 func TestTriggerBuildRefName(t *testing.T) {
-	t.Skip("BUG: builds.go triggerBuild accepts branch names git refuses: refPattern only checks the characters")
 	e := newEnv(t)
 	e.project("hello", "https://git.example.org/hello.git", nil)
 	for _, branch := range []string{"a..b", "a//b", "/a", "a/", "a.", "a@{1}"} {
@@ -196,7 +195,6 @@ func TestPlanFailures(t *testing.T) {
 // mistake, not an infrastructure fault: the build fails at its first
 // planning attempt, saying which ref is missing.
 func TestPlanMissingBranch(t *testing.T) {
-	t.Skip("BUG: scheduler.plan treats gitmirror.ErrRefNotFound as an infrastructure error: planned 3 times, then the build ends in error")
 	e := newEnv(t)
 	dir, _ := newRepo(t)
 	e.project("hello", dir, nil)

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strconv"
 	"sync"
 	"time"
 
@@ -33,10 +34,12 @@ func (s *Server) buildLogs(w http.ResponseWriter, r *http.Request) {
 	}
 	attempt := 0
 	if v := r.URL.Query().Get("attempt"); v != "" {
-		if _, err := fmt.Sscan(v, &attempt); err != nil || attempt <= 0 {
+		n, err := strconv.Atoi(v)
+		if err != nil || n <= 0 {
 			writeError(w, http.StatusBadRequest, "invalid", "attempt: want a positive integer")
 			return
 		}
+		attempt = n
 	}
 	out := []JobLog{}
 	for _, j := range b.Jobs {

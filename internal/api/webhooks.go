@@ -18,7 +18,15 @@ import (
 func (s *Server) webhook(w http.ResponseWriter, r *http.Request) {
 	forgeName := r.PathValue("forge")
 	result := "error"
-	defer func() { s.metrics.WebhookDeliveries.WithLabelValues(forgeName, result).Inc() }()
+	// The label is one of a fixed set: a path segment from an
+	// unauthenticated request must not mint new metric series.
+	label := forgeName
+	switch label {
+	case "github", "gitlab", "gitea", "forgejo":
+	default:
+		label = "unknown"
+	}
+	defer func() { s.metrics.WebhookDeliveries.WithLabelValues(label, result).Inc() }()
 
 	p, err := s.store.ProjectByName(r.Context(), r.PathValue("project"))
 	if errors.Is(err, store.ErrNotFound) {

@@ -70,7 +70,7 @@ func normalizePush(event string, p *Push, after string) error {
 	if after == "" {
 		return fmt.Errorf("%w: %s: missing \"after\"", ErrMalformed, event)
 	}
-	if err := checkRef(p.Ref); err != nil {
+	if err := CheckRef(p.Ref); err != nil {
 		return fmt.Errorf("%w: %s: \"ref\" %.100q %v", ErrMalformed, event, p.Ref, err)
 	}
 	if name, ok := strings.CutPrefix(p.Ref, "refs/heads/"); ok {
@@ -101,7 +101,8 @@ const maxRef = 1024
 // checkRef accepts a full ref name (refs/...) that git itself would accept,
 // less a few rules no forge would break; it guards what later reaches git's
 // command line and the dashboard.
-func checkRef(ref string) error {
+// CheckRef reports whether ref is a full ref name git accepts.
+func CheckRef(ref string) error {
 	name, ok := strings.CutPrefix(ref, "refs/")
 	switch {
 	case !ok:

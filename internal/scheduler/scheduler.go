@@ -181,7 +181,11 @@ func (s *Scheduler) plan(ctx context.Context, b *store.Build) {
 			ref = p.DefaultBranch
 		}
 		if commit, err = s.mirrors.Resolve(ctx, p.CloneURL, ref); err != nil {
-			s.planInfraError(ctx, b, "", fmt.Sprintf("kiln: cannot resolve %q in %s: %v", ref, p.CloneURL, err))
+			if errors.Is(err, gitmirror.ErrRefNotFound) {
+				s.failPlan(ctx, b, store.StatusFailure, "", []string{fmt.Sprintf("kiln: no branch or tag %q in %s", ref, gitmirror.Redact(p.CloneURL))})
+				return
+			}
+			s.planInfraError(ctx, b, "", fmt.Sprintf("kiln: cannot resolve %q in %s: %v", ref, gitmirror.Redact(p.CloneURL), err))
 			return
 		}
 	}
@@ -191,7 +195,7 @@ func (s *Scheduler) plan(ctx context.Context, b *store.Build) {
 		s.failPlan(ctx, b, store.StatusFailure, commit, []string{fmt.Sprintf("%s: no such file at commit %s", PipelineFile, short(commit))})
 		return
 	case errors.Is(err, gitmirror.ErrCommitNotFound):
-		s.failPlan(ctx, b, store.StatusFailure, commit, []string{fmt.Sprintf("kiln: commit %s not found in %s", commit, p.CloneURL)})
+		s.failPlan(ctx, b, store.StatusFailure, commit, []string{fmt.Sprintf("kiln: commit %s not found in %s", commit, gitmirror.Redact(p.CloneURL))})
 		return
 	case err != nil:
 		s.planInfraError(ctx, b, commit, fmt.Sprintf("kiln: cannot read %s at %s: %v", PipelineFile, short(commit), err))

@@ -177,7 +177,8 @@ func fence(ctx context.Context, tx *sql.Tx, jobID int64, attempt int) (buildID i
 	var cur, c int
 	err = tx.QueryRowContext(ctx, `SELECT build_id, status, attempt, cancel_requested FROM jobs WHERE id = ?`, jobID).Scan(&buildID, &status, &cur, &c)
 	if errors.Is(err, sql.ErrNoRows) {
-		return 0, false, fmt.Errorf("job %d: %w", jobID, ErrNotFound)
+		// The job is gone (its project was deleted): no attempt holds it.
+		return 0, false, fmt.Errorf("job %d no longer exists: %w", jobID, ErrStaleAttempt)
 	}
 	if err != nil {
 		return 0, false, err
