@@ -9,7 +9,8 @@
 //   - branch (alias github.ref_name), os (alias runner.os) and arch (alias
 //     runner.arch): the job's branch and the agent's OS and architecture,
 //     exactly as the agent names them in Context;
-//   - a string literal, 'text' (” for a quote).
+//   - a string literal, 'text', in which a doubled single quote stands for
+//     one quote character.
 //
 // As in GitHub Actions expressions, names are case-insensitive and strings
 // are single-quoted. Anything else is an error (*Error) naming the

@@ -60,7 +60,7 @@ func (l *lexer) findClose() (end, badQuote int) {
 }
 
 // stringEnd returns the offset just past the string literal starting with
-// the quote at s[i]; ” inside it is a quote.
+// the quote at s[i]; two quotes in a row inside it stand for one.
 func stringEnd(s string, i int) (int, bool) {
 	for j := i + 1; j < len(s); j++ {
 		if s[j] != '\'' {
@@ -148,7 +148,7 @@ func (l *lexer) scan() token {
 	}
 }
 
-// unquote turns 'it”s' into it's.
+// unquote turns a literal into its value, undoubling its quotes.
 func unquote(raw string) string {
 	b := make([]byte, 0, len(raw)-2)
 	for i := 1; i < len(raw)-1; i++ {
