@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/kilnci/kiln/internal/cache"
@@ -64,6 +66,10 @@ func (s *Server) agentClaim(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	_ = s.store.TouchAgent(r.Context(), req.AgentID)
+	if err := s.setWarm(r, req.AgentID, req.Warm); err != nil {
+		s.storeError(w, err)
+		return
+	}
 	wait := time.Duration(min(max(req.WaitSeconds, 0), protocol.MaxClaimWaitSeconds)) * time.Second
 	j, err := s.sched.Claim(r.Context(), req.AgentID, req.Labels, wait)
 	if err != nil {
@@ -268,4 +274,19 @@ func (s *Server) agentCacheEvent(w http.ResponseWriter, r *http.Request) {
 		s.metrics.CacheBytes.WithLabelValues(b.Project, ev.Kind, ev.Op).Add(float64(ev.Bytes))
 	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// setWarm records the agent's warm projects when they changed since its
+// last claim (claims are frequent; the set rarely changes).
+func (s *Server) setWarm(r *http.Request, agentID string, warm []string) error {
+	slices.Sort(warm)
+	key := strings.Join(warm, "\x00")
+	if prev, ok := s.warm.Load(agentID); ok && prev.(string) == key {
+		return nil
+	}
+	if err := s.store.SetWarm(r.Context(), agentID, warm); err != nil {
+		return err
+	}
+	s.warm.Store(agentID, key)
+	return nil
 }

@@ -37,6 +37,7 @@ type Server struct {
 	caches  *cache.Service
 	watch   *watcher
 	jobs    sync.Map // job id -> build id, to wake log streams without a query
+	warm    sync.Map // agent id -> its last reported warm projects, joined
 	log     *slog.Logger
 	mux     *http.ServeMux
 }

@@ -50,6 +50,9 @@ type ClaimRequest struct {
 	Labels      []string `json:"labels"`
 	Free        int      `json:"free"`
 	WaitSeconds int      `json:"wait_seconds"`
+	// Warm are the projects whose sticky cache volumes this agent holds;
+	// the scheduler prefers it for their jobs.
+	Warm []string `json:"warm,omitempty"`
 }
 
 // Assignment is a claimed job: everything the agent needs to run it.

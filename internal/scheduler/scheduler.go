@@ -44,10 +44,13 @@ type Config struct {
 	// TimeoutGrace is how long past its timeout a running job may go before
 	// the reaper ends it (the agent normally stops it first).
 	TimeoutGrace time.Duration
+	// AffinityWait is how long a job with sticky caches waits for an agent
+	// that holds its project's volumes before any agent may take it.
+	AffinityWait time.Duration
 }
 
 func DefaultConfig() Config {
-	return Config{Lease: 30 * time.Second, RetryDelay: 2 * time.Second, MaxAttempts: 3, PlanAttempts: 3, PollInterval: time.Second, TimeoutGrace: time.Minute}
+	return Config{Lease: 30 * time.Second, RetryDelay: 2 * time.Second, MaxAttempts: 3, PlanAttempts: 3, PollInterval: time.Second, TimeoutGrace: time.Minute, AffinityWait: 15 * time.Second}
 }
 
 type Scheduler struct {
@@ -94,13 +97,15 @@ func (s *Scheduler) wakeChan() <-chan struct{} {
 // Claim waits up to wait for a job the agent can run and leases it. It
 // returns nil, nil when none came.
 func (s *Scheduler) Claim(ctx context.Context, agentID string, labels []string, wait time.Duration) (*store.Job, error) {
+	claim := store.Claim{AgentID: agentID, Labels: labels, Lease: s.cfg.Lease, StepNames: stepNames,
+		AffinityWait: s.cfg.AffinityWait, AliveWithin: s.cfg.Lease + wait}
 	deadline := time.NewTimer(wait)
 	defer deadline.Stop()
 	tick := time.NewTicker(s.cfg.PollInterval)
 	defer tick.Stop()
 	for {
 		wake := s.wakeChan() // taken before looking, so a job queued meanwhile is not missed
-		j, err := s.store.ClaimJob(ctx, agentID, labels, s.cfg.Lease, stepNames)
+		j, err := s.store.ClaimJob(ctx, claim)
 		if err != nil || j != nil {
 			if j != nil {
 				s.metrics.QueueWait.Observe(time.Since(j.QueuedAt).Seconds())
@@ -213,7 +218,11 @@ func (s *Scheduler) plan(ctx context.Context, b *store.Build) {
 			s.failPlan(ctx, b, store.StatusError, commit, []string{"kiln: encode job: " + err.Error()})
 			return
 		}
-		jobs = append(jobs, &store.Job{Name: js.Name, Spec: spec, Labels: js.RunsOn, TimeoutSeconds: js.TimeoutSeconds, MaxAttempts: s.cfg.MaxAttempts})
+		sticky := false
+		for _, c := range js.Caches {
+			sticky = sticky || c.Sticky()
+		}
+		jobs = append(jobs, &store.Job{Name: js.Name, Spec: spec, Labels: js.RunsOn, Sticky: sticky, TimeoutSeconds: js.TimeoutSeconds, MaxAttempts: s.cfg.MaxAttempts})
 	}
 	if err := s.store.PlanBuild(ctx, b.ID, commit, jobs); err != nil {
 		if !errors.Is(err, store.ErrNotFound) { // canceled while planning: nothing to do

@@ -263,8 +263,8 @@ func (s *Store) PlanBuild(ctx context.Context, buildID int64, commit string, job
 		if j.MaxAttempts <= 0 {
 			j.MaxAttempts = 3
 		}
-		res, err := tx.ExecContext(ctx, `INSERT INTO jobs (build_id, name, status, spec, labels, timeout_seconds, max_attempts, queued_at) VALUES (?, ?, 'queued', ?, ?, ?, ?, ?)`,
-			buildID, j.Name, j.Spec, labels, j.TimeoutSeconds, j.MaxAttempts, now)
+		res, err := tx.ExecContext(ctx, `INSERT INTO jobs (build_id, name, status, spec, labels, sticky, timeout_seconds, max_attempts, queued_at) VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?)`,
+			buildID, j.Name, j.Spec, labels, boolInt(j.Sticky), j.TimeoutSeconds, j.MaxAttempts, now)
 		if err != nil {
 			return fmt.Errorf("plan build: %w", err)
 		}

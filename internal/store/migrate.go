@@ -129,6 +129,14 @@ var migrations = []string{
 		received_at INTEGER NOT NULL,
 		PRIMARY KEY (forge, project_id, id)
 	);`,
+	// 2: sticky-cache affinity. Agents report the projects whose sticky
+	// volumes they hold; jobs with sticky caches prefer those agents.
+	`ALTER TABLE jobs ADD COLUMN sticky INTEGER NOT NULL DEFAULT 0;
+	CREATE TABLE agent_warm (
+		agent_id TEXT NOT NULL,
+		project_id INTEGER NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+		PRIMARY KEY (agent_id, project_id)
+	);`,
 }
 
 func (s *Store) migrate(ctx context.Context) error {

@@ -93,41 +93,111 @@ func (s *Store) steps(ctx context.Context, jobID int64, attempt int) ([]*Step, e
 	return out, rows.Err()
 }
 
+// Claim describes the agent asking for a job.
+type Claim struct {
+	AgentID string
+	Labels  []string
+	Lease   time.Duration
+	// AffinityWait is how long a job with sticky caches waits for an agent
+	// holding its project's volumes (a live one) before any agent may take it.
+	AffinityWait time.Duration
+	// AliveWithin says which agents count as live holders: seen this recently.
+	AliveWithin time.Duration
+	// StepNames reads the step names from a job's spec (for its step rows).
+	StepNames func(spec []byte) []string
+}
+
 // ClaimJob leases the oldest runnable queued job whose labels the agent
 // carries all of. It returns nil, nil when there is none. The claim is one
 // conditional UPDATE (status still 'queued'), so two agents can never both
 // win the same job; the attempt number it bumps fences every later write.
-func (s *Store) ClaimJob(ctx context.Context, agentID string, agentLabels []string, lease time.Duration, stepNames func(spec []byte) []string) (*Job, error) {
+//
+// Affinity ("bring the compute to the data"): a job with sticky caches is
+// skipped by an agent that does not hold its project's volumes while a live
+// agent that does exists, until the job has waited AffinityWait. The wait
+// is bounded so a busy or dying holder never starves the job.
+func (s *Store) ClaimJob(ctx context.Context, c Claim) (*Job, error) {
 	now := s.nowMS()
-	rows, err := s.db.QueryContext(ctx, `SELECT id, labels FROM jobs WHERE status = 'queued' AND cancel_requested = 0 AND (not_before IS NULL OR not_before <= ?) ORDER BY id LIMIT 200`, now)
+	holders, err := s.warmHolders(ctx, now-c.AliveWithin.Milliseconds())
+	if err != nil {
+		return nil, err
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT j.id, j.labels, j.sticky, b.project_id, MAX(j.queued_at, COALESCE(j.not_before, 0))
+		FROM jobs j JOIN builds b ON b.id = j.build_id
+		WHERE j.status = 'queued' AND j.cancel_requested = 0 AND (j.not_before IS NULL OR j.not_before <= ?) ORDER BY j.id LIMIT 200`, now)
 	if err != nil {
 		return nil, err
 	}
 	var candidates []int64
 	for rows.Next() {
-		var id int64
+		var id, projectID, since int64
 		var labels string
-		if err := rows.Scan(&id, &labels); err != nil {
+		var sticky int
+		if err := rows.Scan(&id, &labels, &sticky, &projectID, &since); err != nil {
 			rows.Close()
 			return nil, err
 		}
 		var need []string
 		_ = json.Unmarshal([]byte(labels), &need)
-		if hasAll(agentLabels, need) {
-			candidates = append(candidates, id)
+		if !hasAll(c.Labels, need) {
+			continue
 		}
+		if h := holders[projectID]; sticky != 0 && len(h) > 0 && !h[c.AgentID] && now < since+c.AffinityWait.Milliseconds() {
+			continue // leave it to a holder of its volumes, for now
+		}
+		candidates = append(candidates, id)
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
 		return nil, err
 	}
 	for _, id := range candidates {
-		j, err := s.claimOne(ctx, id, agentID, now, lease, stepNames)
+		j, err := s.claimOne(ctx, id, c.AgentID, now, c.Lease, c.StepNames)
 		if err != nil || j != nil {
 			return j, err
 		}
 	}
 	return nil, nil
+}
+
+// warmHolders maps project id to the live agents holding its sticky volumes.
+func (s *Store) warmHolders(ctx context.Context, aliveSince int64) (map[int64]map[string]bool, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT w.project_id, w.agent_id FROM agent_warm w JOIN agents a ON a.id = w.agent_id WHERE a.last_seen >= ?`, aliveSince)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[int64]map[string]bool{}
+	for rows.Next() {
+		var pid int64
+		var agent string
+		if err := rows.Scan(&pid, &agent); err != nil {
+			return nil, err
+		}
+		if out[pid] == nil {
+			out[pid] = map[string]bool{}
+		}
+		out[pid][agent] = true
+	}
+	return out, rows.Err()
+}
+
+// SetWarm records the projects (by name) whose sticky volumes an agent holds.
+func (s *Store) SetWarm(ctx context.Context, agentID string, projects []string) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, `DELETE FROM agent_warm WHERE agent_id = ?`, agentID); err != nil {
+		return err
+	}
+	for _, name := range projects {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO agent_warm (agent_id, project_id) SELECT ?, id FROM projects WHERE name = ? ON CONFLICT DO NOTHING`, agentID, name); err != nil {
+			return err
+		}
+	}
+	return tx.Commit()
 }
 
 func hasAll(have, need []string) bool {

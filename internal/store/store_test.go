@@ -43,6 +43,10 @@ var ctx = context.Background()
 
 func steps2([]byte) []string { return []string{"one", "two"} }
 
+func claim(agent string, labels []string, lease time.Duration) Claim {
+	return Claim{AgentID: agent, Labels: labels, Lease: lease, StepNames: steps2, AffinityWait: time.Minute, AliveWithin: time.Minute}
+}
+
 func mkProject(t *testing.T, s *Store, name string, cancelSuperseded bool) *Project {
 	t.Helper()
 	p := &Project{Name: name, CloneURL: "/tmp/x", DefaultBranch: "main", WebhookSecret: "s3cret-hook", CancelSuperseded: cancelSuperseded}
@@ -167,7 +171,7 @@ func TestClaimIsExclusiveUnderConcurrency(t *testing.T) {
 		go func(a int) {
 			defer wg.Done()
 			for {
-				j, err := s.ClaimJob(ctx, "agent", nil, time.Minute, steps2)
+				j, err := s.ClaimJob(ctx, claim("agent", nil, time.Minute))
 				if err != nil {
 					t.Error(err)
 					return
@@ -196,10 +200,10 @@ func TestClaimMatchesLabels(t *testing.T) {
 	s, _ := newStore(t)
 	p := mkProject(t, s, "web", false)
 	mkBuild(t, s, p, "main", &Job{Name: "gpu", Spec: []byte(`{}`), Labels: []string{"gpu"}, TimeoutSeconds: 60})
-	if j, _ := s.ClaimJob(ctx, "a", []string{"linux"}, time.Minute, steps2); j != nil {
+	if j, _ := s.ClaimJob(ctx, claim("a", []string{"linux"}, time.Minute)); j != nil {
 		t.Fatal("agent without the label claimed the job")
 	}
-	if j, _ := s.ClaimJob(ctx, "a", []string{"linux", "gpu"}, time.Minute, steps2); j == nil {
+	if j, _ := s.ClaimJob(ctx, claim("a", []string{"linux", "gpu"}, time.Minute)); j == nil {
 		t.Fatal("agent with the label did not claim the job")
 	}
 }
@@ -211,7 +215,7 @@ func TestLifecycleSuccessAndStaleAttemptRefused(t *testing.T) {
 	if st := buildStatus(t, s, b.ID); st != StatusQueued {
 		t.Fatalf("build status %s, want queued", st)
 	}
-	j, err := s.ClaimJob(ctx, "a", nil, time.Minute, steps2)
+	j, err := s.ClaimJob(ctx, claim("a", nil, time.Minute))
 	if err != nil || j == nil || j.Attempt != 1 {
 		t.Fatalf("claim: %+v %v", j, err)
 	}
@@ -260,7 +264,7 @@ func TestErrorIsRetriedThenGivesUp(t *testing.T) {
 	p := mkProject(t, s, "web", false)
 	b := mkBuild(t, s, p, "main")
 	for attempt := 1; attempt <= 3; attempt++ {
-		j, err := s.ClaimJob(ctx, "a", nil, time.Minute, steps2)
+		j, err := s.ClaimJob(ctx, claim("a", nil, time.Minute))
 		if err != nil || j == nil {
 			t.Fatalf("attempt %d: claim %v %v", attempt, j, err)
 		}
@@ -275,7 +279,7 @@ func TestErrorIsRetriedThenGivesUp(t *testing.T) {
 			if final != StatusQueued {
 				t.Fatalf("after attempt %d: %s, want queued", attempt, final)
 			}
-			if j2, _ := s.ClaimJob(ctx, "a", nil, time.Minute, steps2); j2 != nil {
+			if j2, _ := s.ClaimJob(ctx, claim("a", nil, time.Minute)); j2 != nil {
 				t.Fatal("claimed before the retry backoff passed")
 			}
 			c.advance(6 * time.Second)
@@ -292,7 +296,7 @@ func TestFailureIsNotRetried(t *testing.T) {
 	s, _ := newStore(t)
 	p := mkProject(t, s, "web", false)
 	b := mkBuild(t, s, p, "main")
-	j, _ := s.ClaimJob(ctx, "a", nil, time.Minute, steps2)
+	j, _ := s.ClaimJob(ctx, claim("a", nil, time.Minute))
 	one := 1
 	final, err := s.FinishJob(ctx, j.ID, j.Attempt, StatusFailure, &one, "", time.Second)
 	if err != nil || final != StatusFailure {
@@ -308,7 +312,7 @@ func TestLeaseExpiryRetriesAndFencesTheOldAttempt(t *testing.T) {
 	c := withClock(s)
 	p := mkProject(t, s, "web", false)
 	mkBuild(t, s, p, "main")
-	j, _ := s.ClaimJob(ctx, "dead-agent", nil, 10*time.Second, steps2)
+	j, _ := s.ClaimJob(ctx, claim("dead-agent", nil, 10*time.Second))
 	c.advance(5 * time.Second)
 	if _, err := s.Heartbeat(ctx, j.ID, 1, 10*time.Second); err != nil {
 		t.Fatal(err)
@@ -318,7 +322,7 @@ func TestLeaseExpiryRetriesAndFencesTheOldAttempt(t *testing.T) {
 	if err != nil || len(expired) != 1 {
 		t.Fatalf("expired %v %v", expired, err)
 	}
-	j2, _ := s.ClaimJob(ctx, "live-agent", nil, 10*time.Second, steps2)
+	j2, _ := s.ClaimJob(ctx, claim("live-agent", nil, 10*time.Second))
 	if j2 == nil || j2.ID != j.ID || j2.Attempt != 2 {
 		t.Fatalf("retry claim: %+v", j2)
 	}
@@ -335,7 +339,7 @@ func TestReleaseAgent(t *testing.T) {
 	s, _ := newStore(t)
 	p := mkProject(t, s, "web", false)
 	mkBuild(t, s, p, "main")
-	j, _ := s.ClaimJob(ctx, "a1", nil, time.Hour, steps2)
+	j, _ := s.ClaimJob(ctx, claim("a1", nil, time.Hour))
 	rel, err := s.ReleaseAgent(ctx, "a1", 0)
 	if err != nil || len(rel) != 1 || rel[0].JobID != j.ID {
 		t.Fatalf("release %v %v", rel, err)
@@ -352,7 +356,7 @@ func TestCancelBuild(t *testing.T) {
 	b := mkBuild(t, s, p, "main",
 		&Job{Name: "a", Spec: []byte(`{}`), TimeoutSeconds: 60},
 		&Job{Name: "b", Spec: []byte(`{}`), TimeoutSeconds: 60})
-	j, _ := s.ClaimJob(ctx, "agent", nil, time.Minute, steps2)
+	j, _ := s.ClaimJob(ctx, claim("agent", nil, time.Minute))
 	if err := s.CancelBuild(ctx, b.ID, "canceled by test"); err != nil {
 		t.Fatal(err)
 	}
@@ -438,8 +442,41 @@ func TestSurvivesReopen(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s2.Close()
-	j, err := s2.ClaimJob(ctx, "a", nil, time.Minute, steps2)
+	j, err := s2.ClaimJob(ctx, claim("a", nil, time.Minute))
 	if err != nil || j == nil || j.BuildID != b.ID {
 		t.Fatalf("after reopen: %+v %v", j, err)
+	}
+}
+
+func TestStickyAffinityIsBounded(t *testing.T) {
+	s, _ := newStore(t)
+	c := withClock(s)
+	p := mkProject(t, s, "web", false)
+	for _, id := range []string{"holder", "other"} {
+		if err := s.UpsertAgent(ctx, &Agent{ID: id, Name: id, Capacity: 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.SetWarm(ctx, "holder", []string{"web", "unknown-project"}); err != nil {
+		t.Fatal(err)
+	}
+	mkBuild(t, s, p, "main", &Job{Name: "sticky", Spec: []byte(`{}`), Sticky: true, TimeoutSeconds: 60})
+	if j, _ := s.ClaimJob(ctx, claim("other", nil, time.Minute)); j != nil {
+		t.Fatal("a non-holder took a sticky job while a live holder exists")
+	}
+	c.advance(61 * time.Second) // past the affinity wait (and the holder is no longer seen as alive)
+	if j, _ := s.ClaimJob(ctx, claim("other", nil, time.Minute)); j == nil {
+		t.Fatal("the affinity wait is not bounded")
+	}
+	// A holder takes a sticky job at once.
+	mkBuild(t, s, p, "main", &Job{Name: "sticky2", Spec: []byte(`{}`), Sticky: true, TimeoutSeconds: 60})
+	_ = s.TouchAgent(ctx, "holder")
+	if j, _ := s.ClaimJob(ctx, claim("holder", nil, time.Minute)); j == nil {
+		t.Fatal("the holder could not take its project's sticky job")
+	}
+	// A job without sticky caches goes to anyone.
+	mkBuild(t, s, p, "main", &Job{Name: "plain", Spec: []byte(`{}`), TimeoutSeconds: 60})
+	if j, _ := s.ClaimJob(ctx, claim("other", nil, time.Minute)); j == nil {
+		t.Fatal("a plain job was held back")
 	}
 }

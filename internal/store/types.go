@@ -96,8 +96,11 @@ type Job struct {
 	Name    string `json:"name"`
 	Status  Status `json:"status"`
 	// Spec is the compiled job (pipeline.JobSpec as JSON).
-	Spec            []byte     `json:"-"`
-	Labels          []string   `json:"labels,omitempty"`
+	Spec   []byte   `json:"-"`
+	Labels []string `json:"labels,omitempty"`
+	// Sticky says the job mounts sticky cache volumes: it prefers agents
+	// that hold its project's volumes.
+	Sticky          bool       `json:"sticky,omitempty"`
 	TimeoutSeconds  int        `json:"timeout_seconds"`
 	Attempt         int        `json:"attempt"`
 	MaxAttempts     int        `json:"max_attempts"`
