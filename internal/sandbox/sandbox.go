@@ -68,9 +68,15 @@ type Info struct {
 // Runtime creates, runs commands in, and destroys sandboxes.
 //
 // Call order for one job: Create, then any number of Exec (one at a time),
-// then Destroy. Destroy must always be called, also after a failed Create or
-// a canceled context, and is idempotent: destroying a sandbox that is gone
-// returns nil. A Runtime is safe for concurrent use by many jobs.
+// then Destroy. Destroy must always be called, also after a failed Create
+// (with Spec.Name: there is no id) or a canceled context, and is
+// idempotent: destroying a sandbox that is gone returns nil, and two
+// Destroys of one sandbox racing each other both succeed. Wherever an id is
+// taken, the sandbox's name works too. A Runtime is safe for concurrent use
+// by many jobs.
+//
+// The conformance suite every implementation passes is
+// internal/sandbox/sandboxtest.
 type Runtime interface {
 	// Ping checks the engine answers; wraps ErrEngineUnavailable when not.
 	Ping(ctx context.Context) error
