@@ -80,7 +80,7 @@ type Runtime struct {
 var _ sandbox.Runtime = (*Runtime)(nil)
 
 // New connects to the engine at host ("unix:///run/docker.sock"); "" means
-// DOCKER_HOST or the default socket. It does not contact the engine: the
+// the environment (DOCKER_HOST and its TLS settings) or the default socket. It does not contact the engine: the
 // API version is negotiated on the first call (the engines Kiln targets
 // speak 1.41, the client newer versions).
 func New(host string) (*Runtime, error) {
@@ -88,7 +88,7 @@ func New(host string) (*Runtime, error) {
 	if host != "" {
 		opts = append(opts, client.WithHost(host))
 	} else {
-		opts = append(opts, client.WithHostFromEnv())
+		opts = append(opts, client.FromEnv) // DOCKER_HOST, DOCKER_TLS_VERIFY, …
 	}
 	cli, err := client.NewClientWithOpts(opts...)
 	if err != nil {

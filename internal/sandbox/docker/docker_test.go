@@ -204,3 +204,19 @@ func TestMountsRefuseEngineSockets(t *testing.T) {
 		t.Error("relative mount source accepted")
 	}
 }
+
+func TestNewFromEnvironment(t *testing.T) {
+	e := testenv.Engines(t)[0]
+	t.Setenv("DOCKER_HOST", e.Host)
+	r, err := New("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if r.Host() != e.Host {
+		t.Fatalf("New(\"\") with DOCKER_HOST=%s talks to %s", e.Host, r.Host())
+	}
+	if err := r.Ping(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+}
