@@ -140,6 +140,16 @@ func mountOverlay(lower, upper, work, merged, opts string) error {
 	return nil
 }
 
+// freeze makes the overlay mounted at p read-only, superblock and all; it
+// fails with EBUSY while a file in it is open for writing.
+func freeze(p string) error {
+	err := unix.Mount("", p, "", unix.MS_REMOUNT|unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV, "")
+	if err != nil {
+		return fmt.Errorf("remount %s read-only: %w", p, err)
+	}
+	return nil
+}
+
 // unmount unmounts the mount at p. With force, a busy mount is detached
 // (MNT_DETACH): it disappears from this namespace now and the kernel
 // drops it when its last user goes. Not mounted is not an error.
@@ -205,10 +215,10 @@ func unescapeMountinfo(s string) string {
 	return b.String()
 }
 
-// removeTree unmounts whatever is mounted at or below dir, then deletes
-// dir. It refuses to delete while anything is still mounted there: a
-// RemoveAll through a mounted view would walk into it.
-func removeTree(dir string) error {
+// unmountAll unmounts whatever is mounted at or below dir, and fails if
+// anything still is: a RemoveAll, or a rename to the trash, of a
+// directory with a mounted view inside would walk into the view.
+func unmountAll(dir string) error {
 	mps, err := mountsUnder(dir)
 	if err != nil {
 		return err
@@ -221,7 +231,15 @@ func removeTree(dir string) error {
 	if mps, err = mountsUnder(dir); err != nil {
 		return err
 	} else if len(mps) > 0 {
-		return fmt.Errorf("sticky: not deleting %s: %s is still mounted", dir, mps[0])
+		return fmt.Errorf("sticky: %s is still mounted", mps[0])
+	}
+	return nil
+}
+
+// removeTree unmounts whatever is mounted at or below dir, then deletes dir.
+func removeTree(dir string) error {
+	if err := unmountAll(dir); err != nil {
+		return err
 	}
 	if err := os.RemoveAll(dir); err != nil {
 		return fmt.Errorf("sticky: %w", err)

@@ -17,20 +17,51 @@ func (v *Volumes) trashPath() string {
 	return filepath.Join(v.root, "trash", rand.Text())
 }
 
+// toTrash moves dir to the trash, after unmounting what is mounted in it,
+// and returns its new path. Callers hold the volume lock and delete the
+// returned path once they have released it.
+func (v *Volumes) toTrash(dir string) (string, error) {
+	if err := unmountAll(dir); err != nil {
+		return "", err
+	}
+	trash := v.trashPath()
+	if err := os.Rename(dir, trash); err != nil {
+		return "", fmt.Errorf("sticky: %w", err)
+	}
+	return trash, nil
+}
+
+// emptyTrash deletes paths returned by toTrash.
+func emptyTrash(paths []string) error {
+	var errs []error
+	for _, p := range paths {
+		errs = append(errs, os.RemoveAll(p))
+	}
+	return errors.Join(errs...)
+}
+
 // gcVolume deletes the volume's generations that are neither current nor
-// the base of a live view (whose gens/<n>/lock it cannot take).
+// the base of a live view.
 func (v *Volumes) gcVolume(ctx context.Context, vdir string) error {
 	unlock, err := lockVolume(ctx, vdir, false)
 	if err != nil {
 		return err
 	}
+	doomed, err := v.sweep(vdir)
+	unlock()
+	return errors.Join(err, emptyTrash(doomed))
+}
+
+// sweep moves to the trash the volume's generations that are neither
+// current nor the base of a live view (whose gens/<n>/lock it cannot
+// take). Called with the volume lock held, which is what makes the
+// check-then-delete safe: a view locks its base only under that lock too.
+func (v *Volumes) sweep(vdir string) (doomed []string, err error) {
 	cur, err := readCurrent(vdir)
 	if err != nil && !errors.Is(err, errBrokenCurrent) {
-		unlock()
-		return err
+		return nil, err
 	}
 	gens, err := generations(vdir)
-	var doomed []string
 	for _, n := range gens {
 		if n == cur {
 			continue
@@ -41,8 +72,8 @@ func (v *Volumes) gcVolume(ctx context.Context, vdir string) error {
 			continue
 		}
 		if lerr == nil {
-			trash := v.trashPath()
-			if lerr = os.Rename(gdir, trash); lerr == nil {
+			var trash string
+			if trash, lerr = v.toTrash(gdir); lerr == nil {
 				doomed = append(doomed, trash)
 			}
 		}
@@ -51,52 +82,58 @@ func (v *Volumes) gcVolume(ctx context.Context, vdir string) error {
 		}
 		err = errors.Join(err, lerr)
 	}
-	unlock()
-	for _, d := range doomed {
-		err = errors.Join(err, os.RemoveAll(d))
-	}
 	if err != nil {
-		return fmt.Errorf("sticky: gc: %w", err)
+		return doomed, fmt.Errorf("sticky: gc: %w", err)
 	}
-	return nil
+	return doomed, nil
 }
 
-// removeDeadJobs deletes the job directories of the volume whose view lock
-// is free: views of jobs whose process is gone, with their mounts and any
-// half-built generation (jobs/<k>/next). It returns how many it removed and
-// how many views are alive. Called with the volume lock held, so no
+// removeDeadJobs moves to the trash the job directories of the volume
+// whose view lock is free: views of jobs whose process is gone, with their
+// mounts and any half-built generation (jobs/<k>/next). It returns them,
+// and how many views are alive. Called with the volume lock held, so no
 // Acquire is between creating a job directory and locking it.
-func (v *Volumes) removeDeadJobs(vdir string) (removed, live int, err error) {
+func (v *Volumes) removeDeadJobs(vdir string) (doomed []string, live int, err error) {
 	jobs := filepath.Join(vdir, "jobs")
 	names, err := readNames(jobs)
 	if errors.Is(err, os.ErrNotExist) {
-		return 0, 0, nil
+		return nil, 0, nil
 	}
 	if err != nil {
-		return 0, 0, fmt.Errorf("sticky: %w", err)
+		return nil, 0, fmt.Errorf("sticky: %w", err)
 	}
 	for _, name := range names {
-		jdir := filepath.Join(jobs, name)
-		f, held, lerr := tryLock(filepath.Join(jdir, "lock"))
-		if held {
+		d, alive, jerr := v.removeDeadJob(vdir, name)
+		if alive {
 			live++
-			continue
 		}
-		if lerr == nil {
-			mps, _ := mountsUnder(jdir)
-			_, nerr := os.Lstat(filepath.Join(jdir, "next"))
-			if lerr = removeTree(jdir); lerr == nil {
-				removed++
-				v.log.Info("sticky: removed a dead job's view", "volume", filepath.Base(vdir), "job", name,
-					"mounted", len(mps) > 0, "half_built_generation", nerr == nil)
-			}
+		if d != "" {
+			doomed = append(doomed, d)
 		}
-		if f != nil {
-			f.Close()
-		}
-		err = errors.Join(err, lerr)
+		err = errors.Join(err, jerr)
 	}
-	return removed, live, err
+	return doomed, live, err
+}
+
+// removeDeadJob moves the job directory jobs/<name> to the trash unless its
+// view is alive. Called with the volume lock held.
+func (v *Volumes) removeDeadJob(vdir, name string) (trash string, alive bool, err error) {
+	jdir := filepath.Join(vdir, "jobs", name)
+	f, held, err := tryLock(filepath.Join(jdir, "lock"))
+	if held || err != nil {
+		return "", held, err
+	}
+	if f != nil {
+		defer f.Close()
+	}
+	mps, _ := mountsUnder(jdir)
+	_, nerr := os.Lstat(filepath.Join(jdir, "next"))
+	if trash, err = v.toTrash(jdir); err != nil {
+		return "", false, err
+	}
+	v.log.Info("sticky: removed a dead job's view", "volume", filepath.Base(vdir), "job", name,
+		"mounted", len(mps) > 0, "half_built_generation", nerr == nil)
+	return trash, false, nil
 }
 
 // Recover cleans up after a crash; the agent calls it once at start,
@@ -152,7 +189,8 @@ func (v *Volumes) recoverVolume(ctx context.Context, vdir string) error {
 	if err != nil {
 		return err
 	}
-	_, _, err = v.removeDeadJobs(vdir)
+	doomed, _, err := v.removeDeadJobs(vdir)
+	defer func() { emptyTrash(doomed) }()
 	// An interrupted publish or meta write.
 	for _, name := range []string{"current.new", "meta.json.tmp"} {
 		if rerr := os.Remove(filepath.Join(vdir, name)); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
@@ -206,9 +244,10 @@ func (v *Volumes) pruneVolume(ctx context.Context, vdir string, cutoff time.Time
 	}
 	// Dead views go first: moving a volume with a mounted view inside to
 	// the trash would let RemoveAll walk into the mount.
-	if _, live, err := v.removeDeadJobs(vdir); err != nil || live > 0 {
+	doomed, live, err := v.removeDeadJobs(vdir)
+	if err != nil || live > 0 {
 		unlock()
-		return false, err
+		return false, errors.Join(err, emptyTrash(doomed))
 	}
 	trash := v.trashPath()
 	err = os.Rename(vdir, trash)

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 const (
@@ -125,20 +127,21 @@ func TestCommitWithoutChanges(t *testing.T) {
 	}
 }
 
-// Commit refuses to promote a view still in use (the sandbox was not
-// destroyed first); the writes are dropped and the view released anyway.
+// Commit refuses to promote a view with a file open for writing (the
+// sandbox was not destroyed first); the writes are dropped and the view
+// released anyway. A file merely open for reading does not stop it.
 func TestCommitBusyView(t *testing.T) {
 	h := newHarness(t, false, 0)
 	gen := h.seed(proj, cpath, map[string]string{"x": "1"})
 	w := h.acquire(proj, cpath, "2-1")
 	writeTree(t, w.MountSource(), map[string]string{"y": "2"})
-	f, err := os.Open(filepath.Join(w.MountSource(), "y"))
+	f, err := os.OpenFile(filepath.Join(w.MountSource(), "y"), os.O_WRONLY|os.O_APPEND, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
 	if _, err := w.Commit(context.Background()); err == nil {
-		t.Fatal("Commit of a busy view succeeded")
+		t.Fatal("Commit of a view being written succeeded")
 	}
 	if isMounted(t, w.MountSource()) || exists(w.jdir) {
 		t.Fatal("busy view not released")
@@ -148,6 +151,77 @@ func TestCommitBusyView(t *testing.T) {
 		t.Fatalf("current %d, want %d", n, gen)
 	}
 	assertTree(t, tree, map[string]string{"x": "1"})
+
+	w = h.acquire(proj, cpath, "2-2")
+	writeTree(t, w.MountSource(), map[string]string{"z": "3"})
+	r, err := os.Open(filepath.Join(w.MountSource(), "z"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	h.commit(w)
+	_, tree = h.current(proj, cpath)
+	assertTree(t, tree, map[string]string{"x": "1", "z": "3"})
+}
+
+// What the agent does with a view: bind-mount it into the sandbox's root
+// (here, a directory standing for it), run the job, tear the sandbox down.
+// Commit also freezes a view whose sandbox still holds it: a write
+// through the sandbox's bind mount after Commit fails.
+func TestBindMountedView(t *testing.T) {
+	eachMode(t, func(t *testing.T, h *harness) {
+		h.seed(proj, cpath, map[string]string{"old": "1"})
+		w := h.acquire(proj, cpath, "2-1")
+		target := filepath.Join(t.TempDir(), "rootfs", cpath)
+		if err := os.MkdirAll(target, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.Mount(w.MountSource(), target, "", unix.MS_BIND, ""); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { unmount(target, true) })
+		writeTree(t, target, map[string]string{"new": "2"})
+		assertTree(t, target, map[string]string{"old": "1", "new": "2"})
+		if w.overlay {
+			// The sandbox is "still alive": its bind mount remains.
+			h.commit(w)
+			if err := os.WriteFile(filepath.Join(target, "late"), []byte("x"), 0o644); err == nil {
+				t.Fatal("a write through the sandbox's mount after Commit succeeded")
+			}
+		} else {
+			if err := unmount(target, false); err != nil {
+				t.Fatal(err)
+			}
+			h.commit(w)
+		}
+		_, tree := h.current(proj, cpath)
+		assertTree(t, tree, map[string]string{"old": "1", "new": "2"})
+	})
+}
+
+// A canceled Commit promotes nothing and still releases the view.
+func TestCommitCanceled(t *testing.T) {
+	eachMode(t, func(t *testing.T, h *harness) {
+		gen := h.seed(proj, cpath, map[string]string{"x": "1"})
+		w := h.acquire(proj, cpath, "2-1")
+		writeTree(t, w.MountSource(), map[string]string{"y": "2"})
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		if st, err := w.Commit(ctx); !errors.Is(err, context.Canceled) || st.Promoted {
+			t.Fatalf("Commit with a canceled context: %+v, %v", st, err)
+		}
+		if exists(w.jdir) {
+			t.Fatal("view not released")
+		}
+		n, tree := h.current(proj, cpath)
+		if n != gen {
+			t.Fatalf("current %d, want %d", n, gen)
+		}
+		assertTree(t, tree, map[string]string{"x": "1"})
+		if g := h.gens(proj, cpath); len(g) != 1 {
+			t.Fatalf("generations %v", g)
+		}
+	})
 }
 
 // When a view's overlay mount fails at run time, the view is a copy.

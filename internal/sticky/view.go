@@ -22,10 +22,12 @@ import (
 //	  and destroy the sandbox …
 //	if jobSucceeded { stats, err = w.Commit(ctx) } else { err = w.Discard() }
 //
-// Commit and Discard must be called only after the sandbox is gone: Commit
-// reads the job's writes after unmounting the view, and refuses if the
-// view is still in use. Both release the view; after either, Discard is a
-// no-op. A View is safe for use by several goroutines.
+// Commit and Discard must be called only after the sandbox is gone. An
+// overlay view protects itself: Commit makes it read-only everywhere it is
+// mounted before reading the job's writes, and refuses if a file in it is
+// still open for writing. A copy cannot: a process still writing into it
+// would write into the new generation. Both release the view; after
+// either, Discard is a no-op. A View is safe for use by several goroutines.
 type View struct {
 	v       *Volumes
 	project string
@@ -160,20 +162,15 @@ func (w *View) reserve(ctx context.Context) (err error) {
 	// the leftovers of a dead one (its lock is free) that no Recover has
 	// removed yet.
 	if _, err := os.Lstat(w.jdir); err == nil {
-		f, held, err := tryLock(filepath.Join(w.jdir, "lock"))
-		if err != nil {
-			return fmt.Errorf("sticky: %w", err)
-		}
-		if held {
+		trash, alive, err := w.v.removeDeadJob(w.vdir, w.jobKey)
+		if alive {
 			return fmt.Errorf("%w: %s for %s %s", ErrViewBusy, w.jobKey, w.project, w.path)
-		}
-		err = removeTree(w.jdir)
-		if f != nil {
-			f.Close()
 		}
 		if err != nil {
 			return err
 		}
+		// Deleted after the volume lock is released (defers run last first).
+		defer func() { emptyTrash([]string{trash}) }()
 	}
 	if err := os.Mkdir(w.jdir, 0o700); err != nil {
 		return fmt.Errorf("sticky: %w", err)
@@ -282,10 +279,18 @@ func (w *View) Commit(ctx context.Context) (stats PromoteStats, err error) {
 	}()
 	stats = PromoteStats{Base: w.base}
 	if w.overlay {
-		// Not forced: a busy view means the sandbox still has it, and a
-		// job still writing must not be promoted.
-		if err := unmount(w.source, false); err != nil {
-			return stats, fmt.Errorf("sticky: commit %s: is the sandbox gone? %w", w.jobKey, err)
+		// Freeze the view before reading its upper layer. A read-only
+		// remount changes the overlay's superblock, not just our mount, so
+		// it also stops writes through every bind mount of the view (a
+		// sandbox that is somehow still alive included), and the kernel
+		// refuses it while any file in the view is open for writing. After
+		// it, nothing can change the upper layer, and a mount still busy
+		// (a reader, a cwd) can safely be detached.
+		if err := freeze(w.source); err != nil {
+			return stats, fmt.Errorf("sticky: commit %s: the view is still being written (is the sandbox gone?): %w", w.jobKey, err)
+		}
+		if err := unmount(w.source, true); err != nil {
+			return stats, fmt.Errorf("sticky: commit %s: %w", w.jobKey, err)
 		}
 	}
 	next := filepath.Join(w.jdir, "next")
@@ -401,13 +406,30 @@ func (w *View) publish(ctx context.Context, next string, stats *PromoteStats) er
 
 // release unmounts and deletes the job directory, drops the view's locks,
 // and deletes generations nobody uses any more. Called once, with w.mu held.
+//
+// The job directory is moved to the trash under the volume lock, and
+// deleted after it: a copy-mode view can be large, and an Acquire that
+// reuses the job key must never see a directory being deleted under it.
 func (w *View) release() error {
-	err := removeTree(w.jdir)
-	w.closeLocks()
-	if gcErr := w.v.gcVolume(context.Background(), w.vdir); gcErr != nil && !errors.Is(gcErr, errNoVolume) {
-		err = errors.Join(err, gcErr)
+	// Unmounting first, outside the lock; a busy mount is detached.
+	err := unmountAll(w.jdir)
+	unlock, lerr := lockVolume(context.Background(), w.vdir, false)
+	if lerr != nil {
+		w.closeLocks()
+		return errors.Join(err, lerr)
 	}
-	return err
+	var doomed []string
+	if err == nil {
+		var trash string
+		if trash, err = w.v.toTrash(w.jdir); err == nil {
+			doomed = append(doomed, trash)
+		}
+	}
+	// The base generation may just have lost its last user.
+	w.closeLocks()
+	gens, serr := w.v.sweep(w.vdir)
+	unlock()
+	return errors.Join(err, serr, emptyTrash(append(doomed, gens...)))
 }
 
 func (w *View) closeLocks() {
