@@ -276,10 +276,21 @@ func applyUpper(ctx context.Context, up, dst string, stats *applyStats) error {
 // nothing lies under such a directory, but a stray one must not become a
 // file of the generation).
 func scrub(ctx context.Context, dir string) error {
-	if err := ctx.Err(); err != nil {
+	if err := stripOverlayXattrs(dir); err != nil {
 		return err
 	}
-	if err := stripOverlayXattrs(dir); err != nil {
+	return walk(ctx, dir, func(p string, st *unix.Stat_t) error {
+		if isWhiteoutStat(st) {
+			return os.Remove(p)
+		}
+		return stripOverlayXattrs(p)
+	})
+}
+
+// walk calls fn for every entry below dir, lstat'ed, a directory before
+// its entries. It never follows a symlink.
+func walk(ctx context.Context, dir string, fn func(p string, st *unix.Stat_t) error) error {
+	if err := ctx.Err(); err != nil {
 		return err
 	}
 	names, err := readNames(dir)
@@ -292,17 +303,11 @@ func scrub(ctx context.Context, dir string) error {
 		if err := unix.Lstat(p, &st); err != nil {
 			return fmt.Errorf("lstat %s: %w", p, err)
 		}
-		switch {
-		case isWhiteoutStat(&st):
-			if err := os.Remove(p); err != nil {
-				return err
-			}
-		case st.Mode&unix.S_IFMT == unix.S_IFDIR:
-			if err := scrub(ctx, p); err != nil {
-				return err
-			}
-		default:
-			if err := stripOverlayXattrs(p); err != nil {
+		if err := fn(p, &st); err != nil {
+			return err
+		}
+		if st.Mode&unix.S_IFMT == unix.S_IFDIR {
+			if err := walk(ctx, p, fn); err != nil {
 				return err
 			}
 		}
@@ -319,42 +324,22 @@ var errOverBudget = errors.New("over budget")
 // limit, returning the size so far.
 func treeSize(ctx context.Context, dir string, limit int64) (bytes, entries int64, err error) {
 	seen := map[uint64]bool{}
-	var walk func(string) error
-	walk = func(p string) error {
-		if err := ctx.Err(); err != nil {
-			return err
+	err = walk(ctx, dir, func(_ string, st *unix.Stat_t) error {
+		entries++
+		if st.Mode&unix.S_IFMT != unix.S_IFREG {
+			return nil
 		}
-		names, err := readNames(p)
-		if err != nil {
-			return err
+		if st.Nlink > 1 {
+			if seen[st.Ino] {
+				return nil
+			}
+			seen[st.Ino] = true
 		}
-		for _, name := range names {
-			c := filepath.Join(p, name)
-			var st unix.Stat_t
-			if err := unix.Lstat(c, &st); err != nil {
-				return fmt.Errorf("lstat %s: %w", c, err)
-			}
-			entries++
-			switch st.Mode & unix.S_IFMT {
-			case unix.S_IFDIR:
-				if err := walk(c); err != nil {
-					return err
-				}
-			case unix.S_IFREG:
-				if st.Nlink > 1 {
-					if seen[st.Ino] {
-						continue
-					}
-					seen[st.Ino] = true
-				}
-				bytes += st.Size
-				if limit >= 0 && bytes > limit {
-					return errOverBudget
-				}
-			}
+		bytes += st.Size
+		if limit >= 0 && bytes > limit {
+			return errOverBudget
 		}
 		return nil
-	}
-	err = walk(dir)
+	})
 	return bytes, entries, err
 }
