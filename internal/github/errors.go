@@ -188,12 +188,15 @@ func fromStatus(e *Error, resp *http.Response, now time.Time) error {
 	if resp != nil && (code == http.StatusForbidden || code == http.StatusTooManyRequests) {
 		h := resp.Header
 		if code == http.StatusTooManyRequests || h.Get("Retry-After") != "" || h.Get(gh.HeaderRateRemaining) == "0" {
+			// GitHub's documented order: Retry-After; else, if the quota
+			// is spent, X-RateLimit-Reset; else at least a minute.
 			e.Kind = ErrRateLimited
+			exhausted := h.Get(gh.HeaderRateRemaining) == "0"
 			var reset time.Time
-			if v, err := strconv.ParseInt(h.Get(gh.HeaderRateReset), 10, 64); err == nil && v > 0 {
+			if v, err := strconv.ParseInt(h.Get(gh.HeaderRateReset), 10, 64); err == nil && v > 0 && exhausted {
 				reset = time.Unix(v, 0)
 			}
-			return rateLimited(e, resp, reset, h.Get(gh.HeaderRateRemaining) != "0", now)
+			return rateLimited(e, resp, reset, !exhausted, now)
 		}
 	}
 	switch {

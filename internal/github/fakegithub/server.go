@@ -206,9 +206,11 @@ func (s *Server) Calls(endpoint string) int {
 	return s.calls[endpoint]
 }
 
-// fault answers n requests to endpoints matching pattern with status.
+// fault lets skip requests to endpoints matching pattern through, then
+// answers n of them with status.
 type fault struct {
 	pattern string
+	skip    int
 	status  int
 	n       int
 }
@@ -226,12 +228,21 @@ type rateFault struct {
 // status and GitHub's error body for it, before doing anything. 429 comes
 // without Retry-After (use SecondaryRateLimit for that).
 func (s *Server) FailNext(pattern string, status, n int) {
+	s.FailAfter(pattern, 0, status, n)
+}
+
+// FailAfter is FailNext after letting skip matching requests through: with
+// a small SetMaxPerPage it fails a listing on a later page.
+func (s *Server) FailAfter(pattern string, skip, status, n int) {
 	if _, err := path.Match(pattern, ""); err != nil {
 		panic(fmt.Sprintf("fakegithub: FailNext: bad pattern %q: %v", pattern, err))
 	}
+	if n <= 0 {
+		return
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.faults = append(s.faults, &fault{pattern: pattern, status: status, n: n})
+	s.faults = append(s.faults, &fault{pattern: pattern, skip: skip, status: status, n: n})
 }
 
 // RateLimit answers the next n API requests (not the token exchange) with
@@ -307,15 +318,24 @@ func (s *Server) apiHandler(endpoint string, h http.HandlerFunc) http.HandlerFun
 			if ok, _ := path.Match(f.pattern, endpoint); !ok {
 				continue
 			}
+			if f.skip > 0 {
+				f.skip--
+				continue
+			}
 			if f.n--; f.n <= 0 {
 				s.faults = slices.Delete(s.faults, i, i+1)
 			}
-			s.setRateHeaders(w)
+			if endpoint != EndpointAccessTokens {
+				s.setRateHeaders(w)
+			}
 			s.mu.Unlock()
 			writeError(w, f.status, faultMessage(f.status))
 			return
 		}
-		s.setRateHeaders(w)
+		// The App's own (JWT) requests have a quota of their own.
+		if endpoint != EndpointAccessTokens {
+			s.setRateHeaders(w)
+		}
 		s.mu.Unlock()
 		h(w, r)
 	}
