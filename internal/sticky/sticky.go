@@ -52,6 +52,11 @@
 // the current symlink) made after syncfs(2), so after a crash `current`
 // names either the old or the new generation, complete either way.
 //
+// A job still writing must never be promoted: Commit remounts an overlay
+// view read-only (the superblock, so every bind mount of it too) before
+// reading it, which the kernel refuses while a file in it is open for
+// writing.
+//
 // Volumes keeps no state in memory: several Volumes, in one process or in
 // several, may share a Dir.
 package sticky

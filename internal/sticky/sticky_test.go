@@ -25,7 +25,7 @@ func TestColdThenWarm(t *testing.T) {
 		assertTree(t, w.MountSource(), map[string]string{})
 		writeTree(t, w.MountSource(), map[string]string{"a/b": "hello", "c": "->a/b"})
 		st := h.commit(w)
-		if !st.Promoted || st.Generation != 1 || st.Base != 0 || st.Bytes != 5 || st.Files != 3 {
+		if !st.Promoted || st.Generation != 1 || st.Base != 0 || st.Bytes != 5 || st.Entries != 3 {
 			t.Fatalf("commit stats %+v", st)
 		}
 

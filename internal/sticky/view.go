@@ -60,9 +60,11 @@ type PromoteStats struct {
 	// not Base, another job promoted in between and this job's generation,
 	// built on Base, superseded it (last writer wins).
 	Base, Previous int64
-	// Bytes and Files are the size of the new generation (when over the
-	// budget, Bytes is how far the count got before it stopped).
-	Bytes, Files int64
+	// Bytes is the size of the new generation: the apparent size of its
+	// regular files, hard links counted once (when over the budget, how
+	// far the count got before it stopped). Entries counts its files,
+	// directories and symlinks.
+	Bytes, Entries int64
 	// Written and Deleted count the entries the job wrote and deleted
 	// (overlay mode only: a copy has no record of what changed).
 	Written, Deleted int
@@ -71,7 +73,7 @@ type PromoteStats struct {
 // genInfo is gens/<n>/info.json.
 type genInfo struct {
 	Bytes   int64     `json:"bytes"`
-	Files   int64     `json:"files"`
+	Entries int64     `json:"entries"`
 	Created time.Time `json:"created"`
 	Base    int64     `json:"base"`
 	JobKey  string    `json:"job_key"`
@@ -116,6 +118,8 @@ func (v *Volumes) Acquire(ctx context.Context, project, path, jobKey string) (*V
 		w.mu.Unlock()
 		return nil, errors.Join(err, w.release())
 	}
+	w.v.log.Debug("sticky: view acquired", "project", project, "path", path, "job", jobKey,
+		"warm", w.Warm(), "generation", w.base, "bytes", w.bytes, "mode", map[bool]string{true: "overlay", false: "copy"}[w.overlay])
 	return w, nil
 }
 
@@ -141,10 +145,11 @@ func (w *View) reserve(ctx context.Context) (err error) {
 	if err := touchUsed(w.vdir); err != nil {
 		return fmt.Errorf("sticky: %w", err)
 	}
-	if w.base, err = readCurrent(w.vdir); err != nil {
-		w.v.log.Warn("sticky: volume has a broken current generation; starting cold", "project", w.project, "path", w.path, "err", err)
-		w.base = 0
+	base, cerr := readCurrent(w.vdir)
+	if cerr != nil {
+		w.v.log.Warn("sticky: volume has a broken current generation; starting cold", "project", w.project, "path", w.path, "err", cerr)
 	}
+	w.base = base
 	if w.base != 0 {
 		gdir := genDir(w.vdir, w.base)
 		if w.genLock, err = lockFile(ctx, filepath.Join(gdir, "lock"), unix.LOCK_SH, false); err != nil {
@@ -294,43 +299,16 @@ func (w *View) Commit(ctx context.Context) (stats PromoteStats, err error) {
 		}
 	}
 	next := filepath.Join(w.jdir, "next")
-	if err := os.Mkdir(next, 0o700); err != nil {
-		return stats, fmt.Errorf("sticky: %w", err)
-	}
 	tree := filepath.Join(next, "tree")
-	if w.overlay {
-		upper := filepath.Join(w.jdir, "upper")
-		names, err := readNames(upper)
-		if err != nil {
-			return stats, fmt.Errorf("sticky: %w", err)
-		}
-		if len(names) == 0 {
-			stats.Reason = "no changes"
-			return stats, touchUsed(w.vdir)
-		}
-		if w.base != 0 {
-			err = cloneTree(ctx, filepath.Join(genDir(w.vdir, w.base), "tree"), tree)
-		} else {
-			err = os.Mkdir(tree, 0o700)
-		}
-		var as applyStats
+	if changed, err := w.build(ctx, next, &stats); err != nil || !changed {
 		if err == nil {
-			err = applyUpper(ctx, upper, tree, &as)
+			stats.Reason = "no changes"
+			err = touchUsed(w.vdir)
 		}
-		if err != nil {
-			return stats, fmt.Errorf("sticky: build generation: %w", err)
-		}
-		stats.Written, stats.Deleted = as.written, as.deleted
-	} else if err := os.Rename(w.source, tree); err != nil {
-		// The copy is the new tree as it stands.
-		return stats, fmt.Errorf("sticky: %w", err)
+		return stats, err
 	}
 
-	limit := w.v.maxBytes
-	if limit < 0 {
-		limit = -1
-	}
-	stats.Bytes, stats.Files, err = treeSize(ctx, tree, limit)
+	stats.Bytes, stats.Entries, err = treeSize(ctx, tree, max(w.v.maxBytes, -1))
 	if errors.Is(err, errOverBudget) {
 		stats.Reason = fmt.Sprintf("over budget: the new generation is over %d bytes (counted %d before stopping); keeping the current one", w.v.maxBytes, stats.Bytes)
 		w.v.log.Warn("sticky: not promoting: "+stats.Reason, "project", w.project, "path", w.path, "job", w.jobKey)
@@ -339,7 +317,7 @@ func (w *View) Commit(ctx context.Context) (stats PromoteStats, err error) {
 	if err != nil {
 		return stats, fmt.Errorf("sticky: %w", err)
 	}
-	info, _ := json.Marshal(genInfo{Bytes: stats.Bytes, Files: stats.Files, Created: time.Now().UTC(), Base: w.base, JobKey: w.jobKey})
+	info, _ := json.Marshal(genInfo{Bytes: stats.Bytes, Entries: stats.Entries, Created: time.Now().UTC(), Base: w.base, JobKey: w.jobKey})
 	if err := os.WriteFile(filepath.Join(next, "info.json"), info, 0o600); err != nil {
 		return stats, fmt.Errorf("sticky: %w", err)
 	}
@@ -358,6 +336,45 @@ func (w *View) Commit(ctx context.Context) (stats PromoteStats, err error) {
 	}
 	stats.Promoted = true
 	return stats, nil
+}
+
+// build makes next/tree the generation the job leaves: in overlay mode,
+// its base cloned with hard links and its upper layer applied; in copy
+// mode, its copy as it stands. It reports false, building nothing, when
+// an overlay view's upper layer is empty: the job changed nothing.
+func (w *View) build(ctx context.Context, next string, stats *PromoteStats) (changed bool, err error) {
+	if err := os.Mkdir(next, 0o700); err != nil {
+		return false, fmt.Errorf("sticky: %w", err)
+	}
+	tree := filepath.Join(next, "tree")
+	if !w.overlay {
+		if err := os.Rename(w.source, tree); err != nil {
+			return false, fmt.Errorf("sticky: %w", err)
+		}
+		return true, nil
+	}
+	upper := filepath.Join(w.jdir, "upper")
+	names, err := readNames(upper)
+	if err != nil {
+		return false, fmt.Errorf("sticky: %w", err)
+	}
+	if len(names) == 0 {
+		return false, nil
+	}
+	if w.base != 0 {
+		err = cloneTree(ctx, filepath.Join(genDir(w.vdir, w.base), "tree"), tree)
+	} else {
+		err = os.Mkdir(tree, 0o700)
+	}
+	var as applyStats
+	if err == nil {
+		err = applyUpper(ctx, upper, tree, &as)
+	}
+	if err != nil {
+		return false, fmt.Errorf("sticky: build generation: %w", err)
+	}
+	stats.Written, stats.Deleted = as.written, as.deleted
+	return true, nil
 }
 
 // publish makes next the volume's newest generation and its current one,
