@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -74,6 +75,30 @@ func TestAppTokenCached(t *testing.T) {
 	}
 	if exp := c.TokenExpiry(); time.Until(exp) < 50*time.Minute {
 		t.Errorf("token expiry %v: want about an hour ahead", exp)
+	}
+}
+
+// Concurrent first requests share one token exchange.
+func TestAppTokenConcurrent(t *testing.T) {
+	s := newFake(t)
+	c := appClient(t, s)
+	var wg sync.WaitGroup
+	errs := make(chan error, 10)
+	for range 10 {
+		wg.Go(func() {
+			_, err := c.ListRunners(context.Background(), org)
+			errs <- err
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := s.TokensIssued(); n != 1 {
+		t.Errorf("tokens issued for 10 concurrent calls: %d, want 1", n)
 	}
 }
 

@@ -137,6 +137,9 @@ func TestSecondaryRateLimit(t *testing.T) {
 }
 
 func TestBackoff(t *testing.T) {
+	if github.Retryable(nil) || github.Retryable(errors.New("other")) {
+		t.Error("Retryable of nil or a foreign error")
+	}
 	err := &github.Error{Kind: github.ErrServer}
 	for _, tc := range []struct {
 		attempt int

@@ -27,12 +27,19 @@ import (
 //	    ephemeral runner is deleted. 200 with the Assignment it had; 404
 //	    when GitHub no longer has the runner (removed, or its run was
 //	    cancelled), 409 when it has no job.
+//
+// A runner image's entrypoint finds the broker where a real runner finds
+// its server, in the JIT configuration:
+//
+//	echo "$JITCONFIG" | base64 -d | jq -r '.".runner"' | base64 -d | jq -r .serverUrl
+//
+// (SetBrokerURL changes it to an address a sandbox can reach.)
 
 // Assignment is the broker's answer: the runner and the job it runs, if any.
 type Assignment struct {
 	RunnerID   int64    `json:"runner_id"`
 	RunnerName string   `json:"runner_name"`
-	JobID      int64    `json:"job_id,omitempty"`
+	JobID      int64    `json:"job_id"` // 0: no job (yet)
 	RunID      int64    `json:"run_id,omitempty"`
 	JobName    string   `json:"job_name,omitempty"`
 	Repository string   `json:"repository,omitempty"` // owner/repo
