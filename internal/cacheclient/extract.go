@@ -261,7 +261,12 @@ func (x *extractor) file(t *tree, rel string, hdr *tar.Header, r io.Reader) erro
 	if err != nil {
 		return err
 	}
-	n, err := io.CopyBuffer(f, r, x.buf)
+	src := &readErr{r: r}
+	n, err := io.CopyBuffer(f, src, x.buf)
+	if src.err != nil {
+		f.Close()
+		return fmt.Errorf("corrupt archive: %s: %w", rel, src.err)
+	}
 	if err == nil && x.owner {
 		err = f.Chown(hdr.Uid, hdr.Gid)
 	}
@@ -355,6 +360,21 @@ func (x *extractor) unplace(n int) {
 			os.Chtimes(x.dirs[i], fi.ModTime(), fi.ModTime())
 		}
 	}
+}
+
+// readErr remembers a read error, to tell a corrupt or truncated archive
+// from a failure to write the file.
+type readErr struct {
+	r   io.Reader
+	err error
+}
+
+func (r *readErr) Read(p []byte) (int, error) {
+	n, err := r.r.Read(p)
+	if err != nil && err != io.EOF {
+		r.err = err
+	}
+	return n, err
 }
 
 // cleanup removes every temporary tree.
