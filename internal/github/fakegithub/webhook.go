@@ -2,10 +2,16 @@ package fakegithub
 
 import (
 	"bytes"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
 	"embed"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"strings"
 )
 
@@ -126,4 +132,35 @@ func renameAll(v any, old, new string) any {
 		return strings.ReplaceAll(v, old, new)
 	}
 	return v
+}
+
+// SignPayload is the X-Hub-Signature-256 GitHub sends with body for a
+// webhook with this secret: "sha256=" and the hex HMAC-SHA256.
+func SignPayload(secret string, body []byte) string {
+	m := hmac.New(sha256.New, []byte(secret))
+	m.Write(body)
+	return "sha256=" + hex.EncodeToString(m.Sum(nil))
+}
+
+// Delivery builds the POST GitHub makes to deliver a webhook: its headers
+// (X-GitHub-Event, a fresh X-GitHub-Delivery id, X-Hub-Signature-256 when
+// secret is not empty, GitHub's User-Agent) and body. Send it twice to
+// test a duplicate delivery: the delivery id stays the same.
+func Delivery(url, event, secret string, body []byte) (*http.Request, error) {
+	req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	id := make([]byte, 16)
+	_, _ = rand.Read(id)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("User-Agent", "GitHub-Hookshot/kiln-fake")
+	req.Header.Set("X-GitHub-Event", event)
+	req.Header.Set("X-GitHub-Delivery", fmt.Sprintf("%x-%x-%x-%x-%x", id[0:4], id[4:6], id[6:8], id[8:10], id[10:]))
+	req.Header.Set("X-GitHub-Hook-ID", "1")
+	if secret != "" {
+		req.Header.Set("X-Hub-Signature-256", SignPayload(secret, body))
+	}
+	req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+	return req, nil
 }

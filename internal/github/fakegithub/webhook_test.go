@@ -2,6 +2,7 @@ package fakegithub
 
 import (
 	"encoding/json"
+	"io"
 	"slices"
 	"testing"
 
@@ -78,5 +79,27 @@ func TestWorkflowJobPayload(t *testing.T) {
 	_ = json.Unmarshal(s.WorkflowJobPayload(noApp, "queued"), &m)
 	if _, ok := m["installation"]; ok {
 		t.Error("installation present for a job without one")
+	}
+}
+
+func TestDelivery(t *testing.T) {
+	body := []byte(`{"action":"queued"}`)
+	// The example from GitHub's documentation on validating deliveries.
+	if got := SignPayload("It's a Secret to Everybody", []byte("Hello, World!")); got != "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17" {
+		t.Errorf("SignPayload = %s", got)
+	}
+	req, err := Delivery("http://127.0.0.1:1/hooks/github", "workflow_job", "s3cret", body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := req.Header
+	if h.Get("X-GitHub-Event") != "workflow_job" || len(h.Get("X-GitHub-Delivery")) != 36 || h.Get("X-Hub-Signature-256") != SignPayload("s3cret", body) {
+		t.Errorf("headers %v", h)
+	}
+	got, _ := io.ReadAll(req.Body)
+	again, _ := req.GetBody()
+	replay, _ := io.ReadAll(again)
+	if string(got) != string(body) || string(replay) != string(body) {
+		t.Errorf("body %q, replay %q", got, replay)
 	}
 }
