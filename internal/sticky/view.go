@@ -413,4 +413,3 @@ func (w *View) closeLocks() {
 		w.jobLock = nil
 	}
 }
-
