@@ -118,7 +118,7 @@ func start(ctx context.Context, engine string, capacity int, pipeline string) (*
 	acfg := agent.DefaultConfig()
 	acfg.Server, acfg.Token, acfg.ID, acfg.Capacity = "http://"+ln.Addr().String(), agentTok, "bench-agent", capacity
 	acfg.WorkDir, acfg.Labels, acfg.DefaultMemory = filepath.Join(dir, "agent", "work"), []string{"linux"}, 256<<20
-	a, err := agent.New(acfg, rt, mirrors, log)
+	a, err := agent.New(acfg, rt, mirrors, nil, log)
 	if err != nil {
 		cancel()
 		return nil, nil, err

@@ -14,6 +14,7 @@ import (
 	"github.com/kilnci/kiln/internal/agent"
 	"github.com/kilnci/kiln/internal/gitmirror"
 	"github.com/kilnci/kiln/internal/sandbox/docker"
+	"github.com/kilnci/kiln/internal/sticky"
 )
 
 // agentOptions are the agent's flags.
@@ -23,6 +24,8 @@ type agentOptions struct {
 	dataDir string
 	labels  string
 	memory  string
+	// stickyMax bounds one sticky cache volume.
+	stickyMax int64
 }
 
 func agentFlags(fs *flag.FlagSet, local bool) *agentOptions {
@@ -39,6 +42,7 @@ func agentFlags(fs *flag.FlagSet, local bool) *agentOptions {
 	fs.Float64Var(&o.cfg.DefaultCPUs, "cpus", o.cfg.DefaultCPUs, "default CPU limit per job")
 	fs.StringVar(&o.memory, "memory", "2g", "default memory limit per job (e.g. 512m, 2g)")
 	fs.Int64Var(&o.cfg.DefaultPids, "pids", o.cfg.DefaultPids, "default process limit per job")
+	fs.Int64Var(&o.stickyMax, "sticky-max-bytes", 10<<30, "largest size of one sticky cache volume; a job that grows it beyond keeps the previous one")
 	return o
 }
 
@@ -84,7 +88,11 @@ func (o *agentOptions) build(ctx context.Context, dataDir string) (*agent.Agent,
 	if err != nil {
 		return nil, "", err
 	}
-	a, err := agent.New(o.cfg, rt, mirrors, newLogger().With("component", "agent"))
+	volumes, err := sticky.New(sticky.Config{Dir: filepath.Join(dataDir, "volumes"), MaxBytes: o.stickyMax})
+	if err != nil {
+		return nil, "", fmt.Errorf("sticky cache volumes: %w", err)
+	}
+	a, err := agent.New(o.cfg, rt, mirrors, volumes, newLogger().With("component", "agent"))
 	return a, host, err
 }
 

@@ -33,6 +33,7 @@ var commands = []command{
 	{"cancel", "cancel a build", runCancel},
 	{"retry", "start a new build of a finished build's commit", runRetry},
 	{"token", "manage API tokens: create, ls, revoke", runToken},
+	{"cache", "keyed cache entries: ls, rm, prune", runCache},
 	{"agents", "list agents", runAgents},
 	{"version", "print the version", func(context.Context, []string) error { fmt.Println("kiln", version); return nil }},
 }

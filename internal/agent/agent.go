@@ -18,6 +18,7 @@ import (
 	"github.com/kilnci/kiln/internal/gitmirror"
 	"github.com/kilnci/kiln/internal/protocol"
 	"github.com/kilnci/kiln/internal/sandbox"
+	"github.com/kilnci/kiln/internal/sticky"
 )
 
 type Config struct {
@@ -47,6 +48,7 @@ type Agent struct {
 	cfg     Config
 	rt      sandbox.Runtime
 	mirrors *gitmirror.Mirrors
+	volumes *sticky.Volumes // nil: no sticky caches on this agent
 	api     *client
 	log     *slog.Logger
 
@@ -54,7 +56,9 @@ type Agent struct {
 	lease     time.Duration
 }
 
-func New(cfg Config, rt sandbox.Runtime, mirrors *gitmirror.Mirrors, log *slog.Logger) (*Agent, error) {
+// New makes an agent. volumes may be nil (sticky caches are then skipped
+// with a notice in the job's log).
+func New(cfg Config, rt sandbox.Runtime, mirrors *gitmirror.Mirrors, volumes *sticky.Volumes, log *slog.Logger) (*Agent, error) {
 	if cfg.ID == "" || cfg.Server == "" || cfg.Token == "" || cfg.Capacity <= 0 || cfg.WorkDir == "" {
 		return nil, errors.New("agent: ID, Server, Token, WorkDir and a positive Capacity are required")
 	}
@@ -69,7 +73,7 @@ func New(cfg Config, rt sandbox.Runtime, mirrors *gitmirror.Mirrors, log *slog.L
 	if hc == nil {
 		hc = &http.Client{Timeout: cfg.ClaimWait + 30*time.Second}
 	}
-	return &Agent{cfg: cfg, rt: rt, mirrors: mirrors, api: newClient(cfg.Server, cfg.Token, hc), log: log.With("agent", cfg.ID)}, nil
+	return &Agent{cfg: cfg, rt: rt, mirrors: mirrors, volumes: volumes, api: newClient(cfg.Server, cfg.Token, hc), log: log.With("agent", cfg.ID)}, nil
 }
 
 // Run registers, cleans up what a previous run left behind, and claims and
@@ -101,7 +105,12 @@ func (a *Agent) Run(ctx context.Context) error {
 			}
 			continue
 		}
-		asg, err := a.api.claim(ctx, protocol.ClaimRequest{AgentID: a.cfg.ID, Labels: a.cfg.Labels, Free: cap(slots) - len(slots) + 1, WaitSeconds: int(a.cfg.ClaimWait / time.Second)})
+		var warm []string
+		if a.volumes != nil {
+			warm = a.volumes.Projects()
+		}
+		asg, err := a.api.claim(ctx, protocol.ClaimRequest{AgentID: a.cfg.ID, Labels: a.cfg.Labels, Free: cap(slots) - len(slots) + 1,
+			WaitSeconds: int(a.cfg.ClaimWait / time.Second), Warm: warm})
 		if err != nil || asg == nil {
 			<-slots
 			if err != nil && ctx.Err() == nil {
@@ -172,6 +181,12 @@ func (a *Agent) sweep(ctx context.Context) {
 			a.log.Warn("sweep: destroy", "sandbox", sb.Name, "err", err)
 		} else {
 			a.log.Info("sweep: removed a sandbox left by a previous run", "sandbox", sb.Name)
+		}
+	}
+	if a.volumes != nil {
+		// Unmount and drop job views a crash left behind.
+		if err := a.volumes.Recover(ctx); err != nil {
+			a.log.Warn("sweep: sticky volumes", "err", err)
 		}
 	}
 	dir := filepath.Join(a.cfg.WorkDir, "jobs")

@@ -148,3 +148,8 @@ func (c *client) finish(ctx context.Context, jobID int64, f protocol.FinishReque
 		return err
 	})
 }
+
+func (c *client) cacheEvent(ctx context.Context, jobID int64, ev protocol.CacheEvent) error {
+	_, err := c.post(ctx, jobPath(jobID, "caches"), ev, nil)
+	return err
+}

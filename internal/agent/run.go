@@ -167,6 +167,38 @@ func (j *job) execute(ctx context.Context) (status string, exit *int, msg string
 	// mount only needs src to exist), so they overlap; steps wait for both.
 	checkout := make(chan error, 1)
 	go func() { checkout <- a.mirrors.Checkout(ctx, asg.CloneURL, asg.Commit, src) }()
+	waitCheckout := func() (string, *int, string, bool) {
+		if cerr := <-checkout; cerr != nil {
+			if ctx.Err() != nil {
+				return "error", nil, ctx.Err().Error(), false
+			}
+			j.sys("checkout failed: %v", cerr)
+			return "error", nil, "checkout: " + cerr.Error(), false
+		}
+		return "", nil, "", true
+	}
+	checkedOut := false
+	if hasKeyed(spec) {
+		// Keyed caches' keys may hash files of the checkout.
+		if st, code, msg, ok := waitCheckout(); !ok {
+			return st, code, msg
+		}
+		checkedOut = true
+	}
+	caches := &jobCaches{j: j}
+	succeeded := false
+	// Runs after the sandbox is destroyed (defers run last-in first-out),
+	// so nothing writes the caches while they are kept or dropped.
+	defer func() {
+		if !succeeded {
+			caches.release()
+			return
+		}
+		fctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+		defer cancel()
+		caches.finish(fctx, true)
+	}()
+	caches.prepare(ctx, ws, src)
 
 	sbSpec := sandbox.Spec{
 		Name:  fmt.Sprintf("kiln-%d-%d", asg.JobID, asg.Attempt),
@@ -177,7 +209,7 @@ func (j *job) execute(ctx context.Context) (status string, exit *int, msg string
 		},
 		Env:         j.env(),
 		WorkDir:     Workspace,
-		Mounts:      []sandbox.Mount{{Source: src, Target: Workspace}},
+		Mounts:      append([]sandbox.Mount{{Source: src, Target: Workspace}}, caches.mounts...),
 		CPUs:        firstNonZero(spec.Resources.CPUs, a.cfg.DefaultCPUs),
 		MemoryBytes: firstNonZero(spec.Resources.MemoryBytes, a.cfg.DefaultMemory),
 		PidsLimit:   firstNonZero(spec.Resources.Pids, a.cfg.DefaultPids),
@@ -195,12 +227,10 @@ func (j *job) execute(ctx context.Context) (status string, exit *int, msg string
 			j.log.Warn("destroy sandbox", "sandbox", sbSpec.Name, "err", err)
 		}
 	}()
-	if cerr := <-checkout; cerr != nil {
-		if ctx.Err() != nil {
-			return "error", nil, ctx.Err().Error()
+	if !checkedOut {
+		if st, code, msg, ok := waitCheckout(); !ok {
+			return st, code, msg
 		}
-		j.sys("checkout failed: %v", cerr)
-		return "error", nil, "checkout: " + cerr.Error()
 	}
 	if err != nil {
 		if ctx.Err() != nil {
@@ -234,6 +264,7 @@ func (j *job) execute(ctx context.Context) (status string, exit *int, msg string
 		}
 		j.reportStep(i, "success", &code)
 	}
+	succeeded = true
 	zero := 0
 	return "success", &zero, ""
 }

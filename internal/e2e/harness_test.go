@@ -26,6 +26,7 @@ import (
 	"github.com/kilnci/kiln/internal/sandbox"
 	"github.com/kilnci/kiln/internal/sandbox/docker"
 	"github.com/kilnci/kiln/internal/server"
+	"github.com/kilnci/kiln/internal/sticky"
 	"github.com/kilnci/kiln/internal/store"
 	"github.com/kilnci/kiln/internal/testenv"
 )
@@ -99,6 +100,10 @@ func (h *harness) startAgent(id string, rt sandbox.Runtime, labels ...string) (w
 	if err != nil {
 		h.t.Fatal(err)
 	}
+	volumes, err := sticky.New(sticky.Config{Dir: filepath.Join(dir, "volumes")})
+	if err != nil {
+		h.t.Fatal(err)
+	}
 	cfg := agent.DefaultConfig()
 	cfg.Server, cfg.Token, cfg.ID, cfg.Name = h.url, tok, id, id
 	cfg.Labels = append([]string{"linux"}, labels...)
@@ -109,7 +114,7 @@ func (h *harness) startAgent(id string, rt sandbox.Runtime, labels ...string) (w
 	if rt == nil {
 		rt = h.rt
 	}
-	a, err := agent.New(cfg, rt, mirrors, testLogger(h.t))
+	a, err := agent.New(cfg, rt, mirrors, volumes, testLogger(h.t))
 	if err != nil {
 		h.t.Fatal(err)
 	}

@@ -1,0 +1,223 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/kilnci/kiln/internal/cacheclient"
+	"github.com/kilnci/kiln/internal/cachekey"
+	"github.com/kilnci/kiln/internal/pipeline"
+	"github.com/kilnci/kiln/internal/protocol"
+	"github.com/kilnci/kiln/internal/sandbox"
+	"github.com/kilnci/kiln/internal/sticky"
+)
+
+// jobCaches are one job attempt's caches: the mounts they add to the
+// sandbox, and what to do with them when the job ends.
+type jobCaches struct {
+	j      *job
+	mounts []sandbox.Mount
+	views  []stickyView
+	keyed  []*keyedCache
+}
+
+type stickyView struct {
+	path string
+	view *sticky.View
+}
+
+type keyedCache struct {
+	spec    pipeline.CacheSpec
+	key     string // expanded
+	matched string // the key restored from; "" on a miss
+	dirs    []string
+}
+
+// hasKeyed reports whether the job has keyed caches (which need the
+// checkout before the sandbox: their keys may hash files of it).
+func hasKeyed(spec pipeline.JobSpec) bool {
+	for _, c := range spec.Caches {
+		if !c.Sticky() {
+			return true
+		}
+	}
+	return false
+}
+
+// prepare acquires sticky views and restores keyed caches into host
+// directories under ws, returning the mounts. A cache that cannot be
+// prepared is reported in the log and skipped: a cache is an optimisation,
+// never a reason to fail a build.
+func (c *jobCaches) prepare(ctx context.Context, ws, src string) {
+	j := c.j
+	asg := j.asg
+	for i, spec := range asg.Spec.Caches {
+		if spec.Sticky() {
+			c.prepareSticky(ctx, spec)
+			continue
+		}
+		kc := &keyedCache{spec: spec}
+		key, err := cachekey.Expand(spec.Key, cachekey.Context{Workspace: src, Branch: asg.Branch, OS: "linux", Arch: runtime.GOARCH})
+		if err != nil {
+			j.sys("cache %q: cannot expand the key: %v (cache skipped)", spec.Key, err)
+			continue
+		}
+		kc.key = key
+		for p := range spec.Paths {
+			d := filepath.Join(ws, "caches", fmt.Sprintf("%d-%d", i, p))
+			if err := os.MkdirAll(d, 0o755); err != nil {
+				j.sys("cache %s: %v (cache skipped)", key, err)
+				kc = nil
+				break
+			}
+			kc.dirs = append(kc.dirs, d)
+		}
+		if kc == nil {
+			continue
+		}
+		c.restoreKeyed(ctx, kc)
+		for p, path := range spec.Paths {
+			c.mounts = append(c.mounts, sandbox.Mount{Source: kc.dirs[p], Target: path})
+		}
+		c.keyed = append(c.keyed, kc)
+	}
+}
+
+func (c *jobCaches) prepareSticky(ctx context.Context, spec pipeline.CacheSpec) {
+	j := c.j
+	if j.a.volumes == nil {
+		j.sys("cache %s: this agent keeps no sticky volumes (cache skipped)", spec.Path)
+		return
+	}
+	t0 := time.Now()
+	key := fmt.Sprintf("%d-%d", j.asg.JobID, j.asg.Attempt)
+	v, err := j.a.volumes.Acquire(ctx, j.asg.Project, spec.Path, key)
+	if err != nil {
+		j.sys("cache %s: sticky volume unavailable: %v (cache skipped)", spec.Path, err)
+		c.report("sticky", "restore", "error", spec.Path, 0, time.Since(t0))
+		return
+	}
+	c.views = append(c.views, stickyView{path: spec.Path, view: v})
+	c.mounts = append(c.mounts, sandbox.Mount{Source: v.MountSource(), Target: spec.Path})
+	if v.Warm() {
+		j.sys("cache %s: sticky volume hit (%s, %s)", spec.Path, human(v.Bytes()), time.Since(t0).Round(time.Millisecond))
+		c.report("sticky", "restore", "hit", spec.Path, v.Bytes(), time.Since(t0))
+	} else {
+		j.sys("cache %s: sticky volume miss (new volume on this host)", spec.Path)
+		c.report("sticky", "restore", "miss", spec.Path, 0, time.Since(t0))
+	}
+}
+
+func (c *jobCaches) client() *cacheclient.Client {
+	acc := c.j.asg.Cache
+	return &cacheclient.Client{BaseURL: acc.URL, Token: acc.Token, HTTP: &http.Client{}}
+}
+
+func (c *jobCaches) restoreKeyed(ctx context.Context, kc *keyedCache) {
+	j := c.j
+	if j.asg.Cache == nil {
+		j.sys("cache %s: the server gave no cache access (cache skipped)", kc.key)
+		return
+	}
+	t0 := time.Now()
+	matched, st, err := c.client().Restore(ctx, kc.key, kc.spec.RestoreKeys, cacheclient.Version(kc.spec.Paths), kc.dirs)
+	switch {
+	case err != nil:
+		j.sys("cache %s: restore failed: %v (continuing without it)", kc.key, err)
+		c.report("keyed", "restore", "error", kc.key, 0, time.Since(t0))
+	case matched == "":
+		j.sys("cache %s: miss", kc.key)
+		c.report("keyed", "restore", "miss", kc.key, 0, time.Since(t0))
+	default:
+		kc.matched = matched
+		how := "exact key"
+		if matched != kc.key {
+			how = "restore key"
+		}
+		j.sys("cache %s: hit on %s %s (%s in %s)", kc.key, how, matched, human(st.Bytes), time.Since(t0).Round(time.Millisecond))
+		c.report("keyed", "restore", "hit", matched, st.Bytes, time.Since(t0))
+	}
+}
+
+// finish keeps (success) or drops (anything else) what the job wrote. Call
+// it after the sandbox is gone.
+// Sticky views are promoted atomically; keyed caches are saved unless their
+// exact key was restored (entries are immutable, as on GitHub).
+func (c *jobCaches) finish(ctx context.Context, success bool) {
+	j := c.j
+	for _, sv := range c.views {
+		path := sv.path
+		if !success {
+			_ = sv.view.Discard()
+			continue
+		}
+		t0 := time.Now()
+		if _, err := sv.view.Commit(ctx); err != nil {
+			j.sys("cache %s: keeping the job's writes failed: %v", path, err)
+			c.report("sticky", "save", "error", path, 0, time.Since(t0))
+			continue
+		}
+		j.sys("cache %s: sticky volume updated (%s)", path, time.Since(t0).Round(time.Millisecond))
+		c.report("sticky", "save", "saved", path, 0, time.Since(t0))
+	}
+	c.views = nil
+	if !success {
+		return
+	}
+	for _, kc := range c.keyed {
+		if kc.matched == kc.key {
+			j.sys("cache %s: exact hit, not saved again", kc.key)
+			continue
+		}
+		t0 := time.Now()
+		st, err := c.client().Save(ctx, kc.key, cacheclient.Version(kc.spec.Paths), kc.dirs)
+		switch {
+		case errors.Is(err, cacheclient.ErrExists):
+			j.sys("cache %s: already saved by another job; skipped", kc.key)
+			c.report("keyed", "save", "exists", kc.key, 0, time.Since(t0))
+		case err != nil:
+			j.sys("cache %s: save failed: %v", kc.key, err)
+			c.report("keyed", "save", "error", kc.key, 0, time.Since(t0))
+		default:
+			j.sys("cache %s: saved (%s in %s)", kc.key, human(st.Bytes), time.Since(t0).Round(time.Millisecond))
+			c.report("keyed", "save", "saved", kc.key, st.Bytes, time.Since(t0))
+		}
+	}
+}
+
+// release drops what was not finished (an error path).
+func (c *jobCaches) release() {
+	for _, sv := range c.views {
+		_ = sv.view.Discard()
+	}
+	c.views = nil
+}
+
+// report sends a cache event for metrics; best effort.
+func (c *jobCaches) report(kind, op, result, key string, bytes int64, d time.Duration) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ev := protocol.CacheEvent{Attempt: c.j.asg.Attempt, Kind: kind, Op: op, Result: result, Key: key, Bytes: bytes, Seconds: d.Seconds()}
+	if err := c.j.a.api.cacheEvent(ctx, c.j.asg.JobID, ev); err != nil && !errors.Is(err, ErrStale) {
+		c.j.log.Debug("report cache event", "err", err)
+	}
+}
+
+func human(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return strings.TrimSpace(fmt.Sprintf("%d B", n))
+}
