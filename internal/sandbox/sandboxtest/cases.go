@@ -212,6 +212,25 @@ func testOwnNetwork(t *testing.T, h *harness) {
 	if ga == gb {
 		t.Fatalf("two sandboxes share a network: both route via %s", ga)
 	}
+
+	// B serves on a port; B reaches it, A does not. (A blocked connection
+	// runs out nc's 3s connect timeout; nothing is timed here.)
+	var ipB string
+	if f := strings.Fields(h.sh(t, b, "ip -4 -o addr show eth0")); len(f) >= 4 {
+		ipB, _, _ = strings.Cut(f[3], "/")
+	}
+	if net.ParseIP(ipB) == nil {
+		t.Fatalf("no IPv4 address on sandbox B's eth0")
+	}
+	h.sh(t, b, "(while :; do echo reached | nc -l -p 8080; done) </dev/null >/dev/null 2>&1 &")
+	h.sh(t, b, fmt.Sprintf(`for i in $(seq 1 100); do
+		[ "$(nc -w 3 %s 8080 </dev/null)" = reached ] && exit 0
+		sleep 0.1
+	done; echo "B cannot reach its own server"; exit 1`, ipB))
+	code, out := h.exec(t, a, sandbox.ExecSpec{Cmd: []string{"/bin/sh", "-c", "nc -w 3 " + ipB + " 8080 </dev/null"}})
+	if strings.Contains(out, "reached") {
+		t.Fatalf("sandbox A reached a server in sandbox B at %s (exit %d): their networks are not isolated", ipB, code)
+	}
 }
 
 func testNoEngineSocket(t *testing.T, h *harness) {
