@@ -9,6 +9,7 @@
 #   scripts/engines.sh                     set up both engines, print the test env
 #   eval "$(scripts/engines.sh --env)"     same, stdout has only the export lines
 #   scripts/engines.sh --only docker       just one engine (docker or podman)
+#   scripts/engines.sh --rootfs DIR        only write the base image's files to DIR
 #
 # Progress goes to stderr; the export lines to stdout:
 #   export KILN_TEST_DOCKER_HOST=unix:///run/kiln-docker.sock
@@ -37,11 +38,12 @@ LOCK=/run/kiln-engines.lock
 WAIT_SECONDS=${KILN_ENGINES_WAIT:-90}
 
 usage() {
-	sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' >&2
+	sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//' >&2
 	exit "${1:-0}"
 }
 
 env_only=0
+rootfs_dir=
 engines=(docker podman)
 while [ $# -gt 0 ]; do
 	case "$1" in
@@ -52,6 +54,11 @@ while [ $# -gt 0 ]; do
 		shift
 		;;
 	--only=docker | --only=podman) engines=("${1#--only=}") ;;
+	--rootfs)
+		[ $# -ge 2 ] || usage 2
+		rootfs_dir=$2
+		shift
+		;;
 	-h | --help) usage 0 ;;
 	*)
 		echo "engines.sh: unknown argument $1" >&2
@@ -68,12 +75,8 @@ die() {
 }
 want() { [[ " ${engines[*]} " == *" $1 "* ]]; }
 
-[ "$(id -u)" = 0 ] || die "run as root (it installs packages and starts daemons)"
+[ "$(id -u)" = 0 ] || [ -n "$rootfs_dir" ] || die "run as root (it installs packages and starts daemons)"
 
-# One run at a time: two CI jobs starting the same daemons would race.
-# (spawn closes fd 9 in the daemons, or they would hold the lock for ever.)
-exec 9>"$LOCK"
-flock -w "$WAIT_SECONDS" 9 || die "another engines.sh still holds $LOCK after ${WAIT_SECONDS}s"
 
 # --- packages -------------------------------------------------------------
 
@@ -215,11 +218,12 @@ start_podman() {
 
 # --- base image -----------------------------------------------------------
 
-# build_rootfs DIR TAR: a busybox userland, every applet a symlink, packed
-# reproducibly (sorted, fixed owners and times) so its hash says whether the
-# imported image is up to date.
-build_rootfs() {
-	local root=$1 tar=$2 applet
+# base_rootfs DIR: the base image's file tree, a busybox userland with every
+# applet a symlink (also what `--rootfs DIR` writes, for scripts building
+# images on top of it).
+base_rootfs() {
+	local root=$1 applet
+	[ -x /bin/busybox ] || die "/bin/busybox is missing: install busybox-static (scripts/engines.sh does)"
 	mkdir -p "$root"/{bin,etc,root,tmp,workspace,usr}
 	cp /bin/busybox "$root/bin/busybox"
 	for applet in $(/bin/busybox --list); do
@@ -233,7 +237,14 @@ build_rootfs() {
 	chmod 700 "$root/root"
 	printf '%s\n' 'root:x:0:0:root:/root:/bin/sh' 'nobody:x:65534:65534:nobody:/nonexistent:/bin/false' >"$root/etc/passwd"
 	printf '%s\n' 'root:x:0:' 'nogroup:x:65534:' >"$root/etc/group"
-	tar -C "$root" --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -cf "$tar" .
+}
+
+# build_rootfs DIR TAR: base_rootfs packed reproducibly (sorted, fixed
+# owners and times) so its hash says whether the imported image is up to
+# date.
+build_rootfs() {
+	base_rootfs "$1"
+	tar -C "$1" --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -cf "$2" .
 }
 
 import_image() {
@@ -262,6 +273,16 @@ import_image() {
 }
 
 # --- main -----------------------------------------------------------------
+
+if [ -n "$rootfs_dir" ]; then
+	base_rootfs "$rootfs_dir"
+	exit 0
+fi
+
+# One run at a time: two CI jobs starting the same daemons would race.
+# (spawn closes fd 9 in the daemons, or they would hold the lock for ever.)
+exec 9>"$LOCK"
+flock -w "$WAIT_SECONDS" 9 || die "another engines.sh still holds $LOCK after ${WAIT_SECONDS}s"
 
 install_packages
 want docker && start_docker
