@@ -96,6 +96,56 @@ type tree struct {
 	dirs map[string]bool // directories extracted, "." for the tree's root
 	seen map[string]bool // every name extracted
 	meta []dirMeta       // directories in creation order
+	open []openDir       // roots on recently used directories, oldest first
+}
+
+// openDir is an os.Root on one directory of a tree.
+type openDir struct {
+	rel  string
+	root *os.Root
+}
+
+// maxOpenDirs is how many directories of a tree are kept open. Entries of
+// one directory mostly come together, and creating a file through a root
+// on its parent is one openat(2), where the tree's root would open every
+// directory on the way (a Go module cache is 8 or more levels deep).
+const maxOpenDirs = 8
+
+// parent returns a root on directory dir of the tree and the name of rel
+// in it; dir must be a directory extracted from the archive.
+func (t *tree) parent(rel string) (*os.Root, string, error) {
+	dir, base := path.Split(rel)
+	dir = strings.TrimSuffix(dir, "/")
+	if dir == "" {
+		return t.root, base, nil
+	}
+	for i, o := range t.open {
+		if o.rel == dir {
+			if i != len(t.open)-1 {
+				t.open = append(append(t.open[:i:i], t.open[i+1:]...), o)
+			}
+			return o.root, base, nil
+		}
+	}
+	r, err := t.root.OpenRoot(dir)
+	if err != nil {
+		return nil, "", err
+	}
+	if len(t.open) == maxOpenDirs {
+		t.open[0].root.Close()
+		t.open = append(t.open[:0], t.open[1:]...)
+	}
+	t.open = append(t.open, openDir{dir, r})
+	return r, base, nil
+}
+
+// close closes the tree's roots.
+func (t *tree) close() {
+	for _, o := range t.open {
+		o.root.Close()
+	}
+	t.open = nil
+	t.root.Close()
 }
 
 // dirMeta is what is applied to a directory once it is complete.
@@ -190,7 +240,11 @@ func (x *extractor) entry(hdr *tar.Header, r io.Reader) error {
 	x.st.Entries++
 	switch hdr.Typeflag {
 	case tar.TypeDir:
-		if err := t.root.Mkdir(rel, 0o700); err != nil {
+		p, base, err := t.parent(rel)
+		if err == nil {
+			err = p.Mkdir(base, 0o700)
+		}
+		if err != nil {
 			return err
 		}
 		t.dirs[rel] = true
@@ -257,7 +311,11 @@ func (x *extractor) newTree(idx int) (*tree, error) {
 }
 
 func (x *extractor) file(t *tree, rel string, hdr *tar.Header, r io.Reader) error {
-	f, err := t.root.OpenFile(rel, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	p, base, err := t.parent(rel)
+	if err != nil {
+		return err
+	}
+	f, err := p.OpenFile(base, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return err
 	}
@@ -277,7 +335,7 @@ func (x *extractor) file(t *tree, rel string, hdr *tar.Header, r io.Reader) erro
 		err = cerr
 	}
 	if err == nil {
-		err = t.root.Chtimes(rel, hdr.ModTime, hdr.ModTime)
+		err = p.Chtimes(base, hdr.ModTime, hdr.ModTime)
 	}
 	if err != nil {
 		return fmt.Errorf("extract %s: %w", rel, err)
@@ -287,9 +345,12 @@ func (x *extractor) file(t *tree, rel string, hdr *tar.Header, r io.Reader) erro
 }
 
 func (x *extractor) symlink(t *tree, rel string, hdr *tar.Header) error {
-	err := t.root.Symlink(hdr.Linkname, rel)
+	p, base, err := t.parent(rel)
+	if err == nil {
+		err = p.Symlink(hdr.Linkname, base)
+	}
 	if err == nil && x.owner {
-		err = t.root.Lchown(rel, hdr.Uid, hdr.Gid)
+		err = p.Lchown(base, hdr.Uid, hdr.Gid)
 	}
 	if err == nil {
 		ts := unix.NsecToTimespec(hdr.ModTime.UnixNano())
@@ -312,20 +373,21 @@ func (x *extractor) finish() error {
 		}
 		for i := len(t.meta) - 1; i >= 0; i-- {
 			m := t.meta[i]
-			var err error
-			if x.owner {
-				err = t.root.Lchown(m.rel, m.uid, m.gid)
+			p, base, err := t.parent(m.rel)
+			if err == nil && x.owner {
+				err = p.Lchown(base, m.uid, m.gid)
 			}
 			if err == nil {
-				err = t.root.Chmod(m.rel, m.mode)
+				err = p.Chmod(base, m.mode)
 			}
 			if err == nil {
-				err = t.root.Chtimes(m.rel, m.mtime, m.mtime)
+				err = p.Chtimes(base, m.mtime, m.mtime)
 			}
 			if err != nil {
 				return fmt.Errorf("extract %s: %w", m.rel, err)
 			}
 		}
+		t.close()
 	}
 	for i, t := range x.trees {
 		if t == nil {
@@ -381,7 +443,7 @@ func (r *readErr) Read(p []byte) (int, error) {
 func (x *extractor) cleanup() {
 	for _, t := range x.trees {
 		if t != nil {
-			t.root.Close()
+			t.close()
 			removeTree(t.tmp)
 		}
 	}
