@@ -31,8 +31,12 @@ type testEnv struct {
 
 	mu        sync.Mutex
 	reqs      []string // "METHOD op", op a Twirp method or the blob query's comp
-	intercept func(w http.ResponseWriter, r *http.Request) bool
+	intercept hook
 }
+
+// hook may answer a request in the service's place; it reports whether it
+// did.
+type hook = func(w http.ResponseWriter, r *http.Request) bool
 
 func newTestEnv(t *testing.T) *testEnv {
 	t.Helper()
@@ -94,7 +98,7 @@ func (te *testEnv) requests() []string {
 	return out
 }
 
-func (te *testEnv) setIntercept(f func(w http.ResponseWriter, r *http.Request) bool) {
+func (te *testEnv) setIntercept(f hook) {
 	te.mu.Lock()
 	te.intercept = f
 	te.mu.Unlock()

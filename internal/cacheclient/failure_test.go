@@ -2,6 +2,7 @@ package cacheclient
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -45,10 +46,29 @@ func (w *cutAfter) Write(b []byte) (int, error) {
 	return w.ResponseWriter.Write(b)
 }
 
-func twirpError(w http.ResponseWriter, status int, code string) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	w.Write([]byte(`{"code":"` + code + `","msg":"injected"}`))
+// twirpFails answers calls of a Twirp method with a Twirp error.
+func twirpFails(method string, status int) hook {
+	return func(w http.ResponseWriter, r *http.Request) bool {
+		if !strings.HasSuffix(r.URL.Path, "/"+method) {
+			return false
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(status)
+		w.Write([]byte(`{"code":"unavailable","msg":"injected"}`))
+		return true
+	}
+}
+
+// blobFails answers the blob requests match selects with an Azure error.
+func blobFails(match func(*http.Request) bool, status int) hook {
+	return func(w http.ResponseWriter, r *http.Request) bool {
+		if !strings.HasPrefix(r.URL.Path, "/cache-blobs/") || !match(r) {
+			return false
+		}
+		w.Header().Set("x-ms-error-code", "InternalError")
+		w.WriteHeader(status)
+		return true
+	}
 }
 
 // TestServiceFailures: a service answering errors, or dying mid-transfer,
@@ -67,7 +87,7 @@ func TestServiceFailures(t *testing.T) {
 
 	base := t.TempDir()
 	target := filepath.Join(base, "target")
-	restoreFails := func(name string, hook func(w http.ResponseWriter, r *http.Request) bool, status int) {
+	restoreFails := func(name string, hook hook, status int) {
 		t.Helper()
 		te.setIntercept(hook)
 		defer te.setIntercept(nil)
@@ -83,21 +103,8 @@ func TestServiceFailures(t *testing.T) {
 			t.Errorf("%s: left behind: %q", name, got)
 		}
 	}
-	restoreFails("lookup 503", func(w http.ResponseWriter, r *http.Request) bool {
-		if strings.HasSuffix(r.URL.Path, "/GetCacheEntryDownloadURL") {
-			twirpError(w, http.StatusServiceUnavailable, "unavailable")
-			return true
-		}
-		return false
-	}, http.StatusServiceUnavailable)
-	restoreFails("download 500", func(w http.ResponseWriter, r *http.Request) bool {
-		if r.Method == http.MethodGet {
-			w.Header().Set("x-ms-error-code", "InternalError")
-			w.WriteHeader(http.StatusInternalServerError)
-			return true
-		}
-		return false
-	}, http.StatusInternalServerError)
+	restoreFails("lookup 503", twirpFails("GetCacheEntryDownloadURL", http.StatusServiceUnavailable), http.StatusServiceUnavailable)
+	restoreFails("download 500", blobFails(func(r *http.Request) bool { return r.Method == http.MethodGet }, http.StatusInternalServerError), http.StatusInternalServerError)
 	restoreFails("download cut mid-body", func(w http.ResponseWriter, r *http.Request) bool {
 		if r.Method == http.MethodGet {
 			te.svc.Handler().ServeHTTP(&cutAfter{ResponseWriter: w, n: 3 << 20}, r)
@@ -119,7 +126,7 @@ func TestServiceFailures(t *testing.T) {
 	}
 	compareTrees(t, snapshot(t, src), snapshot(t, target))
 
-	saveFails := func(key, name string, hook func(w http.ResponseWriter, r *http.Request) bool, status int) {
+	saveFails := func(key, name string, hook hook, status int) {
 		t.Helper()
 		te.setIntercept(hook)
 		defer te.setIntercept(nil)
@@ -129,34 +136,13 @@ func TestServiceFailures(t *testing.T) {
 			t.Errorf("%s: %v, want an *Error with status %d", name, err, status)
 		}
 	}
-	saveFails("k1", "reserve 500", func(w http.ResponseWriter, r *http.Request) bool {
-		if strings.HasSuffix(r.URL.Path, "/CreateCacheEntry") {
-			twirpError(w, http.StatusInternalServerError, "internal")
-			return true
-		}
-		return false
-	}, http.StatusInternalServerError)
-	saveFails("k2", "third block 500", func(w http.ResponseWriter, r *http.Request) bool {
-		if r.URL.Query().Get("comp") == "block" && strings.HasSuffix(r.URL.Query().Get("blockid"), "Mg==") { // …02
-			w.WriteHeader(http.StatusInternalServerError)
-			return true
-		}
-		return false
-	}, http.StatusInternalServerError)
-	saveFails("k3", "block list 503", func(w http.ResponseWriter, r *http.Request) bool {
-		if r.URL.Query().Get("comp") == "blocklist" {
-			w.WriteHeader(http.StatusServiceUnavailable)
-			return true
-		}
-		return false
-	}, http.StatusServiceUnavailable)
-	saveFails("k4", "finalize 502", func(w http.ResponseWriter, r *http.Request) bool {
-		if strings.HasSuffix(r.URL.Path, "/FinalizeCacheEntryUpload") {
-			twirpError(w, http.StatusBadGateway, "unavailable")
-			return true
-		}
-		return false
-	}, http.StatusBadGateway)
+	saveFails("k1", "reserve 500", twirpFails("CreateCacheEntry", http.StatusInternalServerError), http.StatusInternalServerError)
+	saveFails("k2", "third block 500", blobFails(func(r *http.Request) bool {
+		q := r.URL.Query()
+		return q.Get("comp") == "block" && q.Get("blockid") == base64.StdEncoding.EncodeToString([]byte("kiln-block-00000002"))
+	}, http.StatusInternalServerError), http.StatusInternalServerError)
+	saveFails("k3", "block list 503", blobFails(func(r *http.Request) bool { return r.URL.Query().Get("comp") == "blocklist" }, http.StatusServiceUnavailable), http.StatusServiceUnavailable)
+	saveFails("k4", "finalize 502", twirpFails("FinalizeCacheEntryUpload", http.StatusBadGateway), http.StatusBadGateway)
 	// No failed save became visible.
 	for _, k := range []string{"k1", "k2", "k3", "k4"} {
 		if m, _, err := c.Restore(ctx, k, nil, version, []string{filepath.Join(t.TempDir(), "d")}); m != "" || err != nil {
