@@ -79,41 +79,42 @@ func parseGlob(s string) (g glob, msg string) {
 	return g, ""
 }
 
-// matchParts reports whether pat matches the path elements name.
-func matchParts(pat, name []string) bool {
-	for len(pat) > 0 {
-		if pat[0] == "**" {
-			rest := pat[1:]
-			if len(rest) == 0 {
-				return true
+// matchLengths reports, for each k from 0 to len(name), whether pat
+// matches the first k elements of name. It runs in time proportional to
+// len(pat)*len(name) whatever the "**"s (no backtracking).
+func matchLengths(pat, name []string) []bool {
+	cur := make([]bool, len(name)+1)
+	next := make([]bool, len(name)+1)
+	cur[0] = true
+	for _, p := range pat {
+		clear(next)
+		if p == "**" {
+			reached := false
+			for j, ok := range cur {
+				reached = reached || ok
+				next[j] = reached
 			}
-			for i := range len(name) + 1 {
-				if matchParts(rest, name[i:]) {
-					return true
+		} else {
+			for j := range name {
+				if cur[j] {
+					next[j+1], _ = path.Match(p, name[j])
 				}
 			}
-			return false
 		}
-		if len(name) == 0 {
-			return false
-		}
-		if ok, _ := path.Match(pat[0], name[0]); !ok {
-			return false
-		}
-		pat, name = pat[1:], name[1:]
+		cur, next = next, cur
 	}
-	return len(name) == 0
+	return cur
+}
+
+// matchParts reports whether pat matches the path elements name.
+func matchParts(pat, name []string) bool {
+	return matchLengths(pat, name)[len(name)]
 }
 
 // matches reports whether g matches the file with path elements elems or
 // one of its parent directories.
 func (g glob) matches(elems []string) bool {
-	for k := len(elems); k >= 0; k-- {
-		if matchParts(g.parts, elems[:k]) {
-			return true
-		}
-	}
-	return false
+	return slices.Contains(matchLengths(g.parts, elems), true)
 }
 
 // selected applies the globs to one file: the last that matches decides.
