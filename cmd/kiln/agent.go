@@ -43,6 +43,7 @@ func agentFlags(fs *flag.FlagSet, local bool) *agentOptions {
 	fs.StringVar(&o.memory, "memory", "2g", "default memory limit per job (e.g. 512m, 2g)")
 	fs.Int64Var(&o.cfg.DefaultPids, "pids", o.cfg.DefaultPids, "default process limit per job")
 	fs.Int64Var(&o.stickyMax, "sticky-max-bytes", 10<<30, "largest size of one sticky cache volume; a job that grows it beyond keeps the previous one")
+	fs.DurationVar(&o.cfg.StickyMaxAge, "sticky-max-age", o.cfg.StickyMaxAge, "prune sticky cache volumes unused for this long")
 	return o
 }
 

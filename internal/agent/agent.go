@@ -38,10 +38,12 @@ type Config struct {
 	HTTPClient    *http.Client
 	// ClaimWait is how long the server may hold one claim request.
 	ClaimWait time.Duration
+	// StickyMaxAge prunes sticky cache volumes unused for this long.
+	StickyMaxAge time.Duration
 }
 
 func DefaultConfig() Config {
-	return Config{Capacity: 2, DefaultCPUs: 2, DefaultMemory: 2 << 30, DefaultPids: 1024, ClaimWait: 30 * time.Second}
+	return Config{Capacity: 2, DefaultCPUs: 2, DefaultMemory: 2 << 30, DefaultPids: 1024, ClaimWait: 30 * time.Second, StickyMaxAge: 14 * 24 * time.Hour}
 }
 
 type Agent struct {
@@ -84,6 +86,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	a.sweep(ctx)
+	go a.pruneLoop(ctx)
 	slots := make(chan struct{}, a.cfg.Capacity)
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -193,5 +196,27 @@ func (a *Agent) sweep(ctx context.Context) {
 	entries, _ := os.ReadDir(dir)
 	for _, e := range entries {
 		_ = os.RemoveAll(filepath.Join(dir, e.Name()))
+	}
+}
+
+// pruneLoop removes sticky volumes unused for StickyMaxAge, now and every
+// six hours, so a host does not keep caches of projects long gone.
+func (a *Agent) pruneLoop(ctx context.Context) {
+	if a.volumes == nil || a.cfg.StickyMaxAge <= 0 {
+		return
+	}
+	t := time.NewTicker(6 * time.Hour)
+	defer t.Stop()
+	for {
+		if n, err := a.volumes.Prune(ctx, a.cfg.StickyMaxAge); err != nil && ctx.Err() == nil {
+			a.log.Warn("prune sticky volumes", "err", err)
+		} else if n > 0 {
+			a.log.Info("pruned unused sticky volumes", "removed", n, "unused_for", a.cfg.StickyMaxAge)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
 	}
 }
