@@ -106,9 +106,11 @@ func (s *Store) insertBuild(ctx context.Context, tx *sql.Tx, b *Build) error {
 	if b.ID, err = res.LastInsertId(); err != nil {
 		return err
 	}
-	if cancelSuperseded != 0 && b.Branch != "" {
-		rows, err := tx.QueryContext(ctx, `SELECT id FROM builds WHERE project_id = ? AND branch = ? AND id < ? AND status IN ('queued', 'running') AND cancel_requested = 0`,
-			b.ProjectID, b.Branch, b.ID)
+	// Runner builds (one per GitHub Actions job) never supersede, nor are
+	// superseded: the jobs of one workflow run share a branch.
+	if cancelSuperseded != 0 && b.Branch != "" && b.Trigger != TriggerGitHubActions {
+		rows, err := tx.QueryContext(ctx, `SELECT id FROM builds WHERE project_id = ? AND branch = ? AND id < ? AND status IN ('queued', 'running') AND cancel_requested = 0 AND trigger != ?`,
+			b.ProjectID, b.Branch, b.ID, TriggerGitHubActions)
 		if err != nil {
 			return err
 		}

@@ -137,6 +137,87 @@ var migrations = []string{
 		project_id INTEGER NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
 		PRIMARY KEY (agent_id, project_id)
 	);`,
+	// 3: GitHub Actions. Pools of ephemeral runners; the workflow jobs
+	// Kiln knows (their state only moves forward); one record per runner
+	// job (a Kiln job whose step runs a JIT-configured runner); the
+	// repositories webhooks named, for the reconciler; Actions webhook
+	// deliveries, for de-duplication. jobs.pool marks a runner job and
+	// bounds a pool's concurrency at claim time.
+	`ALTER TABLE jobs ADD COLUMN pool TEXT NOT NULL DEFAULT '';
+	CREATE INDEX jobs_pool_status ON jobs(pool, status);
+	CREATE TABLE pools (
+		name TEXT PRIMARY KEY,
+		labels TEXT NOT NULL,
+		image TEXT NOT NULL,
+		cpus REAL NOT NULL DEFAULT 0,
+		memory_bytes INTEGER NOT NULL DEFAULT 0,
+		pids INTEGER NOT NULL DEFAULT 0,
+		max_runners INTEGER NOT NULL,
+		warm INTEGER NOT NULL DEFAULT 0,
+		owner TEXT NOT NULL,
+		repo TEXT NOT NULL DEFAULT '',
+		runner_group_id INTEGER NOT NULL DEFAULT 1,
+		installation_id INTEGER NOT NULL DEFAULT 0,
+		command TEXT NOT NULL,
+		agent_labels TEXT NOT NULL DEFAULT '[]',
+		timeout_seconds INTEGER NOT NULL,
+		created_at INTEGER NOT NULL
+	);
+	CREATE TABLE actions_jobs (
+		gh_job_id INTEGER PRIMARY KEY,
+		run_id INTEGER NOT NULL,
+		run_attempt INTEGER NOT NULL DEFAULT 0,
+		owner TEXT NOT NULL,
+		repo TEXT NOT NULL,
+		name TEXT NOT NULL DEFAULT '',
+		workflow TEXT NOT NULL DEFAULT '',
+		labels TEXT NOT NULL DEFAULT '[]',
+		status TEXT NOT NULL,
+		conclusion TEXT NOT NULL DEFAULT '',
+		pool TEXT NOT NULL DEFAULT '',
+		installation_id INTEGER NOT NULL DEFAULT 0,
+		html_url TEXT NOT NULL DEFAULT '',
+		head_branch TEXT NOT NULL DEFAULT '',
+		head_sha TEXT NOT NULL DEFAULT '',
+		runner_name TEXT NOT NULL DEFAULT '',
+		job_id INTEGER REFERENCES jobs(id) ON DELETE SET NULL,
+		launches INTEGER NOT NULL DEFAULT 0,
+		first_seen INTEGER NOT NULL,
+		updated_at INTEGER NOT NULL,
+		source TEXT NOT NULL
+	);
+	CREATE INDEX actions_jobs_status ON actions_jobs(status, owner, repo);
+	CREATE UNIQUE INDEX actions_jobs_runner_job ON actions_jobs(job_id) WHERE job_id IS NOT NULL;
+	CREATE TABLE actions_runners (
+		job_id INTEGER PRIMARY KEY REFERENCES jobs(id) ON DELETE CASCADE,
+		pool TEXT NOT NULL,
+		gh_job_id INTEGER NOT NULL,
+		name TEXT NOT NULL UNIQUE,
+		owner TEXT NOT NULL,
+		repo TEXT NOT NULL DEFAULT '',
+		installation_id INTEGER NOT NULL DEFAULT 0,
+		runner_id INTEGER NOT NULL DEFAULT 0,
+		gh_status TEXT NOT NULL DEFAULT '',
+		online_at INTEGER,
+		idle_since INTEGER,
+		created_at INTEGER NOT NULL,
+		updated_at INTEGER NOT NULL
+	);
+	CREATE INDEX actions_runners_gh_job ON actions_runners(gh_job_id);
+	CREATE TABLE actions_repos (
+		owner TEXT NOT NULL,
+		repo TEXT NOT NULL,
+		installation_id INTEGER NOT NULL DEFAULT 0,
+		last_seen INTEGER NOT NULL,
+		PRIMARY KEY (owner, repo)
+	);
+	CREATE TABLE actions_deliveries (
+		id TEXT PRIMARY KEY,
+		action TEXT NOT NULL,
+		gh_job_id INTEGER NOT NULL,
+		result TEXT NOT NULL,
+		received_at INTEGER NOT NULL
+	);`,
 }
 
 func (s *Store) migrate(ctx context.Context) error {

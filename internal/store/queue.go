@@ -11,7 +11,7 @@ import (
 )
 
 const jobCols = `id, build_id, name, status, spec, labels, timeout_seconds, attempt, max_attempts, agent_id, lease_expires, cancel_requested,
-	exit_code, error, queued_at, not_before, started_at, finished_at`
+	exit_code, error, queued_at, not_before, started_at, finished_at, pool`
 
 type querier interface {
 	QueryContext(ctx context.Context, q string, args ...any) (*sql.Rows, error)
@@ -33,7 +33,7 @@ func scanJob(row interface{ Scan(...any) error }) (*Job, error) {
 	var lease, notBefore, started, finished, exit sql.NullInt64
 	var queued int64
 	err := row.Scan(&j.ID, &j.BuildID, &j.Name, &j.Status, &j.Spec, &labels, &j.TimeoutSeconds, &j.Attempt, &j.MaxAttempts, &j.AgentID, &lease, &cancel,
-		&exit, &j.Error, &queued, &notBefore, &started, &finished)
+		&exit, &j.Error, &queued, &notBefore, &started, &finished, &j.Pool)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("job: %w", ErrNotFound)
 	}
@@ -122,9 +122,14 @@ func (s *Store) ClaimJob(ctx context.Context, c Claim) (*Job, error) {
 	if err != nil {
 		return nil, err
 	}
+	// A runner job (pool set) is a candidate only while its pool runs
+	// fewer than max_runners; a job of a deleted pool never is. Full pools
+	// are left out in SQL, so a burst of runner jobs cannot fill the
+	// window of 200 and starve everything queued after it.
 	rows, err := s.db.QueryContext(ctx, `SELECT j.id, j.labels, j.sticky, b.project_id, MAX(j.queued_at, COALESCE(j.not_before, 0))
 		FROM jobs j JOIN builds b ON b.id = j.build_id
-		WHERE j.status = 'queued' AND j.cancel_requested = 0 AND (j.not_before IS NULL OR j.not_before <= ?) ORDER BY j.id LIMIT 200`, now)
+		WHERE j.status = 'queued' AND j.cancel_requested = 0 AND (j.not_before IS NULL OR j.not_before <= ?)
+		AND (j.pool = '' OR `+poolHasRoom("j")+`) ORDER BY j.id LIMIT 200`, now)
 	if err != nil {
 		return nil, err
 	}
@@ -200,6 +205,12 @@ func (s *Store) SetWarm(ctx context.Context, agentID string, projects []string) 
 	return tx.Commit()
 }
 
+// poolHasRoom is an SQL condition: the pool of the job row t runs fewer
+// runner jobs than its max_runners (false when the pool is gone).
+func poolHasRoom(t string) string {
+	return `(SELECT COUNT(*) FROM jobs r WHERE r.pool = ` + t + `.pool AND r.status = 'running') < COALESCE((SELECT p.max_runners FROM pools p WHERE p.name = ` + t + `.pool), 0)`
+}
+
 func hasAll(have, need []string) bool {
 	for _, n := range need {
 		if !slices.Contains(have, n) {
@@ -215,8 +226,11 @@ func (s *Store) claimOne(ctx context.Context, id int64, agentID string, now int6
 		return nil, err
 	}
 	defer tx.Rollback()
+	// The pool check is repeated inside the claim's (immediate, so
+	// serialized) transaction: two agents that both saw room for one more
+	// runner cannot both take it.
 	res, err := tx.ExecContext(ctx, `UPDATE jobs SET status = 'running', attempt = attempt + 1, agent_id = ?, lease_expires = ?, started_at = ?, finished_at = NULL, exit_code = NULL, error = ''
-		WHERE id = ? AND status = 'queued' AND cancel_requested = 0`, agentID, now+lease.Milliseconds(), now, id)
+		WHERE id = ? AND status = 'queued' AND cancel_requested = 0 AND (pool = '' OR `+poolHasRoom("jobs")+`)`, agentID, now+lease.Milliseconds(), now, id)
 	if err != nil {
 		return nil, err
 	}

@@ -70,7 +70,7 @@ type Build struct {
 	Project    string `json:"project"`
 	Number     int64  `json:"number"` // per project
 	Status     Status `json:"status"`
-	Trigger    string `json:"trigger"` // "push", "api"
+	Trigger    string `json:"trigger"` // "push", "api", "github_actions"
 	Forge      string `json:"forge,omitempty"`
 	DeliveryID string `json:"delivery_id,omitempty"`
 	Ref        string `json:"ref"`
@@ -90,6 +90,10 @@ type Build struct {
 	Jobs            []*Job     `json:"jobs,omitempty"`
 }
 
+// TriggerGitHubActions is the trigger of a runner build: a GitHub Actions
+// workflow job that a Kiln pool serves with an ephemeral runner.
+const TriggerGitHubActions = "github_actions"
+
 type Job struct {
 	ID      int64  `json:"id"`
 	BuildID int64  `json:"build_id"`
@@ -100,7 +104,10 @@ type Job struct {
 	Labels []string `json:"labels,omitempty"`
 	// Sticky says the job mounts sticky cache volumes: it prefers agents
 	// that hold its project's volumes.
-	Sticky          bool       `json:"sticky,omitempty"`
+	Sticky bool `json:"sticky,omitempty"`
+	// Pool is set on a GitHub Actions runner job: the pool whose runner it
+	// starts (and whose max_runners bounds how many run at once).
+	Pool            string     `json:"pool,omitempty"`
 	TimeoutSeconds  int        `json:"timeout_seconds"`
 	Attempt         int        `json:"attempt"`
 	MaxAttempts     int        `json:"max_attempts"`
