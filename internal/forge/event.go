@@ -21,6 +21,9 @@ const (
 	KindPing  Kind = "ping"  // answered, builds nothing
 	KindPush  Kind = "push"  // a branch or tag moved: build the new commit
 	KindOther Kind = "other" // verified but not handled (acknowledged, ignored)
+	// KindWorkflowJob is a GitHub Actions workflow job queued, started or
+	// finished: what Kiln's runner pools serve.
+	KindWorkflowJob Kind = "workflow_job"
 )
 
 // Event is a verified delivery in forge-neutral form.
@@ -30,6 +33,8 @@ type Event struct {
 	Name       string // the forge's own event name, e.g. "push", "Push Hook"
 	DeliveryID string // unique per delivery; used to de-duplicate
 	Push       *Push  // set when Kind == KindPush
+	// WorkflowJob is set when Kind == KindWorkflowJob.
+	WorkflowJob *WorkflowJob
 }
 
 // Push is a normalized push.

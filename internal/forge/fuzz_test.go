@@ -36,6 +36,14 @@ func FuzzParseGitLab(f *testing.F) {
 	})
 }
 
+func FuzzParseWorkflowJob(f *testing.F) {
+	f.Add("workflow_job", []byte(`{"action":"queued","workflow_job":{"id":1,"run_id":2,"status":"queued","labels":["self-hosted"]},"repository":{"full_name":"o/r"}}`))
+	f.Fuzz(func(t *testing.T, event string, body []byte) {
+		ev, err := Parse("github", githubHeader(event, body), body, testSecret)
+		checkParsed(t, ev, err)
+	})
+}
+
 // checkParsed holds Parse to its contract for a delivery that is properly
 // signed: either a malformed-payload error, or an event whose push, if any,
 // names a full ref and either is a deletion or has a valid commit.
@@ -52,6 +60,17 @@ func checkParsed(t *testing.T, ev *Event, err error) {
 	}
 	if (ev.Push != nil) != (ev.Kind == KindPush) {
 		t.Fatalf("kind %s with push %+v", ev.Kind, ev.Push)
+	}
+	if (ev.WorkflowJob != nil) != (ev.Kind == KindWorkflowJob) {
+		t.Fatalf("kind %s with workflow job %+v", ev.Kind, ev.WorkflowJob)
+	}
+	if w := ev.WorkflowJob; w != nil {
+		if w.ID <= 0 || w.RunID <= 0 || w.Status == "" || w.Action == "" || !validName(w.Owner) || !validName(w.Repo) || w.InstallationID < 0 || len(w.Labels) > MaxWorkflowJobLabels {
+			t.Fatalf("workflow job %+v", w)
+		}
+		if (w.Status == "queued" || w.Status == "waiting") && (w.RunnerName != "" || w.RunnerID != 0) {
+			t.Fatalf("queued workflow job with a runner: %+v", w)
+		}
 	}
 	p := ev.Push
 	if p == nil {
@@ -99,6 +118,15 @@ func fuzzSeeds(t *testing.T) []fuzzSeed {
 		return event
 	})
 	add("FuzzParseGitHub", "testdata/gitea/*.json", func(string) string { return "push" })
+	// The real workflow_job examples fakegithub delivers.
+	jobs, err := filepath.Glob(workflowJobFixtures)
+	if err != nil || len(jobs) == 0 {
+		t.Fatalf("no fixtures %s: %v", workflowJobFixtures, err)
+	}
+	for _, file := range jobs {
+		name := "github." + strings.TrimSuffix(filepath.Base(file), ".json")
+		seeds = append(seeds, fuzzSeed{"FuzzParseWorkflowJob", name, "workflow_job", readFixture(t, file)})
+	}
 	add("FuzzParseGitLab", "testdata/gitlab/*.json", func(file string) string {
 		if strings.HasPrefix(filepath.Base(file), "tag_") {
 			return "Tag Push Hook"

@@ -30,7 +30,9 @@ const maxHeaderValue = 256
 // (KindOther), so the caller can store and acknowledge it. A KindPush event
 // always has a Push with a full Ref and either Deleted set or a 40- or
 // 64-hex Commit. For an annotated tag, Commit is the commit the tag points at
-// (GitHub's head_commit, GitLab's checkout_sha), not the tag object.
+// (GitHub's head_commit, GitLab's checkout_sha), not the tag object. A
+// KindWorkflowJob event (GitHub's workflow_job) always has a WorkflowJob
+// with positive ids, an owner and a repository, and a status.
 func Parse(forgeName string, header http.Header, body []byte, secret string) (*Event, error) {
 	f, ok := lookupForge(forgeName)
 	if !ok {
@@ -56,6 +58,18 @@ func Parse(forgeName string, header http.Header, body []byte, secret string) (*E
 		ev.Kind = kind
 	}
 
+	if ev.Kind == KindWorkflowJob {
+		var pl workflowJobPayload
+		if err := decode(name, body, &pl); err != nil {
+			return nil, err
+		}
+		wj, err := pl.workflowJob(name)
+		if err != nil {
+			return nil, err
+		}
+		ev.WorkflowJob = wj
+		return ev, nil
+	}
 	if ev.Kind != KindPush {
 		// Nothing is read from these, but a body that is not a JSON object
 		// is still a malformed delivery, not one to store and acknowledge.
@@ -155,7 +169,7 @@ func githubShaped(name string, eventHeaders, deliveryHeaders []string, sigs ...s
 		eventHeaders:    eventHeaders,
 		deliveryHeaders: deliveryHeaders,
 		verify:          verifyHMAC(sigs...),
-		kinds:           map[string]Kind{"ping": KindPing, "push": KindPush},
+		kinds:           map[string]Kind{"ping": KindPing, "push": KindPush, "workflow_job": KindWorkflowJob},
 		pushPayload:     func() pushPayload { return new(githubPushPayload) },
 	}
 }

@@ -393,7 +393,7 @@ func TestOtherEvents(t *testing.T) {
 		body         []byte
 	}{
 		{"github", "issues", githubHeader("issues", ping), ping},
-		{"github", "workflow_job", githubHeader("workflow_job", ping), ping},
+		{"github", "workflow_run", githubHeader("workflow_run", ping), ping},
 		{"github", "Push", githubHeader("Push", ghPush), ghPush},
 		{"gitea", "create", giteaHeader("create", ghPush), ghPush},
 		{"gitea", "delete", giteaHeader("delete", []byte(`{"ref": "old", "ref_type": "branch"}`)), []byte(`{"ref": "old", "ref_type": "branch"}`)},
