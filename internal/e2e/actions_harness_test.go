@@ -6,9 +6,7 @@ package e2e
 
 import (
 	"context"
-	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"sync"
 	"testing"
@@ -16,6 +14,7 @@ import (
 
 	"github.com/kilnci/kiln/internal/github"
 	"github.com/kilnci/kiln/internal/github/fakegithub"
+	"github.com/kilnci/kiln/internal/github/fakegithub/cmd/fake-runner/brokertap"
 	"github.com/kilnci/kiln/internal/github/fakegithub/cmd/fake-runner/runnerimage"
 	"github.com/kilnci/kiln/internal/sandbox"
 	"github.com/kilnci/kiln/internal/testenv"
@@ -31,30 +30,31 @@ const (
 // runnerLabels is what the tests' jobs ask for (runs-on) and pools serve.
 var runnerLabels = []string{"self-hosted", "kiln", "linux"}
 
-// fakeGitHub is a fake GitHub listening on every address of the host, so
-// that a sandbox on its own bridge network reaches its broker through its
-// default gateway: JIT configurations carry the broker URL
-// http://host.kiln.test:PORT, which the fake runner resolves to that
-// gateway. The traffic never leaves the machine.
+// fakeGitHub is a fake GitHub on loopback with a tap in front of its
+// broker (brokertap): the tap listens on every address of the host, so
+// that a sandbox on its own bridge network reaches it through its default
+// gateway (JIT configurations carry http://host.kiln.test:PORT, which the
+// fake runner resolves to that gateway; the traffic never leaves the
+// machine), and it records each runner's register call with the JIT
+// configuration it carried.
 type fakeGitHub struct {
 	*fakegithub.Server
-	apiURL string // for Kiln and the client: loopback
+	tap    *brokertap.Tap
 	client *github.Client
 }
 
 func startFakeGitHub(t *testing.T) *fakeGitHub {
 	t.Helper()
-	ln, err := net.Listen("tcp", "0.0.0.0:0")
+	fake := fakegithub.New()
+	t.Cleanup(fake.Close)
+	fake.AddToken(ghToken)
+	tap, err := brokertap.Start(fake)
 	if err != nil {
 		t.Fatal(err)
 	}
-	fake := fakegithub.New(fakegithub.WithListener(ln))
-	t.Cleanup(fake.Close)
-	port := ln.Addr().(*net.TCPAddr).Port
-	fake.SetBrokerURL(fmt.Sprintf("http://host.kiln.test:%d", port))
-	fake.AddToken(ghToken)
-	f := &fakeGitHub{Server: fake, apiURL: fmt.Sprintf("http://127.0.0.1:%d/", port)}
-	if f.client, err = github.New(github.Config{BaseURL: f.apiURL, Token: ghToken}); err != nil {
+	t.Cleanup(tap.Close)
+	f := &fakeGitHub{Server: fake, tap: tap}
+	if f.client, err = github.New(github.Config{BaseURL: fake.URL(), Token: ghToken}); err != nil {
 		t.Fatal(err)
 	}
 	return f

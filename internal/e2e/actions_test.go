@@ -50,6 +50,9 @@ func TestActionsRunnerImage(t *testing.T) {
 				if j := fake.job(t, job.ID); j.Status != "completed" || j.Conclusion != "success" || j.RunnerID != cfg.RunnerID {
 					t.Fatalf("job on the fake: %+v (runner %d)", j, cfg.RunnerID)
 				}
+				if r, ok := fake.tap.Registered(cfg.RunnerID); !ok || r.JobID != job.ID {
+					t.Errorf("register call through the tap: %+v, %v", r, ok)
+				}
 				if _, ok := fake.Runner(cfg.RunnerID); ok {
 					t.Error("the ephemeral runner is still registered")
 				}
