@@ -6,7 +6,7 @@
 #   scripts/images.sh golang --podman     … into Docker and Podman
 #   scripts/images.sh golang --only podman
 #
-# golang: a busybox userland (as engines.sh builds the base image), the
+# golang: the base image's busybox userland (engines.sh --rootfs), the
 # host's Go toolchain (`go env GOROOT`, at /usr/local/go), the host's CA
 # certificates (/etc/ssl/certs, so the job reaches https://proxy.golang.org)
 # and git with the libraries it links. Tagged localhost/kiln/golang:1.26.8,
@@ -71,23 +71,10 @@ engine() {
 	esac
 }
 
-# base_rootfs DIR: a busybox userland, every applet a symlink, merged /usr
-# (the same layout as engines.sh's base image).
+# base_rootfs DIR: the busybox userland of the base image
+# localhost/kiln/busybox, written by engines.sh itself.
 base_rootfs() {
-	local root=$1 applet
-	[ -x /bin/busybox ] || die "/bin/busybox is missing: run scripts/engines.sh first (it installs busybox-static)"
-	mkdir -p "$root"/{bin,etc,root,tmp,workspace,usr}
-	cp /bin/busybox "$root/bin/busybox"
-	for applet in $(/bin/busybox --list); do
-		[ "$applet" = busybox ] || ln -sf busybox "$root/bin/$applet"
-	done
-	ln -s bin "$root/sbin"
-	ln -s ../bin "$root/usr/bin"
-	ln -s ../bin "$root/usr/sbin"
-	chmod 1777 "$root/tmp"
-	chmod 700 "$root/root"
-	printf '%s\n' 'root:x:0:0:root:/root:/bin/sh' 'nobody:x:65534:65534:nobody:/nonexistent:/bin/false' >"$root/etc/passwd"
-	printf '%s\n' 'root:x:0:' 'nogroup:x:65534:' >"$root/etc/group"
+	"$(dirname "$0")/engines.sh" --rootfs "$1" || die "scripts/engines.sh --rootfs $1 failed"
 }
 
 # copy_with_libs ROOT FILE...: copy dynamically linked programs to the same
