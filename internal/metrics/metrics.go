@@ -23,6 +23,13 @@ type Metrics struct {
 	StaleWritesRefused prometheus.Counter
 	CacheOps           *prometheus.CounterVec // project, kind, op, result
 	CacheBytes         *prometheus.CounterVec // project, kind, op
+
+	// GitHub Actions runner pools.
+	ActionsQueuedToRunning   prometheus.Histogram   // seconds from a job first seen queued to in_progress
+	ActionsJITCalls          *prometheus.CounterVec // result
+	ActionsReconcilerRepairs prometheus.Counter
+	ActionsUnmatchedJobs     prometheus.Counter
+	ActionsWebhooks          *prometheus.CounterVec // action, result
 }
 
 // BuildCounter reports builds by status (read from the store at scrape time).
@@ -55,7 +62,20 @@ func New(builds BuildCounter) *Metrics {
 		CacheBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "kiln_cache_bytes_total", Help: "Bytes restored and saved by job caches.",
 		}, []string{"project", "kind", "op"}),
+		ActionsQueuedToRunning: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "kiln_actions_queued_to_running_seconds", Help: "Time from a GitHub Actions job first seen queued (webhook or reconciler) to in_progress.",
+			Buckets: prometheus.ExponentialBuckets(0.25, 2, 14),
+		}),
+		ActionsJITCalls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kiln_actions_jit_calls_total", Help: "Calls to GitHub's generate-jitconfig, by result (ok, conflict, rate_limited, server_error, forbidden, not_found, validation, unauthorized, network, error).",
+		}, []string{"result"}),
+		ActionsReconcilerRepairs: prometheus.NewCounter(prometheus.CounterOpts{Name: "kiln_actions_reconciler_repairs_total", Help: "Runner jobs the reconciler started for queued GitHub jobs that no webhook announced, or whose runner was lost."}),
+		ActionsUnmatchedJobs:     prometheus.NewCounter(prometheus.CounterOpts{Name: "kiln_actions_unmatched_jobs_total", Help: "Queued GitHub Actions jobs whose labels match no pool (ignored)."}),
+		ActionsWebhooks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kiln_actions_webhooks_total", Help: "GitHub Actions webhook deliveries by workflow_job action and result.",
+		}, []string{"action", "result"}),
 	}
+	r.MustRegister(m.ActionsQueuedToRunning, m.ActionsJITCalls, m.ActionsReconcilerRepairs, m.ActionsUnmatchedJobs, m.ActionsWebhooks)
 	r.MustRegister(m.WebhookDeliveries, m.QueueWait, m.JobDuration, m.JobsFinished, m.LeasesExpired, m.LogLinesReceived, m.StaleWritesRefused, m.CacheOps, m.CacheBytes,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if builds != nil {
@@ -64,10 +84,17 @@ func New(builds BuildCounter) *Metrics {
 	return m
 }
 
+// CountRunners registers the kiln_actions_runners gauge: runner jobs by
+// state, read with count at scrape time.
+func (m *Metrics) CountRunners(count func(ctx context.Context) (map[string]int, error)) {
+	m.Registry.MustRegister(&buildCollector{count: count, desc: prometheus.NewDesc("kiln_actions_runners", "GitHub Actions runner jobs by state (queued, starting, online, busy).", []string{"state"}, nil)})
+}
+
 func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{})
 }
 
+// buildCollector reports counts by one label, read at scrape time.
 type buildCollector struct {
 	count BuildCounter
 	desc  *prometheus.Desc

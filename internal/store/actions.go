@@ -494,10 +494,10 @@ func (s *Store) WorkflowJob(ctx context.Context, ghJobID int64) (*WorkflowJob, e
 	return scanWorkflowJob(s.db.QueryRowContext(ctx, `SELECT `+workflowJobCols+` FROM actions_jobs WHERE gh_job_id = ?`, ghJobID))
 }
 
-// OpenWorkflowJobs lists the repository's jobs Kiln has not seen complete,
+// QueuedWorkflowJobs lists the repository's jobs Kiln last saw queued,
 // least recently updated first, at most limit.
-func (s *Store) OpenWorkflowJobs(ctx context.Context, owner, repo string, limit int) ([]*WorkflowJob, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT `+workflowJobCols+` FROM actions_jobs WHERE lower(owner) = lower(?) AND lower(repo) = lower(?) AND status != 'completed'
+func (s *Store) QueuedWorkflowJobs(ctx context.Context, owner, repo string, limit int) ([]*WorkflowJob, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT `+workflowJobCols+` FROM actions_jobs WHERE lower(owner) = lower(?) AND lower(repo) = lower(?) AND status = 'queued'
 		ORDER BY updated_at, gh_job_id LIMIT ?`, owner, repo, limit)
 	return collect(rows, err, scanWorkflowJob)
 }
