@@ -10,9 +10,17 @@ import (
 	"github.com/kilnci/kiln/internal/server"
 )
 
+// serverOptions are the control plane's flags: a server.Config, and the
+// files read once the flags are parsed.
+type serverOptions struct {
+	cfg        server.Config
+	appKeyFile string
+}
+
 // serverFlags binds the control plane's flags to a server.Config.
-func serverFlags(fs *flag.FlagSet) *server.Config {
-	cfg := server.DefaultConfig()
+func serverFlags(fs *flag.FlagSet) *serverOptions {
+	o := &serverOptions{cfg: server.DefaultConfig()}
+	cfg := &o.cfg
 	fs.StringVar(&cfg.DataDir, "data-dir", defaultDataDir(), "directory for the database, secret key, git mirrors and tokens ($KILN_HOME)")
 	fs.StringVar(&cfg.Listen, "listen", envOr("KILN_LISTEN", cfg.Listen), "address to serve the API, webhooks and agent protocol on")
 	fs.StringVar(&cfg.SecretKey, "secret-key", os.Getenv("KILN_SECRET_KEY"), "64 hex chars encrypting secrets at rest (default: DATA_DIR/secret.key)")
@@ -20,7 +28,36 @@ func serverFlags(fs *flag.FlagSet) *server.Config {
 	fs.DurationVar(&cfg.Scheduler.Lease, "lease", cfg.Scheduler.Lease, "how long a job's lease lives without a heartbeat")
 	fs.IntVar(&cfg.Scheduler.MaxAttempts, "max-attempts", cfg.Scheduler.MaxAttempts, "attempts per job when attempts end in error (infrastructure faults)")
 	fs.DurationVar(&cfg.Scheduler.RetryDelay, "retry-delay", cfg.Scheduler.RetryDelay, "pause before retrying an errored attempt (times the attempt number)")
-	return &cfg
+	githubFlags(fs, o)
+	return o
+}
+
+// githubFlags binds the GitHub Actions connection and timing (docs/actions.md).
+func githubFlags(fs *flag.FlagSet, o *serverOptions) {
+	a := &o.cfg.Actions
+	fs.StringVar(&a.GitHub.BaseURL, "github-api-url", os.Getenv("KILN_GITHUB_API_URL"), "GitHub REST API root: empty for api.github.com, https://HOST/api/v3/ for GitHub Enterprise Server ($KILN_GITHUB_API_URL)")
+	fs.Int64Var(&a.GitHub.AppID, "github-app-id", 0, "GitHub App id (each pool names its installation)")
+	fs.StringVar(&o.appKeyFile, "github-app-key", os.Getenv("KILN_GITHUB_APP_KEY"), "file holding the GitHub App's private key (PEM) ($KILN_GITHUB_APP_KEY)")
+	fs.StringVar(&a.GitHub.Token, "github-token", os.Getenv("KILN_GITHUB_TOKEN"), "GitHub token instead of an App: fine-grained with Administration (repository runners) or Self-hosted runners (organization) write, Actions read ($KILN_GITHUB_TOKEN)")
+	fs.StringVar(&a.GitHub.WebhookSecret, "github-webhook-secret", os.Getenv("KILN_GITHUB_WEBHOOK_SECRET"), "secret of the workflow_job webhook sent to /hooks/github-actions ($KILN_GITHUB_WEBHOOK_SECRET)")
+	fs.DurationVar(&a.ReconcileInterval, "github-reconcile-interval", a.ReconcileInterval, "how often queued GitHub jobs are listed to repair missed webhooks")
+	fs.DurationVar(&a.ReapInterval, "github-reap-interval", a.ReapInterval, "how often GitHub's runners are checked against Kiln's runner jobs")
+	fs.DurationVar(&a.BootstrapTimeout, "runner-bootstrap-timeout", a.BootstrapTimeout, "a runner not online this long after its sandbox started is removed")
+	fs.DurationVar(&a.IdleTimeout, "runner-idle-timeout", a.IdleTimeout, "an online runner idle this long is removed")
+	fs.DurationVar(&a.MaxLifetime, "runner-max-lifetime", a.MaxLifetime, "a runner older than this is removed once not busy")
+}
+
+// config returns the server configuration, with the files the flags name read.
+func (o *serverOptions) config() (server.Config, error) {
+	cfg := o.cfg
+	if o.appKeyFile != "" {
+		key, err := os.ReadFile(o.appKeyFile)
+		if err != nil {
+			return cfg, fmt.Errorf("github-app-key: %w", err)
+		}
+		cfg.Actions.GitHub.PrivateKeyPEM = key
+	}
+	return cfg, nil
 }
 
 func newLogger() *slog.Logger {
@@ -29,12 +66,16 @@ func newLogger() *slog.Logger {
 
 func runServer(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("kiln server", flag.ContinueOnError)
-	cfg := serverFlags(fs)
+	so := serverFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	cfg, err := so.config()
+	if err != nil {
+		return err
+	}
 	log := newLogger()
-	srv, err := server.New(ctx, *cfg, log)
+	srv, err := server.New(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
@@ -53,6 +94,9 @@ func announce(ctx context.Context, srv *server.Server, addr, dataDir string) {
 	fmt.Printf("kiln %s listening on http://%s\n", version, addr)
 	fmt.Printf("  data dir:   %s\n", dataDir)
 	fmt.Printf("  webhooks:   http://%s/hooks/{github,gitlab,gitea}/PROJECT\n", addr)
+	if srv.Actions.WebhookSecret() != "" {
+		fmt.Printf("  actions:    http://%s/hooks/github-actions (workflow_job)\n", addr)
+	}
 	fmt.Printf("  metrics:    http://%s/metrics\n", addr)
 	switch {
 	case err != nil:

@@ -15,13 +15,17 @@ import (
 // on another host would.
 func runUp(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("kiln up", flag.ContinueOnError)
-	cfg := serverFlags(fs)
+	so := serverFlags(fs)
 	o := agentFlags(fs, true)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	cfg, err := so.config()
+	if err != nil {
+		return err
+	}
 	log := newLogger()
-	srv, err := server.New(ctx, *cfg, log)
+	srv, err := server.New(ctx, cfg, log)
 	if err != nil {
 		return err
 	}

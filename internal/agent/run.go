@@ -159,14 +159,19 @@ func (j *job) execute(ctx context.Context) (status string, exit *int, msg string
 		}
 	}()
 	src := filepath.Join(ws, "src")
-	j.sys("checking out %s at %s", redact(asg.CloneURL), asg.Commit)
 	if err := os.MkdirAll(src, 0o755); err != nil {
 		return "error", nil, "create workspace: " + err.Error()
 	}
 	// The checkout and the sandbox's creation are independent (the bind
 	// mount only needs src to exist), so they overlap; steps wait for both.
 	checkout := make(chan error, 1)
-	go func() { checkout <- a.mirrors.Checkout(ctx, asg.CloneURL, asg.Commit, src) }()
+	if asg.SkipCheckout {
+		// A GitHub Actions runner fetches the repository itself.
+		checkout <- nil
+	} else {
+		j.sys("checking out %s at %s", redact(asg.CloneURL), asg.Commit)
+		go func() { checkout <- a.mirrors.Checkout(ctx, asg.CloneURL, asg.Commit, src) }()
+	}
 	waitCheckout := func() (string, *int, string, bool) {
 		if cerr := <-checkout; cerr != nil {
 			if ctx.Err() != nil {

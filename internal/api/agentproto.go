@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kilnci/kiln/internal/actions"
 	"github.com/kilnci/kiln/internal/cache"
 	"github.com/kilnci/kiln/internal/pipeline"
 	"github.com/kilnci/kiln/internal/protocol"
@@ -81,6 +82,16 @@ func (s *Server) agentClaim(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a, err := s.assignment(r, j)
+	if err == nil && j.Pool != "" {
+		err = s.launchRunner(r, j, a)
+		if errors.Is(err, actions.ErrAttemptEnded) {
+			// No runner was started and the attempt is over (the job is
+			// no longer queued on GitHub, or GitHub failed: retried later).
+			s.watch.notify(j.BuildID)
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+	}
 	if err != nil {
 		// The job is leased but cannot be described: end the attempt so it is retried.
 		_, _ = s.store.FinishJob(r.Context(), j.ID, j.Attempt, store.StatusError, nil, "server could not prepare the job: "+err.Error(), s.sched.RetryDelay(j.Attempt))
@@ -126,6 +137,23 @@ func (s *Server) assignment(r *http.Request, j *store.Job) (*protocol.Assignment
 		}
 	}
 	return a, nil
+}
+
+// launchRunner starts the GitHub runner of a claimed runner job (see
+// actions.Service.Launch) and puts what it needs into the assignment.
+func (s *Server) launchRunner(r *http.Request, j *store.Job, a *protocol.Assignment) error {
+	if s.actions == nil {
+		return errors.New("GitHub Actions is not set up on this server")
+	}
+	l, err := s.actions.Launch(r.Context(), j)
+	if err != nil {
+		return err
+	}
+	p, err := s.store.ProjectByName(r.Context(), a.Project)
+	if err != nil {
+		return err
+	}
+	return s.runnerAssignment(a, l, p.DefaultBranch)
 }
 
 // buildOf returns the build a job belongs to, for waking its log streams.

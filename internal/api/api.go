@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/kilnci/kiln/internal/actions"
 	"github.com/kilnci/kiln/internal/cache"
 	"github.com/kilnci/kiln/internal/metrics"
 	"github.com/kilnci/kiln/internal/protocol"
@@ -35,6 +36,7 @@ type Server struct {
 	sched   *scheduler.Scheduler
 	metrics *metrics.Metrics
 	caches  *cache.Service
+	actions *actions.Service
 	watch   *watcher
 	jobs    sync.Map // job id -> build id, to wake log streams without a query
 	warm    sync.Map // agent id -> its last reported warm projects, joined
@@ -42,14 +44,17 @@ type Server struct {
 	mux     *http.ServeMux
 }
 
-func New(cfg Config, st *store.Store, sched *scheduler.Scheduler, m *metrics.Metrics, log *slog.Logger, caches *cache.Service) *Server {
-	s := &Server{cfg: cfg, store: st, sched: sched, metrics: m, caches: caches, watch: newWatcher(), log: log, mux: http.NewServeMux()}
+// New builds the HTTP edge. acts serves GitHub Actions pools (its
+// webhook, pools, runners, and the launch of claimed runner jobs).
+func New(cfg Config, st *store.Store, sched *scheduler.Scheduler, m *metrics.Metrics, log *slog.Logger, caches *cache.Service, acts *actions.Service) *Server {
+	s := &Server{cfg: cfg, store: st, sched: sched, metrics: m, caches: caches, actions: acts, watch: newWatcher(), log: log, mux: http.NewServeMux()}
 	admin := func(h http.HandlerFunc) http.Handler { return s.auth(store.TokenAdmin, h) }
 	agent := func(h http.HandlerFunc) http.Handler { return s.auth(store.TokenAgent, h) }
 
 	s.mux.HandleFunc("GET /healthz", s.healthz)
 	s.mux.Handle("GET /metrics", m.Handler())
 	s.mux.HandleFunc("POST /hooks/{forge}/{project}", s.webhook)
+	s.mux.HandleFunc("POST "+ActionsHookPath, s.actionsHook)
 
 	s.mux.Handle("GET /api/v1/projects", admin(s.listProjects))
 	s.mux.Handle("POST /api/v1/projects", admin(s.createProject))
@@ -75,6 +80,11 @@ func New(cfg Config, st *store.Store, sched *scheduler.Scheduler, m *metrics.Met
 	s.mux.Handle("GET /api/v1/projects/{project}/caches", admin(s.listCaches))
 	s.mux.Handle("DELETE /api/v1/projects/{project}/caches/{id}", admin(s.deleteCache))
 	s.mux.Handle("POST /api/v1/caches/prune", admin(s.pruneCaches))
+	s.mux.Handle("GET /api/v1/pools", admin(s.listPools))
+	s.mux.Handle("POST /api/v1/pools", admin(s.createPool))
+	s.mux.Handle("GET /api/v1/pools/{name}", admin(s.getPool))
+	s.mux.Handle("DELETE /api/v1/pools/{name}", admin(s.deletePool))
+	s.mux.Handle("GET /api/v1/runners", admin(s.listRunners))
 
 	s.mux.Handle("POST "+protocol.Prefix+"/register", agent(s.agentRegister))
 	s.mux.Handle("POST "+protocol.Prefix+"/claim", agent(s.agentClaim))

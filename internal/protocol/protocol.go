@@ -72,6 +72,10 @@ type Assignment struct {
 	// Cache gives access to the cache service for the job's keyed caches,
 	// scoped to its project and branch.
 	Cache *CacheAccess `json:"cache,omitempty"`
+	// SkipCheckout: the agent checks nothing out (the workspace starts
+	// empty). Set for GitHub Actions runner jobs: the runner fetches the
+	// repository itself, with GitHub's credentials.
+	SkipCheckout bool `json:"skip_checkout,omitempty"`
 }
 
 // CacheAccess is what the cache service's clients need: the base URL

@@ -15,8 +15,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
+	"github.com/kilnci/kiln/internal/actions"
 	"github.com/kilnci/kiln/internal/api"
 	"github.com/kilnci/kiln/internal/cache"
 	"github.com/kilnci/kiln/internal/gitmirror"
@@ -44,10 +46,14 @@ type Config struct {
 	Cache cache.Config
 	// EvictEvery is how often the cache service evicts.
 	EvictEvery time.Duration
+	// Actions connects Kiln to GitHub for its runner pools (a GitHub App
+	// or a token, the webhook secret, reconciler and reaper timing).
+	Actions actions.Config
 }
 
 func DefaultConfig() Config {
-	return Config{Listen: "127.0.0.1:8080", MaxWebhookBody: 25 << 20, Scheduler: scheduler.DefaultConfig(), Cache: cache.DefaultConfig(), EvictEvery: 10 * time.Minute}
+	return Config{Listen: "127.0.0.1:8080", MaxWebhookBody: 25 << 20, Scheduler: scheduler.DefaultConfig(), Cache: cache.DefaultConfig(), EvictEvery: 10 * time.Minute,
+		Actions: actions.DefaultConfig()}
 }
 
 // Validate reports the first invalid field.
@@ -62,7 +68,7 @@ func (c Config) Validate() error {
 	case c.Scheduler.MaxAttempts < 1:
 		return errors.New("max-attempts: at least 1")
 	}
-	return nil
+	return c.Actions.Validate()
 }
 
 type Server struct {
@@ -72,6 +78,7 @@ type Server struct {
 	Mirrors *gitmirror.Mirrors
 	API     *api.Server
 	Cache   *cache.Service
+	Actions *actions.Service
 	log     *slog.Logger
 	ln      net.Listener
 }
@@ -133,9 +140,21 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		}
 		return out, err
 	})
+	m.CountRunners(func(ctx context.Context) (map[string]int, error) {
+		counts, err := st.CountRunnerJobs(ctx)
+		out := map[string]int{}
+		for _, state := range store.RunnerStates[:4] { // the live ones
+			out[state] = counts[state]
+		}
+		return out, err
+	})
 	sched := scheduler.New(cfg.Scheduler, st, mirrors, m, log.With("component", "scheduler"))
-	a := api.New(api.Config{MaxWebhookBody: cfg.MaxWebhookBody, PublicURL: cfg.PublicURL}, st, sched, m, log.With("component", "api"), cacheSvc)
-	return &Server{cfg: cfg, Store: st, Sched: sched, Mirrors: mirrors, API: a, Cache: cacheSvc, log: log, ln: ln}, nil
+	acts, err := actions.New(cfg.Actions, st, m, log.With("component", "actions"), sched.JobsChanged)
+	if err != nil {
+		return fail(err)
+	}
+	a := api.New(api.Config{MaxWebhookBody: cfg.MaxWebhookBody, PublicURL: cfg.PublicURL}, st, sched, m, log.With("component", "api"), cacheSvc, acts)
+	return &Server{cfg: cfg, Store: st, Sched: sched, Mirrors: mirrors, API: a, Cache: cacheSvc, Actions: acts, log: log, ln: ln}, nil
 }
 
 // deriveKey derives a purpose-bound key from the secret key, so that one
@@ -157,7 +176,15 @@ func (s *Server) PublicURL() string { return s.cfg.PublicURL }
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	hs := &http.Server{Handler: s.API, ReadHeaderTimeout: 10 * time.Second}
 	schedDone := make(chan struct{})
-	go func() { defer close(schedDone); s.Sched.Run(ctx) }()
+	// The scheduler's loops and the Actions reconciler and reaper (when
+	// GitHub is configured) use the store: Serve returns after them.
+	go func() {
+		defer close(schedDone)
+		var wg sync.WaitGroup
+		wg.Go(func() { s.Sched.Run(ctx) })
+		wg.Go(func() { s.Actions.Run(ctx) })
+		wg.Wait()
+	}()
 	go s.evictLoop(ctx)
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()

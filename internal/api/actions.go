@@ -1,0 +1,240 @@
+package api
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/kilnci/kiln/internal/actions"
+	"github.com/kilnci/kiln/internal/cache"
+	"github.com/kilnci/kiln/internal/forge"
+	"github.com/kilnci/kiln/internal/protocol"
+	"github.com/kilnci/kiln/internal/store"
+)
+
+// ActionsHookPath receives GitHub's workflow_job webhooks (of an App, an
+// organization or a repository) for Kiln's runner pools.
+const ActionsHookPath = "/hooks/github-actions"
+
+// actionsHook handles POST /hooks/github-actions. Checks, in order: GitHub
+// Actions configured (404), body within the limit (413), signature with
+// the connection's webhook secret (401), payload (400), installation of
+// some pool (403). A ping is 200; a job no pool serves 202 (counted); a
+// queued job that got a runner job 201; any other workflow_job 200.
+func (s *Server) actionsHook(w http.ResponseWriter, r *http.Request) {
+	action, result := "none", "error"
+	defer func() { s.metrics.ActionsWebhooks.WithLabelValues(action, result).Inc() }()
+	if s.actions == nil || s.actions.WebhookSecret() == "" {
+		result = "not_configured"
+		writeError(w, http.StatusNotFound, "not_configured", "GitHub Actions webhooks are not configured: start kiln with -github-webhook-secret (and -github-app-id or -github-token)")
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxWebhookBody))
+	if err != nil {
+		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+			result = "too_large"
+			writeError(w, http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("webhook body over the limit of %d bytes", s.cfg.MaxWebhookBody))
+			return
+		}
+		result = "bad_request"
+		writeError(w, http.StatusBadRequest, "bad_request", "reading body: "+err.Error())
+		return
+	}
+	ev, err := forge.Parse("github", r.Header, body, s.actions.WebhookSecret())
+	switch {
+	case errors.Is(err, forge.ErrSignature):
+		result = "bad_signature"
+		writeError(w, http.StatusUnauthorized, "bad_signature", err.Error())
+		return
+	case errors.Is(err, forge.ErrMalformed):
+		result = "malformed"
+		writeError(w, http.StatusBadRequest, "malformed", err.Error())
+		return
+	case err != nil:
+		writeError(w, http.StatusInternalServerError, "internal", err.Error())
+		return
+	}
+	resp := map[string]any{"delivery": ev.DeliveryID}
+	switch ev.Kind {
+	case forge.KindPing:
+		action, result = "ping", "ping"
+		resp["result"], resp["message"] = "ping", "pong"
+		writeJSON(w, http.StatusOK, resp)
+		return
+	case forge.KindWorkflowJob:
+	default:
+		action, result = "other", "ignored"
+		resp["result"] = "ignored: event " + ev.Name
+		writeJSON(w, http.StatusAccepted, resp)
+		return
+	}
+	wj := ev.WorkflowJob
+	switch wj.Action {
+	case "queued", "waiting", "in_progress", "completed":
+		action = wj.Action
+	default:
+		action = "other"
+	}
+	res, err := s.actions.HandleWorkflowJob(r.Context(), ev.DeliveryID, wj)
+	if errors.Is(err, actions.ErrUnknownInstallation) {
+		result = "unknown_installation"
+		writeError(w, http.StatusForbidden, "unknown_installation", err.Error())
+		return
+	}
+	if err != nil {
+		s.storeError(w, err)
+		return
+	}
+	result = string(res.Outcome)
+	resp["result"], resp["github_job_id"], resp["status"] = res.Outcome, wj.ID, res.Status
+	if res.Pool != "" {
+		resp["pool"] = res.Pool
+	}
+	if res.JobID != 0 {
+		resp["build_id"], resp["job_id"], resp["runner_name"] = res.BuildID, res.JobID, res.RunnerName
+	}
+	switch res.Outcome {
+	case actions.OutcomeRunner:
+		writeJSON(w, http.StatusCreated, resp)
+	case actions.OutcomeUnmatched:
+		resp["message"] = "no pool serves these runs-on labels: ignored"
+		writeJSON(w, http.StatusAccepted, resp)
+	default:
+		if res.Outcome == actions.OutcomeDuplicate {
+			resp["duplicate"] = true
+		}
+		writeJSON(w, http.StatusOK, resp)
+	}
+}
+
+// --- pools ---
+
+func (s *Server) listPools(w http.ResponseWriter, r *http.Request) {
+	ps, err := s.store.ListPools(r.Context())
+	if err != nil {
+		s.storeError(w, err)
+		return
+	}
+	if ps == nil {
+		ps = []*store.Pool{}
+	}
+	writeJSON(w, http.StatusOK, ps)
+}
+
+// createPool takes a store.Pool as JSON (created_at ignored); defaults are
+// filled and every invalid field named in one 400.
+func (s *Server) createPool(w http.ResponseWriter, r *http.Request) {
+	var p store.Pool
+	if !decode(w, r, &p) {
+		return
+	}
+	if err := s.actions.PreparePool(&p); err != nil {
+		writeError(w, http.StatusBadRequest, "invalid", err.Error())
+		return
+	}
+	if err := s.store.CreatePool(r.Context(), &p); err != nil {
+		s.storeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, p)
+}
+
+func (s *Server) getPool(w http.ResponseWriter, r *http.Request) {
+	p, err := s.store.Pool(r.Context(), r.PathValue("name"))
+	if err != nil {
+		s.storeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, p)
+}
+
+// deletePool removes a pool and cancels its unfinished runner jobs.
+func (s *Server) deletePool(w http.ResponseWriter, r *http.Request) {
+	canceled, err := s.store.DeletePool(r.Context(), r.PathValue("name"))
+	if err != nil {
+		s.storeError(w, err)
+		return
+	}
+	for _, id := range canceled {
+		s.watch.notify(id)
+	}
+	if len(canceled) > 0 {
+		s.sched.JobsChanged()
+	}
+	if canceled == nil {
+		canceled = []int64{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"deleted": r.PathValue("name"), "canceled_builds": canceled})
+}
+
+// --- runners ---
+
+// RunnerView is a runner job as GET /api/v1/runners shows it.
+type RunnerView struct {
+	*store.RunnerJob
+	// State is queued, starting, online, busy or done.
+	State string `json:"state"`
+}
+
+// listRunners lists runner jobs, newest first: live ones and those that
+// ended in the last 24 hours (?all=true: all), of one pool with ?pool=.
+func (s *Server) listRunners(w http.ResponseWriter, r *http.Request) {
+	f := store.RunnerFilter{Pool: r.URL.Query().Get("pool"), Since: time.Now().Add(-24 * time.Hour)}
+	if all, _ := strconv.ParseBool(r.URL.Query().Get("all")); all {
+		f.Since = time.Time{}
+	}
+	rs, err := s.store.ListRunnerJobs(r.Context(), f)
+	if err != nil {
+		s.storeError(w, err)
+		return
+	}
+	out := make([]RunnerView, 0, len(rs))
+	for _, rj := range rs {
+		out = append(out, RunnerView{RunnerJob: rj, State: rj.State()})
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// runnerAssignment completes a claimed runner job's assignment: the runner
+// starts the job, so Kiln checks nothing out; the JIT configuration goes
+// only into the secrets (masked by the agent); the cache service's
+// variables, scoped to the repository's project and the job's branch, let
+// a runner image that honours ACTIONS_RESULTS_URL use Kiln's cache.
+func (s *Server) runnerAssignment(a *protocol.Assignment, l *actions.Launch, defaultBranch string) error {
+	a.SkipCheckout = true
+	if a.Spec.Env == nil {
+		a.Spec.Env = map[string]string{}
+	}
+	for k, v := range l.Env {
+		a.Spec.Env[k] = v
+	}
+	if a.Secrets == nil {
+		a.Secrets = map[string]string{}
+	}
+	for k, v := range l.Secrets {
+		a.Secrets[k] = v
+	}
+	if s.caches == nil {
+		return nil
+	}
+	branch := l.Branch
+	if branch == "" {
+		branch = defaultBranch
+	}
+	ttl := time.Duration(a.Spec.TimeoutSeconds)*time.Second + time.Hour
+	tok, err := s.caches.IssueToken(cache.Scope{Project: a.Project, Branch: branch, DefaultBranch: defaultBranch}, ttl)
+	if err != nil {
+		return fmt.Errorf("cache token: %w", err)
+	}
+	for k, v := range s.caches.Env(tok) {
+		if k == "ACTIONS_RUNTIME_TOKEN" {
+			a.Secrets[k] = v
+		} else {
+			a.Spec.Env[k] = v
+		}
+	}
+	return nil
+}
