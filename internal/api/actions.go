@@ -3,7 +3,6 @@ package api
 import (
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"strconv"
 	"time"
@@ -32,29 +31,9 @@ func (s *Server) actionsHook(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_configured", "GitHub Actions webhooks are not configured: start kiln with -github-webhook-secret (and -github-app-id or -github-token)")
 		return
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxWebhookBody))
-	if err != nil {
-		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
-			result = "too_large"
-			writeError(w, http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("webhook body over the limit of %d bytes", s.cfg.MaxWebhookBody))
-			return
-		}
-		result = "bad_request"
-		writeError(w, http.StatusBadRequest, "bad_request", "reading body: "+err.Error())
-		return
-	}
-	ev, err := forge.Parse("github", r.Header, body, s.actions.WebhookSecret())
-	switch {
-	case errors.Is(err, forge.ErrSignature):
-		result = "bad_signature"
-		writeError(w, http.StatusUnauthorized, "bad_signature", err.Error())
-		return
-	case errors.Is(err, forge.ErrMalformed):
-		result = "malformed"
-		writeError(w, http.StatusBadRequest, "malformed", err.Error())
-		return
-	case err != nil:
-		writeError(w, http.StatusInternalServerError, "internal", err.Error())
+	ev, refused := s.readHook(w, r, "github", s.actions.WebhookSecret())
+	if ev == nil {
+		result = refused
 		return
 	}
 	resp := map[string]any{"delivery": ev.DeliveryID}

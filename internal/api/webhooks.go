@@ -38,31 +38,9 @@ func (s *Server) webhook(w http.ResponseWriter, r *http.Request) {
 		s.storeError(w, err)
 		return
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxWebhookBody))
-	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			result = "too_large"
-			writeError(w, http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("webhook body over the limit of %d bytes", s.cfg.MaxWebhookBody))
-			return
-		}
-		result = "bad_request"
-		writeError(w, http.StatusBadRequest, "bad_request", "reading body: "+err.Error())
-		return
-	}
-	ev, err := forge.Parse(forgeName, r.Header, body, p.WebhookSecret)
-	switch {
-	case errors.Is(err, forge.ErrSignature):
-		result = "bad_signature"
-		writeError(w, http.StatusUnauthorized, "bad_signature", err.Error())
-		return
-	case errors.Is(err, forge.ErrMalformed):
-		result = "malformed"
-		writeError(w, http.StatusBadRequest, "malformed", err.Error())
-		return
-	case err != nil:
-		result = "unknown_forge"
-		writeError(w, http.StatusNotFound, "not_found", err.Error())
+	ev, res := s.readHook(w, r, forgeName, p.WebhookSecret)
+	if ev == nil {
+		result = res
 		return
 	}
 
@@ -110,4 +88,32 @@ func (s *Server) webhook(w http.ResponseWriter, r *http.Request) {
 		result = "ignored"
 		writeJSON(w, http.StatusAccepted, resp)
 	}
+}
+
+// readHook reads a webhook's body (413 past the limit) and verifies and
+// parses it (401 bad signature, 400 malformed, 404 unknown forge). On a
+// refusal it has answered, and returns nil and the result for metrics.
+func (s *Server) readHook(w http.ResponseWriter, r *http.Request, forgeName, secret string) (*forge.Event, string) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxWebhookBody))
+	if err != nil {
+		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+			writeError(w, http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("webhook body over the limit of %d bytes", s.cfg.MaxWebhookBody))
+			return nil, "too_large"
+		}
+		writeError(w, http.StatusBadRequest, "bad_request", "reading body: "+err.Error())
+		return nil, "bad_request"
+	}
+	ev, err := forge.Parse(forgeName, r.Header, body, secret)
+	switch {
+	case errors.Is(err, forge.ErrSignature):
+		writeError(w, http.StatusUnauthorized, "bad_signature", err.Error())
+		return nil, "bad_signature"
+	case errors.Is(err, forge.ErrMalformed):
+		writeError(w, http.StatusBadRequest, "malformed", err.Error())
+		return nil, "malformed"
+	case err != nil:
+		writeError(w, http.StatusNotFound, "not_found", err.Error())
+		return nil, "unknown_forge"
+	}
+	return ev, ""
 }

@@ -260,6 +260,11 @@ func (s *Store) recordWorkflowJobTx(ctx context.Context, tx *sql.Tx, u WorkflowJ
 			if err == nil {
 				res.Job = *cur
 				res.Prev = cur.Status
+				if cur.JobID != nil {
+					if res.Runner, err = scanRunnerJob(tx.QueryRowContext(ctx, runnerJobSelect+` WHERE r.job_id = ?`, *cur.JobID)); err != nil && !errors.Is(err, ErrNotFound) {
+						return nil, err
+					}
+				}
 			}
 			return res, nil
 		}
