@@ -35,6 +35,8 @@ var commands = []command{
 	{"token", "manage API tokens: create, ls, revoke", runToken},
 	{"cache", "keyed cache entries: ls, rm, prune", runCache},
 	{"agents", "list agents", runAgents},
+	{"pool", "GitHub Actions runner pools: add, ls, show, rm", runPool},
+	{"runners", "list GitHub Actions runners and their jobs", runRunners},
 	{"version", "print the version", func(context.Context, []string) error { fmt.Println("kiln", version); return nil }},
 }
 
