@@ -110,6 +110,7 @@ func start(ctx context.Context, engine string, capacity int, pipeline string) (*
 		cancel()
 		return nil, nil, err
 	}
+	rt.EnableNetworkPool("bench-agent", capacity, log)
 	mirrors, err := gitmirror.New(filepath.Join(dir, "agent", "git"))
 	if err != nil {
 		cancel()
@@ -135,7 +136,7 @@ func start(ctx context.Context, engine string, capacity int, pipeline string) (*
 		cancel()
 		return nil, nil, err
 	}
-	stop := func() { cancel(); <-done; srv.Close(); os.RemoveAll(dir) }
+	stop := func() { cancel(); <-done; rt.DrainNetworkPool(context.Background()); srv.Close(); os.RemoveAll(dir) }
 	return b, stop, nil
 }
 

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/kilnci/kiln/internal/agent"
 	"github.com/kilnci/kiln/internal/gitmirror"
@@ -26,6 +27,17 @@ type agentOptions struct {
 	memory  string
 	// stickyMax bounds one sticky cache volume.
 	stickyMax int64
+	// runtime is the engine connection build made (drained at shutdown).
+	runtime *docker.Runtime
+}
+
+// close releases what build set up on the engine (idle pooled networks).
+func (o *agentOptions) close() {
+	if o.runtime != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		o.runtime.DrainNetworkPool(ctx)
+	}
 }
 
 func agentFlags(fs *flag.FlagSet, local bool) *agentOptions {
@@ -85,6 +97,9 @@ func (o *agentOptions) build(ctx context.Context, dataDir string) (*agent.Agent,
 	if err != nil {
 		return nil, "", err
 	}
+	// Keep a bridge network ready per job slot: off the job's critical path.
+	rt.EnableNetworkPool(o.cfg.ID, o.cfg.Capacity, newLogger().With("component", "netpool"))
+	o.runtime = rt
 	mirrors, err := gitmirror.New(filepath.Join(dataDir, "git"))
 	if err != nil {
 		return nil, "", err
@@ -141,6 +156,7 @@ func runAgent(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	defer o.close()
 	fmt.Printf("kiln agent %s: engine %s, server %s\n", o.cfg.Name, host, o.cfg.Server)
 	return a.Run(ctx)
 }

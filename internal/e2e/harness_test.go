@@ -83,6 +83,9 @@ func startServer(t *testing.T, engine testenv.Engine) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// As kiln agent does: pooled networks on Docker (Podman needs none).
+	rt.EnableNetworkPool(fmt.Sprintf("e2e-%d", time.Now().UnixNano()), 2, nil)
+	t.Cleanup(func() { rt.DrainNetworkPool(context.Background()) })
 	return &harness{t: t, engine: engine, srv: srv, url: "http://" + ln.Addr().String(), admin: tok, dataDir: cfg.DataDir, rt: rt}
 }
 

@@ -27,6 +27,7 @@
 package docker
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -75,6 +76,11 @@ type Runtime struct {
 	// crash) falls back to inspecting the container.
 	mu    sync.Mutex
 	names map[string]string
+	// pooled maps the ids of sandboxes on a pooled network to it.
+	pooled map[string]string
+	pool   *netPool // nil unless EnableNetworkPool
+	// engineKnown and podman cache which engine answers (see networkOptions).
+	engineKnown, podman bool
 }
 
 var _ sandbox.Runtime = (*Runtime)(nil)
@@ -94,7 +100,7 @@ func New(host string) (*Runtime, error) {
 	if err != nil {
 		return nil, fmt.Errorf("docker: connect to %q: %w", host, err)
 	}
-	return &Runtime{cli: cli, host: cli.DaemonHost(), names: make(map[string]string)}, nil
+	return &Runtime{cli: cli, host: cli.DaemonHost(), names: make(map[string]string), pooled: make(map[string]string)}, nil
 }
 
 // Host returns the engine address this Runtime talks to.
@@ -142,14 +148,41 @@ func (r *Runtime) Create(ctx context.Context, spec sandbox.Spec) (string, error)
 		_, err := r.cli.ImageInspect(ctx, spec.Image)
 		imgErr <- err
 	}()
-	_, netErr := r.cli.NetworkCreate(ctx, spec.Name, network.CreateOptions{
-		Driver: network.NetworkBridge,
-		Labels: labels,
-	})
+	netName, pooled := spec.Name, ""
+	r.mu.Lock()
+	pool := r.pool
+	r.mu.Unlock()
+	// Podman: user-mode networking (slirp4netns), a private network stack
+	// per sandbox with outbound NAT and no bridge or firewall rules shared
+	// with other sandboxes. Netavark 1.4 (Podman 4.3) keeps its isolation
+	// between bridges in global firewall rules that one network's teardown
+	// removes for all: under overlapping sandboxes, one could reach another.
+	podman := r.isPodman(ctx)
+	if pool != nil && !podman {
+		pooled = pool.take()
+	}
+	var netErr error
+	switch {
+	case podman:
+		netName = ""
+	case pooled != "":
+		netName = pooled
+	default:
+		_, netErr = r.cli.NetworkCreate(ctx, spec.Name, network.CreateOptions{
+			Driver: network.NetworkBridge,
+			Labels: labels,
+		})
+	}
 	// A network of that name that existed before is not ours to remove;
 	// after any other failure (a canceled call, say) ours may exist.
-	netOurs := !isConflict(netErr)
+	netOurs := netName == spec.Name && !isConflict(netErr)
+	giveBack := func() {
+		if pooled != "" {
+			pool.put(pooled)
+		}
+	}
 	if err := <-imgErr; err != nil {
+		giveBack()
 		if netOurs {
 			r.cleanup(ctx, "", spec.Name)
 		}
@@ -182,7 +215,7 @@ func (r *Runtime) Create(ctx context.Context, spec sandbox.Spec) (string, error)
 		Labels:     labels,
 	}
 	hostCfg := &container.HostConfig{
-		NetworkMode: container.NetworkMode(spec.Name),
+		NetworkMode: container.NetworkMode(cmp.Or(netName, "slirp4netns")),
 		Mounts:      mounts,
 		Privileged:  false,
 		CapDrop:     droppedCaps,
@@ -198,8 +231,9 @@ func (r *Runtime) Create(ctx context.Context, spec sandbox.Spec) (string, error)
 			PidsLimit:  pids,
 		},
 	}
-	netCfg := &network.NetworkingConfig{
-		EndpointsConfig: map[string]*network.EndpointSettings{spec.Name: {}},
+	var netCfg *network.NetworkingConfig
+	if netName != "" {
+		netCfg = &network.NetworkingConfig{EndpointsConfig: map[string]*network.EndpointSettings{netName: {}}}
 	}
 	created, err := r.cli.ContainerCreate(ctx, cfg, hostCfg, netCfg, nil, spec.Name)
 	if err != nil {
@@ -208,6 +242,7 @@ func (r *Runtime) Create(ctx context.Context, spec sandbox.Spec) (string, error)
 			ctr = "" // an older one of that name: not ours
 		}
 		r.cleanup(ctx, ctr, spec.Name)
+		giveBack() // after the container is gone
 		if cerrdefs.IsNotFound(err) && strings.Contains(strings.ToLower(err.Error()), "image") {
 			// Removed between the inspect and the create.
 			return "", fmt.Errorf("docker: create %s: image %q: %w", spec.Name, spec.Image, sandbox.ErrImageNotFound)
@@ -216,10 +251,14 @@ func (r *Runtime) Create(ctx context.Context, spec sandbox.Spec) (string, error)
 	}
 	if err := r.cli.ContainerStart(ctx, created.ID, container.StartOptions{}); err != nil {
 		r.cleanup(ctx, created.ID, spec.Name)
+		giveBack()
 		return "", r.wrap("create "+spec.Name+": start", err)
 	}
 	r.mu.Lock()
 	r.names[created.ID] = spec.Name
+	if pooled != "" {
+		r.pooled[created.ID] = pooled
+	}
 	r.mu.Unlock()
 	return created.ID, nil
 }
@@ -255,7 +294,7 @@ func (r *Runtime) Destroy(ctx context.Context, id string) error {
 	if !known {
 		c, err := r.cli.ContainerInspect(ctx, id)
 		switch {
-		case cerrdefs.IsNotFound(err):
+		case isGone(err):
 			// No container; id may still name a network left by a Create
 			// that died between the two.
 			return r.removeOrphanNetwork(ctx, id)
@@ -279,7 +318,14 @@ func (r *Runtime) Destroy(ctx context.Context, id string) error {
 	default:
 		return r.wrap("destroy "+id+": remove container", err)
 	}
-	if err := r.removeNetwork(ctx, name); err != nil {
+	r.mu.Lock()
+	pooled, isPooled := r.pooled[id]
+	delete(r.pooled, id)
+	pool := r.pool
+	r.mu.Unlock()
+	if isPooled && pool != nil {
+		pool.put(pooled) // the container is gone: the network is free
+	} else if err := r.removeNetwork(ctx, name); err != nil {
 		return err
 	}
 	r.mu.Lock()
@@ -395,4 +441,10 @@ func (r *Runtime) wrap(op string, err error) error {
 		return fmt.Errorf("docker: %s: %w: %w", op, sandbox.ErrNotFound, err)
 	}
 	return fmt.Errorf("docker: %s: %w", op, err)
+}
+
+// isGone reports a container that does not exist. Podman 4.3 answers an
+// inspect racing a removal with 500 "no such container" instead of 404.
+func isGone(err error) bool {
+	return cerrdefs.IsNotFound(err) || (err != nil && strings.Contains(err.Error(), "no such container"))
 }
