@@ -148,8 +148,11 @@ func (c Config) withDefaults() Config {
 // Validate checks the GitHub connection, when one is set.
 func (c Config) Validate() error {
 	if !c.GitHub.Configured() {
-		if len(c.GitHub.PrivateKeyPEM) > 0 {
+		switch {
+		case len(c.GitHub.PrivateKeyPEM) > 0:
 			return errors.New("github-app-key: set -github-app-id too")
+		case c.GitHub.WebhookSecret != "":
+			return errors.New("github-webhook-secret: set -github-app-id and -github-app-key, or -github-token, too (Kiln must call GitHub to start runners)")
 		}
 		return nil
 	}

@@ -154,3 +154,43 @@ func TestQueuedToRunningLatency(t *testing.T) {
 		t.Errorf("runner jobs: %+v", rs)
 	}
 }
+
+// Of several pools that serve a job, the repository's wins over the
+// organization's; a job of another repository goes to the organization's.
+func TestPoolMatching(t *testing.T) {
+	h := newHarness(t)
+	h.pool("org", 5)
+	h.pool("web", 5, func(p *store.Pool) { p.Repo = repo })
+	h.pool("org-gpu", 5, func(p *store.Pool) { p.Labels = []string{"self-hosted", "linux", "kiln", "gpu"} })
+
+	if res := h.mustDeliver(h.queue(), "queued", actions.OutcomeRunner); res.Pool != "web" {
+		t.Errorf("job of %s/%s went to pool %s, want web", owner, repo, res.Pool)
+	}
+	if res := h.mustDeliver(h.gh.QueueJob(owner, "api", labels), "queued", actions.OutcomeRunner); res.Pool != "org" {
+		t.Errorf("job of %s/api went to pool %s, want org", owner, res.Pool)
+	}
+	if res := h.mustDeliver(h.gh.QueueJob(owner, "api", []string{"self-hosted", "gpu"}), "queued", actions.OutcomeRunner); res.Pool != "org-gpu" {
+		t.Errorf("gpu job went to pool %s, want org-gpu", res.Pool)
+	}
+}
+
+// A webhook secret without a way to call GitHub is refused at start.
+func TestConfigValidate(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		conn actions.Connection
+		ok   bool
+	}{
+		{"nothing", actions.Connection{}, true},
+		{"token", actions.Connection{Token: "ghp_x", WebhookSecret: hookSecret}, true},
+		{"secret only", actions.Connection{WebhookSecret: hookSecret}, false},
+		{"key without app", actions.Connection{PrivateKeyPEM: []byte("x")}, false},
+		{"short secret", actions.Connection{Token: "ghp_x", WebhookSecret: "short"}, false},
+	} {
+		cfg := actions.DefaultConfig()
+		cfg.GitHub = tc.conn
+		if err := cfg.Validate(); (err == nil) != tc.ok {
+			t.Errorf("%s: %v", tc.name, err)
+		}
+	}
+}
