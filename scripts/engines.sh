@@ -83,7 +83,8 @@ want() { [[ " ${engines[*]} " == *" $1 "* ]]; }
 install_packages() {
 	local pkgs=(busybox-static iptables runc) missing=() p
 	want docker && pkgs+=(docker.io)
-	want podman && pkgs+=(podman)
+	# slirp4netns: Podman sandboxes use user-mode networking (a Recommends only).
+	want podman && pkgs+=(podman slirp4netns)
 	for p in "${pkgs[@]}"; do
 		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q '^install ok installed$' || missing+=("$p")
 	done
