@@ -322,3 +322,64 @@ func TestRestartLosesNothing(t *testing.T) {
 		t.Errorf("repairs %v", got)
 	}
 }
+
+// A runner that came online but whose job another runner took stays idle:
+// removed past the idle timeout. A busy runner past the maximum lifetime
+// is never taken from its job.
+func TestReaperIdleAndLifetime(t *testing.T) {
+	h := newHarness(t, func(c *actions.Config) {
+		c.BootstrapTimeout, c.IdleTimeout, c.MaxLifetime = 2*time.Minute, 5*time.Minute, time.Hour
+	})
+	h.pool("linux", 5)
+	idle := h.mustDeliver(h.queue(), "queued", actions.OutcomeRunner)
+	_, l, err := h.claimLaunch("a1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Someone else's runner takes the job first; Kiln's comes online idle.
+	other, err := h.client().GenerateJITConfig(ctx, github.Scope{Owner: owner}, "someone-elses", labels, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := h.register(&actions.Launch{Secrets: map[string]string{actions.JITConfigEnv: other.EncodedJITConfig}}); a.JobID == 0 {
+		t.Fatal("the other runner got no job")
+	}
+	if a := h.register(l); a.JobID != 0 {
+		t.Fatalf("Kiln's runner got job %d", a.JobID)
+	}
+	// A second job, whose runner takes it and keeps it.
+	busy := h.mustDeliver(h.queue(), "queued", actions.OutcomeRunner)
+	_, l2, err := h.claimLaunch("a2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := h.register(l2); a.JobID == 0 {
+		t.Fatal("the second runner got no job")
+	}
+
+	reap := func() {
+		t.Helper()
+		if _, err := h.svc.Reap(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reap() // sees the first runner online and idle
+	if s := h.runnerJobs(); s[1].State() != "online" || s[0].State() != "busy" {
+		t.Fatalf("states %s, %s", s[1].State(), s[0].State())
+	}
+	h.clock.advance(4 * time.Minute)
+	reap()
+	if h.job(idle.JobID).CancelRequested {
+		t.Fatal("reaped before the idle timeout")
+	}
+	h.clock.advance(2 * time.Minute)
+	reap()
+	if !h.job(idle.JobID).CancelRequested || len(h.runnersNamed(idle.RunnerName)) != 0 {
+		t.Errorf("the idle runner was not reaped: %+v", h.gh.Runners())
+	}
+	h.clock.advance(2 * time.Hour)
+	reap()
+	if h.job(busy.JobID).CancelRequested || len(h.runnersNamed(busy.RunnerName)) != 1 {
+		t.Errorf("the busy runner past its lifetime was taken from its job: %+v", h.gh.Runners())
+	}
+}
