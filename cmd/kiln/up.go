@@ -43,6 +43,7 @@ func runUp(ctx context.Context, args []string) error {
 		ln.Close()
 		return err
 	}
+	defer o.close()
 	announce(ctx, srv, ln.Addr().String(), cfg.DataDir)
 	fmt.Printf("  agent:      %s (capacity %d, engine %s)\n", o.cfg.Name, o.cfg.Capacity, host)
 

@@ -129,7 +129,7 @@ func TestServerKilledMidBuildRecovers(t *testing.T) {
 		dataDir := t.TempDir()
 		addr := freeAddr(t)
 		env := []string{"KILN_HOME=" + dataDir}
-		args := []string{"up", "-listen", addr, "-engine", e.Host, "-lease", "3s", "-retry-delay", "200ms", "-memory", "256m"}
+		args := []string{"up", "-listen", addr, "-engine", e.Host, "-lease", "10s", "-retry-delay", "200ms", "-memory", "256m"}
 		up := startProc(t, env, args...)
 		h := &harness{t: t, url: "http://" + addr, dataDir: dataDir}
 		h.admin = waitToken(t, up, dataDir)

@@ -60,7 +60,10 @@ func startServer(t *testing.T, engine testenv.Engine) *harness {
 	cfg.DataDir = t.TempDir()
 	cfg.Listen = "127.0.0.1:0"
 	cfg.MaxWebhookBody = 1 << 20
-	cfg.Scheduler.Lease = 3 * time.Second
+	// Long enough that a heartbeat delayed by a loaded CI machine (packages
+	// test in parallel on 2 cores) never expires a healthy lease; the
+	// lease-expiry tests wait this long once.
+	cfg.Scheduler.Lease = 10 * time.Second
 	cfg.Scheduler.RetryDelay = 200 * time.Millisecond
 	cfg.Scheduler.PollInterval = 200 * time.Millisecond
 	ctx, cancel := context.WithCancel(context.Background())
