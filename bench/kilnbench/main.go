@@ -57,6 +57,7 @@ func main() {
 	builds := flag.Int("builds", 200, "throughput: builds queued at once")
 	capacity := flag.Int("capacity", 2, "throughput: the agent's capacity")
 	only := flag.String("only", "", "run only 'latency' or 'throughput'")
+	bareRuns := flag.Int("bare-runs", 40, "throughput: bare container runs for the baseline rate")
 	flag.Parse()
 	ctx := context.Background()
 	if *only != "throughput" {
@@ -66,7 +67,7 @@ func main() {
 		}
 	}
 	if *only != "latency" {
-		if err := throughput(ctx, *engine, *builds, *capacity); err != nil {
+		if err := throughput(ctx, *engine, *cli, *builds, *capacity, *bareRuns); err != nil {
 			fmt.Fprintln(os.Stderr, "throughput:", err)
 			os.Exit(1)
 		}
@@ -363,7 +364,7 @@ func bareRun(cli, engine string) (time.Duration, error) {
 	return d, cmd.Wait()
 }
 
-func throughput(ctx context.Context, engine string, builds, capacity int) error {
+func throughput(ctx context.Context, engine, cli string, builds, capacity, bareRuns int) error {
 	b, stop, err := start(ctx, engine, capacity, "image: "+image+"\nsteps:\n  - run: \"true\"\n")
 	if err != nil {
 		return err
@@ -397,7 +398,14 @@ func throughput(ctx context.Context, engine string, builds, capacity int) error 
 		if done == builds {
 			el := time.Since(t0)
 			fmt.Printf("queued %d builds in %s; all finished after %s (%d not successful)\n", builds, ms(queued), el.Round(10*time.Millisecond), failed)
-			fmt.Printf("throughput: %.2f builds/s (%.2f per unit of capacity)\n", float64(builds)/el.Seconds(), float64(builds)/el.Seconds()/float64(capacity))
+			rate := float64(builds) / el.Seconds()
+			fmt.Printf("throughput: %.2f builds/s (%.2f per unit of capacity)\n", rate, rate/float64(capacity))
+			bare, err := bareRate(cli, engine, bareRuns, capacity)
+			if err != nil {
+				return err
+			}
+			fmt.Printf("baseline: `%s run --rm %s true`, %d runs, %d at a time: %.2f runs/s\n", cli, image, bareRuns, capacity, bare)
+			fmt.Printf("ratio kiln builds/s / bare runs/s: %.2f\n", rate/bare)
 			return nil
 		}
 		time.Sleep(200 * time.Millisecond)
@@ -415,3 +423,32 @@ func pct(ds []time.Duration, p int) time.Duration {
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.0fms", float64(d)/float64(time.Millisecond)) }
+
+// bareRate runs `cli run --rm IMAGE true` n times, conc at a time, and
+// returns runs per second: what the engine alone sustains.
+func bareRate(cli, engine string, n, conc int) (float64, error) {
+	t0 := time.Now()
+	sem := make(chan struct{}, conc)
+	errs := make(chan error, n)
+	for i := 0; i < n; i++ {
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem }()
+			cmd := exec.Command(cli, "run", "--rm", image, "true")
+			if cli == "docker" {
+				cmd.Env = append(os.Environ(), "DOCKER_HOST="+engine)
+			}
+			if out, err := cmd.CombinedOutput(); err != nil {
+				errs <- fmt.Errorf("%s run: %v: %s", cli, err, out)
+			}
+		}()
+	}
+	for i := 0; i < conc; i++ {
+		sem <- struct{}{}
+	}
+	close(errs)
+	if err := <-errs; err != nil {
+		return 0, err
+	}
+	return float64(n) / time.Since(t0).Seconds(), nil
+}
