@@ -18,6 +18,9 @@
 //   - Reconcile: webhooks are hints; every interval it lists the queued
 //     jobs of the repositories Kiln serves and repairs what webhooks
 //     missed, and marks jobs GitHub says are done.
+//   - Warm: pools with warm > 0 keep that many idle runners registered
+//     ahead of any job (warm runner jobs); a queued job waits a grace for
+//     one of them instead of getting its own runner at once.
 //   - Reap: runners that never come online, stay idle, or outlive their
 //     lifetime are removed from GitHub and their sandboxes destroyed
 //     (through the job's cancel path); orphans both ways are swept.
@@ -94,6 +97,12 @@ type Config struct {
 	// RepoWindow: repositories named by a webhook this recently are
 	// reconciled (with organization pools).
 	RepoWindow time.Duration
+	// WarmGrace: a queued job expected to be taken by an idle warm runner
+	// gets a runner of its own if it is still queued this long after.
+	WarmGrace time.Duration
+	// WarmInterval is how often warm runners are topped up and trimmed,
+	// and jobs whose WarmGrace ended get their own runner.
+	WarmInterval time.Duration
 	// Now is the clock (nil: time.Now).
 	Now func() time.Time
 }
@@ -111,6 +120,8 @@ func DefaultConfig() Config {
 		MaxLaunches:       3,
 		MaxChecks:         50,
 		RepoWindow:        24 * time.Hour,
+		WarmGrace:         30 * time.Second,
+		WarmInterval:      10 * time.Second,
 	}
 }
 
@@ -128,6 +139,8 @@ func (c Config) withDefaults() Config {
 	set(&c.IdleTimeout, d.IdleTimeout)
 	set(&c.MaxLifetime, d.MaxLifetime)
 	set(&c.RepoWindow, d.RepoWindow)
+	set(&c.WarmGrace, d.WarmGrace)
+	set(&c.WarmInterval, d.WarmInterval)
 	for _, p := range []struct {
 		v   *int
 		def int
@@ -258,6 +271,7 @@ func (s *Service) Run(ctx context.Context) {
 	var wg sync.WaitGroup
 	wg.Go(func() { s.loop(ctx, "reconcile", s.cfg.ReconcileInterval, s.Reconcile) })
 	wg.Go(func() { s.loop(ctx, "reap", s.cfg.ReapInterval, s.Reap) })
+	wg.Go(func() { s.loop(ctx, "warm", s.cfg.WarmInterval, s.Warm) })
 	wg.Wait()
 }
 

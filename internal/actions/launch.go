@@ -71,12 +71,15 @@ func (s *Service) Launch(ctx context.Context, j *store.Job) (*Launch, error) {
 		return nil, s.later(ctx, j, fmt.Sprintf("GitHub's rate limit is spent until %s: waiting", s.now().Add(wait).UTC().Format(time.RFC3339)), wait)
 	}
 
-	w, err := s.checkQueued(ctx, c, j, r)
-	if err != nil {
-		return nil, err
-	}
-	if r, err = s.store.RunnerJob(ctx, j.ID); err != nil { // it may serve another job now
-		return nil, err
+	// A warm runner job serves no GitHub job yet: nothing to check.
+	var w *store.WorkflowJob
+	if r.GHJobID != 0 {
+		if w, err = s.checkQueued(ctx, c, j, r); err != nil {
+			return nil, err
+		}
+		if r, err = s.store.RunnerJob(ctx, j.ID); err != nil { // it may serve another job now (or none: warm)
+			return nil, err
+		}
 	}
 
 	scope := scopeOf(r)
@@ -95,20 +98,30 @@ func (s *Service) Launch(ctx context.Context, j *store.Job) (*Launch, error) {
 		}
 		return nil, s.end(ctx, j, store.StatusCanceled, "canceled while its runner was being registered", 0)
 	}
-	s.log.Info("actions: runner registered", "runner", jit, "github_job", w.ID, "job", j.ID, "attempt", j.Attempt)
-	return &Launch{
+	l := &Launch{
 		Secrets:    map[string]string{JITConfigEnv: jit.EncodedJITConfig},
-		Env:        map[string]string{"KILN_RUNNER_NAME": r.Name, "KILN_GITHUB_JOB_ID": strconv.FormatInt(w.ID, 10), "KILN_GITHUB_REPOSITORY": w.Owner + "/" + w.Repo},
+		Env:        map[string]string{"KILN_RUNNER_NAME": r.Name},
 		RunnerName: r.Name,
-		GHJobID:    w.ID,
-		Branch:     w.HeadBranch,
-	}, nil
+	}
+	if w == nil { // warm: GitHub hands it a job later
+		l.Env["KILN_WARM_RUNNER"] = "1"
+		if scope.Repo != "" {
+			l.Env["KILN_GITHUB_REPOSITORY"] = scope.Owner + "/" + scope.Repo
+		}
+		s.log.Info("actions: warm runner registered", "runner", jit, "pool", r.Pool, "job", j.ID, "attempt", j.Attempt)
+		return l, nil
+	}
+	l.Env["KILN_GITHUB_JOB_ID"], l.Env["KILN_GITHUB_REPOSITORY"] = strconv.FormatInt(w.ID, 10), w.Owner+"/"+w.Repo
+	l.GHJobID, l.Branch = w.ID, w.HeadBranch
+	s.log.Info("actions: runner registered", "runner", jit, "github_job", w.ID, "job", j.ID, "attempt", j.Attempt)
+	return l, nil
 }
 
 // checkQueued asks GitHub for the runner job's GitHub job and returns it
 // when it is queued. A job that is not is recorded (which may hand this
 // runner job to the job its runner took); then the job this runner job
-// now serves is checked, once.
+// now serves is checked, once. When a warm runner took the job, this
+// runner job becomes a warm one (it serves no job): nil, nil.
 func (s *Service) checkQueued(ctx context.Context, c *github.Client, j *store.Job, r *store.RunnerJob) (*store.WorkflowJob, error) {
 	target := r.GHJobID
 	for range 2 {
@@ -142,6 +155,10 @@ func (s *Service) checkQueued(ctx context.Context, c *github.Client, j *store.Jo
 				state += " on runner " + gj.RunnerName
 			}
 			return nil, s.end(ctx, j, store.StatusCanceled, fmt.Sprintf("GitHub job %d is no longer queued (%s): no runner started", w.ID, state), 0)
+		}
+		if cur.GHJobID == 0 {
+			s.log.Info("actions: a warm runner took this runner's job: it starts as a warm runner", "job", j.ID, "github_job", target)
+			return nil, nil
 		}
 		s.log.Info("actions: GitHub gave this runner's job to another runner: serving the job that runner was for", "job", j.ID, "from", target, "to", cur.GHJobID)
 		target = cur.GHJobID

@@ -83,8 +83,8 @@ func (s *Service) PreparePool(p *store.Pool) error {
 	if p.MaxRunners < 1 || p.MaxRunners > MaxRunnersLimit {
 		bad("max_runners", "must be 1 to %d, got %d", MaxRunnersLimit, p.MaxRunners)
 	}
-	if p.Warm != 0 {
-		bad("warm", "idle warm runners are not implemented yet: must be 0")
+	if p.Warm < 0 || p.Warm > p.MaxRunners {
+		bad("warm", "must be 0 to max_runners (%d), got %d", p.MaxRunners, p.Warm)
 	}
 	if !ghName.MatchString(p.Owner) {
 		bad("owner", "%q: want a GitHub organization or user name", p.Owner)
@@ -214,7 +214,17 @@ func (s *Service) launchSpec(p *store.Pool, w *store.WorkflowJob, defaultBranch 
 		StepNames:     steps,
 		MaxAttempts:   s.cfg.MaxAttempts,
 		Message:       strings.TrimSpace(fmt.Sprintf("%s (GitHub job %d) %s", title, w.ID, w.HTMLURL)),
+		WarmGrace:     s.warmGrace(p),
 	}, nil
+}
+
+// warmGrace is how long a new queued job of pool p may wait for one of
+// its idle warm runners (0: the pool keeps none).
+func (s *Service) warmGrace(p *store.Pool) time.Duration {
+	if p.Warm <= 0 {
+		return 0
+	}
+	return s.cfg.WarmGrace
 }
 
 // repoURL is the repository's web URL: taken from the job's html_url when

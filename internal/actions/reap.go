@@ -22,7 +22,9 @@ type scopeKey struct {
 	installation int64
 }
 
-// Reap makes one reaper pass. For each scope Kiln has runners in, it lists
+// Reap makes one reaper pass (warm runners are judged the same, except that
+// the idle timeout spares them while their pool keeps warm runners; the
+// Warm pass replaces those reaped). For each scope Kiln has runners in, it lists
 // GitHub's runners, records how each of Kiln's looks (online, busy), and
 // for a running runner job:
 //
@@ -46,6 +48,12 @@ func (s *Service) Reap(ctx context.Context) (time.Duration, error) {
 	if err != nil {
 		return 0, err
 	}
+	// Pools that keep warm runners: the idle timeout spares their idle
+	// warm runners (the Warm pass trims a surplus).
+	wantsWarm := map[string]bool{}
+	for _, p := range pools {
+		wantsWarm[p.Name] = p.Warm > 0
+	}
 	scopes := map[scopeKey]github.Scope{}
 	add := func(owner, repo string, installation int64) {
 		scopes[scopeKey{strings.ToLower(owner), strings.ToLower(repo), installation}] = github.Scope{Owner: owner, Repo: repo}
@@ -66,7 +74,7 @@ func (s *Service) Reap(ctx context.Context) (time.Duration, error) {
 		if wait := s.rateWait(c, s.cfg.MinRateRemaining); wait > 0 {
 			return wait, errors.Join(errs...)
 		}
-		if err := s.reapScope(ctx, c, k, scope); err != nil {
+		if err := s.reapScope(ctx, c, k, scope, wantsWarm); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -79,7 +87,7 @@ func (s *Service) runnerRecords(ctx context.Context) ([]*store.RunnerJob, error)
 	return s.store.ListRunnerJobs(ctx, store.RunnerFilter{Since: s.now().Add(-s.cfg.MaxLifetime - time.Hour), Limit: 10000})
 }
 
-func (s *Service) reapScope(ctx context.Context, c *github.Client, k scopeKey, scope github.Scope) error {
+func (s *Service) reapScope(ctx context.Context, c *github.Client, k scopeKey, scope github.Scope, wantsWarm map[string]bool) error {
 	list, err := c.ListRunners(ctx, scope)
 	if err != nil {
 		return fmt.Errorf("reap %s: %w", scope, err)
@@ -113,7 +121,7 @@ func (s *Service) reapScope(ctx context.Context, c *github.Client, k scopeKey, s
 			}
 			continue
 		}
-		if err := s.reapRunning(ctx, c, scope, r, gr, ok, now); err != nil {
+		if err := s.reapRunning(ctx, c, scope, r, gr, ok, now, r.GHJobID == 0 && wantsWarm[r.Pool]); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -124,8 +132,9 @@ func (s *Service) reapScope(ctx context.Context, c *github.Client, k scopeKey, s
 }
 
 // reapRunning judges a running runner job by its runner (gr, registered)
-// as GitHub lists it now.
-func (s *Service) reapRunning(ctx context.Context, c *github.Client, scope github.Scope, r *store.RunnerJob, gr github.Runner, registered bool, now time.Time) error {
+// as GitHub lists it now. A warm runner its pool wants (warm) is not
+// subject to the idle timeout.
+func (s *Service) reapRunning(ctx context.Context, c *github.Client, scope github.Scope, r *store.RunnerJob, gr github.Runner, registered bool, now time.Time, warm bool) error {
 	var age time.Duration
 	if r.StartedAt != nil {
 		age = now.Sub(*r.StartedAt)
@@ -159,7 +168,7 @@ func (s *Service) reapRunning(ctx context.Context, c *github.Client, scope githu
 		reason = fmt.Sprintf("runner %s reached the maximum lifetime of %s", r.Name, s.cfg.MaxLifetime)
 	case onlineAt == nil && age > s.cfg.BootstrapTimeout:
 		reason = fmt.Sprintf("runner %s did not come online within the bootstrap timeout of %s", r.Name, s.cfg.BootstrapTimeout)
-	case idleSince != nil && now.Sub(*idleSince) > s.cfg.IdleTimeout:
+	case idleSince != nil && now.Sub(*idleSince) > s.cfg.IdleTimeout && !warm:
 		reason = fmt.Sprintf("runner %s was idle past the idle timeout of %s", r.Name, s.cfg.IdleTimeout)
 	default:
 		return nil

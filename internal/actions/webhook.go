@@ -25,6 +25,7 @@ const (
 	OutcomeUnchanged Outcome = "unchanged" // a repeat or a step back: nothing changed
 	OutcomeDuplicate Outcome = "duplicate" // the delivery id was seen before
 	OutcomeUnmatched Outcome = "unmatched" // no pool serves the job's labels: ignored
+	OutcomeWarm      Outcome = "warm"      // queued, expected to be taken by an idle warm runner
 )
 
 // WebhookResult is the answer to a workflow_job delivery.
@@ -80,6 +81,8 @@ func (s *Service) HandleWorkflowJob(ctx context.Context, deliveryID string, wj *
 		out.Outcome = OutcomeDuplicate
 	case res.Created != nil:
 		out.Outcome = OutcomeRunner
+	case res.Warm && res.Advanced:
+		out.Outcome = OutcomeWarm
 	case res.Advanced:
 		out.Outcome = OutcomeRecorded
 	}
@@ -129,6 +132,11 @@ func (s *Service) afterRecord(ctx context.Context, res *store.WorkflowJobResult,
 	}
 	if r := res.Runner; res.Advanced && res.Job.Status == store.GHCompleted && r != nil && r.Live() && r.JobID != skipJob {
 		s.release(ctx, r, &res.Job)
+	}
+	// A job now expects a warm runner, or a warm runner took one: start
+	// the replacement.
+	if (res.Warm && res.Advanced) || res.Swapped {
+		s.topUpPool(ctx, res.Job.Pool)
 	}
 }
 

@@ -82,6 +82,9 @@ func (s *Server) actionsHook(w http.ResponseWriter, r *http.Request) {
 		resp["message"] = "no pool serves these runs-on labels: ignored"
 		writeJSON(w, http.StatusAccepted, resp)
 	default:
+		if res.Outcome == actions.OutcomeWarm {
+			resp["message"] = "an idle warm runner of the pool is expected to take the job"
+		}
 		if res.Outcome == actions.OutcomeDuplicate {
 			resp["duplicate"] = true
 		}
@@ -118,7 +121,47 @@ func (s *Server) createPool(w http.ResponseWriter, r *http.Request) {
 		s.storeError(w, err)
 		return
 	}
+	if p.Warm > 0 {
+		// Start its warm runners now (the Warm pass would, later).
+		if err := s.actions.PoolChanged(r.Context(), p.Name); err != nil {
+			s.log.Warn("actions: start warm runners: the next pass retries", "pool", p.Name, "err", err)
+		}
+	}
 	writeJSON(w, http.StatusCreated, p)
+}
+
+// updatePool handles PATCH /api/v1/pools/{name} with {"warm": N}: the pool
+// keeps N warm runners from now on (surplus idle ones are canceled, their
+// registrations removed; missing ones started).
+func (s *Server) updatePool(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Warm *int `json:"warm"`
+	}
+	if !decode(w, r, &req) {
+		return
+	}
+	p, err := s.store.Pool(r.Context(), r.PathValue("name"))
+	if err != nil {
+		s.storeError(w, err)
+		return
+	}
+	if req.Warm == nil {
+		writeError(w, http.StatusBadRequest, "invalid", "warm: required")
+		return
+	}
+	p.Warm = *req.Warm
+	if err := s.actions.PreparePool(p); err != nil {
+		writeError(w, http.StatusBadRequest, "invalid", err.Error())
+		return
+	}
+	if err := s.store.SetPoolWarm(r.Context(), p.Name, p.Warm); err != nil {
+		s.storeError(w, err)
+		return
+	}
+	if err := s.actions.PoolChanged(r.Context(), p.Name); err != nil {
+		s.log.Warn("actions: balance warm runners: the next pass retries", "pool", p.Name, "err", err)
+	}
+	writeJSON(w, http.StatusOK, p)
 }
 
 func (s *Server) getPool(w http.ResponseWriter, r *http.Request) {
@@ -156,6 +199,9 @@ type RunnerView struct {
 	*store.RunnerJob
 	// State is queued, starting, online, busy or done.
 	State string `json:"state"`
+	// WarmState, for a warm runner (warm: true), is idle (no GitHub job
+	// yet) or busy (GitHub handed it one), while it lives.
+	WarmState string `json:"warm_state,omitempty"`
 }
 
 // listRunners lists runner jobs, newest first: live ones and those that
@@ -172,7 +218,14 @@ func (s *Server) listRunners(w http.ResponseWriter, r *http.Request) {
 	}
 	out := make([]RunnerView, 0, len(rs))
 	for _, rj := range rs {
-		out = append(out, RunnerView{RunnerJob: rj, State: rj.State()})
+		v := RunnerView{RunnerJob: rj, State: rj.State()}
+		if rj.Warm && rj.Live() {
+			v.WarmState = "idle"
+			if rj.GHJobID != 0 || v.State == "busy" {
+				v.WarmState = "busy"
+			}
+		}
+		out = append(out, v)
 	}
 	writeJSON(w, http.StatusOK, out)
 }

@@ -104,6 +104,19 @@ type RunnerJob struct {
 	JobStatus string `json:"github_job_status,omitempty"`
 	// JobRunner is the runner GitHub says took that job.
 	JobRunner string `json:"github_job_runner,omitempty"`
+
+	// Warm: a warm runner, started before any GitHub job asked for it
+	// (GHJobID is 0 until GitHub hands it one).
+	Warm bool `json:"warm,omitempty"`
+}
+
+// WarmRunnerPrefix starts the GitHub name of a warm runner:
+// kiln-warm-<pool>-<Kiln job id>.
+const WarmRunnerPrefix = "kiln-warm-"
+
+// WarmRunnerName is the GitHub name of warm runner job jobID of pool.
+func WarmRunnerName(pool string, jobID int64) string {
+	return fmt.Sprintf("%s%s-%d", WarmRunnerPrefix, pool[:min(len(pool), 40)], jobID)
 }
 
 // Live reports whether the runner job has not finished.
@@ -121,6 +134,10 @@ type LaunchSpec struct {
 	StepNames     []string
 	MaxAttempts   int
 	Message       string // the build's message
+	// WarmGrace, when positive, lets a new queued job wait this long for
+	// an idle warm runner of the pool (one not already expected by another
+	// job) instead of getting a runner job of its own at once.
+	WarmGrace time.Duration
 }
 
 // WorkflowJobUpdate is what GitHub said about a job: a webhook delivery,
@@ -152,8 +169,11 @@ type WorkflowJobResult struct {
 	// Runner is the runner job serving the job now, if any.
 	Runner *RunnerJob
 	// Swapped: GitHub gave the job to a runner Kiln started for another
-	// job; the two jobs' runner jobs were exchanged.
+	// job (or a warm runner); the two jobs' runner jobs were exchanged.
 	Swapped bool
+	// Warm: the job is queued and expected to be taken by an idle warm
+	// runner (until the grace ends), so no runner job was made for it.
+	Warm bool
 }
 
 const workflowJobCols = `gh_job_id, run_id, run_attempt, owner, repo, name, workflow, labels, status, conclusion, pool, installation_id,
@@ -203,6 +223,7 @@ func scanRunnerJob(row interface{ Scan(...any) error }) (*RunnerJob, error) {
 	}
 	r.OnlineAt, r.IdleSince, r.StartedAt, r.FinishedAt = nullTime(online), nullTime(idle), nullTime(started), nullTime(finished)
 	r.CreatedAt, r.CancelRequested = fromMS(created), cancel != 0
+	r.Warm = r.GHJobID == 0 || strings.HasPrefix(r.Name, WarmRunnerPrefix)
 	return &r, nil
 }
 
@@ -328,6 +349,11 @@ func (s *Store) recordWorkflowJobTx(ctx context.Context, tx *sql.Tx, u WorkflowJ
 			}
 			need = st == "" || Status(st).Terminal()
 		}
+		if need && after.Launches == 0 && u.Launch.WarmGrace > 0 {
+			if need, res.Warm, err = s.expectWarmTx(ctx, tx, after, u.Launch, now); err != nil {
+				return nil, err
+			}
+		}
 		if need && (after.Launches == 0 || (u.Relaunch && after.Launches < max(u.MaxLaunches, 1))) {
 			id, err := s.createRunnerJob(ctx, tx, after, u, now)
 			if err != nil {
@@ -361,6 +387,109 @@ func (s *Store) recordWorkflowJobTx(ctx context.Context, tx *sql.Tx, u WorkflowJ
 		}
 	}
 	return res, nil
+}
+
+// expectWarmTx decides whether queued job w, which has no runner job yet,
+// waits for a warm runner: yes while its grace runs; when it has none yet
+// and the pool has an idle warm runner no other job expects, it starts one.
+// It reports whether a runner job must be made now, and whether the job
+// waits for a warm runner.
+func (s *Store) expectWarmTx(ctx context.Context, tx *sql.Tx, w *WorkflowJob, l *LaunchSpec, now int64) (need, warm bool, err error) {
+	var until sql.NullInt64
+	if err := tx.QueryRowContext(ctx, `SELECT warm_until FROM actions_jobs WHERE gh_job_id = ?`, w.ID).Scan(&until); err != nil {
+		return false, false, err
+	}
+	switch {
+	case until.Valid && until.Int64 > now:
+		return false, true, nil
+	case until.Valid:
+		return true, false, nil // the grace ended: a runner of its own
+	}
+	idle, err := idleWarmTx(ctx, tx, l.Pool.Name)
+	if err != nil || idle <= 0 {
+		return true, false, err
+	}
+	_, err = tx.ExecContext(ctx, `UPDATE actions_jobs SET warm_until = ?, pool = ?, updated_at = ? WHERE gh_job_id = ?`,
+		now+l.WarmGrace.Milliseconds(), l.Pool.Name, now, w.ID)
+	return false, err == nil, err
+}
+
+// warmAvailableSQL counts a pool's live warm runner jobs (not canceled,
+// their runner not seen busy) minus the queued jobs that expect one.
+const warmAvailableSQL = `SELECT
+	(SELECT COUNT(*) FROM actions_runners r JOIN jobs j ON j.id = r.job_id WHERE r.pool = ? AND r.gh_job_id = 0
+		AND j.status IN ('queued', 'running') AND j.cancel_requested = 0 AND r.gh_status != 'busy')
+	- (SELECT COUNT(*) FROM actions_jobs WHERE pool = ? AND status = 'queued' AND job_id IS NULL AND warm_until IS NOT NULL)`
+
+// idleWarmTx is the number of a pool's warm runners no job expects yet
+// (negative when more jobs expect one than there are).
+func idleWarmTx(ctx context.Context, tx *sql.Tx, pool string) (int, error) {
+	var n int
+	err := tx.QueryRowContext(ctx, warmAvailableSQL, pool, pool).Scan(&n)
+	return n, err
+}
+
+// WarmPending counts a pool's queued jobs that expect a warm runner.
+func (s *Store) WarmPending(ctx context.Context, pool string) (int, error) {
+	var n int
+	err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM actions_jobs WHERE pool = ? AND status = 'queued' AND job_id IS NULL AND warm_until IS NOT NULL`, pool).Scan(&n)
+	return n, err
+}
+
+// ExpiredWarmJobs lists the queued jobs without a runner job whose wait
+// for a warm runner ended at or before now.
+func (s *Store) ExpiredWarmJobs(ctx context.Context, now time.Time, limit int) ([]*WorkflowJob, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT `+workflowJobCols+` FROM actions_jobs WHERE status = 'queued' AND job_id IS NULL
+		AND warm_until IS NOT NULL AND warm_until <= ? ORDER BY warm_until, gh_job_id LIMIT ?`, ms(now), limit)
+	return collect(rows, err, scanWorkflowJob)
+}
+
+// TopUpWarm makes warm runner jobs for l.Pool until the pool (as stored
+// now) has its warm number of warm runners no job expects, while its live
+// runner jobs stay under max_runners. It returns those it made.
+func (s *Store) TopUpWarm(ctx context.Context, l *LaunchSpec) ([]*RunnerJob, error) {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Rollback()
+	var want, maxRunners, live int
+	err = tx.QueryRowContext(ctx, `SELECT warm, max_runners FROM pools WHERE name = ?`, l.Pool.Name).Scan(&want, &maxRunners)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	idle, err := idleWarmTx(ctx, tx, l.Pool.Name)
+	if err != nil {
+		return nil, err
+	}
+	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM jobs WHERE pool = ? AND status IN ('queued', 'running') AND cancel_requested = 0`, l.Pool.Name).Scan(&live); err != nil {
+		return nil, err
+	}
+	now := s.nowMS()
+	var ids []int64
+	for n := min(want-idle, maxRunners-live); n > 0; n-- {
+		id, err := s.insertRunnerJob(ctx, tx, l, &Build{Trigger: TriggerGitHubActions, Forge: "github", Message: l.Message, Author: "github-actions"}, 0,
+			func(jobID int64) string { return WarmRunnerName(l.Pool.Name, jobID) }, now)
+		if err != nil {
+			return nil, err
+		}
+		ids = append(ids, id)
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, err
+	}
+	var out []*RunnerJob
+	for _, id := range ids {
+		r, err := s.RunnerJob(ctx, id)
+		if err != nil {
+			return out, err
+		}
+		out = append(out, r)
+	}
+	return out, nil
 }
 
 // swapRunnerJobs makes the runner job whose runner is named runnerName
@@ -413,15 +542,31 @@ func (s *Store) swapRunnerJobs(ctx context.Context, tx *sql.Tx, ghJobID int64, r
 // createRunnerJob makes the build, job and runner record of a launch.
 func (s *Store) createRunnerJob(ctx context.Context, tx *sql.Tx, w *WorkflowJob, u WorkflowJobUpdate, now int64) (int64, error) {
 	l := u.Launch
-	projectID, err := s.repoProject(ctx, tx, l)
-	if err != nil {
-		return 0, err
-	}
-	b := &Build{ProjectID: projectID, Trigger: TriggerGitHubActions, Forge: "github", DeliveryID: u.DeliveryID,
+	b := &Build{Trigger: TriggerGitHubActions, Forge: "github", DeliveryID: u.DeliveryID,
 		Branch: w.HeadBranch, Commit: w.HeadSHA, Message: l.Message, Author: "github-actions"}
 	if w.HeadBranch != "" {
 		b.Ref = "refs/heads/" + w.HeadBranch
 	}
+	n := w.Launches + 1
+	jobID, err := s.insertRunnerJob(ctx, tx, l, b, w.ID, func(int64) string { return RunnerName(w.ID, n) }, now)
+	if err != nil {
+		return 0, err
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE actions_jobs SET job_id = ?, launches = ?, pool = ?, updated_at = ? WHERE gh_job_id = ?`, jobID, n, l.Pool.Name, now, w.ID); err != nil {
+		return 0, err
+	}
+	return jobID, nil
+}
+
+// insertRunnerJob makes build b (in the project of l) with its one runner
+// job and the runner record (for GitHub job ghJobID, 0 for a warm runner),
+// named by name from the Kiln job's id.
+func (s *Store) insertRunnerJob(ctx context.Context, tx *sql.Tx, l *LaunchSpec, b *Build, ghJobID int64, name func(int64) string, now int64) (int64, error) {
+	projectID, err := s.repoProject(ctx, tx, l)
+	if err != nil {
+		return 0, err
+	}
+	b.ProjectID = projectID
 	if err := s.insertBuild(ctx, tx, b); err != nil {
 		return 0, err
 	}
@@ -442,13 +587,9 @@ func (s *Store) createRunnerJob(ctx context.Context, tx *sql.Tx, w *WorkflowJob,
 	if err != nil {
 		return 0, err
 	}
-	n := w.Launches + 1
 	if _, err := tx.ExecContext(ctx, `INSERT INTO actions_runners (job_id, pool, gh_job_id, name, owner, repo, installation_id, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		jobID, l.Pool.Name, w.ID, RunnerName(w.ID, n), l.Pool.Owner, l.Pool.Repo, l.Pool.InstallationID, now, now); err != nil {
+		jobID, l.Pool.Name, ghJobID, name(jobID), l.Pool.Owner, l.Pool.Repo, l.Pool.InstallationID, now, now); err != nil {
 		return 0, fmt.Errorf("create runner record: %w", err)
-	}
-	if _, err := tx.ExecContext(ctx, `UPDATE actions_jobs SET job_id = ?, launches = ?, pool = ?, updated_at = ? WHERE gh_job_id = ?`, jobID, n, l.Pool.Name, now, w.ID); err != nil {
-		return 0, err
 	}
 	return jobID, nil
 }
@@ -670,3 +811,10 @@ func (r *RunnerJob) State() string {
 // SetClock replaces the store's clock (tests of other packages move time
 // without sleeping).
 func (s *Store) SetClock(now func() time.Time) { s.now = now }
+
+// SetPoolWarm changes the number of warm runners a pool keeps (the Actions
+// service then starts or cancels warm runner jobs).
+func (s *Store) SetPoolWarm(ctx context.Context, name string, warm int) error {
+	res, err := s.db.ExecContext(ctx, `UPDATE pools SET warm = ? WHERE name = ?`, warm, name)
+	return mustAffect(res, err, "pool")
+}

@@ -218,6 +218,12 @@ var migrations = []string{
 		result TEXT NOT NULL,
 		received_at INTEGER NOT NULL
 	);`,
+	// 4: GitHub Actions warm runners. A warm runner job has gh_job_id 0
+	// until GitHub hands its runner a job; actions_jobs.warm_until marks a
+	// queued job expected to be taken by a warm runner: no dedicated runner
+	// job is made for it before then.
+	`ALTER TABLE actions_jobs ADD COLUMN warm_until INTEGER;
+	CREATE INDEX actions_runners_pool ON actions_runners(pool, gh_job_id);`,
 }
 
 func (s *Store) migrate(ctx context.Context) error {
