@@ -4,7 +4,7 @@
 #
 #   scripts/runner-image.sh                  both engines
 #   scripts/runner-image.sh --only docker    one engine (docker or podman)
-#   scripts/runner-image.sh --all            also the test variants :hold, :stall
+#   scripts/runner-image.sh --all            also the test variants :slow, :hold, :stall
 #
 # The image is the base image scripts/engines.sh imports (its rootfs,
 # exported from the engine) plus the fake runner (a static Go binary,
@@ -14,9 +14,10 @@
 #
 #   ACTIONS_RUNNER_INPUT_JITCONFIG=... docker run --rm -e ACTIONS_RUNNER_INPUT_JITCONFIG localhost/kiln/fake-runner
 #
-# Variants (--all), same rootfs, other configuration: :hold keeps its job
-# for an hour or until the run is cancelled (FAKE_RUNNER_JOB_DURATION=1h);
-# :stall never registers (FAKE_RUNNER_STALL=1, command `sleep`).
+# Variants (--all), same rootfs, other configuration: :slow runs each job
+# for 3s (FAKE_RUNNER_JOB_DURATION=3s); :hold keeps its job for an hour or
+# until the run is cancelled (FAKE_RUNNER_JOB_DURATION=1h); :stall never
+# registers (FAKE_RUNNER_STALL=1, command `sleep`).
 #
 # Idempotent: each image carries a label with the digest of what went into
 # it (base image id, binary, run.sh, configuration), computed as package
@@ -57,7 +58,7 @@ while [ $# -gt 0 ]; do
 		shift
 		;;
 	--only=docker | --only=podman) engines=("${1#--only=}") ;;
-	--all) variants=(latest hold stall) ;;
+	--all) variants=(latest slow hold stall) ;;
 	-h | --help) usage 0 ;;
 	*)
 		echo "runner-image.sh: unknown argument $1" >&2
@@ -82,6 +83,7 @@ cli() {
 changes() {
 	case "$1" in
 	latest) printf '%s\n' 'CMD ["/runner/run.sh"]' 'WORKDIR /runner' ;;
+	slow) printf '%s\n' 'CMD ["/runner/run.sh"]' 'WORKDIR /runner' 'ENV FAKE_RUNNER_JOB_DURATION=3s' ;;
 	hold) printf '%s\n' 'CMD ["/runner/run.sh"]' 'WORKDIR /runner' 'ENV FAKE_RUNNER_JOB_DURATION=1h' ;;
 	stall) printf '%s\n' 'CMD ["sleep","2147483647"]' 'WORKDIR /runner' 'ENV FAKE_RUNNER_STALL=1' ;;
 	esac

@@ -9,8 +9,9 @@
 // The configuration is read from the environment only, never from argv
 // (which any process on the host can read), and never printed. The
 // broker's address is the configuration's serverUrl; the host name
-// host.kiln.test in it means the container's default gateway (see
-// HostAlias), so one URL serves every per-job bridge network.
+// host.kiln.test in it means the container's default gateway, or where that
+// does not answer (slirp4netns) the host's address in /etc/hosts (see
+// HostAlias), so one URL serves every per-job network.
 //
 // Output, as the real runner prints it:
 //
@@ -94,7 +95,7 @@ func newRunner(out io.Writer, getenv func(string) string) *runner {
 			Timeout: 30 * time.Second,
 			Transport: &http.Transport{
 				Proxy:               nil, // the broker is local; never send the credential to a proxy
-				DialContext:         gatewayDialer(d, "/proc/net/route"),
+				DialContext:         gatewayDialer(d, "/proc/net/route", "/etc/hosts"),
 				MaxIdleConnsPerHost: 1,
 				IdleConnTimeout:     90 * time.Second,
 			},

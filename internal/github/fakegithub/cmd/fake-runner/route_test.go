@@ -118,7 +118,7 @@ func TestGatewayDialer(t *testing.T) {
 	if err := os.WriteFile(routes, []byte(routeHeader+"eth0\t00000000\t0100007F\t0003\t0\t0\t0\t00000000\t0\t0\t0\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	dial := gatewayDialer(&net.Dialer{}, routes)
+	dial := gatewayDialer(&net.Dialer{}, routes, filepath.Join(t.TempDir(), "no-hosts"))
 	for _, host := range []string{HostAlias, "HOST.Kiln.Test", HostAlias + ".", "127.0.0.1"} {
 		c, err := dial(context.Background(), "tcp", net.JoinHostPort(host, port))
 		if err != nil {
@@ -129,7 +129,66 @@ func TestGatewayDialer(t *testing.T) {
 		}
 		c.Close()
 	}
-	if _, err := gatewayDialer(&net.Dialer{}, filepath.Join(t.TempDir(), "none"))(context.Background(), "tcp", net.JoinHostPort(HostAlias, port)); err == nil || !strings.Contains(err.Error(), HostAlias) {
+	none := filepath.Join(t.TempDir(), "none")
+	if _, err := gatewayDialer(&net.Dialer{}, none, none)(context.Background(), "tcp", net.JoinHostPort(HostAlias, port)); err == nil || !strings.Contains(err.Error(), HostAlias) {
 		t.Fatalf("dial without a route file: %v", err)
+	}
+
+	// A gateway that refuses (slirp4netns's 10.0.2.2 without host
+	// loopback; here 127.0.0.2, where nothing listens on the port): the
+	// host's address in the hosts file is tried next.
+	refusing := filepath.Join(t.TempDir(), "route")
+	if err := os.WriteFile(refusing, []byte(routeHeader+"tap0\t00000000\t0200007F\t0003\t0\t0\t0\t00000000\t0\t0\t0\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	hosts := filepath.Join(t.TempDir(), "hosts")
+	if err := os.WriteFile(hosts, []byte("127.0.0.1\tlocalhost\n# comment\n127.0.0.1\thost.containers.internal\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c, err := gatewayDialer(&net.Dialer{}, refusing, hosts)(context.Background(), "tcp", net.JoinHostPort(HostAlias, port))
+	if err != nil {
+		t.Fatalf("dial with a refusing gateway: %v", err)
+	}
+	if got := c.RemoteAddr().String(); got != ln.Addr().String() {
+		t.Errorf("reached %s", got)
+	}
+	c.Close()
+}
+
+func TestHostCandidates(t *testing.T) {
+	littleEndian(t)
+	dir := t.TempDir()
+	routes, hosts := filepath.Join(dir, "route"), filepath.Join(dir, "hosts")
+	write := func(p, s string) {
+		if err := os.WriteFile(p, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(routes, routeHeader+"eth0\t00000000\t0100580A\t0003\t0\t0\t0\t00000000\t0\t0\t0\n")
+	for _, tc := range []struct {
+		name, hosts string
+		want        []string
+	}{
+		{"docker: no host name", "127.0.0.1\tlocalhost\n10.213.5.2\tabc123\n", []string{"10.88.0.1"}},
+		{"podman bridge: same as the gateway", "10.88.0.1\thost.containers.internal\n", []string{"10.88.0.1"}},
+		{"podman slirp4netns", "192.0.2.2\thost.containers.internal host.docker.internal # both\n", []string{"10.88.0.1", "192.0.2.2"}},
+		{"both names: podman's first", "172.17.0.1 HOST.DOCKER.INTERNAL\n10.0.0.9 host.containers.internal\n", []string{"10.88.0.1", "10.0.0.9", "172.17.0.1"}},
+		{"junk lines", "host.containers.internal\nnot-an-ip host.containers.internal\n", []string{"10.88.0.1"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			write(hosts, tc.hosts)
+			got, err := hostCandidates(routes, hosts)
+			if err != nil || strings.Join(got, " ") != strings.Join(tc.want, " ") {
+				t.Fatalf("got %v, %v; want %v", got, err, tc.want)
+			}
+		})
+	}
+	// No route file: the hosts file alone; neither: an error.
+	write(hosts, "192.0.2.2 host.containers.internal\n")
+	if got, err := hostCandidates(filepath.Join(dir, "none"), hosts); err != nil || len(got) != 1 || got[0] != "192.0.2.2" {
+		t.Fatalf("hosts only: %v, %v", got, err)
+	}
+	if _, err := hostCandidates(filepath.Join(dir, "none"), filepath.Join(dir, "none")); err == nil {
+		t.Fatal("no route and no hosts file: no error")
 	}
 }

@@ -82,7 +82,7 @@ func (e *env) jit() github.JITConfig {
 func (e *env) runner(vars map[string]string) (*runner, *syncBuffer) {
 	out := &syncBuffer{}
 	r := newRunner(out, func(k string) string { return vars[k] })
-	r.client.Transport.(*http.Transport).DialContext = gatewayDialer(&net.Dialer{}, e.routes)
+	r.client.Transport.(*http.Transport).DialContext = gatewayDialer(&net.Dialer{}, e.routes, e.routes+".hosts-absent")
 	r.pollInterval = 20 * time.Millisecond
 	return r, out
 }

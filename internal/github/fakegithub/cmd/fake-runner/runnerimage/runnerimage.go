@@ -72,6 +72,9 @@ func (v Variant) Ref() string { return Repository + ":" + v.Tag }
 var (
 	// Latest runs a job and exits.
 	Latest = Variant{Tag: "latest"}
+	// Slow runs each job for 3 seconds: runners overlap, so that a pool's
+	// maximum binds.
+	Slow = Variant{Tag: "slow", Env: []string{"FAKE_RUNNER_JOB_DURATION=3s"}}
 	// Hold keeps its job running for an hour, or until the run is cancelled.
 	Hold = Variant{Tag: "hold", Env: []string{"FAKE_RUNNER_JOB_DURATION=1h"}}
 	// Stall never registers: its command sleeps, and run.sh, if a runtime
