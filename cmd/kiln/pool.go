@@ -41,7 +41,7 @@ func runPool(ctx context.Context, args []string) error {
 		fs.StringVar(&p.Command, "command", "", "the step that starts the runner (default \"exec /runner/run.sh\")")
 		fs.StringVar(&agentLabels, "agent-labels", "", "Kiln agent labels a runner job needs, comma-separated")
 		fs.DurationVar(&timeout, "timeout", 0, "a runner job's timeout (default: the runner's maximum lifetime plus 10m)")
-		fs.IntVar(&p.Warm, "warm", 0, "idle runners to keep ready (not implemented yet: 0)")
+		fs.IntVar(&p.Warm, "warm", 0, "idle runners to keep ready (at most -max)")
 	}
 	pos, err := parseArgs(fs, args)
 	if err != nil {

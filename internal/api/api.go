@@ -83,6 +83,7 @@ func New(cfg Config, st *store.Store, sched *scheduler.Scheduler, m *metrics.Met
 	s.mux.Handle("GET /api/v1/pools", admin(s.listPools))
 	s.mux.Handle("POST /api/v1/pools", admin(s.createPool))
 	s.mux.Handle("GET /api/v1/pools/{name}", admin(s.getPool))
+	s.mux.Handle("PATCH /api/v1/pools/{name}", admin(s.updatePool))
 	s.mux.Handle("DELETE /api/v1/pools/{name}", admin(s.deletePool))
 	s.mux.Handle("GET /api/v1/runners", admin(s.listRunners))
 

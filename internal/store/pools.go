@@ -23,7 +23,7 @@ type Pool struct {
 	Pids        int64   `json:"pids,omitempty"`
 	// MaxRunners bounds the runner jobs of the pool running at once.
 	MaxRunners int `json:"max_runners"`
-	// Warm is the number of idle runners to keep ready (not implemented yet).
+	// Warm is the number of idle runners to keep ready (see docs/actions.md).
 	Warm int `json:"warm,omitempty"`
 	// Owner and Repo are the runners' scope: a repository, or the
 	// organization Owner when Repo is "".
