@@ -127,14 +127,21 @@ func ensureRunnerImages(t *testing.T, e testenv.Engine) {
 // failure it reports what, and the state state() describes (may be nil).
 func waitUntil(t *testing.T, what string, cond func() bool, state ...func() string) {
 	t.Helper()
-	deadline := time.Now().Add(waitLimit)
+	waitUntilFor(t, waitLimit, what, cond, state...)
+}
+
+// waitUntilFor is waitUntil with another safety net, for a wait that
+// covers much work (a burst of jobs on a loaded machine).
+func waitUntilFor(t *testing.T, limit time.Duration, what string, cond func() bool, state ...func() string) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
 	for !cond() {
 		if time.Now().After(deadline) {
 			var sb strings.Builder
 			for _, f := range state {
 				sb.WriteString(f())
 			}
-			t.Fatalf("gave up waiting (%s): %s\n%s", waitLimit, what, sb.String())
+			t.Fatalf("gave up waiting (%s): %s\n%s", limit, what, sb.String())
 		}
 		time.Sleep(100 * time.Millisecond)
 	}

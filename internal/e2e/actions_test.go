@@ -331,15 +331,27 @@ func TestActionsBurstRespectsPoolMaximum(t *testing.T) {
 				gh[j.Status+" "+j.Conclusion]++
 			}
 			var errs []string
+			var live strings.Builder
+			shown := 0
 			for _, r := range k.runners() {
 				kiln[string(r.Status)+"/"+r.State]++
 				if r.Error != "" && len(errs) < 5 {
 					errs = append(errs, r.Error)
 				}
+				if r.Live() && r.Status != store.StatusQueued && shown < 4 {
+					shown++
+					fmt.Fprintf(&live, "running runner job %d (%s, GitHub job %d, seen %q):\n", r.JobID, r.Name, r.GHJobID, r.GHStatus)
+					log := strings.Split(strings.TrimSpace(k.logText(r.BuildID)), "\n")
+					for _, l := range log[max(0, len(log)-8):] {
+						fmt.Fprintf(&live, "    | %s\n", l)
+					}
+				}
 			}
-			return fmt.Sprintf("GitHub's jobs: %v\nKiln's runner jobs: %v\nsome errors: %q\n", gh, kiln, errs)
+			return fmt.Sprintf("GitHub's jobs: %v\nKiln's runner jobs: %v\nsome errors: %q\n%s", gh, kiln, errs, live.String())
 		}
-		waitUntil(t, "all 100 jobs completed", func() bool {
+		// 100 jobs through 10 runners on a shared 2-core machine: a wider
+		// safety net than one job's.
+		waitUntilFor(t, 15*time.Minute, "all 100 jobs completed", func() bool {
 			for _, j := range queued {
 				if k.gh.job(t, j.ID).Status != "completed" {
 					return false
