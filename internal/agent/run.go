@@ -206,7 +206,9 @@ func (j *job) execute(ctx context.Context) (status string, exit *int, msg string
 	caches.prepare(ctx, ws, src)
 
 	sbSpec := sandbox.Spec{
-		Name:  fmt.Sprintf("kiln-%d-%d", asg.JobID, asg.Attempt),
+		// Job ids are unique per control plane, not per engine: the agent's
+		// id keeps two Kiln installations sharing an engine apart.
+		Name:  fmt.Sprintf("kiln-%d-%d-%s", asg.JobID, asg.Attempt, nameSafe(a.cfg.ID)),
 		Image: spec.Image,
 		Labels: map[string]string{
 			sandbox.LabelManaged: "true", sandbox.LabelAgent: a.cfg.ID,
@@ -357,4 +359,20 @@ func redact(url string) string {
 		return scheme + "://***@" + rest[at+1:]
 	}
 	return url
+}
+
+// nameSafe keeps the characters container engines accept in a name, at
+// most the last 24 of them (agent ids end in their random part).
+func nameSafe(s string) string {
+	b := []byte{}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.' {
+			b = append(b, c)
+		}
+	}
+	if len(b) > 24 {
+		b = b[len(b)-24:]
+	}
+	return string(b)
 }
