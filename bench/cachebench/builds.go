@@ -13,6 +13,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/kilnci/kiln/internal/store"
 )
 
 const (
@@ -98,39 +100,69 @@ func fromRun(r *run) measured {
 }
 
 // phases splits a Kiln build's time using the build's own records: the
-// job's claim time, its log lines' times and its step's record.
+// job's claim and finish times, its step's record, and the times of Kiln's
+// own log lines (taken by the agent as it writes them).
 type phases struct {
-	queue, prepare, step, after time.Duration
-	cacheLines                  []string
+	queue    time.Duration // trigger → job claimed
+	prepare  time.Duration // claimed → sandbox up: checkout, cache restore, container
+	step     time.Duration // the step's record
+	keep     time.Duration // step done → last of Kiln's lines: sandbox destroy, caches kept or saved
+	finish   time.Duration // last line → job finished: workspace removal, finish report
+	seen     time.Duration // job finished → the poll sees the build done
+	timeline []string
 }
 
 func phasesOf(r *run, t0 time.Time) phases {
 	var p phases
 	b := r.build
-	if len(b.Jobs) == 0 || b.Jobs[0].StartedAt == nil {
+	if len(b.Jobs) == 0 || b.Jobs[0].StartedAt == nil || b.Jobs[0].FinishedAt == nil {
 		return p
 	}
 	j := b.Jobs[0]
-	claimed := *j.StartedAt
-	p.queue = claimed.Sub(t0)
-	var sandboxAt time.Time
+	claimed, finished := *j.StartedAt, *j.FinishedAt
+	var step *store.Step
+	for _, s := range j.Steps {
+		if s.Attempt == j.Attempt && s.Index == 0 && s.StartedAt != nil && s.FinishedAt != nil {
+			step = s
+		}
+	}
+	if step == nil {
+		return p
+	}
+	type event struct {
+		at   time.Time
+		text string
+	}
+	events := []event{{claimed, "job claimed by the agent"}, {*step.StartedAt, "step started"}, {*step.FinishedAt, "step finished"},
+		{finished, "job finished (reported)"}, {t0.Add(r.elapsed), "build seen finished"}}
+	var sandboxAt, lastSys time.Time
 	for _, l := range r.lines {
+		if !strings.HasPrefix(l.Text, "[kiln] ") {
+			continue
+		}
 		if strings.HasPrefix(l.Text, "[kiln] sandbox ") && sandboxAt.IsZero() {
 			sandboxAt = l.Time
 		}
-		if strings.HasPrefix(l.Text, "[kiln] cache ") {
-			p.cacheLines = append(p.cacheLines, fmt.Sprintf("+%5.1fs %s", l.Time.Sub(t0).Seconds(), strings.TrimPrefix(l.Text, "[kiln] ")))
+		if l.Time.After(*step.FinishedAt) {
+			lastSys = l.Time
 		}
+		events = append(events, event{l.Time, l.Text})
 	}
-	for _, s := range j.Steps {
-		if s.Attempt == j.Attempt && s.Index == 0 && s.StartedAt != nil && s.FinishedAt != nil {
-			if !sandboxAt.IsZero() {
-				p.prepare = sandboxAt.Sub(claimed)
-			}
-			p.step = s.FinishedAt.Sub(*s.StartedAt)
-			p.after = t0.Add(r.elapsed).Sub(*s.FinishedAt)
-		}
+	sort.SliceStable(events, func(a, b int) bool { return events[a].at.Before(events[b].at) })
+	for _, e := range events {
+		p.timeline = append(p.timeline, fmt.Sprintf("+%6.2fs %s", e.at.Sub(t0).Seconds(), e.text))
 	}
+	if lastSys.IsZero() {
+		lastSys = *step.FinishedAt
+	}
+	p.queue = claimed.Sub(t0)
+	if !sandboxAt.IsZero() {
+		p.prepare = sandboxAt.Sub(claimed)
+	}
+	p.step = step.FinishedAt.Sub(*step.StartedAt)
+	p.keep = lastSys.Sub(*step.FinishedAt)
+	p.finish = finished.Sub(lastSys)
+	p.seen = t0.Add(r.elapsed).Sub(finished)
 	return p
 }
 
@@ -397,11 +429,14 @@ func printBuilds(res *results, cfg buildsConfig) {
 		i := medianIndex(ms)
 		p := ps[i]
 		fmt.Printf("where the time of %s goes (its median run, %s):\n", name, sec(ms[i].total))
-		fmt.Printf("  trigger → job claimed (plan .kiln.yml, long-poll):             %s\n", sec(p.queue))
-		fmt.Printf("  claimed → sandbox up (checkout, cache restore, container):     %s\n", sec(p.prepare))
-		fmt.Printf("  the go build step:                                             %s\n", sec(p.step))
-		fmt.Printf("  step done → build seen done (cache save, destroy, report):     %s\n", sec(p.after))
-		for _, l := range p.cacheLines {
+		fmt.Printf("  trigger → job claimed (plan .kiln.yml, long-poll)                 %7s\n", sec(p.queue))
+		fmt.Printf("  claimed → sandbox up (checkout, cache restore, container)         %7s\n", sec(p.prepare))
+		fmt.Printf("  the go build step                                                 %7s\n", sec(p.step))
+		fmt.Printf("  step done → caches kept (sandbox destroy, cache promote or save)  %7s\n", sec(p.keep))
+		fmt.Printf("  caches kept → job finished (workspace removal, finish report)     %7s\n", sec(p.finish))
+		fmt.Printf("  job finished → build seen done (API poll, 50ms)                   %7s\n", sec(p.seen))
+		fmt.Println("  timeline:")
+		for _, l := range p.timeline {
 			fmt.Printf("    %s\n", l)
 		}
 	}

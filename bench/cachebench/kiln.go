@@ -48,11 +48,6 @@ func startKiln(ctx context.Context, dir, engine string, log *slog.Logger) (*kiln
 		cancel()
 		return nil, err
 	}
-	if err := uniqueJobIDs(ctx, srv); err != nil {
-		cancel()
-		srv.Close()
-		return nil, err
-	}
 	ln, _ := srv.Listen()
 	k := &kiln{dir: dir, srv: srv, url: "http://" + ln.Addr().String(), log: log, cancel: cancel, done: make(chan struct{})}
 	go func() { defer close(k.done); _ = srv.Serve(ctx, ln) }()
@@ -64,28 +59,6 @@ func startKiln(ctx context.Context, dir, engine string, log *slog.Logger) (*kiln
 		return nil, err
 	}
 	return k, nil
-}
-
-// uniqueJobIDs starts this server's job ids at a number no other Kiln on
-// the machine uses. Sandboxes are named kiln-JOB-ATTEMPT, and every fresh
-// server numbers its jobs from 1: on an engine shared with other Kiln
-// servers (other people's end-to-end tests, here), a job of theirs whose
-// sandbox name is taken by one of ours fails to create it and then
-// destroys the sandbox of that name, ours, killing our build mid-step
-// (exit code 137). See docs/BENCHMARKS.md.
-func uniqueJobIDs(ctx context.Context, srv *server.Server) error {
-	base := 1_000_000_000 + (time.Now().UnixNano()/1000%1_000_000)*1000
-	db := srv.Store.DB()
-	res, err := db.ExecContext(ctx, `UPDATE sqlite_sequence SET seq = ? WHERE name = 'jobs'`, base)
-	if err != nil {
-		return fmt.Errorf("job ids: %w", err)
-	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		if _, err := db.ExecContext(ctx, `INSERT INTO sqlite_sequence (name, seq) VALUES ('jobs', ?)`, base); err != nil {
-			return fmt.Errorf("job ids: %w", err)
-		}
-	}
-	return nil
 }
 
 func (k *kiln) close() {
@@ -105,7 +78,9 @@ func (k *kiln) startAgent(ctx context.Context, id string, capacity int) (stop fu
 	}
 	dir := filepath.Join(k.dir, "agents", id)
 	// Agents sweep the engine's sandboxes labelled with their id when they
-	// start: the id must be unique on the engine, not just in this server.
+	// start, and sandbox names carry it: the id must be unique on the
+	// engine (shared here with other people's Kiln servers), not just in
+	// this server.
 	id = fmt.Sprintf("cachebench-%d-%s", os.Getpid(), id)
 	mirrors, err := gitmirror.New(filepath.Join(dir, "git"))
 	if err != nil {
