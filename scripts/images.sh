@@ -23,7 +23,7 @@ set -euo pipefail
 DOCKER_SOCK=/run/kiln-docker.sock
 PODMAN_SOCK=/run/kiln-podman.sock
 # Bump when what goes into the image changes, so existing images are rebuilt.
-RECIPE=1
+RECIPE=2
 LABEL_GO=dev.kiln.golang.version
 LABEL_RECIPE=dev.kiln.image.recipe
 
@@ -115,6 +115,17 @@ golang_rootfs() {
 	fi
 }
 
+# prune_replaced ENGINE: remove the images this script imported before and
+# has since replaced (untagged, with its label); nobody else's.
+prune_replaced() {
+	local ids
+	ids=$(engine "$1" images -q --filter dangling=true --filter "label=$LABEL_GO" 2>/dev/null | sort -u)
+	[ -z "$ids" ] && return 0
+	log "$1: removing replaced images: $(echo $ids)"
+	# shellcheck disable=SC2086 # one argument per id
+	engine "$1" rmi $ids >/dev/null 2>&1 || log "$1: some replaced images are still in use; left"
+}
+
 build_golang() {
 	local gover goroot tag minor tags=() missing=() e
 	command -v go >/dev/null || die "go is not on PATH"
@@ -128,6 +139,7 @@ build_golang() {
 		if [ "$(engine "$e" image inspect -f "{{index .Config.Labels \"$LABEL_GO\"}}/{{index .Config.Labels \"$LABEL_RECIPE\"}}" "${tags[0]}" 2>/dev/null)" = "$gover/$RECIPE" ]; then
 			log "$e: ${tags[0]} is up to date"
 			for t in "${tags[@]:1}"; do engine "$e" tag "${tags[0]}" "$t" >/dev/null; done
+			prune_replaced "$e"
 		else
 			missing+=("$e")
 		fi
@@ -161,6 +173,7 @@ build_golang() {
 		esac
 		for t in "${tags[@]:1}"; do engine "$e" tag "${tags[0]}" "$t" >/dev/null; done
 		log "$e: ${tags[*]}"
+		prune_replaced "$e"
 	done
 }
 
