@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -47,6 +48,7 @@ type tpRound struct {
 	cpuSave, cpuRestore   time.Duration
 	pack, unpack, cpuPack time.Duration // the client's tar commands alone
 	upload, fetch         time.Duration // the service alone
+	bareFetch             time.Duration // a bare net/http server of the same archive
 }
 
 type tpResult struct {
@@ -170,6 +172,9 @@ func tpOnce(ctx context.Context, k *kiln, cl *client, tok string, cfg tpConfig, 
 	if r.upload, err = rawUpload(ctx, k, tok, key+"-raw", archive); err != nil {
 		return r, err
 	}
+	if r.bareFetch, err = bareDownload(ctx, archive, filepath.Join(scratch, "bare.tzst")); err != nil {
+		return r, err
+	}
 	if err := os.Remove(archive); err != nil {
 		return r, err
 	}
@@ -233,6 +238,7 @@ func printThroughput(r *tpResult) {
 	fmt.Printf("%-62s %8s CPU\n", "", sec(med(rs, func(x tpRound) time.Duration { return x.cpuPack })))
 	line("  the service alone: Put Blob of that archive (Go client)", r.archive, func(x tpRound) time.Duration { return x.upload })
 	line("  the service alone: GET of the archive to a file + fsync", r.archive, func(x tpRound) time.Duration { return x.fetch })
+	line("  no Kiln: net/http ServeContent of it, GET to a file + fsync", r.archive, func(x tpRound) time.Duration { return x.bareFetch })
 	line("  tar -x --use-compress-program unzstd from a file", r.size, func(x tpRound) time.Duration { return x.unpack })
 	fmt.Println("client lines (save, last round):")
 	printClientLines(r.saveLines)
@@ -519,6 +525,57 @@ func rawUpload(ctx context.Context, k *kiln, tok, key, archive string) (time.Dur
 	return time.Since(t0), nil
 }
 
+// bareDownload serves file with a bare net/http server on loopback
+// (http.ServeContent, sendfile) and GETs it into dst, synced: what HTTP
+// alone costs on this machine, the service's floor.
+func bareDownload(ctx context.Context, file, dst string) (time.Duration, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	hs := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		f, err := os.Open(file)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		defer f.Close()
+		http.ServeContent(w, r, "", time.Time{}, f)
+	})}
+	go hs.Serve(ln)
+	defer hs.Close()
+	t0 := time.Now()
+	if err := getToFile(ctx, "http://"+ln.Addr().String()+"/", dst); err != nil {
+		return 0, err
+	}
+	return time.Since(t0), os.Remove(dst)
+}
+
+// getToFile GETs url into dst and syncs it.
+func getToFile(ctx context.Context, url, dst string) error {
+	req, err := http.NewRequestWithContext(ctx, "GET", url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET: HTTP %d", resp.StatusCode)
+	}
+	out, err := os.Create(dst)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, resp.Body); err != nil {
+		out.Close()
+		return err
+	}
+	return errors.Join(out.Sync(), out.Close())
+}
+
 // rawDownload fetches the client's archive through a signed URL into a
 // file, synced: the service's own cost of serving the bytes.
 func rawDownload(ctx context.Context, k *kiln, tok string, e cache.Entry, dst string) (time.Duration, error) {
@@ -530,27 +587,7 @@ func rawDownload(ctx context.Context, k *kiln, tok string, e cache.Entry, dst st
 	if err := twirp(ctx, k, tok, "GetCacheEntryDownloadURL", map[string]any{"key": e.Key, "version": e.Version}, &got); err != nil || !got.Ok {
 		return 0, fmt.Errorf("GetCacheEntryDownloadURL: %v %+v", err, got)
 	}
-	req, err := http.NewRequestWithContext(ctx, "GET", got.URL, nil)
-	if err != nil {
-		return 0, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return 0, fmt.Errorf("Get Blob: HTTP %d", resp.StatusCode)
-	}
-	out, err := os.Create(dst)
-	if err != nil {
-		return 0, err
-	}
-	if _, err := io.Copy(out, resp.Body); err != nil {
-		out.Close()
-		return 0, err
-	}
-	if err := errors.Join(out.Sync(), out.Close()); err != nil {
+	if err := getToFile(ctx, got.URL, dst); err != nil {
 		return 0, err
 	}
 	return time.Since(t0), nil
