@@ -159,13 +159,22 @@ func (c *jobCaches) finish(ctx context.Context, success bool) {
 			continue
 		}
 		t0 := time.Now()
-		if _, err := sv.view.Commit(ctx); err != nil {
+		st, err := sv.view.Commit(ctx)
+		switch {
+		case err != nil:
 			j.sys("cache %s: keeping the job's writes failed: %v", path, err)
 			c.report("sticky", "save", "error", path, 0, time.Since(t0))
 			continue
+		case !st.Promoted:
+			j.sys("cache %s: sticky volume kept as it was (%s)", path, st.Reason)
+			continue
 		}
-		j.sys("cache %s: sticky volume updated (%s)", path, time.Since(t0).Round(time.Millisecond))
-		c.report("sticky", "save", "saved", path, 0, time.Since(t0))
+		how := "a new generation"
+		if st.InPlace {
+			how = "in place"
+		}
+		j.sys("cache %s: sticky volume updated, %s (%s, %d entries written, %d deleted; %s)", path, how, human(st.Bytes), st.Written, st.Deleted, time.Since(t0).Round(time.Millisecond))
+		c.report("sticky", "save", "saved", path, st.Bytes, time.Since(t0))
 	}
 	c.views = nil
 	if !success {

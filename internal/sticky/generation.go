@@ -41,15 +41,7 @@ func (w *View) publish(ctx context.Context, next string, stats *PromoteStats) er
 	if err := fsyncDir(gens); err != nil {
 		return err
 	}
-	tmp := filepath.Join(w.vdir, "current.new")
-	os.Remove(tmp)
-	if err := os.Symlink(filepath.Join("gens", strconv.FormatInt(n, 10)), tmp); err != nil {
-		return fmt.Errorf("sticky: %w", err)
-	}
-	if err := os.Rename(tmp, filepath.Join(w.vdir, "current")); err != nil {
-		return fmt.Errorf("sticky: %w", err)
-	}
-	if err := fsyncDir(w.vdir); err != nil {
+	if err := switchCurrent(w.vdir, n); err != nil {
 		return err
 	}
 	stats.Generation = n
@@ -78,6 +70,10 @@ func readCurrent(vdir string) (int64, error) {
 		return 0, fmt.Errorf("%w: current -> %q: %w", errBrokenCurrent, target, err)
 	} else if err != nil {
 		return 0, fmt.Errorf("sticky: %w", err)
+	}
+	// An in-place promotion that did not finish (see inplace.go).
+	if _, err := os.Lstat(filepath.Join(genDir(vdir, n), applyingMarker)); err == nil {
+		return 0, fmt.Errorf("%w: current -> %q: an in-place promotion did not finish", errBrokenCurrent, target)
 	}
 	return n, nil
 }

@@ -17,7 +17,19 @@ import (
 // opaque directory), a file turned into a directory and back, a renamed
 // directory (EXDEV and a copy, since redirect_dir is off), a chmod alone
 // (a full copy-up, since metacopy is off), symlinks.
+//
+// With a reader of the base generation, Commit builds a new tree; alone,
+// an overlay view's writes are applied to its base's tree in place (see
+// inplace.go). The result must be the same.
 func TestPromoteEveryKindOfChange(t *testing.T) {
+	for _, withReader := range []bool{true, false} {
+		t.Run(map[bool]string{true: "new tree", false: "in place"}[withReader], func(t *testing.T) {
+			testPromoteEveryKindOfChange(t, withReader)
+		})
+	}
+}
+
+func testPromoteEveryKindOfChange(t *testing.T, withReader bool) {
 	eachMode(t, func(t *testing.T, h *harness) {
 		base := map[string]string{
 			"keep/f":       "keep",
@@ -37,13 +49,18 @@ func TestPromoteEveryKindOfChange(t *testing.T) {
 			"partial/a":    "a",
 			"partial/b":    "b",
 		}
-		h.seed(proj, cpath, base)
+		g0 := h.seed(proj, cpath, base)
 		// A reader holds the base generation, so we can check afterwards
 		// that promotion changed none of its files in place.
-		reader := h.acquire(proj, cpath, "reader")
-		defer reader.Discard()
+		var reader *View
+		if withReader {
+			reader = h.acquire(proj, cpath, "reader")
+			defer reader.Discard()
+		}
 
 		w := h.acquire(proj, cpath, "job")
+		_, baseTree := w.gen()
+		keepInode := inode(t, filepath.Join(baseTree, "keep/f"))
 		src := w.MountSource()
 		in := func(p string) string { return filepath.Join(src, p) }
 		must := func(err error) {
@@ -90,6 +107,9 @@ func TestPromoteEveryKindOfChange(t *testing.T) {
 		if !st.Promoted {
 			t.Fatalf("not promoted: %s", st.Reason)
 		}
+		if wantInPlace := w.overlay && !withReader; st.InPlace != wantInPlace {
+			t.Fatalf("in place %v, want %v", st.InPlace, wantInPlace)
+		}
 		want := map[string]string{
 			"keep/f":         "keep",
 			"modify":         "new",
@@ -112,12 +132,21 @@ func TestPromoteEveryKindOfChange(t *testing.T) {
 		if fi, err := os.Stat(filepath.Join(tree, "chmod")); err != nil || fi.Mode().Perm() != 0o600 {
 			t.Errorf("chmod: %v %v, want mode 0600", fi.Mode(), err)
 		}
-		// The base generation is intact, and shares the unchanged files.
-		_, baseTree := reader.gen()
-		assertTree(t, baseTree, base)
-		assertTree(t, reader.MountSource(), base)
-		if w.overlay && inode(t, filepath.Join(tree, "keep/f")) != inode(t, filepath.Join(baseTree, "keep/f")) {
-			t.Error("an unchanged file was copied, not hard-linked")
+		if w.overlay && inode(t, filepath.Join(tree, "keep/f")) != keepInode {
+			t.Error("an unchanged file was copied, not hard-linked or kept")
+		}
+		if n, _ := h.current(proj, cpath); n <= g0 || st.Generation != n {
+			t.Fatalf("current generation %d, stats %+v, base %d", n, st, g0)
+		}
+		if bytes, entries, err := treeSize(context.Background(), tree, -1); err != nil || bytes != st.Bytes || entries != st.Entries {
+			t.Errorf("stats say %d bytes in %d entries, the tree has %d in %d (%v)", st.Bytes, st.Entries, bytes, entries, err)
+		}
+		if withReader {
+			// The base generation is intact, and shares the unchanged files.
+			assertTree(t, baseTree, base)
+			assertTree(t, reader.MountSource(), base)
+		} else if g := h.gens(proj, cpath); !reflect.DeepEqual(g, []int64{st.Generation}) {
+			t.Fatalf("generations %v, want only the new one", g)
 		}
 
 		// And the next view sees exactly the promoted tree.

@@ -150,7 +150,8 @@ func readNames(p string) ([]string, error) {
 // src's. That is safe only because no file of a generation is ever written
 // in place: a job changes a file through its overlay, which copies it up
 // into the job's upper layer first, so the inode shared by the old and the
-// new generation never changes.
+// new generation never changes. (In-place promotion changes a tree's
+// names, never an inode's contents: it removes and renames entries.)
 func cloneTree(ctx context.Context, src, dst string) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -192,6 +193,42 @@ func cloneTree(ctx context.Context, src, dst string) error {
 type applyStats struct {
 	written int // files, symlinks and new directories taken from the job
 	deleted int // paths deleted (whiteouts) or directories replaced (opaque)
+	// What went out of dst and came into it: the bytes of regular files
+	// and the entries, for in-place promotion's accounting.
+	removedBytes, removedEntries int64
+	addedBytes, addedEntries     int64
+}
+
+// add counts the entry u (lstat'ed as st) about to be moved into dst.
+func (s *applyStats) add(ctx context.Context, u string, st *unix.Stat_t) error {
+	if st.Mode&unix.S_IFMT == unix.S_IFDIR {
+		b, e, err := treeSize(ctx, u, -1)
+		if err != nil {
+			return err
+		}
+		s.addedBytes += b
+		s.addedEntries += e
+	} else if st.Mode&unix.S_IFMT == unix.S_IFREG {
+		s.addedBytes += st.Size
+	}
+	s.addedEntries++
+	return nil
+}
+
+// remove deletes dst's entry at d (lstat'ed as st), counting what goes.
+func (s *applyStats) remove(ctx context.Context, d string, st *unix.Stat_t) error {
+	if st.Mode&unix.S_IFMT == unix.S_IFDIR {
+		b, e, err := treeSize(ctx, d, -1)
+		if err != nil {
+			return err
+		}
+		s.removedBytes += b
+		s.removedEntries += e
+	} else if st.Mode&unix.S_IFMT == unix.S_IFREG {
+		s.removedBytes += st.Size
+	}
+	s.removedEntries++
+	return os.RemoveAll(d)
 }
 
 // applyUpper applies the upper directory up onto dst, a clone of the lower
@@ -226,14 +263,14 @@ func applyUpper(ctx context.Context, up, dst string, stats *applyStats) error {
 		switch {
 		case isWhiteoutStat(&ust):
 			if exists {
-				if err := os.RemoveAll(d); err != nil {
+				if err := stats.remove(ctx, d, &dst2); err != nil {
 					return err
 				}
 				stats.deleted++
 			}
 		case ust.Mode&unix.S_IFMT == unix.S_IFDIR:
 			if exists && (dst2.Mode&unix.S_IFMT != unix.S_IFDIR || isOpaque(u)) {
-				if err := os.RemoveAll(d); err != nil {
+				if err := stats.remove(ctx, d, &dst2); err != nil {
 					return err
 				}
 				stats.deleted++
@@ -245,6 +282,9 @@ func applyUpper(ctx context.Context, up, dst string, stats *applyStats) error {
 				}
 				continue
 			}
+			if err := stats.add(ctx, u, &ust); err != nil {
+				return err
+			}
 			if err := os.Rename(u, d); err != nil {
 				return err
 			}
@@ -254,9 +294,12 @@ func applyUpper(ctx context.Context, up, dst string, stats *applyStats) error {
 			stats.written++
 		default:
 			if exists {
-				if err := os.RemoveAll(d); err != nil {
+				if err := stats.remove(ctx, d, &dst2); err != nil {
 					return err
 				}
+			}
+			if err := stats.add(ctx, u, &ust); err != nil {
+				return err
 			}
 			if err := os.Rename(u, d); err != nil {
 				return err

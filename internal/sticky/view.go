@@ -63,6 +63,10 @@ type PromoteStats struct {
 	// far the count got before it stopped). Entries counts its files,
 	// directories and symlinks.
 	Bytes, Entries int64
+	// InPlace: the job's writes were applied to its base generation's
+	// tree (it was current and nobody else used it) instead of a new
+	// tree cloned from it; see inplace.go.
+	InPlace bool
 	// Written and Deleted count the entries the job wrote and deleted
 	// (overlay mode only: a copy has no record of what changed).
 	Written, Deleted int
@@ -295,6 +299,14 @@ func (w *View) Commit(ctx context.Context) (stats PromoteStats, err error) {
 		if err := unmount(w.source, true); err != nil {
 			return stats, fmt.Errorf("sticky: commit %s: %w", w.jobKey, err)
 		}
+	}
+	if names, err := readNames(filepath.Join(w.jdir, "upper")); w.overlay && err == nil && len(names) == 0 {
+		stats.Reason = "no changes"
+		return stats, touchUsed(w.vdir)
+	}
+	if done, err := w.commitInPlace(ctx, &stats); done || err != nil {
+		stats.Promoted = done
+		return stats, err
 	}
 	next := filepath.Join(w.jdir, "next")
 	tree := filepath.Join(next, "tree")
