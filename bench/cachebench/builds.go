@@ -20,10 +20,9 @@ import (
 const (
 	goProxy = "https://proxy.golang.org"
 	goFlags = "-mod=mod -buildvcs=false"
-	// The job: build Kiln's binary. -v lists the packages compiled (not
-	// those found in the build cache), which says how warm a build was.
-	defaultBuildCmd = "go build -v -o /tmp/kiln ./cmd/kiln"
-	cachePath       = "/root/go/pkg/mod, /root/.cache/go-build"
+	// The job runs go build -v: -v lists the packages compiled (not those
+	// found in the build cache), which says how warm a build was.
+	cachePath = "/root/go/pkg/mod, /root/.cache/go-build"
 )
 
 // pipeline is the .kiln.yml of one way of building; cache is its `cache:`
@@ -172,6 +171,8 @@ type buildsConfig struct {
 	rounds        int
 	skipHost      bool
 	buildCmd      string       // the job's command (the host runs the same go build)
+	project       string       // module@version from the proxy
+	mainPkg, leaf string       // the package built; the file changed
 	log           *slog.Logger // Kiln's own log
 }
 
@@ -187,12 +188,8 @@ type results struct {
 }
 
 func builds(ctx context.Context, cfg buildsConfig, log func(string, ...any)) (*results, error) {
-	src, err := sourceRepo()
-	if err != nil {
-		return nil, err
-	}
-	log("cloning %s and making commits A and B1..B%d", src, cfg.rounds)
-	repo, err := makeRepo(src, filepath.Join(cfg.dir, "repo"), pipelines(cfg.image, cfg.buildCmd), cfg.rounds)
+	log("fetching %s from %s and making commits A and B1..B%d", cfg.project, goProxy, cfg.rounds)
+	repo, err := makeRepo(ctx, cfg.project, cfg.leaf, filepath.Join(cfg.dir, "repo"), pipelines(cfg.image, cfg.buildCmd), cfg.rounds)
 	if err != nil {
 		return nil, err
 	}
@@ -255,7 +252,7 @@ func builds(ctx context.Context, cfg buildsConfig, log func(string, ...any)) (*r
 	if !cfg.skipHost {
 		prime(2, func() error {
 			var err error
-			if host, err = newHostBuild(hostDir, repo.dir); err != nil {
+			if host, err = newHostBuild(hostDir, repo.dir, cfg.mainPkg); err != nil {
 				return err
 			}
 			m, err := host.build(ctx, repo.a["cold"])
@@ -318,12 +315,13 @@ func builds(ctx context.Context, cfg buildsConfig, log func(string, ...any)) (*r
 // own (temporary), the proxy and flags of the job.
 type hostBuild struct {
 	dir, src, out string
+	mainPkg       string
 	env           []string
 	goVersion     string
 }
 
-func newHostBuild(dir, repo string) (*hostBuild, error) {
-	h := &hostBuild{dir: dir, src: filepath.Join(dir, "src"), out: filepath.Join(dir, "kiln")}
+func newHostBuild(dir, repo, mainPkg string) (*hostBuild, error) {
+	h := &hostBuild{dir: dir, src: filepath.Join(dir, "src"), out: filepath.Join(dir, "out"), mainPkg: mainPkg}
 	if _, err := git("", "clone", "-q", repo, h.src); err != nil {
 		return nil, err
 	}
@@ -351,7 +349,7 @@ func (h *hostBuild) build(ctx context.Context, commit string) (measured, error) 
 	if _, err := git(h.src, "checkout", "-q", "--detach", commit); err != nil {
 		return measured{}, err
 	}
-	cmd := exec.CommandContext(ctx, "go", "build", "-v", "-o", h.out, "./cmd/kiln")
+	cmd := exec.CommandContext(ctx, "go", "build", "-v", "-o", h.out, h.mainPkg)
 	cmd.Dir, cmd.Env = h.src, h.env
 	t0 := time.Now()
 	out, err := cmd.CombinedOutput()
@@ -400,7 +398,7 @@ func all(ms []measured, f func(measured) time.Duration) string {
 }
 
 func printBuilds(res *results, cfg buildsConfig) {
-	fmt.Printf("\n== warm caches: `%s` of Kiln (B: %s), engine %s, image %s\n", cfg.buildCmd, res.change, cfg.engine, cfg.image)
+	fmt.Printf("\n== warm caches: `%s` of %s (B: %s), engine %s, image %s\n", cfg.buildCmd, cfg.project, res.change, cfg.engine, cfg.image)
 	fmt.Printf("%-44s %9s %9s %9s  %s\n", "", "total", "step", "compiled", "(total of each run)")
 	row := func(name string, ms []measured) {
 		if len(ms) == 0 {

@@ -5,10 +5,11 @@
 //	go run ./bench/cachebench                                   # Docker
 //	go run ./bench/cachebench -engine unix:///run/kiln-podman.sock
 //
-// builds: Kiln itself (this repository's HEAD, cloned into a temporary
-// repository) built with `go build ./cmd/kiln` in the golang image,
-// modules fetched through https://proxy.golang.org, timed from the API
-// trigger to the build's success, four ways:
+// builds: a real project from the Go module proxy (-project, by default
+// Prometheus's node_exporter; its module zip made a git repository) built
+// with `go build` in the golang image, its modules fetched through
+// https://proxy.golang.org, timed from the API trigger to the build's
+// success, four ways:
 //
 //	(a) cold: a fresh sandbox, no cache, building B1;
 //	(b) sticky warm: sticky volumes on /root/go/pkg/mod and
@@ -19,8 +20,8 @@
 //	(d) the limit: `go build` of Bi on the host itself with a GOCACHE and
 //	    GOMODCACHE warmed by building A.
 //
-// Bi changes one line of one leaf package (internal/secretbox) relative to
-// A. The warm ways run -rounds times, interleaved; medians are reported,
+// Bi changes one line of one package (-leaf: the collector package, on
+// which every exporter builds) relative to A. The warm ways run -rounds times, interleaved; medians are reported,
 // with the ratios b/d, c/d and a/b and where the time of (b) and (c) goes.
 //
 // throughput: -size bytes (1 GiB) of incompressible data saved and
@@ -68,7 +69,10 @@ func main() {
 	size := flag.Int64("size", 1<<30, "throughput: bytes of data to save and restore")
 	keep := flag.Bool("keep", false, "keep the temporary directory")
 	verbose := flag.Bool("v", false, "Kiln's own log (server, agents) to stderr")
-	buildCmd := flag.String("build-cmd", defaultBuildCmd, "builds: the job's command, e.g. 'go version' to check the plumbing in a minute (the host build stays go build)")
+	project := flag.String("project", defaultProject, "builds: the module@version to build, from the Go module proxy")
+	mainPkg := flag.String("main", defaultMain, "builds: the package to build, relative to the module's root")
+	leaf := flag.String("leaf", defaultLeaf, "builds: the file of the one-line change, relative to the module's root")
+	buildCmd := flag.String("build-cmd", "", "builds: the job's command instead of go build, e.g. 'go version' to check the plumbing in a minute (the host build stays go build)")
 	flag.Parse()
 	if *only != "" && *only != "builds" && *only != "throughput" {
 		fmt.Fprintln(os.Stderr, "cachebench: -only is 'builds' or 'throughput'")
@@ -80,13 +84,19 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := runBench(ctx, *engine, *image, *only, *buildCmd, *skipHost, *rounds, *size, *keep, *verbose); err != nil {
+	if *buildCmd == "" {
+		*buildCmd = "go build -v -o /tmp/out " + *mainPkg
+	}
+	bc := buildsConfig{engine: *engine, image: *image, rounds: *rounds, skipHost: *skipHost, buildCmd: *buildCmd,
+		project: *project, mainPkg: *mainPkg, leaf: *leaf}
+	if err := runBench(ctx, bc, *only, *size, *keep, *verbose); err != nil {
 		fmt.Fprintln(os.Stderr, "cachebench:", err)
 		os.Exit(1)
 	}
 }
 
-func runBench(ctx context.Context, engine, image, only, buildCmd string, skipHost bool, rounds int, size int64, keep, verbose bool) (err error) {
+func runBench(ctx context.Context, cfg buildsConfig, only string, size int64, keep, verbose bool) (err error) {
+	engine, image, rounds := cfg.engine, cfg.image, cfg.rounds
 	start := time.Now()
 	logf := func(format string, args ...any) {
 		fmt.Fprintf(os.Stderr, "[%6.1fs] %s\n", time.Since(start).Seconds(), fmt.Sprintf(format, args...))
@@ -125,7 +135,7 @@ func runBench(ctx context.Context, engine, image, only, buildCmd string, skipHos
 		if err := imageExists(engine, image); err != nil {
 			return err
 		}
-		cfg := buildsConfig{engine: engine, image: image, dir: filepath.Join(dir, "builds"), rounds: rounds, skipHost: skipHost, buildCmd: buildCmd, log: klog}
+		cfg.image, cfg.dir, cfg.log = image, filepath.Join(dir, "builds"), klog
 		res, err := builds(ctx, cfg, logf)
 		if err != nil {
 			return err

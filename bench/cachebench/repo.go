@@ -1,27 +1,36 @@
 package main
 
 import (
+	"archive/zip"
+	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"unicode"
 )
 
-// The project built is Kiln itself, cloned from the repository this program
-// runs in: a real module with a non-trivial dependency tree (the Docker
-// client, Prometheus, modernc.org/sqlite, …) that the job fetches through
-// the Go module proxy.
+// The project built is a real module taken from the Go module proxy, by
+// default Prometheus's node_exporter: a program with a non-trivial
+// dependency tree (47 modules, 358 packages) that the job fetches through
+// the same proxy. Its module zip becomes a git repository here.
 //
-// The clone gets one branch per way of building (its own .kiln.yml), each
-// with commit A (the source's HEAD plus that .kiln.yml) and commits B1…Bn,
-// each changing one line of one leaf package (internal/secretbox) relative
-// to A: the incremental rebuild whose time is measured. Every branch has
-// the same Go source at A and at each Bi.
+// The repository gets one branch per way of building (its own .kiln.yml),
+// each with commit A (the module's source plus that .kiln.yml) and commits
+// B1…Bn, each changing one line of the module relative to A (the text of
+// an error in the collector package, which every exporter builds on): the
+// incremental rebuild whose time is measured. Every branch has the same
+// Go source at A and at each Bi.
 
 const (
-	leafFile   = "internal/secretbox/secretbox.go"
-	leafTarget = `want 64 hex characters (32 bytes)`
+	defaultProject = "github.com/prometheus/node_exporter@v1.12.1"
+	defaultMain    = "."                            // the package built
+	defaultLeaf    = "collector/collector.go"       // the file changed
+	leafTarget     = `"collector returned no data"` // the line changed in it
+	maxModuleZip   = 500 << 20                      // the proxy's own limit
 )
 
 type benchRepo struct {
@@ -42,7 +51,8 @@ func git(dir string, args ...string) (string, error) {
 	return strings.TrimSpace(string(out)), nil
 }
 
-// sourceRepo is the top of the git repository holding the working directory.
+// sourceRepo is the top of the git repository holding the working directory
+// (Kiln's: the cache client's npm package and the image recipes are there).
 func sourceRepo() (string, error) {
 	out, err := exec.Command("git", "rev-parse", "--show-toplevel").Output()
 	if err != nil {
@@ -51,31 +61,127 @@ func sourceRepo() (string, error) {
 	return strings.TrimSpace(string(out)), nil
 }
 
-// leafChange returns the leaf package's file at revision i (1…n): one line
-// differs from the original, and from every other revision.
-func leafChange(orig string, i int) (content, what string) {
-	if strings.Contains(orig, leafTarget) {
-		return strings.Replace(orig, leafTarget, fmt.Sprintf("want 64 hex characters (32 bytes, rev %d)", i), 1),
-			"the text of an error in " + leafFile + " (ParseKey)"
+// escapeModulePath is the module proxy protocol's case encoding: each
+// upper-case letter becomes '!' and its lower-case form.
+func escapeModulePath(p string) string {
+	var b strings.Builder
+	for _, r := range p {
+		if unicode.IsUpper(r) {
+			b.WriteByte('!')
+			r = unicode.ToLower(r)
+		}
+		b.WriteRune(r)
 	}
-	// The file changed since this benchmark was written: add a line instead.
-	return orig + fmt.Sprintf("var cachebenchRevision = %d // a one-line change for bench/cachebench\n", i),
-		"a package-level variable appended to " + leafFile
+	return b.String()
 }
 
-// makeRepo clones src into dir and adds, for each branch, commit A with its
-// pipeline and n commits B.
-func makeRepo(src, dir string, pipelines map[string]string, n int) (*benchRepo, error) {
-	if _, err := git("", "clone", "-q", src, dir); err != nil {
+// fetchModule downloads module@version's zip from the proxy and unpacks it
+// into dir (the zip's files all lie under "module@version/").
+func fetchModule(ctx context.Context, proxy, modVer, dir string) error {
+	mod, ver, ok := strings.Cut(modVer, "@")
+	if !ok || mod == "" || ver == "" {
+		return fmt.Errorf("project %q: want module@version", modVer)
+	}
+	url := fmt.Sprintf("%s/%s/@v/%s.zip", strings.TrimSuffix(proxy, "/"), escapeModulePath(mod), escapeModulePath(ver))
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("fetch %s: %w", url, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return fmt.Errorf("fetch %s: %s: %s", url, resp.Status, strings.TrimSpace(string(body)))
+	}
+	tmp, err := os.CreateTemp("", "cachebench-module-*.zip")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	defer tmp.Close()
+	n, err := io.Copy(tmp, io.LimitReader(resp.Body, maxModuleZip+1))
+	if err != nil {
+		return fmt.Errorf("fetch %s: %w", url, err)
+	}
+	if n > maxModuleZip {
+		return fmt.Errorf("fetch %s: over %d bytes", url, maxModuleZip)
+	}
+	zr, err := zip.NewReader(tmp, n)
+	if err != nil {
+		return fmt.Errorf("%s: %w", url, err)
+	}
+	prefix := modVer + "/"
+	for _, f := range zr.File {
+		name, ok := strings.CutPrefix(f.Name, prefix)
+		if !ok || name == "" || strings.HasSuffix(name, "/") {
+			continue
+		}
+		dst := filepath.Join(dir, filepath.FromSlash(name))
+		if !strings.HasPrefix(dst, filepath.Clean(dir)+string(filepath.Separator)) {
+			return fmt.Errorf("%s: %q leaves the module's directory", url, f.Name)
+		}
+		if err := unzipFile(f, dst); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func unzipFile(f *zip.File, dst string) error {
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return err
+	}
+	r, err := f.Open()
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	w, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(w, r); err != nil {
+		w.Close()
+		return err
+	}
+	return w.Close()
+}
+
+// leafChange returns the changed file's content at revision i (1…n): one
+// line differs from the original, and from every other revision.
+func leafChange(orig, file string, i int) (content, what string) {
+	if strings.Contains(orig, leafTarget) {
+		changed := strings.TrimSuffix(leafTarget, `"`) + fmt.Sprintf(` (rev %d)"`, i)
+		return strings.Replace(orig, leafTarget, changed, 1), "the text of an error in " + file
+	}
+	// Another file, or it changed upstream: add a line instead.
+	return orig + fmt.Sprintf("\nvar cachebenchRevision = %d // a one-line change for bench/cachebench\n", i),
+		"a package-level variable appended to " + file
+}
+
+// makeRepo makes dir a git repository of the project's source and adds,
+// for each branch, commit A with its pipeline and n commits B changing
+// one line of leaf.
+func makeRepo(ctx context.Context, project, leaf, dir string, pipelines map[string]string, n int) (*benchRepo, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	head, err := git(src, "rev-parse", "HEAD")
+	if err := fetchModule(ctx, goProxy, project, dir); err != nil {
+		return nil, err
+	}
+	if _, err := git(dir, "init", "-q", "-b", "upstream"); err != nil {
+		return nil, err
+	}
+	head, err := commitAll(dir, "cachebench: "+project+" from the Go module proxy")
 	if err != nil {
 		return nil, err
 	}
-	origBytes, err := os.ReadFile(filepath.Join(dir, leafFile))
+	origBytes, err := os.ReadFile(filepath.Join(dir, leaf))
 	if err != nil {
-		return nil, fmt.Errorf("the leaf package to change: %w", err)
+		return nil, fmt.Errorf("the file to change: %w", err)
 	}
 	orig := string(origBytes)
 	r := &benchRepo{dir: dir, a: map[string]string{}, b: map[string][]string{}}
@@ -91,11 +197,11 @@ func makeRepo(src, dir string, pipelines map[string]string, n int) (*benchRepo, 
 		}
 		for i := 1; i <= n; i++ {
 			var content string
-			content, r.change = leafChange(orig, i)
-			if err := os.WriteFile(filepath.Join(dir, leafFile), []byte(content), 0o644); err != nil {
+			content, r.change = leafChange(orig, leaf, i)
+			if err := os.WriteFile(filepath.Join(dir, leaf), []byte(content), 0o644); err != nil {
 				return nil, err
 			}
-			c, err := commitAll(dir, fmt.Sprintf("cachebench: B%d, a one-line change in a leaf package", i))
+			c, err := commitAll(dir, fmt.Sprintf("cachebench: B%d, a one-line change", i))
 			if err != nil {
 				return nil, err
 			}

@@ -170,7 +170,14 @@ func (j *job) execute(ctx context.Context) (status string, exit *int, msg string
 		checkout <- nil
 	} else {
 		j.sys("checking out %s at %s", redact(asg.CloneURL), asg.Commit)
-		go func() { checkout <- a.mirrors.Checkout(ctx, asg.CloneURL, asg.Commit, src) }()
+		go func() {
+			t0 := time.Now()
+			err := a.mirrors.Checkout(ctx, asg.CloneURL, asg.Commit, src)
+			if err == nil {
+				j.sys("checked out in %s", time.Since(t0).Round(time.Millisecond))
+			}
+			checkout <- err
+		}()
 	}
 	waitCheckout := func() (string, *int, string, bool) {
 		if cerr := <-checkout; cerr != nil {
@@ -221,7 +228,9 @@ func (j *job) execute(ctx context.Context) (status string, exit *int, msg string
 		MemoryBytes: firstNonZero(spec.Resources.MemoryBytes, a.cfg.DefaultMemory),
 		PidsLimit:   firstNonZero(spec.Resources.Pids, a.cfg.DefaultPids),
 	}
+	tCreate := time.Now()
 	id, err := a.rt.Create(ctx, sbSpec)
+	created := time.Since(tCreate)
 	// Destroy always, also after a failed Create (it may have left parts).
 	defer func() {
 		dctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -230,8 +239,11 @@ func (j *job) execute(ctx context.Context) (status string, exit *int, msg string
 		if target == "" {
 			target = sbSpec.Name
 		}
+		t0 := time.Now()
 		if err := a.rt.Destroy(dctx, target); err != nil {
 			j.log.Warn("destroy sandbox", "sandbox", sbSpec.Name, "err", err)
+		} else if id != "" {
+			j.sys("sandbox destroyed in %s", time.Since(t0).Round(time.Millisecond))
 		}
 	}()
 	if !checkedOut {
@@ -251,7 +263,7 @@ func (j *job) execute(ctx context.Context) (status string, exit *int, msg string
 		}
 		return "error", nil, "create sandbox: " + err.Error()
 	}
-	j.sys("sandbox %s (image %s, %.3g CPUs, %d MiB, %d pids)", sbSpec.Name, spec.Image, sbSpec.CPUs, sbSpec.MemoryBytes>>20, sbSpec.PidsLimit)
+	j.sys("sandbox %s (image %s, %.3g CPUs, %d MiB, %d pids; up in %s)", sbSpec.Name, spec.Image, sbSpec.CPUs, sbSpec.MemoryBytes>>20, sbSpec.PidsLimit, created.Round(time.Millisecond))
 
 	for i, st := range spec.Steps {
 		code, err := j.step(ctx, id, i, st.Name, st.Run)
