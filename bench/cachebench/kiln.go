@@ -15,7 +15,6 @@ import (
 
 	"github.com/kilnci/kiln/internal/agent"
 	"github.com/kilnci/kiln/internal/gitmirror"
-	"github.com/kilnci/kiln/internal/sandbox"
 	"github.com/kilnci/kiln/internal/sandbox/docker"
 	"github.com/kilnci/kiln/internal/server"
 	"github.com/kilnci/kiln/internal/sticky"
@@ -30,7 +29,7 @@ type kiln struct {
 	srv    *server.Server
 	url    string
 	admin  string
-	rt     sandbox.Runtime
+	engine string
 	log    *slog.Logger
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -49,12 +48,9 @@ func startKiln(ctx context.Context, dir, engine string, log *slog.Logger) (*kiln
 		return nil, err
 	}
 	ln, _ := srv.Listen()
-	k := &kiln{dir: dir, srv: srv, url: "http://" + ln.Addr().String(), log: log, cancel: cancel, done: make(chan struct{})}
+	k := &kiln{dir: dir, srv: srv, url: "http://" + ln.Addr().String(), engine: engine, log: log, cancel: cancel, done: make(chan struct{})}
 	go func() { defer close(k.done); _ = srv.Serve(ctx, ln) }()
-	if k.admin, _, err = srv.EnsureAdminToken(ctx); err == nil && engine != "" {
-		k.rt, err = docker.New(engine)
-	}
-	if err != nil {
+	if k.admin, _, err = srv.EnsureAdminToken(ctx); err != nil {
 		k.close()
 		return nil, err
 	}
@@ -95,14 +91,25 @@ func (k *kiln) startAgent(ctx context.Context, id string, capacity int) (stop fu
 	cfg.WorkDir, cfg.Labels = filepath.Join(dir, "work"), []string{"linux"}
 	cfg.DefaultCPUs, cfg.DefaultMemory = 2, 4<<30
 	cfg.ClaimWait = 5 * time.Second
-	a, err := agent.New(cfg, k.rt, mirrors, volumes, k.log)
+	// The engine set up as `kiln agent` sets it up: a runtime of the
+	// agent's own, with a pool of ready networks.
+	rt, err := docker.New(k.engine)
+	if err != nil {
+		return nil, err
+	}
+	rt.EnableNetworkPool(id, capacity, k.log)
+	a, err := agent.New(cfg, rt, mirrors, volumes, k.log)
 	if err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() { defer close(done); _ = a.Run(ctx) }()
-	return func() { cancel(); <-done }, nil
+	return func() {
+		cancel()
+		<-done
+		rt.DrainNetworkPool(context.Background())
+	}, nil
 }
 
 // call sends a REST request with the admin token and decodes the answer.

@@ -56,6 +56,8 @@ type Agent struct {
 
 	heartbeat time.Duration
 	lease     time.Duration
+
+	promotions promotions // sticky volumes being promoted after their job reported
 }
 
 // New makes an agent. volumes may be nil (sticky caches are then skipped

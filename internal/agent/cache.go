@@ -31,6 +31,7 @@ type jobCaches struct {
 type stickyView struct {
 	path string
 	view *sticky.View
+	done func() // ends the promotion announceSticky recorded
 }
 
 type keyedCache struct {
@@ -96,6 +97,9 @@ func (c *jobCaches) prepareSticky(ctx context.Context, spec pipeline.CacheSpec) 
 		j.sys("cache %s: this agent keeps no sticky volumes (cache skipped)", spec.Path)
 		return
 	}
+	if waited := j.a.promotions.wait(ctx, j.asg.Project, spec.Path); waited > 0 {
+		j.sys("cache %s: waited %s for the previous job's writes to reach the sticky volume", spec.Path, waited.Round(time.Millisecond))
+	}
 	t0 := time.Now()
 	key := fmt.Sprintf("%d-%d", j.asg.JobID, j.asg.Attempt)
 	v, err := j.a.volumes.Acquire(ctx, j.asg.Project, spec.Path, key)
@@ -146,40 +150,50 @@ func (c *jobCaches) restoreKeyed(ctx context.Context, kc *keyedCache) {
 	}
 }
 
-// finish keeps (success) or drops (anything else) what the job wrote. Call
-// it after the sandbox is gone.
-// Sticky views are promoted atomically; keyed caches are saved unless their
-// exact key was restored (entries are immutable, as on GitHub).
-func (c *jobCaches) finish(ctx context.Context, success bool) {
+// announceSticky, called when the job has succeeded and before its result
+// is reported, records the promotions to come, so that a job of the
+// project claimed meanwhile waits for them (see promotions), and says so
+// in the log: keepSticky runs after the report, when the log is closed.
+func (c *jobCaches) announceSticky() {
+	for i := range c.views {
+		sv := &c.views[i]
+		sv.done = c.j.a.promotions.begin(c.j.asg.Project, sv.path)
+		c.j.sys("cache %s: this job's writes go into the sticky volume once its result is reported", sv.path)
+	}
+}
+
+// keepSticky promotes the sticky views of a successful job, atomically
+// each. Call it after the sandbox is gone. It runs after the job's result
+// is reported: what it does goes to the agent's log and to metrics.
+func (c *jobCaches) keepSticky(ctx context.Context) {
 	j := c.j
 	for _, sv := range c.views {
-		path := sv.path
-		if !success {
-			_ = sv.view.Discard()
-			continue
-		}
 		t0 := time.Now()
 		st, err := sv.view.Commit(ctx)
+		log := j.log.With("cache", sv.path, "took", time.Since(t0).Round(time.Millisecond))
 		switch {
 		case err != nil:
-			j.sys("cache %s: keeping the job's writes failed: %v", path, err)
-			c.report("sticky", "save", "error", path, 0, time.Since(t0))
-			continue
+			log.Warn("sticky volume: keeping the job's writes failed", "err", err)
+			c.report("sticky", "save", "error", sv.path, 0, time.Since(t0))
 		case !st.Promoted:
-			j.sys("cache %s: sticky volume kept as it was (%s)", path, st.Reason)
-			continue
+			log.Info("sticky volume kept as it was", "reason", st.Reason)
+		default:
+			log.Info("sticky volume updated", "in_place", st.InPlace, "generation", st.Generation,
+				"bytes", st.Bytes, "written", st.Written, "deleted", st.Deleted)
+			c.report("sticky", "save", "saved", sv.path, st.Bytes, time.Since(t0))
 		}
-		how := "a new generation"
-		if st.InPlace {
-			how = "in place"
+		if sv.done != nil {
+			sv.done()
 		}
-		j.sys("cache %s: sticky volume updated, %s (%s, %d entries written, %d deleted; %s)", path, how, human(st.Bytes), st.Written, st.Deleted, time.Since(t0).Round(time.Millisecond))
-		c.report("sticky", "save", "saved", path, st.Bytes, time.Since(t0))
 	}
 	c.views = nil
-	if !success {
-		return
-	}
+}
+
+// saveKeyed saves a successful job's keyed caches, unless their exact key
+// was restored (entries are immutable, as on GitHub). Call it after the
+// sandbox is gone.
+func (c *jobCaches) saveKeyed(ctx context.Context) {
+	j := c.j
 	for _, kc := range c.keyed {
 		if kc.matched == kc.key {
 			j.sys("cache %s: exact hit, not saved again", kc.key)
@@ -205,6 +219,9 @@ func (c *jobCaches) finish(ctx context.Context, success bool) {
 func (c *jobCaches) release() {
 	for _, sv := range c.views {
 		_ = sv.view.Discard()
+		if sv.done != nil {
+			sv.done()
+		}
 	}
 	c.views = nil
 }

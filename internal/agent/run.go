@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/kilnci/kiln/internal/logs"
@@ -34,6 +35,23 @@ type job struct {
 	log     *slog.Logger
 	batcher *logs.Batcher
 	secrets []string
+	// after holds the cleanups that run once the job's result is
+	// reported, last registered first: destroying the sandbox (unless it
+	// had to go before the report), keeping or dropping sticky caches,
+	// removing the workspace. None of them changes the result, so none
+	// of them makes the user wait for it.
+	after []func()
+}
+
+// atEnd registers f to run after the job's result is reported.
+func (j *job) atEnd(f func()) { j.after = append(j.after, f) }
+
+// cleanup runs what atEnd registered, last first.
+func (j *job) cleanup() {
+	for i := len(j.after) - 1; i >= 0; i-- {
+		j.after[i]()
+	}
+	j.after = nil
 }
 
 // sys writes one of Kiln's own lines into the job's log.
@@ -87,6 +105,9 @@ func (a *Agent) runJob(ctx context.Context, asg *protocol.Assignment) {
 	}
 	cancel(nil)
 	<-hbDone
+	// Whatever happens below, the sandbox, the caches' views and the
+	// workspace are dealt with before the job's slot is free again.
+	defer j.cleanup()
 
 	flushCtx, flushCancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer flushCancel()
@@ -153,11 +174,12 @@ func (j *job) execute(ctx context.Context) (status string, exit *int, msg string
 	j.sys("job %q, attempt %d, on agent %s", spec.Name, asg.Attempt, a.cfg.Name)
 
 	ws := filepath.Join(a.cfg.WorkDir, "jobs", fmt.Sprintf("%d-%d", asg.JobID, asg.Attempt))
-	defer func() {
+	// Removing a workspace with restored caches in it takes seconds.
+	j.atEnd(func() {
 		if err := os.RemoveAll(ws); err != nil {
 			j.log.Warn("remove workspace", "err", err)
 		}
-	}()
+	})
 	src := filepath.Join(ws, "src")
 	if err := os.MkdirAll(src, 0o755); err != nil {
 		return "error", nil, "create workspace: " + err.Error()
@@ -199,17 +221,19 @@ func (j *job) execute(ctx context.Context) (status string, exit *int, msg string
 	}
 	caches := &jobCaches{j: j}
 	succeeded := false
-	// Runs after the sandbox is destroyed (defers run last-in first-out),
-	// so nothing writes the caches while they are kept or dropped.
-	defer func() {
+	// Runs after the sandbox is destroyed (registered before it, so run
+	// after it), so nothing writes the caches while they are kept or
+	// dropped. Keyed caches are saved before the report (see below); here
+	// sticky volumes keep a successful job's writes.
+	j.atEnd(func() {
 		if !succeeded {
 			caches.release()
 			return
 		}
 		fctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 		defer cancel()
-		caches.finish(fctx, true)
-	}()
+		caches.keepSticky(fctx)
+	})
 	caches.prepare(ctx, ws, src)
 
 	sbSpec := sandbox.Spec{
@@ -232,20 +256,24 @@ func (j *job) execute(ctx context.Context) (status string, exit *int, msg string
 	id, err := a.rt.Create(ctx, sbSpec)
 	created := time.Since(tCreate)
 	// Destroy always, also after a failed Create (it may have left parts).
-	defer func() {
-		dctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		target := id
-		if target == "" {
-			target = sbSpec.Name
-		}
-		t0 := time.Now()
-		if err := a.rt.Destroy(dctx, target); err != nil {
-			j.log.Warn("destroy sandbox", "sandbox", sbSpec.Name, "err", err)
-		} else if id != "" {
-			j.sys("sandbox destroyed in %s", time.Since(t0).Round(time.Millisecond))
-		}
-	}()
+	var destroyOnce sync.Once
+	destroy := func(logged bool) {
+		destroyOnce.Do(func() {
+			dctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			target := id
+			if target == "" {
+				target = sbSpec.Name
+			}
+			t0 := time.Now()
+			if err := a.rt.Destroy(dctx, target); err != nil {
+				j.log.Warn("destroy sandbox", "sandbox", sbSpec.Name, "err", err)
+			} else if logged && id != "" {
+				j.sys("sandbox destroyed in %s", time.Since(t0).Round(time.Millisecond))
+			}
+		})
+	}
+	j.atEnd(func() { destroy(false) })
 	if !checkedOut {
 		if st, code, msg, ok := waitCheckout(); !ok {
 			return st, code, msg
@@ -284,6 +312,16 @@ func (j *job) execute(ctx context.Context) (status string, exit *int, msg string
 		j.reportStep(i, "success", &code)
 	}
 	succeeded = true
+	if len(caches.keyed) > 0 {
+		// Keyed caches are part of the job's result: a job of the project
+		// on another host may want them as soon as this one is reported.
+		// They are read after the sandbox is gone.
+		destroy(true)
+		fctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+		defer cancel()
+		caches.saveKeyed(fctx)
+	}
+	caches.announceSticky()
 	zero := 0
 	return "success", &zero, ""
 }
