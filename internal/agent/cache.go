@@ -189,6 +189,17 @@ func (c *jobCaches) keepSticky(ctx context.Context) {
 	c.views = nil
 }
 
+// keyedToSave reports whether a keyed cache will be saved: one whose exact
+// key was not restored.
+func (c *jobCaches) keyedToSave() bool {
+	for _, kc := range c.keyed {
+		if kc.matched != kc.key {
+			return true
+		}
+	}
+	return false
+}
+
 // saveKeyed saves a successful job's keyed caches, unless their exact key
 // was restored (entries are immutable, as on GitHub). Call it after the
 // sandbox is gone.

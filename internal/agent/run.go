@@ -312,15 +312,15 @@ func (j *job) execute(ctx context.Context) (status string, exit *int, msg string
 		j.reportStep(i, "success", &code)
 	}
 	succeeded = true
-	if len(caches.keyed) > 0 {
-		// Keyed caches are part of the job's result: a job of the project
-		// on another host may want them as soon as this one is reported.
-		// They are read after the sandbox is gone.
+	// Keyed caches are part of the job's result: a job of the project on
+	// another host may want them as soon as this one is reported. They are
+	// read after the sandbox is gone (exact hits are not saved again).
+	if caches.keyedToSave() {
 		destroy(true)
-		fctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
-		defer cancel()
-		caches.saveKeyed(fctx)
 	}
+	fctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+	defer cancel()
+	caches.saveKeyed(fctx)
 	caches.announceSticky()
 	zero := 0
 	return "success", &zero, ""
