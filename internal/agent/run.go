@@ -300,8 +300,14 @@ func (j *job) execute(ctx context.Context) (status string, exit *int, msg string
 			return "error", nil, "interrupted"
 		}
 		if err != nil {
+			// An error (not an exit code) is the infrastructure's: the
+			// server retries the job while attempts remain.
 			j.reportStep(i, "error", nil)
-			j.sys("step %q could not run: %v", st.Name, err)
+			if errors.Is(err, sandbox.ErrGone) {
+				j.sys("the sandbox went away while step %q ran: %v (not the step's failure)", st.Name, err)
+			} else {
+				j.sys("step %q could not run: %v", st.Name, err)
+			}
 			return "error", nil, fmt.Sprintf("step %q: %v", st.Name, err)
 		}
 		if code != 0 {

@@ -282,3 +282,41 @@ func TestEngineDownLosesNoJob(t *testing.T) {
 		}
 	})
 }
+
+// A sandbox removed by someone else while its step runs (an operator's
+// `docker rm -f`, an engine restart) is the infrastructure's failure, not
+// the step's: the job is retried and the build succeeds.
+func TestSandboxRemovedMidStepIsRetried(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, e testenv.Engine) {
+		h := startServer(t, e)
+		h.startAgent("a1", nil)
+		repo, _ := newRepo(t, map[string]string{".kiln.yml": pipelineFile("",
+			`if [ "$KILN_ATTEMPT" = 1 ]; then echo first-attempt; sleep 600; fi; echo "ran attempt $KILN_ATTEMPT"`)})
+		h.addProject("app", repo, projectOpts{})
+		id := h.trigger("app", "main")
+		b := h.waitFor(id, "a running step", stepRunning)
+		left := h.sandboxesOf(b.Jobs[0].ID)
+		if len(left) != 1 {
+			t.Fatalf("want the job's sandbox, got %+v", left)
+		}
+		if err := h.rt.Destroy(context.Background(), left[0].ID); err != nil {
+			t.Fatal(err)
+		}
+		b = h.waitDone(id)
+		log := h.logText(id)
+		if b.Status != store.StatusSuccess || b.Jobs[0].Attempt != 2 || !strings.Contains(log, "ran attempt 2") {
+			t.Fatalf("build %s\n%s", dump(b), log)
+		}
+		var first []struct{ Lines []store.LogLine }
+		h.do("GET", fmt.Sprintf("/api/v1/builds/%d/logs?attempt=1", id), nil, &first)
+		var text strings.Builder
+		for _, j := range first {
+			for _, l := range j.Lines {
+				text.WriteString(l.Text + "\n")
+			}
+		}
+		if !strings.Contains(text.String(), "sandbox went away") {
+			t.Errorf("attempt 1's log does not say the sandbox went away:\n%s", text.String())
+		}
+	})
+}

@@ -16,6 +16,10 @@ var (
 	ErrImageNotFound     = errors.New("image not found")
 	ErrEngineUnavailable = errors.New("container engine unavailable")
 	ErrNotFound          = errors.New("sandbox not found")
+	// ErrGone: the sandbox stopped or was removed before or while a
+	// command ran in it. An infrastructure failure (the job is retried),
+	// never the step's own exit code.
+	ErrGone = errors.New("sandbox is gone")
 )
 
 // Labels every Kiln sandbox carries, so a restarted agent can find what it
@@ -85,7 +89,9 @@ type Runtime interface {
 	// no host socket. It returns the sandbox id.
 	Create(ctx context.Context, spec Spec) (id string, err error)
 	// Exec runs cmd and returns its exit code. Canceling ctx stops waiting
-	// and returns ctx.Err(); the caller then Destroys the sandbox.
+	// and returns ctx.Err(); the caller then Destroys the sandbox. When the
+	// sandbox is not running (before or after the command), the error
+	// wraps ErrGone, whatever exit code the engine made up.
 	Exec(ctx context.Context, id string, spec ExecSpec) (exitCode int, err error)
 	// Destroy kills and removes the sandbox and everything created for it
 	// (its network). Idempotent.

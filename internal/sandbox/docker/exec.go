@@ -24,7 +24,58 @@ import (
 // When ctx is canceled Exec closes the stream and returns ctx.Err() at
 // once; the process may still run inside the sandbox until Destroy. No
 // write reaches spec.Output after Exec returned.
+//
+// A command that failed (or could not run) in a sandbox that is no longer
+// running is reported as ErrGone: the exit code an engine gives then (126
+// from a failed exec start, 137 from the kill) is not the command's.
 func (r *Runtime) Exec(ctx context.Context, id string, spec sandbox.ExecSpec) (int, error) {
+	code, err := r.exec(ctx, id, spec)
+	if (err == nil && code == 0) || ctx.Err() != nil {
+		return code, err
+	}
+	why := r.notRunning(ctx, id)
+	// A command killed by a signal may have died with its sandbox, whose
+	// own exit the engine records a moment later (Docker reports the
+	// exec's exit first): look again for a short while before calling it
+	// the command's own exit.
+	for delay := 50 * time.Millisecond; why == "" && err == nil && (code == 128+9 || code == 128+15) && delay <= 800*time.Millisecond; delay *= 2 {
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return code, err
+		case <-t.C:
+		}
+		why = r.notRunning(ctx, id)
+	}
+	switch why {
+	case "":
+		return code, err
+	case removed:
+		return -1, fmt.Errorf("docker: exec in %s: %w: %s (%w)", id, sandbox.ErrGone, why, sandbox.ErrNotFound)
+	default:
+		return -1, fmt.Errorf("docker: exec in %s: %w: %s", id, sandbox.ErrGone, why)
+	}
+}
+
+const removed = "it was removed"
+
+// notRunning says why the sandbox is not running, or "" when it is (or
+// the engine cannot tell).
+func (r *Runtime) notRunning(ctx context.Context, id string) string {
+	c, err := r.cli.ContainerInspect(ctx, id)
+	switch {
+	case isGone(err):
+		return removed
+	case err != nil || c.State == nil || c.State.Running:
+		return ""
+	case c.State.OOMKilled:
+		return "its main process was killed for lack of memory"
+	}
+	return fmt.Sprintf("it stopped (%s, exit code %d)", c.State.Status, c.State.ExitCode)
+}
+
+func (r *Runtime) exec(ctx context.Context, id string, spec sandbox.ExecSpec) (int, error) {
 	if len(spec.Cmd) == 0 {
 		return -1, errors.New("docker: exec: empty command")
 	}

@@ -415,6 +415,35 @@ func testExecCancel(t *testing.T, h *harness) {
 	requireErrorIs(t, <-done, context.Canceled, "canceled Exec")
 }
 
+// A sandbox removed while a step runs in it (the engine restarted, an
+// operator removed it, the agent's host is going down) is an
+// infrastructure failure, not the step's exit code: Exec reports
+// ErrGone, and so does an Exec into a sandbox already gone.
+func testSandboxGone(t *testing.T, h *harness) {
+	id := h.create(t, h.spec("gone"))
+	started := make(chan struct{})
+	out := &signalWriter{first: started}
+	done := make(chan error, 1)
+	go func() {
+		code, err := h.rt.Exec(h.ctx, id, sandbox.ExecSpec{Cmd: []string{"/bin/sh", "-c", "echo started; exec sleep 3600"}, Output: out})
+		if err == nil {
+			err = fmt.Errorf("exit code %d, no error", code)
+		}
+		done <- err
+	}()
+	select {
+	case <-started:
+	case err := <-done:
+		t.Fatalf("Exec ended before the sandbox was removed: %v", err)
+	}
+	if err := h.rt.Destroy(h.ctx, id); err != nil {
+		t.Fatalf("Destroy: %v", err)
+	}
+	requireErrorIs(t, <-done, sandbox.ErrGone, "Exec in a sandbox removed under it")
+	_, err := h.rt.Exec(h.ctx, id, sandbox.ExecSpec{Cmd: []string{"true"}})
+	requireErrorIs(t, err, sandbox.ErrGone, "Exec in a sandbox already removed")
+}
+
 // signalWriter closes first on its first write.
 type signalWriter struct {
 	once  sync.Once

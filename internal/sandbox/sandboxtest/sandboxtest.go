@@ -58,6 +58,7 @@ func Run(t *testing.T, newRuntime func(t *testing.T) sandbox.Runtime) {
 		{"DestroyConcurrent", testDestroyConcurrent},
 		{"List", testList},
 		{"ExecCancel", testExecCancel},
+		{"SandboxGone", testSandboxGone},
 		{"Concurrent", testConcurrent},
 		{"RestartedAgent", testRestartedAgent},
 	}
