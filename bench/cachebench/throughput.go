@@ -17,6 +17,7 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/kilnci/kiln/internal/cache"
@@ -115,9 +116,11 @@ func tpOnce(ctx context.Context, k *kiln, cl *client, tok string, cfg tpConfig, 
 	if err := os.MkdirAll(scratch, 0o755); err != nil {
 		return r, err
 	}
+	settle()
 	if r.diskRW, err = copyDir(data, filepath.Join(scratch, "copy-rw"), false); err != nil {
 		return r, err
 	}
+	settle()
 	if r.diskCFR, err = copyDir(data, filepath.Join(scratch, "copy-cfr"), true); err != nil {
 		return r, err
 	}
@@ -127,6 +130,7 @@ func tpOnce(ctx context.Context, k *kiln, cl *client, tok string, cfg tpConfig, 
 
 	key := fmt.Sprintf("%s-%d", cacheKey, i+1)
 	var lines []string
+	settle()
 	if r.save, r.cpuSave, lines, err = cl.run(work, "save", key, "data"); err != nil {
 		return r, err
 	}
@@ -142,6 +146,7 @@ func tpOnce(ctx context.Context, k *kiln, cl *client, tok string, cfg tpConfig, 
 	if r.miss, _, _, err = cl.run(restored, "restore", key+"-absent", "--", "data"); err != nil {
 		return r, err
 	}
+	settle()
 	if r.restore, r.cpuRestore, lines, err = cl.run(restored, "restore", key, "--", "data"); err != nil {
 		return r, err
 	}
@@ -166,12 +171,15 @@ func tpOnce(ctx context.Context, k *kiln, cl *client, tok string, cfg tpConfig, 
 	}
 	res.archive = entries[0].Size
 	archive := filepath.Join(scratch, "archive.tzst")
+	settle()
 	if r.pack, r.cpuPack, err = timeShell(fmt.Sprintf("tar --posix -cf %q -C %q --use-compress-program zstdmt data", archive, work)); err != nil {
 		return r, err
 	}
+	settle()
 	if r.upload, err = rawUpload(ctx, k, tok, key+"-raw", archive); err != nil {
 		return r, err
 	}
+	settle()
 	if r.bareFetch, err = bareDownload(ctx, archive, filepath.Join(scratch, "bare.tzst")); err != nil {
 		return r, err
 	}
@@ -179,6 +187,7 @@ func tpOnce(ctx context.Context, k *kiln, cl *client, tok string, cfg tpConfig, 
 		return r, err
 	}
 	fetched := filepath.Join(scratch, "fetched.tzst")
+	settle()
 	if r.fetch, err = rawDownload(ctx, k, tok, entries[0], fetched); err != nil {
 		return r, err
 	}
@@ -186,6 +195,7 @@ func tpOnce(ctx context.Context, k *kiln, cl *client, tok string, cfg tpConfig, 
 	if err := os.MkdirAll(unpacked, 0o755); err != nil {
 		return r, err
 	}
+	settle()
 	if r.unpack, _, err = timeShell(fmt.Sprintf("tar -xf %q -C %q --use-compress-program unzstd", fetched, unpacked)); err != nil {
 		return r, err
 	}
@@ -195,6 +205,11 @@ func tpOnce(ctx context.Context, k *kiln, cl *client, tok string, cfg tpConfig, 
 	}
 	return r, err
 }
+
+// settle flushes the dirty pages earlier stages left (a restore writes
+// 1 GiB without fsync), so that no measurement pays for another's
+// writeback: the disk's copy, which ends with an fsync, otherwise would.
+func settle() { syscall.Sync() }
 
 // med is the median of f over the rounds.
 func med(rs []tpRound, f func(tpRound) time.Duration) time.Duration {

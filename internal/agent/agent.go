@@ -40,10 +40,13 @@ type Config struct {
 	ClaimWait time.Duration
 	// StickyMaxAge prunes sticky cache volumes unused for this long.
 	StickyMaxAge time.Duration
+	// SpareIdle is how long a spare sandbox, made ahead of time for the
+	// next job of a project with sticky caches, waits for it; 0: no spares.
+	SpareIdle time.Duration
 }
 
 func DefaultConfig() Config {
-	return Config{Capacity: 2, DefaultCPUs: 2, DefaultMemory: 2 << 30, DefaultPids: 1024, ClaimWait: 30 * time.Second, StickyMaxAge: 14 * 24 * time.Hour}
+	return Config{Capacity: 2, DefaultCPUs: 2, DefaultMemory: 2 << 30, DefaultPids: 1024, ClaimWait: 30 * time.Second, StickyMaxAge: 14 * 24 * time.Hour, SpareIdle: 10 * time.Minute}
 }
 
 type Agent struct {
@@ -58,6 +61,7 @@ type Agent struct {
 	lease     time.Duration
 
 	promotions promotions // sticky volumes being promoted after their job reported
+	spares     spares     // the sandbox made ahead of time for the next job
 }
 
 // New makes an agent. volumes may be nil (sticky caches are then skipped
@@ -91,6 +95,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	go a.pruneLoop(ctx)
 	slots := make(chan struct{}, a.cfg.Capacity)
 	var wg sync.WaitGroup
+	// Runs last: jobs are over, then the spare sandbox goes.
+	defer a.dropSpares()
 	defer wg.Wait()
 	backoff := time.Second
 	for ctx.Err() == nil {

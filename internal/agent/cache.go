@@ -91,6 +91,25 @@ func (c *jobCaches) prepare(ctx context.Context, ws, src string) {
 	}
 }
 
+// adopt takes the sticky views a spare sandbox was made with.
+func (c *jobCaches) adopt(views []stickyView) {
+	for _, sv := range views {
+		c.views = append(c.views, sv)
+		c.reportView(sv.path, sv.view, 0)
+	}
+}
+
+// stickyPaths returns the job's sticky cache paths, in order.
+func stickyPaths(spec pipeline.JobSpec) []string {
+	var paths []string
+	for _, c := range spec.Caches {
+		if c.Sticky() {
+			paths = append(paths, c.Path)
+		}
+	}
+	return paths
+}
+
 func (c *jobCaches) prepareSticky(ctx context.Context, spec pipeline.CacheSpec) {
 	j := c.j
 	if j.a.volumes == nil {
@@ -110,12 +129,17 @@ func (c *jobCaches) prepareSticky(ctx context.Context, spec pipeline.CacheSpec) 
 	}
 	c.views = append(c.views, stickyView{path: spec.Path, view: v})
 	c.mounts = append(c.mounts, sandbox.Mount{Source: v.MountSource(), Target: spec.Path})
+	c.reportView(spec.Path, v, time.Since(t0))
+}
+
+// reportView says in the log and metrics whether a sticky view was warm.
+func (c *jobCaches) reportView(path string, v *sticky.View, took time.Duration) {
 	if v.Warm() {
-		j.sys("cache %s: sticky volume hit (%s, %s)", spec.Path, human(v.Bytes()), time.Since(t0).Round(time.Millisecond))
-		c.report("sticky", "restore", "hit", spec.Path, v.Bytes(), time.Since(t0))
+		c.j.sys("cache %s: sticky volume hit (%s, %s)", path, human(v.Bytes()), took.Round(time.Millisecond))
+		c.report("sticky", "restore", "hit", path, v.Bytes(), took)
 	} else {
-		j.sys("cache %s: sticky volume miss (new volume on this host)", spec.Path)
-		c.report("sticky", "restore", "miss", spec.Path, 0, time.Since(t0))
+		c.j.sys("cache %s: sticky volume miss (new volume on this host)", path)
+		c.report("sticky", "restore", "miss", path, 0, took)
 	}
 }
 

@@ -35,6 +35,10 @@ type job struct {
 	log     *slog.Logger
 	batcher *logs.Batcher
 	secrets []string
+	life    context.Context // the agent's: a job's cleanup makes no spare once it ends
+	// execEnv is passed with every command when the sandbox was made
+	// ahead of time (a spare), without the job's environment.
+	execEnv []string
 	// after holds the cleanups that run once the job's result is
 	// reported, last registered first: destroying the sandbox (unless it
 	// had to go before the report), keeping or dropping sticky caches,
@@ -79,7 +83,7 @@ func (a *Agent) runJob(ctx context.Context, asg *protocol.Assignment) {
 	timer := time.AfterFunc(timeout, func() { cancel(errTimeout) })
 	defer timer.Stop()
 
-	j := &job{a: a, asg: asg, log: log}
+	j := &job{a: a, asg: asg, log: log, life: ctx}
 	for _, v := range asg.Secrets {
 		j.secrets = append(j.secrets, v)
 	}
@@ -173,7 +177,23 @@ func (j *job) execute(ctx context.Context) (status string, exit *int, msg string
 	spec := asg.Spec
 	j.sys("job %q, attempt %d, on agent %s", spec.Name, asg.Attempt, a.cfg.Name)
 
+	spareKey, spareable := a.spareKeyOf(asg)
+	var sp *spare
+	if spareable {
+		sp = a.takeSpare(ctx, spareKey)
+	}
 	ws := filepath.Join(a.cfg.WorkDir, "jobs", fmt.Sprintf("%d-%d", asg.JobID, asg.Attempt))
+	adopted := false
+	if sp != nil {
+		ws = sp.ws
+		// Until the job has adopted the spare's sandbox and views, they
+		// are the spare's to drop.
+		j.atEnd(func() {
+			if !adopted {
+				a.dropSpare(sp)
+			}
+		})
+	}
 	// Removing a workspace with restored caches in it takes seconds.
 	j.atEnd(func() {
 		if err := os.RemoveAll(ws); err != nil {
@@ -233,8 +253,16 @@ func (j *job) execute(ctx context.Context) (status string, exit *int, msg string
 		fctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 		defer cancel()
 		caches.keepSticky(fctx)
+		if spareable && j.life.Err() == nil {
+			a.makeSpare(spareKey, stickyPaths(spec))
+		}
 	})
-	caches.prepare(ctx, ws, src)
+	if sp != nil {
+		caches.adopt(sp.views)
+		adopted = true
+	} else {
+		caches.prepare(ctx, ws, src)
+	}
 
 	sbSpec := sandbox.Spec{
 		// Job ids are unique per control plane, not per engine: the agent's
@@ -253,7 +281,14 @@ func (j *job) execute(ctx context.Context) (status string, exit *int, msg string
 		PidsLimit:   firstNonZero(spec.Resources.Pids, a.cfg.DefaultPids),
 	}
 	tCreate := time.Now()
-	id, err := a.rt.Create(ctx, sbSpec)
+	var id string
+	var err error
+	if sp != nil {
+		id, sbSpec.Name = sp.id, sp.name
+		j.execEnv = sbSpec.Env
+	} else {
+		id, err = a.rt.Create(ctx, sbSpec)
+	}
 	created := time.Since(tCreate)
 	// Destroy always, also after a failed Create (it may have left parts).
 	var destroyOnce sync.Once
@@ -291,7 +326,11 @@ func (j *job) execute(ctx context.Context) (status string, exit *int, msg string
 		}
 		return "error", nil, "create sandbox: " + err.Error()
 	}
-	j.sys("sandbox %s (image %s, %.3g CPUs, %d MiB, %d pids; up in %s)", sbSpec.Name, spec.Image, sbSpec.CPUs, sbSpec.MemoryBytes>>20, sbSpec.PidsLimit, created.Round(time.Millisecond))
+	how := fmt.Sprintf("up in %s", created.Round(time.Millisecond))
+	if sp != nil {
+		how = "made ahead of time for this project"
+	}
+	j.sys("sandbox %s (image %s, %.3g CPUs, %d MiB, %d pids; %s)", sbSpec.Name, spec.Image, sbSpec.CPUs, sbSpec.MemoryBytes>>20, sbSpec.PidsLimit, how)
 
 	for i, st := range spec.Steps {
 		code, err := j.step(ctx, id, i, st.Name, st.Run)
@@ -351,6 +390,7 @@ func (j *job) step(ctx context.Context, sandboxID string, idx int, name, run str
 	masker := logs.NewMasker(lines, j.secrets)
 	code, err := j.a.rt.Exec(ctx, sandboxID, sandbox.ExecSpec{
 		Cmd:     []string{"/bin/sh", "-e", "-c", run},
+		Env:     j.execEnv,
 		WorkDir: Workspace,
 		Output:  masker,
 	})

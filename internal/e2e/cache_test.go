@@ -1,10 +1,13 @@
 package e2e
 
 import (
+	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/kilnci/kiln/internal/cache"
+	"github.com/kilnci/kiln/internal/sandbox"
 	"github.com/kilnci/kiln/internal/store"
 	"github.com/kilnci/kiln/internal/testenv"
 )
@@ -72,4 +75,81 @@ func TestKeyedCacheFollowsTheProject(t *testing.T) {
 			t.Fatalf("cache entries: %+v", entries)
 		}
 	})
+}
+
+// After a successful job with sticky caches the agent makes the project's
+// next sandbox ahead of time (a spare). The next job takes it: the job's
+// environment and secrets reach its commands, the volumes hold the last
+// job's writes, and the log says so. A job with other needs drops it, and
+// so does the agent when it stops.
+func TestSpareSandboxServesNextJob(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, e testenv.Engine) {
+		h := startServer(t, e)
+		_, stop := h.startAgent("a1", nil)
+		count := `n=$(cat /cache/count 2>/dev/null || echo 0); echo "count was $n"; echo $((n+1)) > /cache/count; echo "attempt=$KILN_ATTEMPT secret=$API_TOKEN"`
+		repo, _ := newRepo(t, map[string]string{".kiln.yml": pipelineFile("cache: [/cache]\n", count)})
+		h.addProject("app", repo, projectOpts{secrets: map[string]string{"API_TOKEN": "s3cr3t-t0ken-value"}})
+		other, _ := newRepo(t, map[string]string{".kiln.yml": pipelineFile("cache: [/cache]\n", "echo other")})
+		h.addProject("other", other, projectOpts{})
+
+		if b := h.waitDone(h.trigger("app", "main")); b.Status != store.StatusSuccess {
+			t.Fatalf("first build %s:\n%s", b.Status, h.logText(b.ID))
+		}
+		h.waitSpares(1)
+		b := h.waitDone(h.trigger("app", "main"))
+		log := h.logText(b.ID)
+		for _, want := range []string{"made ahead of time", "count was 1", "attempt=1 secret=***"} {
+			if b.Status != store.StatusSuccess || !strings.Contains(log, want) {
+				t.Fatalf("second build %s, want %q in its log:\n%s", b.Status, want, log)
+			}
+		}
+		// The spare made after it serves no job of another project: that
+		// job drops it and runs in a sandbox of its own (after which the
+		// spare is the other project's).
+		appSpare := h.waitSpares(1)[0].Name
+		if b := h.waitDone(h.trigger("other", "main")); b.Status != store.StatusSuccess || strings.Contains(h.logText(b.ID), "made ahead of time") {
+			t.Fatalf("other project's build %s:\n%s", b.Status, h.logText(b.ID))
+		}
+		deadline := time.Now().Add(waitLimit)
+		for s := h.spares(); len(s) != 1 || s[0].Name == appSpare; s = h.spares() {
+			if time.Now().After(deadline) {
+				t.Fatalf("want one spare, not %s: %+v", appSpare, s)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		// Stopping the agent leaves no spare behind.
+		if b := h.waitDone(h.trigger("app", "main")); b.Status != store.StatusSuccess {
+			t.Fatalf("third build %s", b.Status)
+		}
+		h.waitSpares(1)
+		stop()
+		if n := len(h.spares()); n != 0 {
+			t.Fatalf("%d spare sandboxes left after the agent stopped", n)
+		}
+	})
+}
+
+func (h *harness) spares() []sandbox.Info {
+	h.t.Helper()
+	list, err := h.rt.List(context.Background(), map[string]string{sandbox.LabelManaged: "true", sandbox.LabelJob: "spare"})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return list
+}
+
+// waitSpares waits until the engine holds n spare sandboxes, and returns them.
+func (h *harness) waitSpares(n int) []sandbox.Info {
+	h.t.Helper()
+	deadline := time.Now().Add(waitLimit)
+	for {
+		s := h.spares()
+		if len(s) == n {
+			return s
+		}
+		if time.Now().After(deadline) {
+			h.t.Fatalf("want %d spare sandboxes, have %+v", n, s)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
