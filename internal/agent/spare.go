@@ -79,17 +79,23 @@ type spares struct {
 	bg      sync.WaitGroup
 }
 
+// detach removes the current spare, if any, from the agent and returns it.
+func (sp *spares) detach() *spare {
+	sp.mu.Lock()
+	defer sp.mu.Unlock()
+	s := sp.current
+	sp.current = nil
+	if sp.timer != nil {
+		sp.timer.Stop()
+	}
+	return s
+}
+
 // takeSpare returns the spare if it serves key, waiting for it if it is
 // still being made; nil otherwise. A spare that does not serve key is
 // dropped: the agent's jobs have moved on.
 func (a *Agent) takeSpare(ctx context.Context, key spareKey) *spare {
-	a.spares.mu.Lock()
-	s := a.spares.current
-	a.spares.current = nil
-	if a.spares.timer != nil {
-		a.spares.timer.Stop()
-	}
-	a.spares.mu.Unlock()
+	s := a.spares.detach()
 	if s == nil {
 		return nil
 	}
@@ -226,13 +232,7 @@ func (a *Agent) dropSpareLater(s *spare) {
 // dropSpares drops the spare, if any, and waits for every drop: the agent
 // is stopping.
 func (a *Agent) dropSpares() {
-	a.spares.mu.Lock()
-	s := a.spares.current
-	a.spares.current = nil
-	if a.spares.timer != nil {
-		a.spares.timer.Stop()
-	}
-	a.spares.mu.Unlock()
+	s := a.spares.detach()
 	if s != nil {
 		a.dropSpareLater(s)
 	}
