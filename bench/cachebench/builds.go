@@ -25,10 +25,11 @@ const (
 	cachePath = "/root/go/pkg/mod, /root/.cache/go-build"
 )
 
-// pipeline is the .kiln.yml of one way of building; cache is its `cache:`
-// block ("" for none).
-func pipeline(image, cache, buildCmd string) string {
+// pipeline is the .kiln.yml of one way of building; host is the agent
+// label it runs on, cache its `cache:` block ("" for none).
+func pipeline(image, host, cache, buildCmd string) string {
 	return fmt.Sprintf(`image: %s
+runs-on: [%s]
 resources: {cpus: 2, memory: 4g}
 timeout: 45m
 env:
@@ -39,18 +40,30 @@ env:
 %ssteps:
   - name: go build
     run: %s 2>&1
-`, image, goProxy, goFlags, cache, buildCmd)
+`, image, host, goProxy, goFlags, cache, buildCmd)
 }
 
-func pipelines(image, buildCmd string) map[string]string {
-	return map[string]string{
-		"cold":   pipeline(image, "", buildCmd),
-		"sticky": pipeline(image, "cache: ["+cachePath+"]\n", buildCmd),
-		"keyed": pipeline(image, `cache:
+// The agents' labels: host1 runs the cold build, every sticky build and
+// the keyed build of A (which saves the cache); host2 runs the keyed
+// builds of B, which restore it over HTTP with nothing of host1's.
+const (
+	host1 = "host1"
+	host2 = "host2"
+)
+
+// pipelines returns, per branch, the .kiln.yml of commit A and that of the
+// commits B (they differ only where a build runs).
+func pipelines(image, buildCmd string) map[string][2]string {
+	keyed := `cache:
   - key: "go-${{ hashFiles('go.sum') }}-${{ os }}-${{ arch }}"
     restore-keys: [go-]
-    paths: [`+cachePath+`]
-`, buildCmd),
+    paths: [` + cachePath + `]
+`
+	same := func(p string) [2]string { return [2]string{p, p} }
+	return map[string][2]string{
+		"cold":   same(pipeline(image, host1, "", buildCmd)),
+		"sticky": same(pipeline(image, host1, "cache: ["+cachePath+"]\n", buildCmd)),
+		"keyed":  {pipeline(image, host1, keyed, buildCmd), pipeline(image, host2, keyed, buildCmd)},
 	}
 }
 
@@ -207,13 +220,18 @@ func builds(ctx context.Context, cfg buildsConfig, log func(string, ...any)) (*r
 	}
 	// Agent 1 runs the cold build and the priming builds (two at once) and
 	// the sticky builds; agent 2 (another data dir: no git mirror, no
-	// volume, nothing of agent 1's) runs the keyed warm builds. Only one of
-	// them runs at a time after the priming.
-	stop1, err := k.startAgent(ctx, "agent1", 2)
+	// volume, nothing of agent 1's) runs the keyed warm builds. Both stay
+	// up, as agents do; only one runs a build at a time after the priming.
+	stop1, err := k.startAgent(ctx, "agent1", 2, host1)
 	if err != nil {
 		return nil, err
 	}
-	defer func() { stop1() }()
+	defer stop1()
+	stop2, err := k.startAgent(ctx, "agent2", 1, host2)
+	if err != nil {
+		return nil, err
+	}
+	defer stop2()
 
 	// (a) cold: alone on the machine (as far as this program goes).
 	log("(a) cold build of B1: fresh sandbox, no cache (several minutes: every module is fetched, every package compiled)")
@@ -288,24 +306,15 @@ func builds(ctx context.Context, cfg buildsConfig, log func(string, ...any)) (*r
 		res.sticky, res.stickyP = append(res.sticky, fromRun(r)), append(res.stickyP, phasesOf(r, t0))
 		log("round %d: (b) sticky %s (step %s, %d packages compiled)", i+1, sec(r.elapsed), sec(res.sticky[i].step), res.sticky[i].compiled)
 
-		// Agent 1 stops before agent 2 takes the keyed build: nothing on
-		// this host's agent side helps; the cache comes over HTTP.
-		stop1()
-		stop2, err := k.startAgent(ctx, "agent2", 1)
-		if err != nil {
-			return nil, err
-		}
+		// Agent 2 takes the keyed build: nothing on its host helps; the
+		// cache comes over HTTP.
 		t0 = time.Now()
 		r, err = k.build(ctx, "keyed", "keyed", repo.b["keyed"][i])
-		stop2()
 		if err != nil {
 			return nil, fmt.Errorf("(c) keyed: %w", err)
 		}
 		res.keyed, res.keyedP = append(res.keyed, fromRun(r)), append(res.keyedP, phasesOf(r, t0))
 		log("round %d: (c) keyed %s (step %s, %d packages compiled)", i+1, sec(r.elapsed), sec(res.keyed[i].step), res.keyed[i].compiled)
-		if stop1, err = k.startAgent(ctx, "agent1", 2); err != nil {
-			return nil, err
-		}
 	}
 	return res, nil
 }

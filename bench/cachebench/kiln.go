@@ -67,7 +67,7 @@ func (k *kiln) close() {
 // sticky volumes, workspaces) under the benchmark's directory: the same id
 // gets the same directory again, as a restarted host would. stop ends it
 // gracefully and waits.
-func (k *kiln) startAgent(ctx context.Context, id string, capacity int) (stop func(), err error) {
+func (k *kiln) startAgent(ctx context.Context, id string, capacity int, label string) (stop func(), err error) {
 	tok, err := k.srv.LocalAgentToken(ctx)
 	if err != nil {
 		return nil, err
@@ -88,7 +88,7 @@ func (k *kiln) startAgent(ctx context.Context, id string, capacity int) (stop fu
 	}
 	cfg := agent.DefaultConfig()
 	cfg.Server, cfg.Token, cfg.ID, cfg.Capacity = k.url, tok, id, capacity
-	cfg.WorkDir, cfg.Labels = filepath.Join(dir, "work"), []string{"linux"}
+	cfg.WorkDir, cfg.Labels = filepath.Join(dir, "work"), []string{"linux", label}
 	cfg.DefaultCPUs, cfg.DefaultMemory = 2, 4<<30
 	cfg.ClaimWait = 5 * time.Second
 	// The engine set up as `kiln agent` sets it up: a runtime of the

@@ -16,7 +16,7 @@
 //	    /root/.cache/go-build, primed by building A, then Bi;
 //	(c) keyed warm: a keyed cache of the same paths, saved to the cache
 //	    service by a build of A on agent 1, restored by agent 2 (its own
-//	    data dir; agent 1 stopped) building Bi;
+//	    data dir, another host's view) building Bi; both agents stay up;
 //	(d) the limit: `go build` of Bi on the host itself with a GOCACHE and
 //	    GOMODCACHE warmed by building A.
 //

@@ -20,7 +20,8 @@ import (
 //
 // The repository gets one branch per way of building (its own .kiln.yml),
 // each with commit A (the module's source plus that .kiln.yml) and commits
-// B1…Bn, each changing one line of the module relative to A (the text of
+// B1…Bn, each changing one line of the module relative to A (and, for the
+// keyed way, the agent the pipeline runs on) (the text of
 // an error in the collector package, which every exporter builds on): the
 // incremental rebuild whose time is measured. Every branch has the same
 // Go source at A and at each Bi.
@@ -165,7 +166,7 @@ func leafChange(orig, file string, i int) (content, what string) {
 // makeRepo makes dir a git repository of the project's source and adds,
 // for each branch, commit A with its pipeline and n commits B changing
 // one line of leaf.
-func makeRepo(ctx context.Context, project, leaf, dir string, pipelines map[string]string, n int) (*benchRepo, error) {
+func makeRepo(ctx context.Context, project, leaf, dir string, pipelines map[string][2]string, n int) (*benchRepo, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
@@ -189,10 +190,13 @@ func makeRepo(ctx context.Context, project, leaf, dir string, pipelines map[stri
 		if _, err := git(dir, "checkout", "-q", "-B", branch, head); err != nil {
 			return nil, err
 		}
-		if err := os.WriteFile(filepath.Join(dir, ".kiln.yml"), []byte(pipeline), 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join(dir, ".kiln.yml"), []byte(pipeline[0]), 0o644); err != nil {
 			return nil, err
 		}
 		if r.a[branch], err = commitAll(dir, "cachebench: A, the pipeline of "+branch); err != nil {
+			return nil, err
+		}
+		if err := os.WriteFile(filepath.Join(dir, ".kiln.yml"), []byte(pipeline[1]), 0o644); err != nil {
 			return nil, err
 		}
 		for i := 1; i <= n; i++ {
