@@ -240,6 +240,9 @@ func builds(ctx context.Context, cfg buildsConfig, log func(string, ...any)) (*r
 		return nil, fmt.Errorf("(a) cold: %w", err)
 	}
 	res.cold = fromRun(r)
+	if err := k.quiesce(ctx); err != nil {
+		return nil, err
+	}
 	log("(a) cold: %s (step %s, %d packages compiled, %d modules downloaded)", sec(res.cold.total), sec(res.cold.step), res.cold.compiled, res.cold.fetched)
 
 	// Priming, not timed as results: A through the sticky volumes, A into
@@ -282,6 +285,9 @@ func builds(ctx context.Context, cfg buildsConfig, log func(string, ...any)) (*r
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("priming: %w", err)
 	}
+	if err := k.quiesce(ctx); err != nil {
+		return nil, err
+	}
 	log("primed: sticky %s, keyed %s (with its save), host %s", sec(res.primeS.total), sec(res.primeK.total), sec(res.primeH))
 	if host != nil {
 		res.hostGo, res.hostArgs = host.goVersion, host.describe()
@@ -304,6 +310,9 @@ func builds(ctx context.Context, cfg buildsConfig, log func(string, ...any)) (*r
 			return nil, fmt.Errorf("(b) sticky: %w", err)
 		}
 		res.sticky, res.stickyP = append(res.sticky, fromRun(r)), append(res.stickyP, phasesOf(r, t0))
+		if err := k.quiesce(ctx); err != nil {
+			return nil, err
+		}
 		log("round %d: (b) sticky %s (step %s, %d packages compiled)", i+1, sec(r.elapsed), sec(res.sticky[i].step), res.sticky[i].compiled)
 
 		// Agent 2 takes the keyed build: nothing on its host helps; the
@@ -314,6 +323,9 @@ func builds(ctx context.Context, cfg buildsConfig, log func(string, ...any)) (*r
 			return nil, fmt.Errorf("(c) keyed: %w", err)
 		}
 		res.keyed, res.keyedP = append(res.keyed, fromRun(r)), append(res.keyedP, phasesOf(r, t0))
+		if err := k.quiesce(ctx); err != nil {
+			return nil, err
+		}
 		log("round %d: (c) keyed %s (step %s, %d packages compiled)", i+1, sec(r.elapsed), sec(res.keyed[i].step), res.keyed[i].compiled)
 	}
 	return res, nil

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/kilnci/kiln/internal/agent"
@@ -30,6 +31,7 @@ type kiln struct {
 	url    string
 	admin  string
 	engine string
+	agents []*agent.Agent
 	log    *slog.Logger
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -55,6 +57,27 @@ func startKiln(ctx context.Context, dir, engine string, log *slog.Logger) (*kiln
 		return nil, err
 	}
 	return k, nil
+}
+
+// quiesce waits until no agent is busy (a job's cleanup, a spare being
+// made, run after the job reported) and flushes the dirty pages they
+// left, so that the next measurement does not share the machine with them.
+func (k *kiln) quiesce(ctx context.Context) error {
+	for {
+		busy := false
+		for _, a := range k.agents {
+			busy = busy || a.Busy()
+		}
+		if !busy {
+			syscall.Sync()
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
 
 func (k *kiln) close() {
@@ -102,6 +125,7 @@ func (k *kiln) startAgent(ctx context.Context, id string, capacity int, label st
 	if err != nil {
 		return nil, err
 	}
+	k.agents = append(k.agents, a)
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() { defer close(done); _ = a.Run(ctx) }()

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/kilnci/kiln/internal/gitmirror"
@@ -62,7 +63,13 @@ type Agent struct {
 
 	promotions promotions // sticky volumes being promoted after their job reported
 	spares     spares     // the sandbox made ahead of time for the next job
+	busy       atomic.Int64
 }
+
+// Busy reports whether the agent is running a job, or still cleaning up
+// after one (its sandbox, caches and workspace; a spare made or dropped).
+// A benchmark waits for it to be false before it times anything else.
+func (a *Agent) Busy() bool { return a.busy.Load() > 0 }
 
 // New makes an agent. volumes may be nil (sticky caches are then skipped
 // with a notice in the job's log).
@@ -136,8 +143,10 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 		backoff = time.Second
 		wg.Add(1)
+		a.busy.Add(1)
 		go func() {
 			defer wg.Done()
+			defer a.busy.Add(-1)
 			defer func() { <-slots }()
 			a.runJob(ctx, asg)
 		}()

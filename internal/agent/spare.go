@@ -220,8 +220,10 @@ func (a *Agent) dropSpare(s *spare) {
 // waits for it before Run returns.
 func (a *Agent) dropSpareLater(s *spare) {
 	a.spares.bg.Add(1)
+	a.busy.Add(1)
 	go func() {
 		defer a.spares.bg.Done()
+		defer a.busy.Add(-1)
 		<-s.ready
 		if s.err == nil {
 			a.dropSpare(s)
