@@ -26,6 +26,9 @@ type jobCaches struct {
 	mounts []sandbox.Mount
 	views  []stickyView
 	keyed  []*keyedCache
+
+	toRestore []*keyedCache
+	restored  chan struct{} // closed when their restores are over
 }
 
 type stickyView struct {
@@ -83,11 +86,27 @@ func (c *jobCaches) prepare(ctx context.Context, ws, src string) {
 		if kc == nil {
 			continue
 		}
-		c.restoreKeyed(ctx, kc)
+		c.toRestore = append(c.toRestore, kc)
 		for p, path := range spec.Paths {
 			c.mounts = append(c.mounts, sandbox.Mount{Source: kc.dirs[p], Target: path})
 		}
 		c.keyed = append(c.keyed, kc)
+	}
+	// Restoring fills the host directories the sandbox will mount: it
+	// overlaps the sandbox's creation, and steps wait for it (waitRestored).
+	c.restored = make(chan struct{})
+	go func() {
+		defer close(c.restored)
+		for _, kc := range c.toRestore {
+			c.restoreKeyed(ctx, kc)
+		}
+	}()
+}
+
+// waitRestored waits for the keyed caches' restores that prepare started.
+func (c *jobCaches) waitRestored() {
+	if c.restored != nil {
+		<-c.restored
 	}
 }
 

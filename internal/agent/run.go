@@ -246,6 +246,7 @@ func (j *job) execute(ctx context.Context) (status string, exit *int, msg string
 	// dropped. Keyed caches are saved before the report (see below); here
 	// sticky volumes keep a successful job's writes.
 	j.atEnd(func() {
+		caches.waitRestored() // ends with the job's context, if not before
 		if !succeeded {
 			caches.release()
 			return
@@ -309,6 +310,7 @@ func (j *job) execute(ctx context.Context) (status string, exit *int, msg string
 		})
 	}
 	j.atEnd(func() { destroy(false) })
+	caches.waitRestored()
 	if !checkedOut {
 		if st, code, msg, ok := waitCheckout(); !ok {
 			return st, code, msg
