@@ -36,6 +36,8 @@ type job struct {
 	batcher *logs.Batcher
 	secrets []string
 	life    context.Context // the agent's: a job's cleanup makes no spare once it ends
+	// destroy removes the job's sandbox (once), when there is one.
+	destroy func(logged bool)
 	// execEnv is passed with every command when the sandbox was made
 	// ahead of time (a spare), without the job's environment.
 	execEnv []string
@@ -113,6 +115,11 @@ func (a *Agent) runJob(ctx context.Context, asg *protocol.Assignment) {
 	// workspace are dealt with before the job's slot is free again.
 	defer j.cleanup()
 
+	if asg.SkipCheckout && j.destroy != nil {
+		// A GitHub Actions runner's sandbox goes before the report: its
+		// pool's maximum counts running jobs, and must bound sandboxes.
+		j.destroy(false)
+	}
 	flushCtx, flushCancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer flushCancel()
 	if err := j.batcher.Close(flushCtx); err != nil {
@@ -310,6 +317,7 @@ func (j *job) execute(ctx context.Context) (status string, exit *int, msg string
 		})
 	}
 	j.atEnd(func() { destroy(false) })
+	j.destroy = destroy
 	caches.waitRestored()
 	if !checkedOut {
 		if st, code, msg, ok := waitCheckout(); !ok {

@@ -154,9 +154,7 @@ func TestServerKilledMidBuildRecovers(t *testing.T) {
 		if b.Status != store.StatusSuccess || b.Jobs[0].Attempt != 2 {
 			t.Fatalf("build %s\nlog:\n%s\nserver:\n%s", dump(b), h.logText(id), up2.output())
 		}
-		if left := h.sandboxesOf(b.Jobs[0].ID); len(left) != 0 {
-			t.Errorf("sandboxes left behind: %+v", left)
-		}
+		h.waitNoSandboxes(b.Jobs[0].ID)
 	})
 }
 

@@ -259,6 +259,24 @@ func (h *harness) sandboxesOf(jobID int64) []sandbox.Info {
 	return list
 }
 
+// waitNoSandboxes waits until the job's sandbox is gone: the agent removes
+// it right after it reports the job's result.
+func (h *harness) waitNoSandboxes(jobID int64) {
+	h.t.Helper()
+	deadline := time.Now().Add(waitLimit)
+	for {
+		left := h.sandboxesOf(jobID)
+		if len(left) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			h.t.Errorf("sandboxes left behind: %+v", left)
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 // --- git repositories ---
 
 func git(t *testing.T, dir string, args ...string) string {
