@@ -199,35 +199,34 @@ type applyStats struct {
 	addedBytes, addedEntries     int64
 }
 
+// entrySize returns the bytes of regular files and the number of entries
+// at p (lstat'ed as st), itself included.
+func entrySize(ctx context.Context, p string, st *unix.Stat_t) (bytes, entries int64, err error) {
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFDIR:
+		bytes, entries, err = treeSize(ctx, p, -1)
+	case unix.S_IFREG:
+		bytes = st.Size
+	}
+	return bytes, entries + 1, err
+}
+
 // add counts the entry u (lstat'ed as st) about to be moved into dst.
 func (s *applyStats) add(ctx context.Context, u string, st *unix.Stat_t) error {
-	if st.Mode&unix.S_IFMT == unix.S_IFDIR {
-		b, e, err := treeSize(ctx, u, -1)
-		if err != nil {
-			return err
-		}
-		s.addedBytes += b
-		s.addedEntries += e
-	} else if st.Mode&unix.S_IFMT == unix.S_IFREG {
-		s.addedBytes += st.Size
-	}
-	s.addedEntries++
-	return nil
+	b, e, err := entrySize(ctx, u, st)
+	s.addedBytes += b
+	s.addedEntries += e
+	return err
 }
 
 // remove deletes dst's entry at d (lstat'ed as st), counting what goes.
 func (s *applyStats) remove(ctx context.Context, d string, st *unix.Stat_t) error {
-	if st.Mode&unix.S_IFMT == unix.S_IFDIR {
-		b, e, err := treeSize(ctx, d, -1)
-		if err != nil {
-			return err
-		}
-		s.removedBytes += b
-		s.removedEntries += e
-	} else if st.Mode&unix.S_IFMT == unix.S_IFREG {
-		s.removedBytes += st.Size
+	b, e, err := entrySize(ctx, d, st)
+	if err != nil {
+		return err
 	}
-	s.removedEntries++
+	s.removedBytes += b
+	s.removedEntries += e
 	return os.RemoveAll(d)
 }
 

@@ -300,9 +300,16 @@ func (w *View) Commit(ctx context.Context) (stats PromoteStats, err error) {
 			return stats, fmt.Errorf("sticky: commit %s: %w", w.jobKey, err)
 		}
 	}
-	if names, err := readNames(filepath.Join(w.jdir, "upper")); w.overlay && err == nil && len(names) == 0 {
-		stats.Reason = "no changes"
-		return stats, touchUsed(w.vdir)
+	if w.overlay {
+		// An empty upper layer: the job changed nothing.
+		names, err := readNames(filepath.Join(w.jdir, "upper"))
+		if err != nil {
+			return stats, fmt.Errorf("sticky: %w", err)
+		}
+		if len(names) == 0 {
+			stats.Reason = "no changes"
+			return stats, touchUsed(w.vdir)
+		}
 	}
 	if done, err := w.commitInPlace(ctx, &stats); done || err != nil {
 		stats.Promoted = done
@@ -310,11 +317,7 @@ func (w *View) Commit(ctx context.Context) (stats PromoteStats, err error) {
 	}
 	next := filepath.Join(w.jdir, "next")
 	tree := filepath.Join(next, "tree")
-	if changed, err := w.build(ctx, next, &stats); err != nil || !changed {
-		if err == nil {
-			stats.Reason = "no changes"
-			err = touchUsed(w.vdir)
-		}
+	if err := w.build(ctx, next, &stats); err != nil {
 		return stats, err
 	}
 
@@ -350,27 +353,19 @@ func (w *View) Commit(ctx context.Context) (stats PromoteStats, err error) {
 
 // build makes next/tree the generation the job leaves: in overlay mode,
 // its base cloned with hard links and its upper layer applied; in copy
-// mode, its copy as it stands. It reports false, building nothing, when
-// an overlay view's upper layer is empty: the job changed nothing.
-func (w *View) build(ctx context.Context, next string, stats *PromoteStats) (changed bool, err error) {
+// mode, its copy as it stands.
+func (w *View) build(ctx context.Context, next string, stats *PromoteStats) error {
 	if err := os.Mkdir(next, 0o700); err != nil {
-		return false, fmt.Errorf("sticky: %w", err)
+		return fmt.Errorf("sticky: %w", err)
 	}
 	tree := filepath.Join(next, "tree")
 	if !w.overlay {
 		if err := os.Rename(w.source, tree); err != nil {
-			return false, fmt.Errorf("sticky: %w", err)
+			return fmt.Errorf("sticky: %w", err)
 		}
-		return true, nil
+		return nil
 	}
-	upper := filepath.Join(w.jdir, "upper")
-	names, err := readNames(upper)
-	if err != nil {
-		return false, fmt.Errorf("sticky: %w", err)
-	}
-	if len(names) == 0 {
-		return false, nil
-	}
+	var err error
 	if w.base != 0 {
 		err = cloneTree(ctx, filepath.Join(genDir(w.vdir, w.base), "tree"), tree)
 	} else {
@@ -378,13 +373,13 @@ func (w *View) build(ctx context.Context, next string, stats *PromoteStats) (cha
 	}
 	var as applyStats
 	if err == nil {
-		err = applyUpper(ctx, upper, tree, &as)
+		err = applyUpper(ctx, filepath.Join(w.jdir, "upper"), tree, &as)
 	}
 	if err != nil {
-		return false, fmt.Errorf("sticky: build generation: %w", err)
+		return fmt.Errorf("sticky: build generation: %w", err)
 	}
 	stats.Written, stats.Deleted = as.written, as.deleted
-	return true, nil
+	return nil
 }
 
 // release unmounts and deletes the job directory, drops the view's locks,
