@@ -22,7 +22,6 @@ import (
 	"github.com/kilnci/kiln/internal/github/fakegithub/cmd/fake-runner/brokertap"
 	"github.com/kilnci/kiln/internal/github/fakegithub/cmd/fake-runner/runnerimage"
 	"github.com/kilnci/kiln/internal/sandbox"
-	"github.com/kilnci/kiln/internal/sandbox/docker"
 	"github.com/kilnci/kiln/internal/server"
 	"github.com/kilnci/kiln/internal/store"
 	"github.com/kilnci/kiln/internal/testenv"
@@ -217,27 +216,7 @@ func startActions(t *testing.T, e testenv.Engine, o actionsOpts) *actionsKiln {
 	cfg.Actions.ReconcileInterval = cmp.Or(o.reconcile, time.Hour)
 	cfg.Actions.ReapInterval = 500 * time.Millisecond
 	cfg.Actions.BootstrapTimeout = cmp.Or(o.bootstrap, 2*time.Minute)
-	ctx, cancel := context.WithCancel(context.Background())
-	srv, err := server.New(ctx, cfg, testLogger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := srv.Listen()
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { defer close(done); _ = srv.Serve(ctx, ln) }()
-	t.Cleanup(func() { cancel(); <-done; srv.Close() })
-	tok, _, err := srv.EnsureAdminToken(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rt, err := docker.New(e.Host)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := &harness{t: t, engine: e, srv: srv, url: "http://" + ln.Addr().String(), admin: tok, dataDir: cfg.DataDir, rt: rt}
+	h, _ := serve(t, e, cfg)
 	for i := range max(o.agents, 1) {
 		h.startAgent(fmt.Sprintf("actions-%d", i+1), nil)
 	}

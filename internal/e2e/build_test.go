@@ -58,7 +58,7 @@ func TestPushBuildsCommitInSandbox(t *testing.T) {
 				t.Errorf("step %+v", st)
 			}
 		}
-		h.waitNoSandboxes(b.Jobs[0].ID)
+		h.waitSandboxGone(b.Jobs[0].ID)
 
 		// The same delivery again: acknowledged, not built twice.
 		code, resp = h.postGitHub("app", "push", "delivery-1", "webhook-secret-app", githubPush(t, "refs/heads/main", first))
@@ -160,7 +160,7 @@ func TestTimeout(t *testing.T) {
 		if b.Status != store.StatusTimedOut || b.Jobs[0].Steps[1].Status != store.StatusTimedOut {
 			t.Fatalf("build %s", dump(b))
 		}
-		h.waitNoSandboxes(b.Jobs[0].ID)
+		h.waitSandboxGone(b.Jobs[0].ID)
 	})
 }
 
@@ -200,7 +200,7 @@ func TestCancelRunningBuild(t *testing.T) {
 		if b.Status != store.StatusCanceled || b.Jobs[0].Steps[0].Status != store.StatusCanceled {
 			t.Fatalf("build %s", dump(b))
 		}
-		h.waitNoSandboxes(b.Jobs[0].ID)
+		h.waitSandboxGone(b.Jobs[0].ID)
 	})
 }
 

@@ -2,9 +2,9 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/kilnci/kiln/internal/cache"
 	"github.com/kilnci/kiln/internal/sandbox"
@@ -110,13 +110,10 @@ func TestSpareSandboxServesNextJob(t *testing.T) {
 		if b := h.waitDone(h.trigger("other", "main")); b.Status != store.StatusSuccess || strings.Contains(h.logText(b.ID), "made ahead of time") {
 			t.Fatalf("other project's build %s:\n%s", b.Status, h.logText(b.ID))
 		}
-		deadline := time.Now().Add(waitLimit)
-		for s := h.spares(); len(s) != 1 || s[0].Name == appSpare; s = h.spares() {
-			if time.Now().After(deadline) {
-				t.Fatalf("want one spare, not %s: %+v", appSpare, s)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
+		waitUntil(t, "one spare, not "+appSpare, func() bool {
+			s := h.spares()
+			return len(s) == 1 && s[0].Name != appSpare
+		}, func() string { return fmt.Sprintf("spares: %+v", h.spares()) })
 		// Stopping the agent leaves no spare behind.
 		if b := h.waitDone(h.trigger("app", "main")); b.Status != store.StatusSuccess {
 			t.Fatalf("third build %s", b.Status)
@@ -141,15 +138,8 @@ func (h *harness) spares() []sandbox.Info {
 // waitSpares waits until the engine holds n spare sandboxes, and returns them.
 func (h *harness) waitSpares(n int) []sandbox.Info {
 	h.t.Helper()
-	deadline := time.Now().Add(waitLimit)
-	for {
-		s := h.spares()
-		if len(s) == n {
-			return s
-		}
-		if time.Now().After(deadline) {
-			h.t.Fatalf("want %d spare sandboxes, have %+v", n, s)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	var s []sandbox.Info
+	waitUntil(h.t, fmt.Sprintf("%d spare sandboxes", n), func() bool { s = h.spares(); return len(s) == n },
+		func() string { return fmt.Sprintf("spares: %+v", s) })
+	return s
 }

@@ -154,7 +154,7 @@ func TestServerKilledMidBuildRecovers(t *testing.T) {
 		if b.Status != store.StatusSuccess || b.Jobs[0].Attempt != 2 {
 			t.Fatalf("build %s\nlog:\n%s\nserver:\n%s", dump(b), h.logText(id), up2.output())
 		}
-		h.waitNoSandboxes(b.Jobs[0].ID)
+		h.waitSandboxGone(b.Jobs[0].ID)
 	})
 }
 

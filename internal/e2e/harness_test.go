@@ -66,6 +66,17 @@ func startServer(t *testing.T, engine testenv.Engine) *harness {
 	cfg.Scheduler.Lease = 10 * time.Second
 	cfg.Scheduler.RetryDelay = 200 * time.Millisecond
 	cfg.Scheduler.PollInterval = 200 * time.Millisecond
+	h, rt := serve(t, engine, cfg)
+	// As kiln agent does: pooled networks on Docker (Podman needs none).
+	rt.EnableNetworkPool(fmt.Sprintf("e2e-%d", time.Now().UnixNano()), 2, nil)
+	t.Cleanup(func() { rt.DrainNetworkPool(context.Background()) })
+	return h
+}
+
+// serve runs a control plane configured by cfg until the test ends, and
+// returns a harness for it with a runtime for engine.
+func serve(t *testing.T, engine testenv.Engine, cfg server.Config) (*harness, *docker.Runtime) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	srv, err := server.New(ctx, cfg, testLogger(t))
 	if err != nil {
@@ -86,10 +97,7 @@ func startServer(t *testing.T, engine testenv.Engine) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// As kiln agent does: pooled networks on Docker (Podman needs none).
-	rt.EnableNetworkPool(fmt.Sprintf("e2e-%d", time.Now().UnixNano()), 2, nil)
-	t.Cleanup(func() { rt.DrainNetworkPool(context.Background()) })
-	return &harness{t: t, engine: engine, srv: srv, url: "http://" + ln.Addr().String(), admin: tok, dataDir: cfg.DataDir, rt: rt}
+	return &harness{t: t, engine: engine, srv: srv, url: "http://" + ln.Addr().String(), admin: tok, dataDir: cfg.DataDir, rt: rt}, rt
 }
 
 // startAgent runs an in-process agent with its own data dir; the returned
@@ -259,22 +267,12 @@ func (h *harness) sandboxesOf(jobID int64) []sandbox.Info {
 	return list
 }
 
-// waitNoSandboxes waits until the job's sandbox is gone: the agent removes
+// waitSandboxGone waits until the job's sandbox is gone: the agent removes
 // it right after it reports the job's result.
-func (h *harness) waitNoSandboxes(jobID int64) {
+func (h *harness) waitSandboxGone(jobID int64) {
 	h.t.Helper()
-	deadline := time.Now().Add(waitLimit)
-	for {
-		left := h.sandboxesOf(jobID)
-		if len(left) == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			h.t.Errorf("sandboxes left behind: %+v", left)
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitUntil(h.t, fmt.Sprintf("job %d's sandbox removed", jobID), func() bool { return len(h.sandboxesOf(jobID)) == 0 },
+		func() string { return fmt.Sprintf("sandboxes left behind: %+v", h.sandboxesOf(jobID)) })
 }
 
 // --- git repositories ---
