@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -13,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kilnci/kiln/bench/internal/kilnapi"
 	"github.com/kilnci/kiln/internal/actions"
 	"github.com/kilnci/kiln/internal/agent"
 	"github.com/kilnci/kiln/internal/api"
@@ -108,26 +108,7 @@ func startKiln(ctx context.Context, g *gh, engine string) (*kiln, error) {
 }
 
 func (k *kiln) api(method, path string, in, out any) error {
-	var body io.Reader
-	if in != nil {
-		data, _ := json.Marshal(in)
-		body = bytes.NewReader(data)
-	}
-	req, _ := http.NewRequest(method, k.url+path, body)
-	req.Header.Set("Authorization", "Bearer "+k.admin)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode >= 300 {
-		data, _ := io.ReadAll(resp.Body)
-		return fmt.Errorf("%s %s: %d %s", method, path, resp.StatusCode, data)
-	}
-	if out != nil {
-		return json.NewDecoder(resp.Body).Decode(out)
-	}
-	return nil
+	return kilnapi.Client{URL: k.url, Token: k.admin}.Do(method, path, in, out)
 }
 
 // phase is one Kiln job's timeline: the webhook sent, the runner job

@@ -16,7 +16,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -34,6 +33,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kilnci/kiln/bench/internal/kilnapi"
 	"github.com/kilnci/kiln/internal/agent"
 	"github.com/kilnci/kiln/internal/gitmirror"
 	"github.com/kilnci/kiln/internal/sandbox/docker"
@@ -158,26 +158,7 @@ func makeRepo(dir, pipeline string) (string, error) {
 }
 
 func (b *bench) api(method, path string, in, out any) error {
-	var body io.Reader
-	if in != nil {
-		data, _ := json.Marshal(in)
-		body = bytes.NewReader(data)
-	}
-	req, _ := http.NewRequest(method, b.url+path, body)
-	req.Header.Set("Authorization", "Bearer "+b.admin)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode >= 300 {
-		data, _ := io.ReadAll(resp.Body)
-		return fmt.Errorf("%s %s: %d %s", method, path, resp.StatusCode, data)
-	}
-	if out != nil {
-		return json.NewDecoder(resp.Body).Decode(out)
-	}
-	return nil
+	return kilnapi.Client{URL: b.url, Token: b.admin}.Do(method, path, in, out)
 }
 
 // push delivers a signed GitHub push webhook and returns the build id.
