@@ -12,10 +12,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/kilnci/kiln/bench/internal/kilnapi"
 	"github.com/kilnci/kiln/internal/actions"
 	"github.com/kilnci/kiln/internal/agent"
 	"github.com/kilnci/kiln/internal/api"
+	"github.com/kilnci/kiln/internal/apiclient"
 	"github.com/kilnci/kiln/internal/github/fakegithub"
 	"github.com/kilnci/kiln/internal/github/fakegithub/cmd/fake-runner/runnerimage"
 	"github.com/kilnci/kiln/internal/gitmirror"
@@ -108,7 +108,7 @@ func startKiln(ctx context.Context, g *gh, engine string) (*kiln, error) {
 }
 
 func (k *kiln) api(method, path string, in, out any) error {
-	return kilnapi.Client{URL: k.url, Token: k.admin}.Do(method, path, in, out)
+	return apiclient.Client{URL: k.url, Token: k.admin}.Do(context.Background(), method, path, in, out)
 }
 
 // phase is one Kiln job's timeline: the webhook sent, the runner job

@@ -10,8 +10,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/kilnci/kiln/bench/internal/kilnapi"
 	"github.com/kilnci/kiln/internal/agent"
+	"github.com/kilnci/kiln/internal/apiclient"
 	"github.com/kilnci/kiln/internal/gitmirror"
 	"github.com/kilnci/kiln/internal/sandbox/docker"
 	"github.com/kilnci/kiln/internal/server"
@@ -135,7 +135,7 @@ func (k *kiln) startAgent(ctx context.Context, id string, capacity int, label st
 
 // call sends a REST request with the admin token and decodes the answer.
 func (k *kiln) call(method, path string, in, out any) error {
-	return kilnapi.Client{URL: k.url, Token: k.admin}.Do(method, path, in, out)
+	return apiclient.Client{URL: k.url, Token: k.admin}.Do(context.Background(), method, path, in, out)
 }
 
 func (k *kiln) addProject(name, cloneURL, branch string) error {

@@ -33,8 +33,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/kilnci/kiln/bench/internal/kilnapi"
 	"github.com/kilnci/kiln/internal/agent"
+	"github.com/kilnci/kiln/internal/apiclient"
 	"github.com/kilnci/kiln/internal/gitmirror"
 	"github.com/kilnci/kiln/internal/sandbox/docker"
 	"github.com/kilnci/kiln/internal/server"
@@ -158,7 +158,7 @@ func makeRepo(dir, pipeline string) (string, error) {
 }
 
 func (b *bench) api(method, path string, in, out any) error {
-	return kilnapi.Client{URL: b.url, Token: b.admin}.Do(method, path, in, out)
+	return apiclient.Client{URL: b.url, Token: b.admin}.Do(context.Background(), method, path, in, out)
 }
 
 // push delivers a signed GitHub push webhook and returns the build id.
