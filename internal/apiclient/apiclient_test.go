@@ -1,0 +1,57 @@
+package apiclient_test
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"strings"
+	"testing"
+
+	"github.com/kilnci/kiln/internal/apiclient"
+	"github.com/kilnci/kiln/internal/server"
+)
+
+// The client against a real Kiln server (SQLite store, the REST API).
+func TestClientAgainstServer(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	cfg := server.DefaultConfig()
+	cfg.DataDir, cfg.Listen = t.TempDir(), "127.0.0.1:0"
+	srv, err := server.New(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, _ := srv.Listen()
+	done := make(chan struct{})
+	go func() { defer close(done); _ = srv.Serve(ctx, ln) }()
+	t.Cleanup(func() { cancel(); <-done; srv.Close() })
+	tok, _, err := srv.EnsureAdminToken(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := apiclient.Client{URL: "http://" + ln.Addr().String(), Token: tok}
+
+	var created struct{ Name, CloneURL string }
+	in := map[string]string{"name": "app", "clone_url": "https://example.com/app.git"}
+	if err := c.Do(ctx, "POST", "/api/v1/projects", in, &created); err != nil || created.Name != "app" {
+		t.Fatalf("create: %+v, %v", created, err)
+	}
+	var list []struct{ Name string }
+	if err := c.Do(ctx, "GET", "/api/v1/projects", nil, &list); err != nil || len(list) != 1 || list[0].Name != "app" {
+		t.Fatalf("list: %+v, %v", list, err)
+	}
+	// An error answer becomes an error with the API's message and status.
+	err = c.Do(ctx, "POST", "/api/v1/projects", in, nil)
+	if err == nil || !strings.Contains(err.Error(), "(HTTP 409)") {
+		t.Fatalf("duplicate project: %v, want an HTTP 409 error", err)
+	}
+	bad := apiclient.Client{URL: c.URL, Token: "not-a-token"}
+	if err := bad.Do(ctx, "GET", "/api/v1/projects", nil, &list); err == nil || !strings.Contains(err.Error(), "(HTTP 401)") {
+		t.Fatalf("bad token: %v, want an HTTP 401 error", err)
+	}
+	// A server that is not there.
+	gone := apiclient.Client{URL: "http://127.0.0.1:1", Token: tok}
+	if err := gone.Do(ctx, "GET", "/api/v1/projects", nil, nil); err == nil || !strings.Contains(err.Error(), "cannot reach Kiln") {
+		t.Fatalf("no server: %v", err)
+	}
+}
