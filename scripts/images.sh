@@ -8,7 +8,7 @@
 #
 # golang: the base image's busybox userland (engines.sh --rootfs), the
 # host's Go toolchain (`go env GOROOT`, at /usr/local/go), the host's CA
-# certificates (/etc/ssl/certs, so the job reaches https://proxy.golang.org)
+# certificates (/etc/ssl/certs, so the job reaches the module proxy over https)
 # and git with the libraries it links. Tagged localhost/kiln/golang:1.26.8,
 # :1.26 and :latest (for the host's go1.26.8). Environment: PATH with
 # /usr/local/go/bin and /root/go/bin, GOPATH=/root/go,

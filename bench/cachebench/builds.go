@@ -18,7 +18,6 @@ import (
 )
 
 const (
-	goProxy = "https://proxy.golang.org"
 	goFlags = "-mod=mod -buildvcs=false"
 	// The job runs go build -v: -v lists the packages compiled (not those
 	// found in the build cache), which says how warm a build was.
@@ -27,7 +26,7 @@ const (
 
 // pipeline is the .kiln.yml of one way of building; host is the agent
 // label it runs on, cache its `cache:` block ("" for none).
-func pipeline(image, host, cache, buildCmd string) string {
+func pipeline(image, host, cache, buildCmd, goProxy string) string {
 	return fmt.Sprintf(`image: %s
 runs-on: [%s]
 resources: {cpus: 2, memory: 4g}
@@ -53,7 +52,7 @@ const (
 
 // pipelines returns, per branch, the .kiln.yml of commit A and that of the
 // commits B (they differ only where a build runs).
-func pipelines(image, buildCmd string) map[string][2]string {
+func pipelines(image, buildCmd, goProxy string) map[string][2]string {
 	keyed := `cache:
   - key: "go-${{ hashFiles('go.sum') }}-${{ os }}-${{ arch }}"
     restore-keys: [go-]
@@ -61,9 +60,9 @@ func pipelines(image, buildCmd string) map[string][2]string {
 `
 	same := func(p string) [2]string { return [2]string{p, p} }
 	return map[string][2]string{
-		"cold":   same(pipeline(image, host1, "", buildCmd)),
-		"sticky": same(pipeline(image, host1, "cache: ["+cachePath+"]\n", buildCmd)),
-		"keyed":  {pipeline(image, host1, keyed, buildCmd), pipeline(image, host2, keyed, buildCmd)},
+		"cold":   same(pipeline(image, host1, "", buildCmd, goProxy)),
+		"sticky": same(pipeline(image, host1, "cache: ["+cachePath+"]\n", buildCmd, goProxy)),
+		"keyed":  {pipeline(image, host1, keyed, buildCmd, goProxy), pipeline(image, host2, keyed, buildCmd, goProxy)},
 	}
 }
 
@@ -185,6 +184,7 @@ type buildsConfig struct {
 	skipHost      bool
 	buildCmd      string       // the job's command (the host runs the same go build)
 	project       string       // module@version from the proxy
+	goProxy       string       // the module proxy's URL, from the host's own go env
 	mainPkg, leaf string       // the package built; the file changed
 	log           *slog.Logger // Kiln's own log
 }
@@ -201,8 +201,8 @@ type results struct {
 }
 
 func builds(ctx context.Context, cfg buildsConfig, log func(string, ...any)) (*results, error) {
-	log("fetching %s from %s and making commits A and B1..B%d", cfg.project, goProxy, cfg.rounds)
-	repo, err := makeRepo(ctx, cfg.project, cfg.leaf, filepath.Join(cfg.dir, "repo"), pipelines(cfg.image, cfg.buildCmd), cfg.rounds)
+	log("fetching %s from %s and making commits A and B1..B%d", cfg.project, cfg.goProxy, cfg.rounds)
+	repo, err := makeRepo(ctx, cfg.goProxy, cfg.project, cfg.leaf, filepath.Join(cfg.dir, "repo"), pipelines(cfg.image, cfg.buildCmd, cfg.goProxy), cfg.rounds)
 	if err != nil {
 		return nil, err
 	}
@@ -273,7 +273,7 @@ func builds(ctx context.Context, cfg buildsConfig, log func(string, ...any)) (*r
 	if !cfg.skipHost {
 		prime(2, func() error {
 			var err error
-			if host, err = newHostBuild(hostDir, repo.dir, cfg.mainPkg); err != nil {
+			if host, err = newHostBuild(hostDir, repo.dir, cfg.mainPkg, cfg.goProxy); err != nil {
 				return err
 			}
 			m, err := host.build(ctx, repo.a["cold"])
@@ -339,10 +339,11 @@ type hostBuild struct {
 	mainPkg       string
 	env           []string
 	goVersion     string
+	goProxy       string
 }
 
-func newHostBuild(dir, repo, mainPkg string) (*hostBuild, error) {
-	h := &hostBuild{dir: dir, src: filepath.Join(dir, "src"), out: filepath.Join(dir, "out"), mainPkg: mainPkg}
+func newHostBuild(dir, repo, mainPkg, goProxy string) (*hostBuild, error) {
+	h := &hostBuild{dir: dir, src: filepath.Join(dir, "src"), out: filepath.Join(dir, "out"), mainPkg: mainPkg, goProxy: goProxy}
 	if _, err := git("", "clone", "-q", repo, h.src); err != nil {
 		return nil, err
 	}
@@ -352,7 +353,7 @@ func newHostBuild(dir, repo, mainPkg string) (*hostBuild, error) {
 		}
 	}
 	h.env = append(h.env, "GOCACHE="+filepath.Join(dir, "gocache"), "GOMODCACHE="+filepath.Join(dir, "gomodcache"),
-		"GOPATH="+filepath.Join(dir, "gopath"), "GOPROXY="+goProxy, "GOFLAGS="+goFlags, "GOTOOLCHAIN=local",
+		"GOPATH="+filepath.Join(dir, "gopath"), "GOPROXY="+h.goProxy, "GOFLAGS="+goFlags, "GOTOOLCHAIN=local",
 		"CGO_ENABLED=0", "GOENV=off", "GOTELEMETRY=off")
 	v, err := exec.Command("go", "env", "GOVERSION").Output()
 	if err != nil {
@@ -363,7 +364,7 @@ func newHostBuild(dir, repo, mainPkg string) (*hostBuild, error) {
 }
 
 func (h *hostBuild) describe() string {
-	return fmt.Sprintf("GOCACHE, GOMODCACHE temporary; GOPROXY=%s GOFLAGS=%q CGO_ENABLED=0", goProxy, goFlags)
+	return fmt.Sprintf("GOCACHE, GOMODCACHE temporary; GOPROXY=%s GOFLAGS=%q CGO_ENABLED=0", h.goProxy, goFlags)
 }
 
 func (h *hostBuild) build(ctx context.Context, commit string) (measured, error) {
@@ -471,4 +472,20 @@ func ratio(x, y time.Duration) float64 {
 		return 0
 	}
 	return float64(x) / float64(y)
+}
+
+// moduleProxy is the first module proxy URL of the host's own Go settings
+// (`go env GOPROXY`), so the benchmark fetches from wherever this machine
+// is configured to, and the tree names no proxy of its own.
+func moduleProxy() (string, error) {
+	out, err := exec.Command("go", "env", "GOPROXY").Output()
+	if err != nil {
+		return "", fmt.Errorf("go env GOPROXY: %w", err)
+	}
+	for _, p := range strings.FieldsFunc(strings.TrimSpace(string(out)), func(r rune) bool { return r == ',' || r == '|' }) {
+		if strings.HasPrefix(p, "https://") || strings.HasPrefix(p, "http://") {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("go env GOPROXY = %q names no proxy URL; cachebench fetches its project from one", strings.TrimSpace(string(out)))
 }

@@ -8,7 +8,7 @@
 // builds: a real project from the Go module proxy (-project, by default
 // Prometheus's node_exporter; its module zip made a git repository) built
 // with `go build` in the golang image, its modules fetched through
-// https://proxy.golang.org, timed from the API trigger to the build's
+// the host's own module proxy (`go env GOPROXY`), timed from the API trigger to the build's
 // success, four ways:
 //
 //	(a) cold: a fresh sandbox, no cache, building B1;
@@ -87,8 +87,13 @@ func main() {
 	if *buildCmd == "" {
 		*buildCmd = "go build -v -o /tmp/out " + *mainPkg
 	}
+	proxy, err := moduleProxy()
+	if err != nil && *only != "throughput" {
+		fmt.Fprintln(os.Stderr, "cachebench:", err)
+		os.Exit(2)
+	}
 	bc := buildsConfig{engine: *engine, image: *image, rounds: *rounds, skipHost: *skipHost, buildCmd: *buildCmd,
-		project: *project, mainPkg: *mainPkg, leaf: *leaf}
+		project: *project, goProxy: proxy, mainPkg: *mainPkg, leaf: *leaf}
 	if err := runBench(ctx, bc, *only, *size, *keep, *verbose); err != nil {
 		fmt.Fprintln(os.Stderr, "cachebench:", err)
 		os.Exit(1)

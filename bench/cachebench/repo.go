@@ -166,7 +166,7 @@ func leafChange(orig, file string, i int) (content, what string) {
 // makeRepo makes dir a git repository of the project's source and adds,
 // for each branch, commit A with its pipeline and n commits B changing
 // one line of leaf.
-func makeRepo(ctx context.Context, project, leaf, dir string, pipelines map[string][2]string, n int) (*benchRepo, error) {
+func makeRepo(ctx context.Context, goProxy, project, leaf, dir string, pipelines map[string][2]string, n int) (*benchRepo, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
