@@ -29,6 +29,7 @@ func serverFlags(fs *flag.FlagSet) *serverOptions {
 	fs.IntVar(&cfg.Scheduler.MaxAttempts, "max-attempts", cfg.Scheduler.MaxAttempts, "attempts per job when attempts end in error (infrastructure faults)")
 	fs.DurationVar(&cfg.Scheduler.RetryDelay, "retry-delay", cfg.Scheduler.RetryDelay, "pause before retrying an errored attempt (times the attempt number)")
 	fs.DurationVar(&cfg.Scheduler.AffinityWait, "affinity-wait", cfg.Scheduler.AffinityWait, "how long a job with sticky caches waits for an agent holding its project's volumes")
+	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "on SIGTERM, how long the server waits for requests in flight before it closes them")
 	fs.StringVar(&cfg.PublicURL, "public-url", "", "base URL agents and jobs reach this server at (default: http:// + the listen address)")
 	fs.DurationVar(&cfg.Cache.MaxAge, "cache-max-age", cfg.Cache.MaxAge, "evict cache entries unused for this long")
 	fs.Int64Var(&cfg.Cache.ProjectBudgetBytes, "cache-project-budget", cfg.Cache.ProjectBudgetBytes, "bytes of cache one project may hold (least recently used evicted first)")

@@ -23,6 +23,7 @@ import (
 	"github.com/kilnci/kiln/internal/cache"
 	"github.com/kilnci/kiln/internal/gitmirror"
 	"github.com/kilnci/kiln/internal/metrics"
+	"github.com/kilnci/kiln/internal/protocol"
 	"github.com/kilnci/kiln/internal/scheduler"
 	"github.com/kilnci/kiln/internal/secretbox"
 	"github.com/kilnci/kiln/internal/store"
@@ -49,11 +50,14 @@ type Config struct {
 	// Actions connects Kiln to GitHub for its runner pools (a GitHub App
 	// or a token, the webhook secret, reconciler and reaper timing).
 	Actions actions.Config
+	// ShutdownTimeout bounds how long Serve waits, once its context ends,
+	// for requests in flight (agents' long-poll claims end at once).
+	ShutdownTimeout time.Duration
 }
 
 func DefaultConfig() Config {
 	return Config{Listen: "127.0.0.1:8080", MaxWebhookBody: 25 << 20, Scheduler: scheduler.DefaultConfig(), Cache: cache.DefaultConfig(), EvictEvery: 10 * time.Minute,
-		Actions: actions.DefaultConfig()}
+		Actions: actions.DefaultConfig(), ShutdownTimeout: 10 * time.Second}
 }
 
 // Validate reports the first invalid field.
@@ -172,9 +176,28 @@ func (s *Server) Listen() (net.Listener, error) { return s.ln, nil }
 func (s *Server) PublicURL() string { return s.cfg.PublicURL }
 
 // Serve runs the scheduler and serves HTTP on ln until ctx ends, then shuts
-// down gracefully.
+// down gracefully: the listener closes, waiting agents' claims end at once
+// (empty), other requests in flight get up to ShutdownTimeout, and the
+// scheduler's loops end before Serve returns. The store stays open until
+// Close.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
-	hs := &http.Server{Handler: s.API, ReadHeaderTimeout: 10 * time.Second}
+	// A claim is held open up to 30s waiting for a job, a live log stream
+	// as long as its client reads: at shutdown they are ended (a claim's
+	// answer is then empty) rather than waited for or cut off.
+	draining, drain := context.WithCancel(context.Background())
+	defer drain()
+	claimPath := protocol.Prefix + "/claim"
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == claimPath || strings.HasSuffix(r.URL.Path, "/logs/stream") {
+			rctx, cancel := context.WithCancel(r.Context())
+			defer cancel()
+			stop := context.AfterFunc(draining, cancel)
+			defer stop()
+			r = r.WithContext(rctx)
+		}
+		s.API.ServeHTTP(w, r)
+	})
+	hs := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
 	schedDone := make(chan struct{})
 	// The scheduler's loops and the Actions reconciler and reaper (when
 	// GitHub is configured) use the store: Serve returns after them.
@@ -194,14 +217,29 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		<-schedDone
 		return err
 	}
-	shutCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	bound := s.cfg.ShutdownTimeout
+	if bound <= 0 {
+		bound = 10 * time.Second
+	}
+	s.log.Info("shutdown: listener closed; waiting for requests in flight", "timeout", bound)
+	drain()
+	shutCtx, cancel := context.WithTimeout(context.Background(), bound)
 	defer cancel()
-	_ = hs.Shutdown(shutCtx)
+	if err := hs.Shutdown(shutCtx); err != nil {
+		s.log.Warn("shutdown: requests still in flight were cut off", "err", err)
+		_ = hs.Close()
+	}
 	<-schedDone
+	s.log.Info("shutdown: HTTP server and scheduler stopped")
 	return nil
 }
 
-func (s *Server) Close() error { s.ln.Close(); return s.Store.Close() }
+func (s *Server) Close() error {
+	s.ln.Close()
+	err := s.Store.Close()
+	s.log.Info("shutdown: store closed")
+	return err
+}
 
 // evictLoop runs the cache service's eviction now and then periodically.
 func (s *Server) evictLoop(ctx context.Context) {
