@@ -53,11 +53,22 @@ type Config struct {
 	// ShutdownTimeout bounds how long Serve waits, once its context ends,
 	// for requests in flight (agents' long-poll claims end at once).
 	ShutdownTimeout time.Duration
+	// LogRetention is every project's default log retention (a project
+	// may override it); RetentionEvery is how often it is applied.
+	LogRetention   RetentionPolicy
+	RetentionEvery time.Duration
+	// ReserveBytes is the space kept in DataDir/reserve for deletes on a
+	// full disk (0: none); HealthEvery is how often the store's writes are
+	// probed (and the reserve made again once there is room).
+	ReserveBytes int64
+	HealthEvery  time.Duration
 }
 
 func DefaultConfig() Config {
 	return Config{Listen: "127.0.0.1:8080", MaxWebhookBody: 25 << 20, Scheduler: scheduler.DefaultConfig(), Cache: cache.DefaultConfig(), EvictEvery: 10 * time.Minute,
-		Actions: actions.DefaultConfig(), ShutdownTimeout: 10 * time.Second}
+		Actions: actions.DefaultConfig(), ShutdownTimeout: 10 * time.Second,
+		LogRetention: RetentionPolicy{MaxAge: 90 * 24 * time.Hour, MaxBytes: 1 << 30}, RetentionEvery: 10 * time.Minute,
+		ReserveBytes: 64 << 20, HealthEvery: 10 * time.Second}
 }
 
 // Validate reports the first invalid field.
@@ -71,6 +82,12 @@ func (c Config) Validate() error {
 		return errors.New("lease: at least 1s")
 	case c.Scheduler.MaxAttempts < 1:
 		return errors.New("max-attempts: at least 1")
+	case c.LogRetention.MaxAge < 0:
+		return errors.New("log-retention: must not be negative (0: keep forever)")
+	case c.LogRetention.MaxBytes < 0:
+		return errors.New("log-max-bytes: must not be negative (0: no limit)")
+	case c.ReserveBytes < 0:
+		return errors.New("disk-reserve: must not be negative (0: none)")
 	}
 	return c.Actions.Validate()
 }
@@ -85,6 +102,8 @@ type Server struct {
 	Actions *actions.Service
 	log     *slog.Logger
 	ln      net.Listener
+	reserve *reserve
+	now     func() time.Time // log retention's clock (tests move it)
 }
 
 func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
@@ -123,6 +142,11 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		return nil, err
 	}
 	fail := func(err error) (*Server, error) { ln.Close(); st.Close(); return nil, err }
+	res := newReserve(filepath.Join(cfg.DataDir, "reserve"), cfg.ReserveBytes, log.With("component", "reserve"))
+	if ok, err := res.ensure(); err != nil || !ok {
+		log.Warn("no disk reserve yet: not enough free space in the data directory (deletes may fail when the disk fills)", "bytes", cfg.ReserveBytes, "err", err)
+	}
+	st.SetReserve(res)
 	mirrors, err := gitmirror.New(filepath.Join(cfg.DataDir, "git"))
 	if err != nil {
 		return fail(err)
@@ -158,7 +182,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		return fail(err)
 	}
 	a := api.New(api.Config{MaxWebhookBody: cfg.MaxWebhookBody, PublicURL: cfg.PublicURL}, st, sched, m, log.With("component", "api"), cacheSvc, acts)
-	return &Server{cfg: cfg, Store: st, Sched: sched, Mirrors: mirrors, API: a, Cache: cacheSvc, Actions: acts, log: log, ln: ln}, nil
+	return &Server{cfg: cfg, Store: st, Sched: sched, Mirrors: mirrors, API: a, Cache: cacheSvc, Actions: acts, log: log, ln: ln, reserve: res, now: time.Now}, nil
 }
 
 // deriveKey derives a purpose-bound key from the secret key, so that one
@@ -206,6 +230,8 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		var wg sync.WaitGroup
 		wg.Go(func() { s.Sched.Run(ctx) })
 		wg.Go(func() { s.Actions.Run(ctx) })
+		wg.Go(func() { s.retentionLoop(ctx) })
+		wg.Go(func() { s.healthLoop(ctx) })
 		wg.Wait()
 	}()
 	go s.evictLoop(ctx)
