@@ -28,6 +28,9 @@ type Config struct {
 	MaxWebhookBody int64
 	// PublicURL is the base URL jobs reach the server (and its cache service) at.
 	PublicURL string
+	// Health, when set, is checked by /healthz after the store's own
+	// health (the server checks the data directory's free space).
+	Health func(context.Context) error
 }
 
 type Server struct {
@@ -120,6 +123,12 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 	if err := s.store.Health(r.Context()); err != nil {
 		writeError(w, http.StatusServiceUnavailable, "store_cannot_write", "database: "+err.Error())
 		return
+	}
+	if s.cfg.Health != nil {
+		if err := s.cfg.Health(r.Context()); err != nil {
+			writeError(w, http.StatusServiceUnavailable, "unavailable", err.Error())
+			return
+		}
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 }

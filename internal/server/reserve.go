@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -110,4 +111,21 @@ func freeBytes(path string) (int64, error) {
 		return 0, err
 	}
 	return int64(st.Bavail) * int64(st.Bsize), nil
+}
+
+// diskHealth fails while dir's filesystem has less than min bytes free.
+func diskHealth(dir string, min int64) func(context.Context) error {
+	return func(context.Context) error {
+		if min <= 0 {
+			return nil
+		}
+		free, err := freeBytes(dir)
+		if err != nil {
+			return fmt.Errorf("data directory: %w", err)
+		}
+		if free < min {
+			return fmt.Errorf("data directory %s: disk full: %d bytes free (under %d)", dir, free, min)
+		}
+		return nil
+	}
 }

@@ -130,6 +130,9 @@ func (s *Server) healthLoop(ctx context.Context) {
 // checkHealth probes once; failing carries the last failure between calls.
 func (s *Server) checkHealth(ctx context.Context, failing *error) {
 	err := s.Store.Health(ctx)
+	if err == nil {
+		err = diskHealth(s.cfg.DataDir, s.cfg.MinFreeBytes)(ctx)
+	}
 	switch {
 	case ctx.Err() != nil:
 		return

@@ -62,13 +62,17 @@ type Config struct {
 	// probed (and the reserve made again once there is room).
 	ReserveBytes int64
 	HealthEvery  time.Duration
+	// MinFreeBytes: with less free space in DataDir, /healthz answers 503
+	// (a small write may still fit in SQLite's write-ahead log, so a write
+	// probe alone can miss a full disk).
+	MinFreeBytes int64
 }
 
 func DefaultConfig() Config {
 	return Config{Listen: "127.0.0.1:8080", MaxWebhookBody: 25 << 20, Scheduler: scheduler.DefaultConfig(), Cache: cache.DefaultConfig(), EvictEvery: 10 * time.Minute,
 		Actions: actions.DefaultConfig(), ShutdownTimeout: 10 * time.Second,
 		LogRetention: RetentionPolicy{MaxAge: 90 * 24 * time.Hour, MaxBytes: 1 << 30}, RetentionEvery: 10 * time.Minute,
-		ReserveBytes: 64 << 20, HealthEvery: 10 * time.Second}
+		ReserveBytes: 64 << 20, HealthEvery: 10 * time.Second, MinFreeBytes: 16 << 20}
 }
 
 // Validate reports the first invalid field.
@@ -181,7 +185,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return fail(err)
 	}
-	a := api.New(api.Config{MaxWebhookBody: cfg.MaxWebhookBody, PublicURL: cfg.PublicURL}, st, sched, m, log.With("component", "api"), cacheSvc, acts)
+	a := api.New(api.Config{MaxWebhookBody: cfg.MaxWebhookBody, PublicURL: cfg.PublicURL, Health: diskHealth(cfg.DataDir, cfg.MinFreeBytes)}, st, sched, m, log.With("component", "api"), cacheSvc, acts)
 	return &Server{cfg: cfg, Store: st, Sched: sched, Mirrors: mirrors, API: a, Cache: cacheSvc, Actions: acts, log: log, ln: ln, reserve: res, now: time.Now}, nil
 }
 

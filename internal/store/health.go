@@ -17,8 +17,9 @@ import (
 var ErrCannotWrite = errors.New("store cannot write")
 
 // writeErrorWindow is how long a failed write keeps Health failing after
-// the probe succeeds again: a tiny probe may fit where a log batch does
-// not (SQLite reuses the write-ahead log's space once checkpointed).
+// the probe succeeds again, unless a real write (not the probe) has
+// succeeded since: a tiny probe may fit where a log batch does not
+// (SQLite reuses the write-ahead log's space once checkpointed).
 const writeErrorWindow = 30 * time.Second
 
 // SQLite's primary result codes that mean "cannot write" (not a bad query).
@@ -61,6 +62,9 @@ type writeHealth struct {
 	mu      sync.Mutex
 	lastErr error
 	lastAt  time.Time
+	// events orders failed and successful writes: errSeq and okSeq are
+	// the events of the last failed and the last successful one.
+	events, errSeq, okSeq uint64
 	jobs    map[int64]jobWriteFailure
 	probeAt time.Time // the last probe, and its result (probes run at most once a second)
 	probe   error
@@ -74,12 +78,20 @@ type jobWriteFailure struct {
 // wrote notes the outcome of a write: a storage failure is remembered and
 // returned wrapped in ErrCannotWrite; other errors pass unchanged.
 func (s *Store) wrote(err error) error {
-	if err == nil || !storageFailure(err) || errors.Is(err, ErrCannotWrite) {
+	h := &s.health
+	if err == nil {
+		h.mu.Lock()
+		h.events++
+		h.okSeq = h.events
+		h.mu.Unlock()
+		return nil
+	}
+	if !storageFailure(err) || errors.Is(err, ErrCannotWrite) {
 		return err
 	}
-	h := &s.health
 	h.mu.Lock()
-	h.lastErr, h.lastAt = err, s.now()
+	h.events++
+	h.lastErr, h.lastAt, h.errSeq = err, s.now(), h.events
 	h.mu.Unlock()
 	return fmt.Errorf("%w: %v", ErrCannotWrite, err)
 }
@@ -146,9 +158,11 @@ func (s *Store) Health(ctx context.Context) error {
 	now := s.now()
 	if probed.IsZero() || now.Sub(probed) >= time.Second || now.Before(probed) {
 		_, err := s.db.ExecContext(ctx, `INSERT INTO health (id, checked_at) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at`, ms(now))
-		perr = s.wrote(err)
-		if err != nil && perr == err {
-			perr = fmt.Errorf("store: %w", err) // not a storage failure, still not healthy
+		perr = err
+		if err != nil { // a success of the probe is not a real write's (see writeErrorWindow)
+			if perr = s.wrote(err); perr == err {
+				perr = fmt.Errorf("store: %w", err) // not a storage failure, still not healthy
+			}
 		}
 		h.mu.Lock()
 		h.probeAt, h.probe = now, perr
@@ -157,8 +171,11 @@ func (s *Store) Health(ctx context.Context) error {
 	if perr != nil {
 		return perr
 	}
-	if err, at := s.LastWriteError(); err != nil && now.Sub(at) < writeErrorWindow {
-		return fmt.Errorf("%w: a write failed %s ago: %v", ErrCannotWrite, now.Sub(at).Round(time.Second), err)
+	h.mu.Lock()
+	lastErr, at, recovered := h.lastErr, h.lastAt, h.okSeq > h.errSeq
+	h.mu.Unlock()
+	if lastErr != nil && !recovered && now.Sub(at) < writeErrorWindow {
+		return fmt.Errorf("%w: a write failed %s ago: %v", ErrCannotWrite, now.Sub(at).Round(time.Second), lastErr)
 	}
 	return nil
 }
