@@ -65,9 +65,9 @@ type writeHealth struct {
 	// events orders failed and successful writes: errSeq and okSeq are
 	// the events of the last failed and the last successful one.
 	events, errSeq, okSeq uint64
-	jobs    map[int64]jobWriteFailure
-	probeAt time.Time // the last probe, and its result (probes run at most once a second)
-	probe   error
+	jobs                  map[int64]jobWriteFailure
+	probeAt               time.Time // the last probe, and its result (probes run at most once a second)
+	probe                 error
 }
 
 type jobWriteFailure struct {
