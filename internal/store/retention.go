@@ -72,10 +72,18 @@ type BuildLogs struct {
 // once, the first time it is listed after it finished (its logs no longer
 // change), so listing stays cheap.
 func (s *Store) KeptBuildLogs(ctx context.Context, projectID int64) ([]BuildLogs, error) {
-	if _, err := s.db.ExecContext(ctx, `UPDATE builds SET log_bytes = (SELECT COALESCE(SUM(length(CAST(l.text AS BLOB))), 0)
-			FROM log_lines l JOIN jobs j ON j.id = l.job_id WHERE j.build_id = builds.id)
-		WHERE project_id = ? AND finished_at IS NOT NULL AND log_bytes IS NULL AND logs_pruned_at IS NULL`, projectID); err != nil {
-		return nil, s.wrote(err)
+	// A few builds per transaction: the first pass over a database full of
+	// unmeasured builds must not hold the write lock for a whole scan.
+	for {
+		res, err := s.db.ExecContext(ctx, `UPDATE builds SET log_bytes = (SELECT COALESCE(SUM(length(CAST(l.text AS BLOB))), 0)
+				FROM log_lines l JOIN jobs j ON j.id = l.job_id WHERE j.build_id = builds.id)
+			WHERE id IN (SELECT id FROM builds WHERE project_id = ? AND finished_at IS NOT NULL AND log_bytes IS NULL AND logs_pruned_at IS NULL LIMIT 20)`, projectID)
+		if err != nil {
+			return nil, s.wrote(err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			break
+		}
 	}
 	rows, err := s.db.QueryContext(ctx, `SELECT id, finished_at, COALESCE(log_bytes, 0) FROM builds
 		WHERE project_id = ? AND finished_at IS NOT NULL AND logs_pruned_at IS NULL ORDER BY finished_at DESC, id DESC`, projectID)
