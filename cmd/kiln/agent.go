@@ -56,6 +56,7 @@ func agentFlags(fs *flag.FlagSet, local bool) *agentOptions {
 	fs.Int64Var(&o.cfg.DefaultPids, "pids", o.cfg.DefaultPids, "default process limit per job")
 	fs.Int64Var(&o.stickyMax, "sticky-max-bytes", 10<<30, "largest size of one sticky cache volume; a job that grows it beyond keeps the previous one")
 	fs.DurationVar(&o.cfg.StickyMaxAge, "sticky-max-age", o.cfg.StickyMaxAge, "prune sticky cache volumes unused for this long")
+	fs.DurationVar(&o.cfg.ShutdownGrace, "shutdown-grace", o.cfg.ShutdownGrace, "on SIGTERM, how long running jobs may go on before they are stopped and reported as errors (retried)")
 	fs.DurationVar(&o.cfg.SpareIdle, "spare-idle", o.cfg.SpareIdle, "after a job with sticky caches, keep a sandbox made ahead of time for the project's next job this long (0: never)")
 	return o
 }
@@ -159,5 +160,9 @@ func runAgent(ctx context.Context, args []string) error {
 	}
 	defer o.close()
 	fmt.Printf("kiln agent %s: engine %s, server %s\n", o.cfg.Name, host, o.cfg.Server)
-	return a.Run(ctx)
+	err = a.Run(ctx)
+	if ctx.Err() != nil {
+		newLogger().Info("shutdown: agent stopped")
+	}
+	return err
 }

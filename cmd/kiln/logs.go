@@ -29,6 +29,9 @@ func runLogs(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	if err := prunedNotice(ctx, c, id); err != nil {
+		return err
+	}
 	if *follow {
 		return followLogs(ctx, c, id)
 	}
@@ -41,6 +44,19 @@ func runLogs(ctx context.Context, args []string) error {
 		for _, l := range j.Lines {
 			p.print(j.Name, l)
 		}
+	}
+	return nil
+}
+
+// prunedNotice says so when log retention deleted the build's logs: an
+// empty log is otherwise indistinguishable from a build that printed nothing.
+func prunedNotice(ctx context.Context, c *apiClient, id int64) error {
+	var b store.Build
+	if err := c.do(ctx, "GET", fmt.Sprintf("/builds/%d", id), nil, &b); err != nil {
+		return err
+	}
+	if b.LogsPrunedAt != nil {
+		fmt.Printf("[kiln] logs of this build were pruned on %s (log retention)\n", b.LogsPrunedAt.Local().Format("2006-01-02 15:04:05 MST"))
 	}
 	return nil
 }

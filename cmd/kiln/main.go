@@ -55,6 +55,9 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// The first signal starts a graceful shutdown; a second one ends the
+	// process at once (the default action, restored by stop).
+	go func() { <-ctx.Done(); stop() }()
 	for _, c := range commands {
 		if c.name == os.Args[1] {
 			err := c.run(ctx, os.Args[2:])

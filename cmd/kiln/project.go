@@ -30,6 +30,8 @@ func runProject(ctx context.Context, args []string) error {
 		fs.StringVar(&branch, "branch", "", "default branch (add: main)")
 		fs.StringVar(&secret, "webhook-secret", "", "secret shared with the forge's webhook (at least 16 characters)")
 		fs.StringVar(&cancelSup, "cancel-superseded", "", "true: a new push cancels running and queued builds of the same branch")
+		fs.Func("log-retention-days", "days a finished build's logs are kept (0: forever, -1: the server's default)", intFlag(&req.LogRetentionDays))
+		fs.Func("log-max-bytes", "bytes of logs the project keeps, oldest builds' pruned first (0: no limit, -1: the server's default)", int64Flag(&req.LogMaxBytes))
 	}
 	pos, err := parseArgs(fs, args)
 	if err != nil {
@@ -75,7 +77,7 @@ func runProject(ctx context.Context, args []string) error {
 		fmt.Printf("webhooks: %s%s (GitHub), %s%s (GitLab), %s%s (Gitea)\n", c.server, out.WebhookPaths[0], c.server, out.WebhookPaths[1], c.server, out.WebhookPaths[2])
 		return nil
 	case "set":
-		if err := need(1, "set NAME [-url URL] [-branch B] [-webhook-secret S] [-cancel-superseded true|false]"); err != nil {
+		if err := need(1, "set NAME [-url URL] [-branch B] [-webhook-secret S] [-cancel-superseded true|false] [-log-retention-days N] [-log-max-bytes N]"); err != nil {
 			return err
 		}
 		if err := c.do(ctx, "PATCH", "/projects/"+url.PathEscape(pos[0]), req, &out); err != nil {

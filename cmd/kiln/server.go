@@ -29,10 +29,14 @@ func serverFlags(fs *flag.FlagSet) *serverOptions {
 	fs.IntVar(&cfg.Scheduler.MaxAttempts, "max-attempts", cfg.Scheduler.MaxAttempts, "attempts per job when attempts end in error (infrastructure faults)")
 	fs.DurationVar(&cfg.Scheduler.RetryDelay, "retry-delay", cfg.Scheduler.RetryDelay, "pause before retrying an errored attempt (times the attempt number)")
 	fs.DurationVar(&cfg.Scheduler.AffinityWait, "affinity-wait", cfg.Scheduler.AffinityWait, "how long a job with sticky caches waits for an agent holding its project's volumes")
+	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "on SIGTERM, how long the server waits for requests in flight before it closes them")
 	fs.StringVar(&cfg.PublicURL, "public-url", "", "base URL agents and jobs reach this server at (default: http:// + the listen address)")
 	fs.DurationVar(&cfg.Cache.MaxAge, "cache-max-age", cfg.Cache.MaxAge, "evict cache entries unused for this long")
 	fs.Int64Var(&cfg.Cache.ProjectBudgetBytes, "cache-project-budget", cfg.Cache.ProjectBudgetBytes, "bytes of cache one project may hold (least recently used evicted first)")
 	fs.Float64Var(&cfg.Cache.DiskHighWater, "cache-disk-high-water", cfg.Cache.DiskHighWater, "share of the cache's disk that may be in use; above it entries are evicted and uploads refused")
+	fs.Var(daysValue{&cfg.LogRetention.MaxAge}, "log-retention", "delete a finished build's logs after this long, e.g. 30d (0: keep forever; a project may set its own)")
+	fs.Int64Var(&cfg.LogRetention.MaxBytes, "log-max-bytes", cfg.LogRetention.MaxBytes, "bytes of logs each project keeps; older builds' logs are deleted first (0: no limit; a project may set its own)")
+	fs.Int64Var(&cfg.ReserveBytes, "disk-reserve", cfg.ReserveBytes, "bytes kept in DATA_DIR/reserve and released when the disk is full, so deletes can still run (0: none)")
 	githubFlags(fs, o)
 	return o
 }

@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"path/filepath"
-	"sync"
 
 	"github.com/kilnci/kiln/internal/server"
 )
@@ -47,18 +46,40 @@ func runUp(ctx context.Context, args []string) error {
 	announce(ctx, srv, ln.Addr().String(), cfg.DataDir)
 	fmt.Printf("  agent:      %s (capacity %d, engine %s)\n", o.cfg.Name, o.cfg.Capacity, host)
 
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var wg sync.WaitGroup
-	wg.Add(1)
+	// Shutdown order: the agent first (it stops claiming, lets its jobs
+	// finish within -shutdown-grace, then ends the rest as errors and
+	// reports them), then the server (in-flight requests, bounded by
+	// -shutdown-timeout), then the store (srv.Close, deferred). The server
+	// runs under a context of its own so that the agent's reports find it
+	// still listening.
+	srvCtx, stopServer := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopServer()
+	agentCtx, stopAgent := context.WithCancel(ctx)
+	defer stopAgent()
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(srvCtx, ln) }()
+	agentDone := make(chan struct{})
 	go func() {
-		defer wg.Done()
-		if err := a.Run(ctx); err != nil {
+		defer close(agentDone)
+		if err := a.Run(agentCtx); err != nil {
 			log.Error("agent stopped", "err", err)
 		}
 	}()
-	err = srv.Serve(ctx, ln)
-	cancel()
-	wg.Wait()
+	select {
+	case <-ctx.Done():
+		log.Info("shutdown: signal received; stopping the agent first", "grace", o.cfg.ShutdownGrace)
+	case err = <-served:
+		// The server stopped on its own (its listener failed): the agent
+		// cannot report anything more; stop it at once.
+		log.Error("server stopped; stopping the agent", "err", err)
+		stopAgent()
+		<-agentDone
+		return err
+	}
+	<-agentDone
+	log.Info("shutdown: agent stopped; stopping the server")
+	stopServer()
+	err = <-served
+	log.Info("shutdown: server stopped; closing the store")
 	return err
 }

@@ -44,10 +44,15 @@ type Config struct {
 	// SpareIdle is how long a spare sandbox, made ahead of time for the
 	// next job of a project with sticky caches, waits for it; 0: no spares.
 	SpareIdle time.Duration
+	// ShutdownGrace is how long running jobs may go on once Run's context
+	// ends (the agent stops claiming at once). Past it they are stopped and
+	// reported as errors, so the server retries them. 0: stopped at once.
+	ShutdownGrace time.Duration
 }
 
 func DefaultConfig() Config {
-	return Config{Capacity: 2, DefaultCPUs: 2, DefaultMemory: 2 << 30, DefaultPids: 1024, ClaimWait: 30 * time.Second, StickyMaxAge: 14 * 24 * time.Hour, SpareIdle: 10 * time.Minute}
+	return Config{Capacity: 2, DefaultCPUs: 2, DefaultMemory: 2 << 30, DefaultPids: 1024, ClaimWait: 30 * time.Second, StickyMaxAge: 14 * 24 * time.Hour, SpareIdle: 10 * time.Minute,
+		ShutdownGrace: 10 * time.Second}
 }
 
 type Agent struct {
@@ -64,6 +69,7 @@ type Agent struct {
 	promotions promotions // sticky volumes being promoted after their job reported
 	spares     spares     // the sandbox made ahead of time for the next job
 	busy       atomic.Int64
+	running    atomic.Int64 // jobs claimed and not yet reported and cleaned up (busy also counts spares)
 }
 
 // Busy reports whether the agent is running a job, or still cleaning up
@@ -92,19 +98,28 @@ func New(cfg Config, rt sandbox.Runtime, mirrors *gitmirror.Mirrors, volumes *st
 }
 
 // Run registers, cleans up what a previous run left behind, and claims and
-// runs jobs until ctx ends. Running jobs are then stopped and their
-// sandboxes destroyed; the server retries them.
+// runs jobs until ctx ends.
+//
+// Shutdown: when ctx ends the agent claims nothing more, at once, but its
+// running jobs go on, under a context of their own, for ShutdownGrace: a
+// job that finishes in that time is reported as usual. Then the rest are
+// stopped with errShutdown and reported as errors (the server retries
+// them), their sandboxes destroyed. Run returns once every job is
+// reported and cleaned up, so the caller (`kiln up`) stops the server only
+// after that: the reports must find it still listening.
 func (a *Agent) Run(ctx context.Context) error {
 	if err := a.register(ctx); err != nil {
 		return err
 	}
 	a.sweep(ctx)
 	go a.pruneLoop(ctx)
+	jobsCtx, stopJobs := context.WithCancelCause(context.WithoutCancel(ctx))
+	defer stopJobs(nil)
 	slots := make(chan struct{}, a.cfg.Capacity)
 	var wg sync.WaitGroup
 	// Runs last: jobs are over, then the spare sandbox goes.
 	defer a.dropSpares()
-	defer wg.Wait()
+	defer a.drain(&wg, stopJobs)
 	backoff := time.Second
 	for ctx.Err() == nil {
 		select {
@@ -144,14 +159,46 @@ func (a *Agent) Run(ctx context.Context) error {
 		backoff = time.Second
 		wg.Add(1)
 		a.busy.Add(1)
+		a.running.Add(1)
 		go func() {
 			defer wg.Done()
 			defer a.busy.Add(-1)
+			defer a.running.Add(-1)
 			defer func() { <-slots }()
-			a.runJob(ctx, asg)
+			a.runJob(jobsCtx, ctx, asg)
 		}()
 	}
 	return nil
+}
+
+// errShutdown ends the jobs still running when the shutdown grace is over.
+var errShutdown = errors.New("agent shut down")
+
+// drain waits for the running jobs after Run's context ended: up to
+// ShutdownGrace on their own, then stopped (stopJobs) and waited for
+// until they are reported and their sandboxes destroyed.
+func (a *Agent) drain(wg *sync.WaitGroup, stopJobs context.CancelCauseFunc) {
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	n := a.running.Load()
+	if n == 0 {
+		<-done
+		a.log.Info("shutdown: stopped claiming; no job was running")
+		return
+	}
+	a.log.Info("shutdown: stopped claiming; waiting for running jobs", "jobs", n, "grace", a.cfg.ShutdownGrace)
+	t := time.NewTimer(a.cfg.ShutdownGrace)
+	defer t.Stop()
+	select {
+	case <-done:
+		a.log.Info("shutdown: running jobs finished within the grace")
+		return
+	case <-t.C:
+	}
+	a.log.Warn("shutdown: grace over; stopping the jobs still running, reporting them as errors (they will be retried)", "jobs", a.running.Load())
+	stopJobs(fmt.Errorf("%w: the job did not finish within the shutdown grace of %s", errShutdown, a.cfg.ShutdownGrace))
+	<-done
+	a.log.Info("shutdown: jobs stopped, reported and their sandboxes destroyed")
 }
 
 func sleep(ctx context.Context, d time.Duration) {

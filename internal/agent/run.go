@@ -68,13 +68,16 @@ func (j *job) sys(format string, args ...any) {
 // runJob runs one attempt from checkout to report. Whatever happens, the
 // sandbox and workspace are destroyed before it returns.
 //
-// Timing and cancellation: ctx (the agent's life) is the parent of jobCtx.
-// jobCtx ends with a cause: errCanceled when a heartbeat answer says the
-// build was canceled, errLost when the server refuses our heartbeat (the
-// lease passed to another attempt: report nothing more), errTimeout at the
-// job's timeout. Cleanup and the final report use fresh contexts, because
-// jobCtx is already done by then.
-func (a *Agent) runJob(ctx context.Context, asg *protocol.Assignment) {
+// Timing and cancellation: ctx (the jobs' context, which outlives the
+// agent's claiming by the shutdown grace) is the parent of jobCtx; life is
+// the agent's claiming context (no spare is made once it ends). jobCtx
+// ends with a cause: errCanceled when a heartbeat answer says the build
+// was canceled, errLost when the server refuses our heartbeat (the lease
+// passed to another attempt: report nothing more), errTimeout at the
+// job's timeout, errShutdown (through ctx) when the agent stops. Cleanup
+// and the final report use fresh contexts, because jobCtx is already done
+// by then.
+func (a *Agent) runJob(ctx, life context.Context, asg *protocol.Assignment) {
 	log := a.log.With("job", asg.JobID, "attempt", asg.Attempt, "build", asg.BuildID)
 	jobCtx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
@@ -85,7 +88,7 @@ func (a *Agent) runJob(ctx context.Context, asg *protocol.Assignment) {
 	timer := time.AfterFunc(timeout, func() { cancel(errTimeout) })
 	defer timer.Stop()
 
-	j := &job{a: a, asg: asg, log: log, life: ctx}
+	j := &job{a: a, asg: asg, log: log, life: life}
 	for _, v := range asg.Secrets {
 		j.secrets = append(j.secrets, v)
 	}
@@ -106,8 +109,9 @@ func (a *Agent) runJob(ctx context.Context, asg *protocol.Assignment) {
 	case errors.Is(cause, errTimeout):
 		status, msg = "timed_out", fmt.Sprintf("job exceeded its timeout of %s", timeout)
 		j.sys("%s", msg)
-	case ctx.Err() != nil:
-		status, msg = "error", "agent shut down while the job ran"
+	case errors.Is(cause, errShutdown), ctx.Err() != nil:
+		status, msg = "error", fmt.Sprint(context.Cause(ctx))
+		j.sys("%s; it will be retried", msg)
 	}
 	cancel(nil)
 	<-hbDone

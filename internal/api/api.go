@@ -28,6 +28,9 @@ type Config struct {
 	MaxWebhookBody int64
 	// PublicURL is the base URL jobs reach the server (and its cache service) at.
 	PublicURL string
+	// Health, when set, is checked by /healthz after the store's own
+	// health (the server checks the data directory's free space).
+	Health func(context.Context) error
 }
 
 type Server struct {
@@ -109,10 +112,23 @@ func New(cfg Config, st *store.Store, sched *scheduler.Scheduler, m *metrics.Met
 
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
 
+// healthz is ok only while the store can write (a read would still
+// succeed on a full disk): store.Health probes a write and remembers
+// failed ones.
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 	if err := s.store.Ping(r.Context()); err != nil {
 		writeError(w, http.StatusServiceUnavailable, "unavailable", "database: "+err.Error())
 		return
+	}
+	if err := s.store.Health(r.Context()); err != nil {
+		writeError(w, http.StatusServiceUnavailable, "store_cannot_write", "database: "+err.Error())
+		return
+	}
+	if s.cfg.Health != nil {
+		if err := s.cfg.Health(r.Context()); err != nil {
+			writeError(w, http.StatusServiceUnavailable, "unavailable", err.Error())
+			return
+		}
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 }
@@ -165,6 +181,10 @@ func (s *Server) storeError(w http.ResponseWriter, err error) {
 	case errors.Is(err, store.ErrStaleAttempt):
 		s.metrics.StaleWritesRefused.Inc()
 		writeError(w, http.StatusConflict, protocol.CodeStaleAttempt, err.Error())
+	case errors.Is(err, store.ErrCannotWrite):
+		// Not the client's fault and not forever: agents retry a 503.
+		s.log.Error("store cannot write", "err", err)
+		writeError(w, http.StatusServiceUnavailable, "store_cannot_write", err.Error())
 	default:
 		s.log.Error("request failed", "err", err)
 		writeError(w, http.StatusInternalServerError, "internal", "internal error: "+err.Error())

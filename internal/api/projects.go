@@ -21,6 +21,11 @@ type ProjectRequest struct {
 	DefaultBranch    *string `json:"default_branch,omitempty"`
 	WebhookSecret    *string `json:"webhook_secret,omitempty"`
 	CancelSuperseded *bool   `json:"cancel_superseded,omitempty"`
+	// Log retention: days to keep a finished build's logs, and bytes of
+	// logs the project keeps (oldest builds' pruned first). 0: no limit;
+	// -1: back to the server's default.
+	LogRetentionDays *int   `json:"log_retention_days,omitempty"`
+	LogMaxBytes      *int64 `json:"log_max_bytes,omitempty"`
 }
 
 // ProjectView is a project as the API shows it: the webhook secret is never
@@ -29,6 +34,8 @@ type ProjectView struct {
 	*store.Project
 	HasWebhookSecret bool     `json:"has_webhook_secret"`
 	WebhookPaths     []string `json:"webhook_paths"`
+	// The project's own log retention; null fields: the server's default.
+	store.LogRetention
 }
 
 func view(p *store.Project) ProjectView {
@@ -42,9 +49,16 @@ func (s *Server) listProjects(w http.ResponseWriter, r *http.Request) {
 		s.storeError(w, err)
 		return
 	}
+	ret, err := s.store.LogRetentions(r.Context())
+	if err != nil {
+		s.storeError(w, err)
+		return
+	}
 	out := make([]ProjectView, 0, len(ps))
 	for _, p := range ps {
-		out = append(out, view(p))
+		v := view(p)
+		v.LogRetention = ret[p.ID]
+		out = append(out, v)
 	}
 	writeJSON(w, http.StatusOK, out)
 }
@@ -67,11 +81,53 @@ func (s *Server) createProject(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "invalid", "clone_url: required")
 		return
 	}
+	ret, err := logRetention(store.LogRetention{}, req)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "invalid", err.Error())
+		return
+	}
 	if err := s.store.CreateProject(r.Context(), p); err != nil {
 		s.storeError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusCreated, view(p))
+	if err := s.store.SetLogRetention(r.Context(), p.ID, ret); err != nil {
+		s.storeError(w, err)
+		return
+	}
+	v := view(p)
+	v.LogRetention = ret
+	writeJSON(w, http.StatusCreated, v)
+}
+
+// logRetention applies a request's log retention fields to cur.
+func logRetention(cur store.LogRetention, req ProjectRequest) (store.LogRetention, error) {
+	if d := req.LogRetentionDays; d != nil {
+		switch {
+		case *d == -1:
+			cur.Days = nil
+		case *d < 0:
+			return cur, fmt.Errorf("log_retention_days: %d: want 0 (keep forever), a number of days, or -1 (the server's default)", *d)
+		default:
+			cur.Days = d
+		}
+	}
+	if b := req.LogMaxBytes; b != nil {
+		switch {
+		case *b == -1:
+			cur.MaxBytes = nil
+		case *b < 0:
+			return cur, fmt.Errorf("log_max_bytes: %d: want 0 (no limit), a number of bytes, or -1 (the server's default)", *b)
+		default:
+			cur.MaxBytes = b
+		}
+	}
+	return cur, nil
+}
+
+// retentionOf returns a project's own log retention.
+func (s *Server) retentionOf(r *http.Request, p *store.Project) (store.LogRetention, error) {
+	ret, err := s.store.LogRetentions(r.Context())
+	return ret[p.ID], err
 }
 
 func apply(p *store.Project, req ProjectRequest) error {
@@ -110,7 +166,14 @@ func (s *Server) project(w http.ResponseWriter, r *http.Request) (*store.Project
 
 func (s *Server) getProject(w http.ResponseWriter, r *http.Request) {
 	if p, ok := s.project(w, r); ok {
-		writeJSON(w, http.StatusOK, view(p))
+		ret, err := s.retentionOf(r, p)
+		if err != nil {
+			s.storeError(w, err)
+			return
+		}
+		v := view(p)
+		v.LogRetention = ret
+		writeJSON(w, http.StatusOK, v)
 	}
 }
 
@@ -131,11 +194,27 @@ func (s *Server) updateProject(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "invalid", err.Error())
 		return
 	}
+	cur, err := s.retentionOf(r, p)
+	if err != nil {
+		s.storeError(w, err)
+		return
+	}
+	ret, err := logRetention(cur, req)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "invalid", err.Error())
+		return
+	}
 	if err := s.store.UpdateProject(r.Context(), p); err != nil {
 		s.storeError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, view(p))
+	if err := s.store.SetLogRetention(r.Context(), p.ID, ret); err != nil {
+		s.storeError(w, err)
+		return
+	}
+	v := view(p)
+	v.LogRetention = ret
+	writeJSON(w, http.StatusOK, v)
 }
 
 func (s *Server) deleteProject(w http.ResponseWriter, r *http.Request) {

@@ -125,6 +125,9 @@ func (h *harness) startAgent(id string, rt sandbox.Runtime, labels ...string) (w
 	cfg.DefaultMemory = 256 << 20
 	cfg.DefaultCPUs = 1
 	cfg.ClaimWait = 2 * time.Second
+	// Stopping a test's agent stops its jobs at once (shutdown_test.go
+	// covers the grace).
+	cfg.ShutdownGrace = 0
 	if rt == nil {
 		rt = h.rt
 	}

@@ -273,13 +273,13 @@ func (s *Scheduler) reapLoop(ctx context.Context) {
 
 // Reap ends expired leases and overdue jobs once.
 func (s *Scheduler) Reap(ctx context.Context) {
-	expired, err := s.store.ExpireLeases(ctx, s.cfg.RetryDelay)
+	expired, err := s.store.ExpireLeases(ctx, s.cfg.RetryDelay, leaseExpiry)
 	if err != nil && ctx.Err() == nil {
 		s.log.Error("reap: expire leases", "err", err)
 	}
 	for _, e := range expired {
 		s.metrics.LeasesExpired.Inc()
-		s.log.Warn("lease expired: agent lost, job will be retried if attempts remain", "job", e.JobID, "attempt", e.Attempt, "agent", e.AgentID)
+		s.log.Warn("lease expired, job will be retried if attempts remain", "job", e.JobID, "attempt", e.Attempt, "agent", e.AgentID, "reason", leaseExpiry(e))
 	}
 	running, err := s.store.RunningJobs(ctx)
 	if err != nil {
@@ -300,6 +300,17 @@ func (s *Scheduler) Reap(ctx context.Context) {
 	if len(expired) > 0 {
 		s.JobsChanged()
 	}
+}
+
+// leaseExpiry says why a lease expired. When the agent's last write for
+// the job failed on the server's side because the store could not write
+// (a full disk), the agent was not lost: its heartbeats were refused.
+func leaseExpiry(e store.ExpiredLease) string {
+	if e.StoreError != "" {
+		return fmt.Sprintf("server could not write to its store (%s) since %s: the agent's heartbeats and reports were refused; lease expired",
+			e.StoreError, e.StoreErrorSince.UTC().Format(time.RFC3339))
+	}
+	return "agent lost: lease expired"
 }
 
 // RetryDelay is the backoff before retrying an attempt that ended in error.

@@ -23,6 +23,7 @@ import (
 	"github.com/kilnci/kiln/internal/cache"
 	"github.com/kilnci/kiln/internal/gitmirror"
 	"github.com/kilnci/kiln/internal/metrics"
+	"github.com/kilnci/kiln/internal/protocol"
 	"github.com/kilnci/kiln/internal/scheduler"
 	"github.com/kilnci/kiln/internal/secretbox"
 	"github.com/kilnci/kiln/internal/store"
@@ -49,11 +50,29 @@ type Config struct {
 	// Actions connects Kiln to GitHub for its runner pools (a GitHub App
 	// or a token, the webhook secret, reconciler and reaper timing).
 	Actions actions.Config
+	// ShutdownTimeout bounds how long Serve waits, once its context ends,
+	// for requests in flight (agents' long-poll claims end at once).
+	ShutdownTimeout time.Duration
+	// LogRetention is every project's default log retention (a project
+	// may override it); RetentionEvery is how often it is applied.
+	LogRetention   RetentionPolicy
+	RetentionEvery time.Duration
+	// ReserveBytes is the space kept in DataDir/reserve for deletes on a
+	// full disk (0: none); HealthEvery is how often the store's writes are
+	// probed (and the reserve made again once there is room).
+	ReserveBytes int64
+	HealthEvery  time.Duration
+	// MinFreeBytes: with less free space in DataDir, /healthz answers 503
+	// (a small write may still fit in SQLite's write-ahead log, so a write
+	// probe alone can miss a full disk).
+	MinFreeBytes int64
 }
 
 func DefaultConfig() Config {
 	return Config{Listen: "127.0.0.1:8080", MaxWebhookBody: 25 << 20, Scheduler: scheduler.DefaultConfig(), Cache: cache.DefaultConfig(), EvictEvery: 10 * time.Minute,
-		Actions: actions.DefaultConfig()}
+		Actions: actions.DefaultConfig(), ShutdownTimeout: 10 * time.Second,
+		LogRetention: RetentionPolicy{MaxAge: 90 * 24 * time.Hour, MaxBytes: 1 << 30}, RetentionEvery: 10 * time.Minute,
+		ReserveBytes: 64 << 20, HealthEvery: 10 * time.Second, MinFreeBytes: 16 << 20}
 }
 
 // Validate reports the first invalid field.
@@ -67,6 +86,12 @@ func (c Config) Validate() error {
 		return errors.New("lease: at least 1s")
 	case c.Scheduler.MaxAttempts < 1:
 		return errors.New("max-attempts: at least 1")
+	case c.LogRetention.MaxAge < 0:
+		return errors.New("log-retention: must not be negative (0: keep forever)")
+	case c.LogRetention.MaxBytes < 0:
+		return errors.New("log-max-bytes: must not be negative (0: no limit)")
+	case c.ReserveBytes < 0:
+		return errors.New("disk-reserve: must not be negative (0: none)")
 	}
 	return c.Actions.Validate()
 }
@@ -81,6 +106,8 @@ type Server struct {
 	Actions *actions.Service
 	log     *slog.Logger
 	ln      net.Listener
+	reserve *reserve
+	now     func() time.Time // log retention's clock (tests move it)
 }
 
 func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
@@ -119,6 +146,11 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		return nil, err
 	}
 	fail := func(err error) (*Server, error) { ln.Close(); st.Close(); return nil, err }
+	res := newReserve(filepath.Join(cfg.DataDir, "reserve"), cfg.ReserveBytes, log.With("component", "reserve"))
+	if ok, err := res.ensure(); err != nil || !ok {
+		log.Warn("no disk reserve yet: not enough free space in the data directory (deletes may fail when the disk fills)", "bytes", cfg.ReserveBytes, "err", err)
+	}
+	st.SetReserve(res)
 	mirrors, err := gitmirror.New(filepath.Join(cfg.DataDir, "git"))
 	if err != nil {
 		return fail(err)
@@ -153,8 +185,8 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return fail(err)
 	}
-	a := api.New(api.Config{MaxWebhookBody: cfg.MaxWebhookBody, PublicURL: cfg.PublicURL}, st, sched, m, log.With("component", "api"), cacheSvc, acts)
-	return &Server{cfg: cfg, Store: st, Sched: sched, Mirrors: mirrors, API: a, Cache: cacheSvc, Actions: acts, log: log, ln: ln}, nil
+	a := api.New(api.Config{MaxWebhookBody: cfg.MaxWebhookBody, PublicURL: cfg.PublicURL, Health: diskHealth(cfg.DataDir, cfg.MinFreeBytes)}, st, sched, m, log.With("component", "api"), cacheSvc, acts)
+	return &Server{cfg: cfg, Store: st, Sched: sched, Mirrors: mirrors, API: a, Cache: cacheSvc, Actions: acts, log: log, ln: ln, reserve: res, now: time.Now}, nil
 }
 
 // deriveKey derives a purpose-bound key from the secret key, so that one
@@ -172,9 +204,28 @@ func (s *Server) Listen() (net.Listener, error) { return s.ln, nil }
 func (s *Server) PublicURL() string { return s.cfg.PublicURL }
 
 // Serve runs the scheduler and serves HTTP on ln until ctx ends, then shuts
-// down gracefully.
+// down gracefully: the listener closes, waiting agents' claims end at once
+// (empty), other requests in flight get up to ShutdownTimeout, and the
+// scheduler's loops end before Serve returns. The store stays open until
+// Close.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
-	hs := &http.Server{Handler: s.API, ReadHeaderTimeout: 10 * time.Second}
+	// A claim is held open up to 30s waiting for a job, a live log stream
+	// as long as its client reads: at shutdown they are ended (a claim's
+	// answer is then empty) rather than waited for or cut off.
+	draining, drain := context.WithCancel(context.Background())
+	defer drain()
+	claimPath := protocol.Prefix + "/claim"
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == claimPath || strings.HasSuffix(r.URL.Path, "/logs/stream") {
+			rctx, cancel := context.WithCancel(r.Context())
+			defer cancel()
+			stop := context.AfterFunc(draining, cancel)
+			defer stop()
+			r = r.WithContext(rctx)
+		}
+		s.API.ServeHTTP(w, r)
+	})
+	hs := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
 	schedDone := make(chan struct{})
 	// The scheduler's loops and the Actions reconciler and reaper (when
 	// GitHub is configured) use the store: Serve returns after them.
@@ -183,6 +234,8 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		var wg sync.WaitGroup
 		wg.Go(func() { s.Sched.Run(ctx) })
 		wg.Go(func() { s.Actions.Run(ctx) })
+		wg.Go(func() { s.retentionLoop(ctx) })
+		wg.Go(func() { s.healthLoop(ctx) })
 		wg.Wait()
 	}()
 	go s.evictLoop(ctx)
@@ -194,14 +247,29 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		<-schedDone
 		return err
 	}
-	shutCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	bound := s.cfg.ShutdownTimeout
+	if bound <= 0 {
+		bound = 10 * time.Second
+	}
+	s.log.Info("shutdown: listener closed; waiting for requests in flight", "timeout", bound)
+	drain()
+	shutCtx, cancel := context.WithTimeout(context.Background(), bound)
 	defer cancel()
-	_ = hs.Shutdown(shutCtx)
+	if err := hs.Shutdown(shutCtx); err != nil {
+		s.log.Warn("shutdown: requests still in flight were cut off", "err", err)
+		_ = hs.Close()
+	}
 	<-schedDone
+	s.log.Info("shutdown: HTTP server and scheduler stopped")
 	return nil
 }
 
-func (s *Server) Close() error { s.ln.Close(); return s.Store.Close() }
+func (s *Server) Close() error {
+	s.ln.Close()
+	err := s.Store.Close()
+	s.log.Info("shutdown: store closed")
+	return err
+}
 
 // evictLoop runs the cache service's eviction now and then periodically.
 func (s *Server) evictLoop(ctx context.Context) {

@@ -10,7 +10,8 @@ import (
 )
 
 const buildCols = `b.id, b.project_id, p.name, b.number, b.status, b.trigger, b.forge, b.delivery_id, b.ref, b.branch, b.commit_sha,
-	b.message, b.author, b.error, b.cancel_requested, b.planned, b.plan_attempts, b.created_at, b.started_at, b.finished_at`
+	b.message, b.author, b.error, b.cancel_requested, b.planned, b.plan_attempts, b.created_at, b.started_at, b.finished_at,
+	b.logs_pruned_at`
 
 const buildFrom = ` FROM builds b JOIN projects p ON p.id = b.project_id`
 
@@ -18,9 +19,9 @@ func scanBuild(row interface{ Scan(...any) error }) (*Build, error) {
 	var b Build
 	var cancel, planned int
 	var created int64
-	var started, finished sql.NullInt64
+	var started, finished, pruned sql.NullInt64
 	err := row.Scan(&b.ID, &b.ProjectID, &b.Project, &b.Number, &b.Status, &b.Trigger, &b.Forge, &b.DeliveryID, &b.Ref, &b.Branch, &b.Commit,
-		&b.Message, &b.Author, &b.Error, &cancel, &planned, &b.PlanAttempts, &created, &started, &finished)
+		&b.Message, &b.Author, &b.Error, &cancel, &planned, &b.PlanAttempts, &created, &started, &finished, &pruned)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("build: %w", ErrNotFound)
 	}
@@ -29,6 +30,7 @@ func scanBuild(row interface{ Scan(...any) error }) (*Build, error) {
 	}
 	b.CancelRequested, b.Planned = cancel != 0, planned != 0
 	b.CreatedAt, b.StartedAt, b.FinishedAt = fromMS(created), nullTime(started), nullTime(finished)
+	b.LogsPrunedAt = nullTime(pruned)
 	return &b, nil
 }
 

@@ -224,6 +224,19 @@ var migrations = []string{
 	// job is made for it before then.
 	`ALTER TABLE actions_jobs ADD COLUMN warm_until INTEGER;
 	CREATE INDEX actions_runners_pool ON actions_runners(pool, gh_job_id);`,
+	// 5: disk full and log retention. health holds the row /healthz
+	// rewrites to prove the store can write; a build records when its logs
+	// were pruned and (once finished) their size; a project may override
+	// the server's log retention (NULL: the server's default; 0: no limit).
+	`CREATE TABLE health (id INTEGER PRIMARY KEY, checked_at INTEGER NOT NULL);
+	ALTER TABLE builds ADD COLUMN logs_pruned_at INTEGER;
+	ALTER TABLE builds ADD COLUMN log_bytes INTEGER;
+	CREATE INDEX builds_logs_kept ON builds(project_id, finished_at) WHERE logs_pruned_at IS NULL;
+	CREATE TABLE project_log_retention (
+		project_id INTEGER PRIMARY KEY REFERENCES projects(id) ON DELETE CASCADE,
+		days INTEGER,
+		max_bytes INTEGER
+	);`,
 }
 
 func (s *Store) migrate(ctx context.Context) error {

@@ -277,6 +277,7 @@ func fence(ctx context.Context, tx *sql.Tx, jobID int64, attempt int) (buildID i
 // whether the job was canceled. A stale attempt gets ErrStaleAttempt: the
 // agent must kill its sandbox and report nothing more.
 func (s *Store) Heartbeat(ctx context.Context, jobID int64, attempt int, lease time.Duration) (cancel bool, err error) {
+	defer func() { err = s.jobWrote(jobID, err) }()
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return false, err
@@ -292,7 +293,8 @@ func (s *Store) Heartbeat(ctx context.Context, jobID int64, attempt int, lease t
 }
 
 // UpdateStep records a step's progress: running (exitCode nil) or a final status.
-func (s *Store) UpdateStep(ctx context.Context, jobID int64, attempt, idx int, status Status, exitCode *int) error {
+func (s *Store) UpdateStep(ctx context.Context, jobID int64, attempt, idx int, status Status, exitCode *int) (err error) {
+	defer func() { err = s.jobWrote(jobID, err) }()
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
@@ -318,7 +320,8 @@ func (s *Store) UpdateStep(ctx context.Context, jobID int64, attempt, idx int, s
 
 // AppendLogs stores lines of a running attempt. Lines are keyed by
 // (job, attempt, seq): a batch sent twice is stored once.
-func (s *Store) AppendLogs(ctx context.Context, jobID int64, attempt int, lines []LogLine) error {
+func (s *Store) AppendLogs(ctx context.Context, jobID int64, attempt int, lines []LogLine) (err error) {
+	defer func() { err = s.jobWrote(jobID, err) }()
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
@@ -376,6 +379,15 @@ func (s *Store) Logs(ctx context.Context, jobID int64, attempt int, afterSeq int
 // job goes back to queued after retryDelay) while attempts remain, unless the
 // job was canceled. It returns the job's status after the call.
 func (s *Store) FinishJob(ctx context.Context, jobID int64, attempt int, status Status, exitCode *int, msg string, retryDelay time.Duration) (Status, error) {
+	final, err := s.finishJob(ctx, jobID, attempt, status, exitCode, msg, retryDelay)
+	if errors.Is(err, ErrStaleAttempt) {
+		return final, err
+	}
+	// Once the attempt's end is written, its failed writes are history.
+	return final, s.jobWrote(jobID, err)
+}
+
+func (s *Store) finishJob(ctx context.Context, jobID int64, attempt int, status Status, exitCode *int, msg string, retryDelay time.Duration) (Status, error) {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return "", err
@@ -433,22 +445,29 @@ type ExpiredLease struct {
 	JobID   int64
 	Attempt int
 	AgentID string
+	// StoreError is set when the last write the agent made for the job
+	// (a heartbeat, step, log batch or finish) failed on the server's
+	// side because the store could not write; StoreErrorSince is when such
+	// writes began to fail. The agent was then not lost: the server was.
+	StoreError      string
+	StoreErrorSince time.Time
 }
 
-// ExpireLeases ends every running attempt whose lease expired as an error
-// ("agent lost"), which retries the job while attempts remain.
-func (s *Store) ExpireLeases(ctx context.Context, retryDelay time.Duration) ([]ExpiredLease, error) {
-	return s.failRunning(ctx, `lease_expires < ?`, []any{s.nowMS()}, "agent lost: lease expired", retryDelay)
+// ExpireLeases ends every running attempt whose lease expired as an error,
+// which retries the job while attempts remain. reason gives each its
+// message (the caller knows why leases expire; see ExpiredLease).
+func (s *Store) ExpireLeases(ctx context.Context, retryDelay time.Duration, reason func(ExpiredLease) string) ([]ExpiredLease, error) {
+	return s.failRunning(ctx, `lease_expires < ?`, []any{s.nowMS()}, reason, retryDelay)
 }
 
 // ReleaseAgent ends every running attempt leased to agentID as an error.
 // An agent calls it (through registration) when it starts, because whatever
 // it ran before it restarted is gone.
 func (s *Store) ReleaseAgent(ctx context.Context, agentID string, retryDelay time.Duration) ([]ExpiredLease, error) {
-	return s.failRunning(ctx, `agent_id = ?`, []any{agentID}, "agent restarted while the job ran", retryDelay)
+	return s.failRunning(ctx, `agent_id = ?`, []any{agentID}, func(ExpiredLease) string { return "agent restarted while the job ran" }, retryDelay)
 }
 
-func (s *Store) failRunning(ctx context.Context, cond string, args []any, msg string, retryDelay time.Duration) ([]ExpiredLease, error) {
+func (s *Store) failRunning(ctx context.Context, cond string, args []any, reason func(ExpiredLease) string, retryDelay time.Duration) ([]ExpiredLease, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT id, attempt, agent_id FROM jobs WHERE status = 'running' AND `+cond, args...)
 	if err != nil {
 		return nil, err
@@ -465,7 +484,15 @@ func (s *Store) failRunning(ctx context.Context, cond string, args []any, msg st
 	rows.Close()
 	var done []ExpiredLease
 	for _, e := range found {
-		if _, err := s.FinishJob(ctx, e.JobID, e.Attempt, StatusError, nil, msg, retryDelay); err != nil {
+		if f, ok := s.jobWriteFailure(e.JobID); ok {
+			e.StoreError, e.StoreErrorSince = f.err, f.since
+		}
+		// Not FinishJob: the reaper's own failed writes are not the agent's.
+		_, err := s.finishJob(ctx, e.JobID, e.Attempt, StatusError, nil, reason(e), retryDelay)
+		if err == nil {
+			s.forgetJobWrites(e.JobID)
+		}
+		if err = s.wrote(err); err != nil {
 			if errors.Is(err, ErrStaleAttempt) {
 				continue // finished meanwhile
 			}

@@ -24,6 +24,10 @@ type Store struct {
 	db     *sql.DB
 	sealer Sealer
 	now    func() time.Time
+	// health remembers failed writes (health.go); reserve is released
+	// for deletes on a full disk.
+	health  writeHealth
+	reserve Reserve
 }
 
 // OpenSQLite opens (creating if needed) the SQLite database at path and
@@ -197,8 +201,34 @@ func (s *Store) ListProjects(ctx context.Context) ([]*Project, error) {
 	return out, rows.Err()
 }
 
+// DeleteProject deletes a project and everything of it. Its log lines go
+// first, in batches, each its own transaction: one huge delete would need
+// as much room in SQLite's write-ahead log as the lines it deletes, which a
+// full disk (or its reserve) may not have.
 func (s *Store) DeleteProject(ctx context.Context, id int64) error {
-	res, err := s.db.ExecContext(ctx, `DELETE FROM projects WHERE id = ?`, id)
+	for {
+		var n int64
+		err := s.deleting(func() error {
+			res, err := s.db.ExecContext(ctx, `DELETE FROM log_lines WHERE rowid IN (SELECT l.rowid FROM log_lines l JOIN jobs j ON j.id = l.job_id JOIN builds b ON b.id = j.build_id
+				WHERE b.project_id = ? LIMIT ?)`, id, pruneBatch)
+			if err == nil {
+				n, err = res.RowsAffected()
+			}
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("project: delete its logs: %w", err)
+		}
+		if n < pruneBatch {
+			break
+		}
+	}
+	var res sql.Result
+	err := s.deleting(func() error {
+		var err error
+		res, err = s.db.ExecContext(ctx, `DELETE FROM projects WHERE id = ?`, id)
+		return err
+	})
 	return mustAffect(res, err, "project")
 }
 

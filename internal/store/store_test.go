@@ -318,7 +318,7 @@ func TestLeaseExpiryRetriesAndFencesTheOldAttempt(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.advance(11 * time.Second)
-	expired, err := s.ExpireLeases(ctx, 0)
+	expired, err := s.ExpireLeases(ctx, 0, func(ExpiredLease) string { return "agent lost" })
 	if err != nil || len(expired) != 1 {
 		t.Fatalf("expired %v %v", expired, err)
 	}

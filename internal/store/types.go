@@ -87,7 +87,9 @@ type Build struct {
 	CreatedAt       time.Time  `json:"created_at"`
 	StartedAt       *time.Time `json:"started_at,omitempty"`
 	FinishedAt      *time.Time `json:"finished_at,omitempty"`
-	Jobs            []*Job     `json:"jobs,omitempty"`
+	// LogsPrunedAt is when log retention deleted the build's logs.
+	LogsPrunedAt *time.Time `json:"logs_pruned_at,omitempty"`
+	Jobs         []*Job     `json:"jobs,omitempty"`
 }
 
 // TriggerGitHubActions is the trigger of a runner build: a GitHub Actions
