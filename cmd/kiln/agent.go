@@ -27,6 +27,9 @@ type agentOptions struct {
 	memory  string
 	// stickyMax bounds one sticky cache volume.
 	stickyMax int64
+	// git bounds the agent's git commands (checkouts); kiln up sets it
+	// from the server's flags.
+	git gitmirror.Config
 	// runtime is the engine connection build made (drained at shutdown).
 	runtime *docker.Runtime
 }
@@ -41,8 +44,9 @@ func (o *agentOptions) close() {
 }
 
 func agentFlags(fs *flag.FlagSet, local bool) *agentOptions {
-	o := &agentOptions{cfg: agent.DefaultConfig()}
+	o := &agentOptions{cfg: agent.DefaultConfig(), git: gitmirror.DefaultConfig()}
 	if !local {
+		gitFlags(fs, &o.git)
 		fs.StringVar(&o.cfg.Server, "server", envOr("KILN_SERVER", "http://127.0.0.1:8080"), "control plane URL ($KILN_SERVER)")
 		fs.StringVar(&o.cfg.Token, "token", os.Getenv("KILN_AGENT_TOKEN"), "agent token, from 'kiln token create --kind agent' ($KILN_AGENT_TOKEN)")
 		fs.StringVar(&o.dataDir, "data-dir", filepath.Join(defaultDataDir(), "agent"), "agent state: its id, git mirrors, job workspaces")
@@ -102,7 +106,7 @@ func (o *agentOptions) build(ctx context.Context, dataDir string) (*agent.Agent,
 	// Keep a bridge network ready per job slot: off the job's critical path.
 	rt.EnableNetworkPool(o.cfg.ID, o.cfg.Capacity, newLogger().With("component", "netpool"))
 	o.runtime = rt
-	mirrors, err := gitmirror.New(filepath.Join(dataDir, "git"))
+	mirrors, err := gitmirror.Open(filepath.Join(dataDir, "git"), o.git)
 	if err != nil {
 		return nil, "", err
 	}

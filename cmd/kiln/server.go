@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 
+	"github.com/kilnci/kiln/internal/gitmirror"
 	"github.com/kilnci/kiln/internal/server"
 )
 
@@ -30,6 +31,9 @@ func serverFlags(fs *flag.FlagSet) *serverOptions {
 	fs.DurationVar(&cfg.Scheduler.RetryDelay, "retry-delay", cfg.Scheduler.RetryDelay, "pause before retrying an errored attempt (times the attempt number)")
 	fs.DurationVar(&cfg.Scheduler.AffinityWait, "affinity-wait", cfg.Scheduler.AffinityWait, "how long a job with sticky caches waits for an agent holding its project's volumes")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "on SIGTERM, how long the server waits for requests in flight before it closes them")
+	fs.IntVar(&cfg.Scheduler.Planners, "planners", cfg.Scheduler.Planners, "builds planned at once (their .kiln.yml read), never two of one project")
+	fs.DurationVar(&cfg.Scheduler.PlanTimeout, "plan-timeout", cfg.Scheduler.PlanTimeout, "longest the planning of one build may take, git included")
+	gitFlags(fs, &cfg.Git)
 	fs.StringVar(&cfg.PublicURL, "public-url", "", "base URL agents and jobs reach this server at (default: http:// + the listen address)")
 	fs.DurationVar(&cfg.Cache.MaxAge, "cache-max-age", cfg.Cache.MaxAge, "evict cache entries unused for this long")
 	fs.Int64Var(&cfg.Cache.ProjectBudgetBytes, "cache-project-budget", cfg.Cache.ProjectBudgetBytes, "bytes of cache one project may hold (least recently used evicted first)")
@@ -39,6 +43,14 @@ func serverFlags(fs *flag.FlagSet) *serverOptions {
 	fs.Int64Var(&cfg.ReserveBytes, "disk-reserve", cfg.ReserveBytes, "bytes kept in DATA_DIR/reserve and released when the disk is full, so deletes can still run (0: none)")
 	githubFlags(fs, o)
 	return o
+}
+
+// gitFlags binds the git deadlines and the file:// switch, shared by the
+// server and the agent (kiln up binds them once, for both).
+func gitFlags(fs *flag.FlagSet, g *gitmirror.Config) {
+	fs.DurationVar(&g.FetchTimeout, "git-fetch-timeout", g.FetchTimeout, "deadline of each git fetch from a repository; its processes are killed at it")
+	fs.DurationVar(&g.LocalTimeout, "git-local-timeout", g.LocalTimeout, "deadline of each local git command (reading a mirror, a job's checkout)")
+	fs.BoolVar(&g.AllowFileRemotes, "allow-file-remotes", g.AllowFileRemotes, "allow file:// clone URLs (local paths are always allowed)")
 }
 
 // githubFlags binds the GitHub Actions connection and timing (docs/actions.md).

@@ -31,6 +31,8 @@ type Config struct {
 	// Health, when set, is checked by /healthz after the store's own
 	// health (the server checks the data directory's free space).
 	Health func(context.Context) error
+	// AllowFileRemotes lets a project's clone URL be a file:// URL.
+	AllowFileRemotes bool
 }
 
 type Server struct {

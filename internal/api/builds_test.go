@@ -3,6 +3,8 @@ package api_test
 import (
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -170,6 +172,13 @@ func TestPlanFailures(t *testing.T) {
 	git(t, dir, "checkout", "-q", "-b", "nofile")
 	git(t, dir, "rm", "-q", ".kiln.yml")
 	git(t, dir, "commit", "-q", "-m", "no pipeline")
+	git(t, dir, "checkout", "-q", "-b", "symlink")
+	commitFile(t, dir, "ci.yml", pipelineOK)
+	if err := os.Symlink("ci.yml", filepath.Join(dir, ".kiln.yml")); err != nil {
+		t.Fatal(err)
+	}
+	git(t, dir, "add", ".kiln.yml")
+	git(t, dir, "commit", "-q", "-m", "pipeline as a symlink")
 	e.project("hello", dir, nil)
 
 	tests := []struct {
@@ -182,6 +191,7 @@ func TestPlanFailures(t *testing.T) {
 			`^\.kiln\.yml:5:14: jobs\.Test\.steps\[0\]\.run: `,
 		}},
 		{"nofile", store.StatusFailure, []string{`^\.kiln\.yml: no such file at commit [0-9a-f]{12}$`}},
+		{"symlink", store.StatusFailure, []string{`^\.kiln\.yml: is a symlink \(to "ci\.yml"\) at commit [0-9a-f]{12}: Kiln reads the pipeline file only as a regular file`}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.branch, func(t *testing.T) {

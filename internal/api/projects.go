@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"regexp"
 
+	"github.com/kilnci/kiln/internal/gitmirror"
 	"github.com/kilnci/kiln/internal/store"
 )
 
@@ -69,7 +70,7 @@ func (s *Server) createProject(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p := &store.Project{Name: req.Name, DefaultBranch: "main"}
-	if err := apply(p, req); err != nil {
+	if err := s.apply(p, req); err != nil {
 		writeError(w, http.StatusBadRequest, "invalid", err.Error())
 		return
 	}
@@ -130,10 +131,14 @@ func (s *Server) retentionOf(r *http.Request, p *store.Project) (store.LogRetent
 	return ret[p.ID], err
 }
 
-func apply(p *store.Project, req ProjectRequest) error {
+func (s *Server) apply(p *store.Project, req ProjectRequest) error {
 	if req.CloneURL != nil {
 		if *req.CloneURL == "" {
 			return errors.New("clone_url: must not be empty")
+		}
+		// Refused here, and again by the mirror before any fetch.
+		if err := gitmirror.CheckURL(*req.CloneURL, s.cfg.AllowFileRemotes); err != nil {
+			return fmt.Errorf("clone_url: %w", err)
 		}
 		p.CloneURL = *req.CloneURL
 	}
@@ -190,7 +195,7 @@ func (s *Server) updateProject(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "invalid", "name: a project cannot be renamed")
 		return
 	}
-	if err := apply(p, req); err != nil {
+	if err := s.apply(p, req); err != nil {
 		writeError(w, http.StatusBadRequest, "invalid", err.Error())
 		return
 	}

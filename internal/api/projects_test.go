@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/kilnci/kiln/internal/api"
+	"github.com/kilnci/kiln/internal/server"
 )
 
 // TestProjectLifecycle: create, get, list, patch and delete a project; the
@@ -85,6 +86,11 @@ func TestProjectInvalid(t *testing.T) {
 		{"patch: short webhook secret", "PATCH", "/api/v1/projects/web", map[string]any{"webhook_secret": "short"}, 400, "invalid", "webhook_secret: at least 16 characters"},
 		{"patch: rename", "PATCH", "/api/v1/projects/web", map[string]any{"name": "web2"}, 400, "invalid", "cannot be renamed"},
 		{"patch: empty clone URL", "PATCH", "/api/v1/projects/web", map[string]any{"clone_url": "", "cancel_superseded": true}, 400, "invalid", "clone_url: must not be empty"},
+		{"fd:: clone URL", "POST", "/api/v1/projects", map[string]any{"name": "x", "clone_url": "fd::3"}, 400, "invalid", `clone_url: repository URL "fd::3" uses git's remote helper "fd::", which Kiln does not allow`},
+		{"ext:: clone URL", "POST", "/api/v1/projects", map[string]any{"name": "x", "clone_url": "ext::sh -c id"}, 400, "invalid", `remote helper "ext::"`},
+		{"file:// clone URL", "POST", "/api/v1/projects", map[string]any{"name": "x", "clone_url": "file:///srv/git/x.git"}, 400, "invalid", "-allow-file-remotes"},
+		{"ftp clone URL", "POST", "/api/v1/projects", map[string]any{"name": "x", "clone_url": "ftp://git.example.org/x.git"}, 400, "invalid", `transport "ftp" is not allowed`},
+		{"patch: ext:: clone URL", "PATCH", "/api/v1/projects/web", map[string]any{"clone_url": "ext::sh -c id"}, 400, "invalid", `clone_url: repository URL "ext::sh -c id" uses git's remote helper "ext::"`},
 		{"patch: unknown field", "PATCH", "/api/v1/projects/web", map[string]any{"cancel_superseded": true, "branch": "x"}, 400, "bad_request", `unknown field "branch"`},
 		{"body over 1 MiB", "POST", "/api/v1/projects", map[string]any{"name": "x", "clone_url": strings.Repeat("u", 1<<20)}, 413, "too_large", "over 1 MiB"},
 	}, func(e *env) {
@@ -94,6 +100,15 @@ func TestProjectInvalid(t *testing.T) {
 			e.t.Errorf("projects changed: %s", dump(list))
 		}
 	})
+}
+
+// TestFileRemotesAllowed: with the admin's -allow-file-remotes, a file://
+// clone URL is accepted and its builds are planned.
+func TestFileRemotesAllowed(t *testing.T) {
+	e := newEnv(t, func(c *server.Config) { c.Git.AllowFileRemotes = true })
+	dir, head := newRepo(t)
+	e.project("hello", "file://"+dir, nil)
+	wantQueued(t, e.waitPlanned(e.trigger("hello", "main").ID), head)
 }
 
 // TestSecrets: secrets are set by name and listed by name only; their values

@@ -24,6 +24,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Error kinds, wrapped with %w. A missing file, commit or ref is the user's
@@ -34,11 +35,25 @@ var (
 	ErrCommitNotFound = errors.New("commit not found")
 	ErrRefNotFound    = errors.New("ref not found")
 	ErrFetch          = errors.New("fetch failed")
+	ErrSymlink        = errors.New("is a symbolic link")
 )
+
+// SymlinkError is ReadFile's answer for a path that is a symbolic link.
+type SymlinkError struct {
+	Path   string // in the repository
+	Target string // what the link points to, as committed
+}
+
+func (e *SymlinkError) Error() string {
+	return fmt.Sprintf("%s is a symlink (to %q), not a file", e.Path, e.Target)
+}
+
+func (e *SymlinkError) Unwrap() error { return ErrSymlink }
 
 // Mirrors is a cache of bare mirrors under one directory. It is safe for
 // use by many goroutines, and by several processes sharing the directory.
 type Mirrors struct {
+	cfg     Config
 	root    string
 	env     []string
 	fetches atomic.Int64
@@ -59,8 +74,36 @@ type mirror struct {
 	lastGoodFetch  int64 // the fetchesStarted number of the last fetch that succeeded
 }
 
-// New returns a mirror cache rooted at dir, creating it if missing.
-func New(dir string) (*Mirrors, error) {
+// Config bounds what the mirrors do. Zero durations take the defaults.
+type Config struct {
+	// FetchTimeout bounds each fetch from a remote: a server that accepts
+	// the connection and never answers costs this much, not forever.
+	FetchTimeout time.Duration
+	// LocalTimeout bounds each git command on this host's repositories
+	// (reads of a mirror, a checkout's clone and its checkout).
+	LocalTimeout time.Duration
+	// AllowFileRemotes lets file:// remotes be fetched; local paths always are.
+	AllowFileRemotes bool
+}
+
+// DefaultConfig is what New uses.
+func DefaultConfig() Config {
+	return Config{FetchTimeout: 3 * time.Minute, LocalTimeout: 3 * time.Minute}
+}
+
+// New returns a mirror cache rooted at dir with the default configuration,
+// creating it if missing.
+func New(dir string) (*Mirrors, error) { return Open(dir, DefaultConfig()) }
+
+// Open returns a mirror cache rooted at dir, creating it if missing.
+func Open(dir string, cfg Config) (*Mirrors, error) {
+	def := DefaultConfig()
+	if cfg.FetchTimeout <= 0 {
+		cfg.FetchTimeout = def.FetchTimeout
+	}
+	if cfg.LocalTimeout <= 0 {
+		cfg.LocalTimeout = def.LocalTimeout
+	}
 	root, err := filepath.Abs(dir)
 	if err != nil {
 		return nil, fmt.Errorf("gitmirror: %w", err)
@@ -70,10 +113,19 @@ func New(dir string) (*Mirrors, error) {
 		return nil, fmt.Errorf("gitmirror: %w", err)
 	}
 	return &Mirrors{
+		cfg:     cfg,
 		root:    root,
 		env:     gitEnv(home),
 		mirrors: make(map[string]*mirror),
 	}, nil
+}
+
+// remote checks url against the allowed transports and parses it.
+func (m *Mirrors) remote(url string) (*remote, error) {
+	if err := CheckURL(url, m.cfg.AllowFileRemotes); err != nil {
+		return nil, fmt.Errorf("gitmirror: %w", err)
+	}
+	return parseRemote(url)
 }
 
 // Fetches returns how many git fetch commands this Mirrors has run.
@@ -121,7 +173,7 @@ var (
 // returned without fetching; a short one is looked up after fetching.
 // Branches come before tags of the same name.
 func (m *Mirrors) Resolve(ctx context.Context, url, ref string) (string, error) {
-	r, err := parseRemote(url)
+	r, err := m.remote(url)
 	if err != nil {
 		return "", err
 	}
@@ -181,10 +233,10 @@ func (m *Mirrors) Resolve(ctx context.Context, url, ref string) (string, error) 
 // at commit, a full SHA, fetching only if the commit is not in the mirror
 // yet. A path that does not exist at that commit, or is a directory, gives
 // an error that wraps ErrFileNotFound; a commit that is not in the
-// repository after fetching, ErrCommitNotFound. A symbolic link gives its
-// target.
+// repository after fetching, ErrCommitNotFound. A symbolic link is not
+// followed: it gives a *SymlinkError (which wraps ErrSymlink).
 func (m *Mirrors) ReadFile(ctx context.Context, url, commit, path string) ([]byte, error) {
-	r, err := parseRemote(url)
+	r, err := m.remote(url)
 	if err != nil {
 		return nil, err
 	}
@@ -204,6 +256,14 @@ func (m *Mirrors) ReadFile(ctx context.Context, url, commit, path string) ([]byt
 		data, err = parseBatch(out)
 		if err != nil {
 			return fmt.Errorf("gitmirror: %s at %s in %s: %w", p, commit, r.redacted, err)
+		}
+		// A blob may be a symbolic link's target; only the tree says which.
+		out, err = m.run(ctx, gitCmd{gitDir: mr.dir, args: []string{"ls-tree", "-z", commit, "--", p}})
+		if err != nil {
+			return fmt.Errorf("gitmirror: read %s at %s in %s: %w", p, commit, r.redacted, err)
+		}
+		if strings.HasPrefix(string(out), "120000 ") {
+			return &SymlinkError{Path: p, Target: string(data)}
 		}
 		return nil
 	})
@@ -239,7 +299,7 @@ func parseBatch(out []byte) ([]byte, error) {
 // sandbox whose job may write anything in it without touching the mirror.
 // Its origin is url without credentials.
 func (m *Mirrors) Checkout(ctx context.Context, url, commit, dest string) error {
-	r, err := parseRemote(url)
+	r, err := m.remote(url)
 	if err != nil {
 		return err
 	}
@@ -412,7 +472,7 @@ func (m *Mirrors) fetchRefspecs(ctx context.Context, r *remote, mr *mirror, prun
 		args = append(args, "--prune")
 	}
 	args = append(append(args, r.raw), refspecs...)
-	_, err := m.run(ctx, gitCmd{gitDir: mr.dir, args: args, remote: r})
+	_, err := m.run(ctx, gitCmd{gitDir: mr.dir, args: args, remote: r, network: true})
 	return err
 }
 

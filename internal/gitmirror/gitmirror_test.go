@@ -13,6 +13,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // srcRepo is a real git repository standing in for a forge's.
@@ -663,4 +664,231 @@ func checkFetchErrorRedacted(t *testing.T, url, password, shown string) {
 		}
 		return nil
 	})
+}
+
+func TestReadFileSymlink(t *testing.T) {
+	src := newSrcRepo(t)
+	src.commit("one", map[string]string{"ci/kiln.yml": "steps: 1\n"})
+	if err := os.Symlink("ci/kiln.yml", filepath.Join(src.dir, ".kiln.yml")); err != nil {
+		t.Fatal(err)
+	}
+	c := src.commit("link", nil)
+	m := newMirrors(t)
+	_, err := m.ReadFile(context.Background(), src.dir, c, ".kiln.yml")
+	var se *SymlinkError
+	if !errors.As(err, &se) || !errors.Is(err, ErrSymlink) || se.Target != "ci/kiln.yml" {
+		t.Fatalf("ReadFile(symlink) = %v, want a SymlinkError to ci/kiln.yml", err)
+	}
+	if !strings.Contains(err.Error(), ".kiln.yml is a symlink") {
+		t.Errorf("message %q does not say it is a symlink", err)
+	}
+	if got, err := m.ReadFile(context.Background(), src.dir, c, "ci/kiln.yml"); err != nil || string(got) != "steps: 1\n" {
+		t.Errorf("ReadFile(the link's target) = %q, %v", got, err)
+	}
+}
+
+func TestCheckURL(t *testing.T) {
+	for _, ok := range []string{
+		"https://example.com/org/repo.git", "http://example.com/repo", "HTTPS://example.com/r",
+		"ssh://git@example.com/org/repo.git", "git+ssh://example.com/r", "git@example.com:org/repo.git",
+		"example.com:repo", "git://example.com/repo", "/srv/git/repo", "relative/repo", "./repo", "repo",
+	} {
+		if err := CheckURL(ok, false); err != nil {
+			t.Errorf("CheckURL(%q) = %v", ok, err)
+		}
+	}
+	for _, tc := range []struct{ url, msg string }{
+		{"fd::3", `remote helper "fd::"`},
+		{"ext::sh -c touch% /tmp/pwned", `remote helper "ext::"`},
+		{"ext::ssh -o ProxyCommand=x host", `remote helper "ext::"`},
+		{"foo::https://example.com/r", `remote helper "foo::"`},
+		{"file:///srv/git/repo.git", "-allow-file-remotes"},
+		{"FILE:///srv/git/repo.git", "-allow-file-remotes"},
+		{"ftp://example.com/r.git", `transport "ftp"`},
+		{"-uhttps://example.com", "invalid"},
+		{"", "empty"},
+	} {
+		err := CheckURL(tc.url, false)
+		if err == nil || !strings.Contains(err.Error(), tc.msg) {
+			t.Errorf("CheckURL(%q) = %v, want an error saying %q", tc.url, err, tc.msg)
+		}
+	}
+	if err := CheckURL("file:///srv/git/repo.git", true); err != nil {
+		t.Errorf("file:// with allowFile: %v", err)
+	}
+	if err := CheckURL("ext::sh", true); err == nil {
+		t.Errorf("allowFile lets ext:: through")
+	}
+}
+
+// TestRefusedTransportsNeverRun checks the refusal at fetch time: no git
+// command runs for a URL whose transport is not allowed, so neither a
+// command of ext:: nor a read of fd 3 ever happens.
+func TestRefusedTransportsNeverRun(t *testing.T) {
+	marker := filepath.Join(t.TempDir(), "pwned")
+	src := newSrcRepo(t)
+	c := src.commit("one", map[string]string{"f": "x"})
+	for _, url := range []string{"fd::3", "ext::sh -c touch% " + marker, "file://" + src.dir} {
+		m := newMirrors(t)
+		ctx := context.Background()
+		if _, err := m.Resolve(ctx, url, "main"); err == nil || !strings.Contains(err.Error(), "gitmirror: repository URL") {
+			t.Errorf("Resolve(%q) = %v, want a refusal", url, err)
+		}
+		if _, err := m.ReadFile(ctx, url, c, "f"); err == nil {
+			t.Errorf("ReadFile(%q) accepted", url)
+		}
+		if err := m.Checkout(ctx, url, c, filepath.Join(t.TempDir(), "w")); err == nil {
+			t.Errorf("Checkout(%q) accepted", url)
+		}
+		if m.Fetches() != 0 {
+			t.Errorf("%q: %d fetches ran", url, m.Fetches())
+		}
+	}
+	if _, err := os.Stat(marker); err == nil {
+		t.Fatal("ext:: ran its command")
+	}
+	// file:// works when allowed.
+	m, err := Open(filepath.Join(t.TempDir(), "mirrors"), Config{AllowFileRemotes: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := m.Resolve(context.Background(), "file://"+src.dir, "main"); err != nil || got != c {
+		t.Errorf("Resolve(file://) with AllowFileRemotes = %s, %v", got, err)
+	}
+}
+
+// TestGitRefusesHelpersItself checks the second fence, git's own
+// GIT_ALLOW_PROTOCOL: a fetch that gets past CheckURL (here, called
+// without it) still cannot use ext::.
+func TestGitRefusesHelpersItself(t *testing.T) {
+	marker := filepath.Join(t.TempDir(), "pwned")
+	m := newMirrors(t)
+	r, err := parseRemote("ext::sh -c touch% " + marker)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mr := m.mirror(r)
+	if _, err := m.ensureRepo(context.Background(), mr); err != nil {
+		t.Fatal(err)
+	}
+	err = m.fetchRefspecs(context.Background(), r, mr, true, branchesAndTags...)
+	if err == nil || !strings.Contains(err.Error(), "transport 'ext' not allowed") {
+		t.Errorf("fetch over ext:: = %v, want git's refusal", err)
+	}
+	if _, err := os.Stat(marker); err == nil {
+		t.Fatal("ext:: ran its command")
+	}
+}
+
+// silentServer accepts TCP connections on 127.0.0.1 and never answers,
+// like a forge that hangs. It returns its address.
+func silentServer(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var conns []net.Conn
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		l.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+	})
+	return l.Addr().String()
+}
+
+// processesMentioning returns the live processes whose command line holds s.
+func processesMentioning(s string) []string {
+	var out []string
+	dirs, _ := filepath.Glob("/proc/[0-9]*")
+	for _, d := range dirs {
+		cmdline, err := os.ReadFile(filepath.Join(d, "cmdline"))
+		if err != nil || len(cmdline) == 0 { // gone, or a zombie
+			continue
+		}
+		if strings.Contains(string(cmdline), s) {
+			out = append(out, filepath.Base(d)+": "+strings.ReplaceAll(string(cmdline), "\x00", " "))
+		}
+	}
+	return out
+}
+
+// TestFetchFromSilentServerTimesOut checks the fetch deadline against a
+// server that accepts and never answers, over http (git runs
+// git-remote-http, a child of its own) and git://: the fetch ends with an
+// error that says it timed out, and no process of it is left.
+func TestFetchFromSilentServerTimesOut(t *testing.T) {
+	addr := silentServer(t)
+	for _, url := range []string{"http://" + addr + "/x.git", "git://" + addr + "/x"} {
+		t.Run(strings.Split(url, ":")[0], func(t *testing.T) {
+			m, err := Open(filepath.Join(t.TempDir(), "mirrors"), Config{FetchTimeout: time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = m.Resolve(context.Background(), url, "main")
+			want := "git fetch of " + url + " timed out after 1s"
+			if !errors.Is(err, ErrFetch) || !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), want) {
+				t.Fatalf("Resolve = %v, want ErrFetch saying %q", err, want)
+			}
+			// A checkout's fetch (the agent's) has the same deadline.
+			err = m.Checkout(context.Background(), url, strings.Repeat("3", 40), filepath.Join(t.TempDir(), "w"))
+			if err == nil || !strings.Contains(err.Error(), want) {
+				t.Fatalf("Checkout = %v, want an error saying %q", err, want)
+			}
+			// The group was killed; its members may take a moment to be
+			// reaped by init, so poll (bounded) rather than look once.
+			var left []string
+			for range 100 {
+				if left = processesMentioning(addr); len(left) == 0 {
+					break
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			if len(left) > 0 {
+				t.Fatalf("processes left after the deadline: %v", left)
+			}
+		})
+	}
+}
+
+// TestCancelKillsFetch checks that ending the caller's context (a canceled
+// build) stops a stuck fetch at once, long before its deadline.
+func TestCancelKillsFetch(t *testing.T) {
+	addr := silentServer(t)
+	url := "http://" + addr + "/x.git"
+	m, err := Open(filepath.Join(t.TempDir(), "mirrors"), Config{FetchTimeout: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { _, err := m.Resolve(ctx, url, "main"); done <- err }()
+	for len(processesMentioning(addr)) == 0 { // the fetch is under way
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("Resolve after cancel = %v, want context.Canceled", err)
+	}
+	for i := 0; len(processesMentioning(addr)) > 0; i++ {
+		if i == 100 {
+			t.Fatalf("processes left after cancel: %v", processesMentioning(addr))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }

@@ -143,3 +143,71 @@ func cleanPath(p string) (string, error) {
 	}
 	return c, nil
 }
+
+// allowedProtocols is GIT_ALLOW_PROTOCOL for every git command: git itself
+// then refuses any other transport, wherever the URL comes from (a
+// redirect, a submodule, a remote helper's "ext::" or "fd::"). "file"
+// covers local paths: a checkout clones from the local mirror. Whether a
+// file:// remote may be fetched is decided before git runs (CheckURL).
+const allowedProtocols = "https:http:ssh:git:file"
+
+// sshSchemes are the URL schemes git treats as ssh.
+var sshSchemes = map[string]bool{"ssh": true, "git+ssh": true, "ssh+git": true}
+
+// CheckURL reports whether url is a repository URL Kiln may fetch: https,
+// http, ssh (ssh:// or scp-like user@host:path), git, or a local path, and
+// file:// only when allowFile is set (an admin's choice: it reads the
+// server's own disk through git's full transport). Anything else, above all
+// git's remote helpers ("ext::", "fd::", "<helper>::"), which run commands
+// or talk over file descriptors, is refused with a message naming the
+// transport.
+func CheckURL(url string, allowFile bool) error {
+	if url == "" {
+		return fmt.Errorf("empty repository URL")
+	}
+	if strings.HasPrefix(url, "-") || strings.ContainsAny(url, "\x00\n\r") {
+		return fmt.Errorf("invalid repository URL %q", Redact(url))
+	}
+	transport, ok := transportOf(url)
+	switch {
+	case !ok:
+		return fmt.Errorf("repository URL %q uses git's remote helper %q, which Kiln does not allow: use an https, http, ssh or git URL, or a local path", Redact(url), transport+"::")
+	case transport == "https", transport == "http", transport == "git", sshSchemes[transport], transport == "local":
+		return nil
+	case transport == "file" && allowFile:
+		return nil
+	case transport == "file":
+		return fmt.Errorf("repository URL %q: file:// URLs are refused unless the server runs with -allow-file-remotes; use a local path, or an https, http, ssh or git URL", Redact(url))
+	}
+	return fmt.Errorf("repository URL %q: transport %q is not allowed: use an https, http, ssh or git URL, or a local path", Redact(url), transport)
+}
+
+// transportOf names the transport git would use for url, following git's
+// own rules (transport.c): "<helper>::<address>" is a remote helper (ok is
+// false), "scheme://" a URL, a colon before any slash scp-like ssh
+// ("ssh"), anything else a local path ("local").
+func transportOf(url string) (transport string, ok bool) {
+	i := 0
+	for i < len(url) && isSchemeChar(url[i], i == 0) {
+		i++
+	}
+	if strings.HasPrefix(url[i:], "::") {
+		return url[:i], false
+	}
+	if strings.HasPrefix(url[i:], "://") && i > 0 {
+		return strings.ToLower(url[:i]), true
+	}
+	if isLocalPath(url) {
+		return "local", true
+	}
+	return "ssh", true
+}
+
+// isSchemeChar is git's is_urlschemechar.
+func isSchemeChar(c byte, first bool) bool {
+	alpha := 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z'
+	if first {
+		return alpha
+	}
+	return alpha || '0' <= c && c <= '9' || c == '+' || c == '.' || c == '-'
+}

@@ -47,10 +47,17 @@ type Config struct {
 	// AffinityWait is how long a job with sticky caches waits for an agent
 	// that holds its project's volumes before any agent may take it.
 	AffinityWait time.Duration
+	// Planners bounds how many builds are planned at once; never two of
+	// one project, so a project whose forge hangs holds one planner only.
+	Planners int
+	// PlanTimeout bounds the planning of one build, git commands and lock
+	// waits included (each git command also has its own deadline).
+	PlanTimeout time.Duration
 }
 
 func DefaultConfig() Config {
-	return Config{Lease: 30 * time.Second, RetryDelay: 2 * time.Second, MaxAttempts: 3, PlanAttempts: 3, PollInterval: time.Second, TimeoutGrace: time.Minute, AffinityWait: 15 * time.Second}
+	return Config{Lease: 30 * time.Second, RetryDelay: 2 * time.Second, MaxAttempts: 3, PlanAttempts: 3, PollInterval: time.Second, TimeoutGrace: time.Minute, AffinityWait: 15 * time.Second,
+		Planners: 4, PlanTimeout: 10 * time.Minute}
 }
 
 type Scheduler struct {
@@ -145,20 +152,55 @@ func (s *Scheduler) Run(ctx context.Context) {
 	wg.Wait()
 }
 
+// planLoop hands builds to at most cfg.Planners planners at once, never
+// two of one project: a project whose forge hangs holds one planner for at
+// most its git deadlines and delays only its own builds.
 func (s *Scheduler) planLoop(ctx context.Context) {
 	tick := time.NewTicker(s.cfg.PollInterval)
 	defer tick.Stop()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	var mu sync.Mutex
+	busy := map[int64]bool{} // projects being planned, guarded by mu
+	free := make(chan struct{}, max(s.cfg.Planners, 1))
+	for range cap(free) {
+		free <- struct{}{}
+	}
 	for {
+	claim:
 		for ctx.Err() == nil {
-			b, err := s.store.ClaimPlan(ctx, 2*time.Minute)
-			if err != nil {
-				s.log.Error("claim build to plan", "err", err)
+			select {
+			case <-free:
+			default:
+				break claim // every planner busy: one that ends kicks us
+			}
+			mu.Lock()
+			skip := make([]int64, 0, len(busy))
+			for id := range busy {
+				skip = append(skip, id)
+			}
+			mu.Unlock()
+			b, err := s.store.ClaimPlan(ctx, planLease, skip...)
+			if err != nil || b == nil {
+				free <- struct{}{}
+				if err != nil && ctx.Err() == nil {
+					s.log.Error("claim build to plan", "err", err)
+				}
 				break
 			}
-			if b == nil {
-				break
-			}
-			s.plan(ctx, b)
+			mu.Lock()
+			busy[b.ProjectID] = true
+			mu.Unlock()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				s.planWatched(ctx, b)
+				mu.Lock()
+				delete(busy, b.ProjectID)
+				mu.Unlock()
+				free <- struct{}{}
+				s.BuildQueued() // the project's next build, or one waiting for a planner
+			}()
 		}
 		select {
 		case <-ctx.Done():
@@ -169,12 +211,65 @@ func (s *Scheduler) planLoop(ctx context.Context) {
 	}
 }
 
+// planLease is how long a claimed build stays with its planner without a
+// renewal (the planner renews it while it works).
+const planLease = 2 * time.Minute
+
+// errPlanStopped ends a planning whose build was canceled or whose project
+// was removed meanwhile.
+var errPlanStopped = errors.New("build canceled or project removed while planning")
+
+// errPlanTimeout ends a planning that ran past cfg.PlanTimeout (the git
+// commands' own deadlines normally end it first).
+var errPlanTimeout = errors.New("planning timed out")
+
+// planWatched plans b within cfg.PlanTimeout, and stops as soon as b no
+// longer wants planning (canceled, its project removed): the git commands
+// under way are killed with their context.
+func (s *Scheduler) planWatched(ctx context.Context, b *store.Build) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	ctx, cancelTimeout := context.WithTimeoutCause(ctx, s.cfg.PlanTimeout, errPlanTimeout)
+	defer cancelTimeout()
+	go func() {
+		tick := time.NewTicker(s.cfg.PollInterval)
+		defer tick.Stop()
+		renewed := time.Now()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			var ok bool
+			var err error
+			if time.Since(renewed) > planLease/3 {
+				// Keep the lease while planning, so that another replica
+				// takes the build only when this one died.
+				ok, err = s.store.RenewPlan(ctx, b.ID, planLease)
+				renewed = time.Now()
+			} else {
+				ok, err = s.store.PlanWanted(ctx, b.ID)
+			}
+			if err == nil && !ok {
+				cancel(errPlanStopped)
+				return
+			}
+		}
+	}()
+	s.plan(ctx, b)
+}
+
 // plan reads, validates and compiles the build's pipeline into jobs. An
 // invalid file fails the build with located messages in its log; a
 // repository that cannot be read is retried, then the build ends in error.
 func (s *Scheduler) plan(ctx context.Context, b *store.Build) {
 	log := s.log.With("build", b.ID, "project", b.Project)
 	p, err := s.store.ProjectByID(ctx, b.ProjectID)
+	if errors.Is(err, store.ErrNotFound) {
+		log.Info("plan: project removed")
+		return
+	}
 	if err != nil {
 		log.Error("plan: load project", "err", err)
 		return
@@ -198,6 +293,11 @@ func (s *Scheduler) plan(ctx context.Context, b *store.Build) {
 	switch {
 	case errors.Is(err, gitmirror.ErrFileNotFound):
 		s.failPlan(ctx, b, store.StatusFailure, commit, []string{fmt.Sprintf("%s: no such file at commit %s", PipelineFile, short(commit))})
+		return
+	case errors.Is(err, gitmirror.ErrSymlink):
+		var se *gitmirror.SymlinkError
+		errors.As(err, &se)
+		s.failPlan(ctx, b, store.StatusFailure, commit, []string{fmt.Sprintf("%s: is a symlink (to %q) at commit %s: Kiln reads the pipeline file only as a regular file; commit the file itself", PipelineFile, se.Target, short(commit))})
 		return
 	case errors.Is(err, gitmirror.ErrCommitNotFound):
 		s.failPlan(ctx, b, store.StatusFailure, commit, []string{fmt.Sprintf("kiln: commit %s not found in %s", commit, gitmirror.Redact(p.CloneURL))})
@@ -235,6 +335,16 @@ func (s *Scheduler) plan(ctx context.Context, b *store.Build) {
 }
 
 func (s *Scheduler) planInfraError(ctx context.Context, b *store.Build, commit, msg string) {
+	switch cause := context.Cause(ctx); {
+	case errors.Is(cause, errPlanStopped):
+		s.log.Info("plan: stopped", "build", b.ID, "reason", cause)
+		return
+	case errors.Is(cause, errPlanTimeout):
+		msg += fmt.Sprintf(" (planning ran past its limit of %s)", s.cfg.PlanTimeout)
+		ctx = context.WithoutCancel(ctx) // to record the outcome
+	case ctx.Err() != nil:
+		return // shutting down: the plan's lease runs out and it is planned again
+	}
 	if b.PlanAttempts < s.cfg.PlanAttempts {
 		s.log.Warn("plan: will retry", "build", b.ID, "attempt", b.PlanAttempts, "err", msg)
 		if err := s.store.DeferPlan(ctx, b.ID, s.cfg.RetryDelay*time.Duration(b.PlanAttempts)); err != nil {

@@ -66,13 +66,16 @@ type Config struct {
 	// (a small write may still fit in SQLite's write-ahead log, so a write
 	// probe alone can miss a full disk).
 	MinFreeBytes int64
+	// Git bounds the control plane's git commands (plan-time reads) and
+	// says whether file:// clone URLs are allowed (at project add too).
+	Git gitmirror.Config
 }
 
 func DefaultConfig() Config {
 	return Config{Listen: "127.0.0.1:8080", MaxWebhookBody: 25 << 20, Scheduler: scheduler.DefaultConfig(), Cache: cache.DefaultConfig(), EvictEvery: 10 * time.Minute,
 		Actions: actions.DefaultConfig(), ShutdownTimeout: 10 * time.Second,
 		LogRetention: RetentionPolicy{MaxAge: 90 * 24 * time.Hour, MaxBytes: 1 << 30}, RetentionEvery: 10 * time.Minute,
-		ReserveBytes: 64 << 20, HealthEvery: 10 * time.Second, MinFreeBytes: 16 << 20}
+		ReserveBytes: 64 << 20, HealthEvery: 10 * time.Second, MinFreeBytes: 16 << 20, Git: gitmirror.DefaultConfig()}
 }
 
 // Validate reports the first invalid field.
@@ -92,6 +95,12 @@ func (c Config) Validate() error {
 		return errors.New("log-max-bytes: must not be negative (0: no limit)")
 	case c.ReserveBytes < 0:
 		return errors.New("disk-reserve: must not be negative (0: none)")
+	case c.Scheduler.Planners < 1:
+		return errors.New("planners: at least 1")
+	case c.Scheduler.PlanTimeout < time.Second:
+		return errors.New("plan-timeout: at least 1s")
+	case c.Git.FetchTimeout < 0, c.Git.LocalTimeout < 0:
+		return errors.New("git-fetch-timeout, git-local-timeout: must not be negative")
 	}
 	return c.Actions.Validate()
 }
@@ -151,7 +160,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		log.Warn("no disk reserve yet: not enough free space in the data directory (deletes may fail when the disk fills)", "bytes", cfg.ReserveBytes, "err", err)
 	}
 	st.SetReserve(res)
-	mirrors, err := gitmirror.New(filepath.Join(cfg.DataDir, "git"))
+	mirrors, err := gitmirror.Open(filepath.Join(cfg.DataDir, "git"), cfg.Git)
 	if err != nil {
 		return fail(err)
 	}
@@ -185,7 +194,8 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return fail(err)
 	}
-	a := api.New(api.Config{MaxWebhookBody: cfg.MaxWebhookBody, PublicURL: cfg.PublicURL, Health: diskHealth(cfg.DataDir, cfg.MinFreeBytes)}, st, sched, m, log.With("component", "api"), cacheSvc, acts)
+	a := api.New(api.Config{MaxWebhookBody: cfg.MaxWebhookBody, PublicURL: cfg.PublicURL, Health: diskHealth(cfg.DataDir, cfg.MinFreeBytes),
+		AllowFileRemotes: cfg.Git.AllowFileRemotes}, st, sched, m, log.With("component", "api"), cacheSvc, acts)
 	return &Server{cfg: cfg, Store: st, Sched: sched, Mirrors: mirrors, API: a, Cache: cacheSvc, Actions: acts, log: log, ln: ln, reserve: res, now: time.Now}, nil
 }
 

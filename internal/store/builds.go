@@ -226,17 +226,26 @@ func (s *Store) CountBuildsByStatus(ctx context.Context) (map[Status]int, error)
 // ClaimPlan takes one build that still needs planning (its .kiln.yml read and
 // compiled into jobs) and leases it for lease, so that with several
 // control-plane replicas only one plans it; a planner that dies loses the
-// lease and another takes over.
-func (s *Store) ClaimPlan(ctx context.Context, lease time.Duration) (*Build, error) {
+// lease and another takes over. Builds of the projects in skip are left
+// alone: the caller is planning one of theirs already.
+func (s *Store) ClaimPlan(ctx context.Context, lease time.Duration, skip ...int64) (*Build, error) {
 	now := s.nowMS()
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return nil, err
 	}
 	defer tx.Rollback()
+	args := []any{now}
+	notIn := ""
+	if len(skip) > 0 {
+		notIn = " AND b.project_id NOT IN (?" + strings.Repeat(", ?", len(skip)-1) + ")"
+		for _, id := range skip {
+			args = append(args, id)
+		}
+	}
 	b, err := scanBuild(tx.QueryRowContext(ctx, `SELECT `+buildCols+buildFrom+`
-		WHERE b.planned = 0 AND b.status = 'queued' AND b.cancel_requested = 0 AND (b.plan_lease IS NULL OR b.plan_lease < ?)
-		ORDER BY b.id LIMIT 1`, now))
+		WHERE b.planned = 0 AND b.status = 'queued' AND b.cancel_requested = 0 AND (b.plan_lease IS NULL OR b.plan_lease < ?)`+notIn+`
+		ORDER BY b.id LIMIT 1`, args...))
 	if errors.Is(err, ErrNotFound) {
 		return nil, nil
 	}
@@ -248,6 +257,29 @@ func (s *Store) ClaimPlan(ctx context.Context, lease time.Duration) (*Build, err
 	}
 	b.PlanAttempts++
 	return b, tx.Commit()
+}
+
+// PlanWanted reports whether the build still waits to be planned: false
+// once it is canceled, planned or gone with its project, so a planner
+// stuck on its repository can stop.
+func (s *Store) PlanWanted(ctx context.Context, buildID int64) (bool, error) {
+	var one int
+	err := s.db.QueryRowContext(ctx, `SELECT 1 FROM builds WHERE id = ? AND planned = 0 AND cancel_requested = 0`, buildID).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// RenewPlan extends the plan lease of a build being planned, and reports
+// false, as PlanWanted does, when it no longer wants planning.
+func (s *Store) RenewPlan(ctx context.Context, buildID int64, lease time.Duration) (bool, error) {
+	res, err := s.db.ExecContext(ctx, `UPDATE builds SET plan_lease = ? WHERE id = ? AND planned = 0 AND cancel_requested = 0`, s.nowMS()+lease.Milliseconds(), buildID)
+	if err != nil {
+		return false, err
+	}
+	n, err := res.RowsAffected()
+	return n > 0, err
 }
 
 // PlanBuild records the resolved commit and the build's jobs, queued.

@@ -431,6 +431,81 @@ func TestPlanningLeaseAndFailure(t *testing.T) {
 	}
 }
 
+func TestClaimPlanSkipsBusyProjects(t *testing.T) {
+	s, _ := newStore(t)
+	stuck := mkProject(t, s, "stuck", false)
+	other := mkProject(t, s, "other", false)
+	unplanned := func(p *Project) *Build {
+		b := &Build{ProjectID: p.ID, Trigger: "api", Branch: "main"}
+		if err := s.CreateBuild(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	stuck2 := unplanned(stuck)
+	unplanned(stuck)
+	ob := unplanned(other)
+	// The planner holds stuck's first build; the next it may take is the
+	// other project's, although stuck's second build is older.
+	if got, err := s.ClaimPlan(ctx, time.Minute); err != nil || got.ID != stuck2.ID {
+		t.Fatalf("ClaimPlan = %+v, %v", got, err)
+	}
+	got, err := s.ClaimPlan(ctx, time.Minute, stuck.ID)
+	if err != nil || got == nil || got.ID != ob.ID {
+		t.Fatalf("ClaimPlan skipping %d = %+v, %v; want build %d", stuck.ID, got, err, ob.ID)
+	}
+	if got, err := s.ClaimPlan(ctx, time.Minute, stuck.ID, other.ID); err != nil || got != nil {
+		t.Fatalf("ClaimPlan skipping both = %+v, %v", got, err)
+	}
+
+	// PlanWanted: until canceled, or gone with its project.
+	if ok, err := s.PlanWanted(ctx, ob.ID); !ok || err != nil {
+		t.Fatalf("PlanWanted(queued) = %v, %v", ok, err)
+	}
+	if ok, err := s.RenewPlan(ctx, ob.ID, time.Minute); !ok || err != nil {
+		t.Fatalf("RenewPlan(queued) = %v, %v", ok, err)
+	}
+	if err := s.CancelBuild(ctx, ob.ID, "x"); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := s.PlanWanted(ctx, ob.ID); ok || err != nil {
+		t.Fatalf("PlanWanted(canceled) = %v, %v", ok, err)
+	}
+	if ok, err := s.RenewPlan(ctx, ob.ID, time.Minute); ok || err != nil {
+		t.Fatalf("RenewPlan(canceled) = %v, %v", ok, err)
+	}
+	if err := s.DeleteProject(ctx, stuck.ID); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := s.PlanWanted(ctx, stuck2.ID); ok || err != nil {
+		t.Fatalf("PlanWanted(project removed) = %v, %v", ok, err)
+	}
+}
+
+func TestRenewPlanKeepsTheLease(t *testing.T) {
+	s, _ := newStore(t)
+	c := withClock(s)
+	p := mkProject(t, s, "web", false)
+	b := &Build{ProjectID: p.ID, Trigger: "api", Branch: "main"}
+	_ = s.CreateBuild(ctx, b)
+	if got, _ := s.ClaimPlan(ctx, time.Minute); got == nil {
+		t.Fatal("nothing to plan")
+	}
+	for range 3 { // a planner that works for 3 minutes, renewing
+		c.advance(40 * time.Second)
+		if ok, err := s.RenewPlan(ctx, b.ID, time.Minute); !ok || err != nil {
+			t.Fatalf("RenewPlan = %v, %v", ok, err)
+		}
+		if again, _ := s.ClaimPlan(ctx, time.Minute); again != nil {
+			t.Fatal("a renewed plan lease was claimed again")
+		}
+	}
+	c.advance(61 * time.Second) // the planner died
+	if again, _ := s.ClaimPlan(ctx, time.Minute); again == nil {
+		t.Fatal("an expired plan lease was not reclaimed")
+	}
+}
+
 func TestSurvivesReopen(t *testing.T) {
 	s, path := newStore(t)
 	p := mkProject(t, s, "web", false)
