@@ -81,7 +81,7 @@ want() { [[ " ${engines[*]} " == *" $1 "* ]]; }
 # --- packages -------------------------------------------------------------
 
 install_packages() {
-	local pkgs=(busybox-static iptables runc) missing=() p
+	local pkgs=(busybox-static curl iptables runc) missing=() p
 	want docker && pkgs+=(docker.io)
 	# slirp4netns: Podman sandboxes use user-mode networking (a Recommends only).
 	want podman && pkgs+=(podman slirp4netns)
@@ -217,6 +217,23 @@ start_podman() {
 	log "podman service answers on $PODMAN_SOCK"
 }
 
+# repair_podman: Podman 4.3 can keep a container in its database whose
+# storage is gone (an engine stopped mid-create, a machine restarted). From
+# then on every Docker-compatible container listing fails with "getting
+# container from store ID: container not known" — for Kiln's agents and for
+# every test. Remove each such record (only those: a listing that works is
+# left alone), at most 20.
+repair_podman() {
+	local i out id
+	for i in $(seq 1 20); do
+		out=$(curl -s --unix-socket "$PODMAN_SOCK" 'http://podman/v1.41/containers/json?all=1') || return 0
+		id=$(printf '%s' "$out" | sed -n 's/.*getting container from store \\"\([0-9a-f]\{64\}\)\\": container not known.*/\1/p')
+		[ -n "$id" ] || return 0
+		log "podman: container $id is in the database but not in storage; removing it"
+		podman --url "unix://$PODMAN_SOCK" rm -f "$id" >/dev/null 2>&1 || podman rm -f "$id" >/dev/null 2>&1 || true
+	done
+}
+
 # --- base image -----------------------------------------------------------
 
 # base_rootfs DIR: the base image's file tree, a busybox userland with every
@@ -287,7 +304,10 @@ flock -w "$WAIT_SECONDS" 9 || die "another engines.sh still holds $LOCK after ${
 
 install_packages
 want docker && start_docker
-want podman && start_podman
+if want podman; then
+	start_podman
+	repair_podman
+fi
 import_image
 
 if [ "$env_only" = 0 ]; then

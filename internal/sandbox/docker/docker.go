@@ -389,6 +389,11 @@ func (r *Runtime) List(ctx context.Context, labels map[string]string) ([]sandbox
 	}
 	cs, err := r.cli.ContainerList(ctx, container.ListOptions{All: true, Filters: f})
 	if err != nil {
+		if strings.Contains(err.Error(), "getting container from store") && strings.Contains(err.Error(), "container not known") {
+			// Podman 4.3 keeps a container whose storage is gone in its
+			// database, and then fails every listing: say how to repair it.
+			err = fmt.Errorf("%w (the engine's database names a container its storage lost: remove it with `podman rm -f ID`)", err)
+		}
 		return nil, r.wrap("list", err)
 	}
 	out := make([]sandbox.Info, 0, len(cs))

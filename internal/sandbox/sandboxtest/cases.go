@@ -239,7 +239,10 @@ func testOwnNetwork(t *testing.T, h *harness) {
 	done; echo "B cannot reach its own server"; exit 1`, ipB))
 	code, out := h.exec(t, a, sandbox.ExecSpec{Cmd: []string{"/bin/sh", "-c", "nc -w 3 " + ipB + " 8080 </dev/null"}})
 	if strings.Contains(out, "reached") {
-		t.Fatalf("sandbox A reached a server in sandbox B at %s (exit %d): their networks are not isolated", ipB, code)
+		// Say enough to tell a lost engine firewall rule from a shared
+		// network when this ever fails.
+		t.Fatalf("sandbox A (%s via %s) reached a server in sandbox B (%s via %s) (exit %d): their networks are not isolated",
+			ipA, ga, ipB, gb, code)
 	}
 }
 
