@@ -62,7 +62,7 @@ func (s *Server) listBuilds(w http.ResponseWriter, r *http.Request) {
 		for i, st := range store.AllStatuses {
 			valid[i] = string(st)
 		}
-		writeError(w, http.StatusBadRequest, "invalid", fmt.Sprintf("status %q: want one of %s", cut(string(f.Status), 64), strings.Join(valid, ", ")))
+		writeError(w, http.StatusBadRequest, "invalid", fmt.Sprintf("status %q: want one of %s", clipLog(string(f.Status), 64), strings.Join(valid, ", ")))
 		return
 	}
 	if name := q.Get("project"); name != "" {

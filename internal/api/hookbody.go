@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/kilnci/kiln/internal/forge"
@@ -45,7 +46,7 @@ func (s *Server) refuseHook(w http.ResponseWriter, r *http.Request, from hookFro
 	if detail == "" {
 		detail = ref.msg
 	}
-	s.log.Warn("webhook refused", "forge", cut(from.forge, 64), "project", cut(from.project, 128),
+	s.log.Warn("webhook refused", "forge", clipLog(from.forge, 64), "project", clipLog(from.project, 128),
 		"delivery", forge.DeliveryID(from.forge, r.Header), "reason", ref.reason, "status", ref.status,
 		"remote", r.RemoteAddr, "err", detail)
 }
@@ -69,7 +70,11 @@ func (s *Server) readHook(r *http.Request, w http.ResponseWriter, forgeName, sec
 	case errors.Is(err, forge.ErrUnknownForge):
 		return nil, &hookRefusal{status: http.StatusNotFound, code: "not_found", msg: err.Error(), reason: "unknown_forge"}
 	case err != nil:
-		_, _ = io.Copy(io.Discard, body)
+		// A client that waits for 100 Continue has sent no body yet: it
+		// gets the answer without sending one.
+		if !strings.EqualFold(r.Header.Get("Expect"), "100-continue") {
+			_, _ = io.Copy(io.Discard, body)
+		}
 		return nil, &hookRefusal{status: http.StatusUnauthorized, code: "bad_signature", msg: err.Error(), reason: "bad_signature"}
 	}
 	tooLarge := &hookRefusal{status: http.StatusRequestEntityTooLarge, code: "too_large",
@@ -192,8 +197,8 @@ func (sp *spool) Close() {
 	}
 }
 
-// cut shortens s to at most n bytes, for logging what a request says.
-func cut(s string, n int) string {
+// clipLog shortens s to at most n bytes, for logging what a request says.
+func clipLog(s string, n int) string {
 	if len(s) > n {
 		return s[:n] + "…"
 	}

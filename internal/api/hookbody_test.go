@@ -377,3 +377,63 @@ func TestWebhookMemoryBounded(t *testing.T) {
 		t.Errorf("%d refusals logged, want %d", len(recs), n)
 	}
 }
+
+// readFlag is a body that records whether it was read.
+type readFlag struct {
+	mu   sync.Mutex
+	read bool
+	r    io.Reader
+}
+
+func (f *readFlag) Read(p []byte) (int, error) {
+	f.mu.Lock()
+	f.read = true
+	f.mu.Unlock()
+	return f.r.Read(p)
+}
+
+// TestWebhookRefusedBeforeBody: what the header alone proves wrong (a
+// wrong GitLab token, a missing signature) is refused before the body is
+// read: a client that waits for 100 Continue never sends it.
+func TestWebhookRefusedBeforeBody(t *testing.T) {
+	e, logs := newEnvLogged(t)
+	dir, _ := newRepo(t)
+	e.project("hello", dir, nil)
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.ExpectContinueTimeout = waitLimit // the body goes only on 100 Continue
+	client := &http.Client{Transport: tr}
+	t.Cleanup(client.CloseIdleConnections)
+	gl := fixture(t, "gitlab/push.json")
+	for i, tc := range []struct {
+		forge, project string
+		header         http.Header
+	}{
+		{"gitlab", "hello", gitlabHeader("Push Hook", "b-1", "wrong-token-0123456789")},
+		{"gitlab", "nope", gitlabHeader("Push Hook", "b-2", "wrong-token-0123456789")},
+		{"github", "hello", githubHeader("push", "b-3", "", gl)},
+	} {
+		body := &readFlag{r: bytes.NewReader(gl)}
+		req, err := http.NewRequest("POST", e.url+"/hooks/"+tc.forge+"/"+tc.project, body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header = tc.header.Clone()
+		req.Header.Set("Expect", "100-continue")
+		req.ContentLength = int64(len(gl))
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		(&response{code: resp.StatusCode, header: resp.Header, body: data}).wantError(t, http.StatusUnauthorized, "bad_signature")
+		if body.read {
+			t.Errorf("%s/%s: the body was sent", tc.forge, tc.project)
+		}
+		reason := "bad_signature"
+		if tc.project == "nope" {
+			reason = "unknown_project"
+		}
+		wantRefusalLogged(t, logs, i+1, tc.forge, tc.project, tc.header.Get("X-GitHub-Delivery")+tc.header.Get("Idempotency-Key"), reason, 401)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 
 	"github.com/kilnci/kiln/internal/forge"
 	"github.com/kilnci/kiln/internal/store"
@@ -50,13 +51,15 @@ func (s *Server) webhook(w http.ResponseWriter, r *http.Request) {
 		ref = &hookRefusal{status: http.StatusUnauthorized, code: "bad_signature", msg: forge.ErrSignature.Error()}
 	}
 	if ref != nil {
-		if why != "" && ref.code == "bad_signature" {
+		switch {
+		case why == "unknown_project" && ref.code == "bad_signature":
 			ref.reason = why
-			if why == "unknown_project" {
-				ref.detail = fmt.Sprintf("no project %q (answered as a bad signature)", cut(projectName, 128))
-			} else {
-				ref.detail = "project has no webhook secret, so it accepts no delivery (answered as a bad signature)"
-			}
+			ref.detail = fmt.Sprintf("no project %q (answered as a bad signature)", clipLog(projectName, 128))
+		case why == "no_secret" && ref.code == "bad_signature":
+			ref.reason = why
+			ref.detail = "project has no webhook secret, so it accepts no delivery (answered as a bad signature)"
+		case why != "":
+			ref.detail = ref.msg + " (and " + strings.ReplaceAll(why, "_", " ") + ")"
 		}
 		result = ref.reason
 		s.refuseHook(w, r, hookFrom{forgeName, projectName}, ref)
