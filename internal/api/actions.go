@@ -31,7 +31,7 @@ func (s *Server) actionsHook(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_configured", "GitHub Actions webhooks are not configured: start kiln with -github-webhook-secret (and -github-app-id or -github-token)")
 		return
 	}
-	ev, ref := s.readHook(r, w, "github", s.actions.WebhookSecret())
+	ev, ref := s.readHook(w, r, "github", s.actions.WebhookSecret())
 	if ref != nil {
 		result = ref.reason
 		s.refuseHook(w, r, hookFrom{"github", "(github-actions)"}, ref)

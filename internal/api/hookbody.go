@@ -60,7 +60,7 @@ func (s *Server) refuseHook(w http.ResponseWriter, r *http.Request, from hookFro
 // read within the limit (413) and the read timeout (400), its HMAC
 // computed as it is read; the signature (401); the payload (400). On a
 // refusal it answers nothing: the caller does (refuseHook).
-func (s *Server) readHook(r *http.Request, w http.ResponseWriter, forgeName, secret string) (*forge.Event, *hookRefusal) {
+func (s *Server) readHook(w http.ResponseWriter, r *http.Request, forgeName, secret string) (*forge.Event, *hookRefusal) {
 	if rc := http.NewResponseController(w); s.cfg.WebhookReadTimeout > 0 {
 		_ = rc.SetReadDeadline(time.Now().Add(s.cfg.WebhookReadTimeout))
 	}
@@ -96,8 +96,7 @@ func (s *Server) readHook(r *http.Request, w http.ResponseWriter, forgeName, sec
 			return nil, tooLarge
 		}
 		if errors.Is(err, errSpool) {
-			s.log.Error("webhook body", "err", err)
-			return nil, &hookRefusal{status: http.StatusInternalServerError, code: "internal", msg: "internal error: " + err.Error(), reason: "error"}
+			return nil, spoolFailed(err)
 		}
 		return nil, &hookRefusal{status: http.StatusBadRequest, code: "bad_request", msg: "reading body: " + err.Error(), reason: "unreadable"}
 	}
@@ -106,8 +105,7 @@ func (s *Server) readHook(r *http.Request, w http.ResponseWriter, forgeName, sec
 	}
 	data, err := sp.Bytes()
 	if err != nil {
-		s.log.Error("webhook body", "err", err)
-		return nil, &hookRefusal{status: http.StatusInternalServerError, code: "internal", msg: "internal error: " + err.Error(), reason: "error"}
+		return nil, spoolFailed(err)
 	}
 	ev, err := forge.ParseVerified(forgeName, r.Header, data)
 	if err != nil {
@@ -133,6 +131,14 @@ func (s *Server) hookSlot(ctx context.Context) bool {
 	case <-ctx.Done():
 	}
 	return false
+}
+
+// spoolFailed is the answer when the server cannot keep a body (its disk
+// is full, say): not the sender's fault, and not forever. The cause, with
+// the server's paths, goes to the log only.
+func spoolFailed(err error) *hookRefusal {
+	return &hookRefusal{status: http.StatusServiceUnavailable, code: "unavailable", reason: "error",
+		msg: "the server cannot keep the webhook body now; try again later", detail: err.Error()}
 }
 
 // errSpool is a failure of the server's own to keep a body.

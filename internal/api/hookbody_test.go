@@ -437,3 +437,31 @@ func TestWebhookRefusedBeforeBody(t *testing.T) {
 		wantRefusalLogged(t, logs, i+1, tc.forge, tc.project, tc.header.Get("X-GitHub-Delivery")+tc.header.Get("Idempotency-Key"), reason, 401)
 	}
 }
+
+// TestWebhookSpoolFails: when the server cannot keep a large body (here
+// its spool directory is gone, a file in its place), the delivery gets
+// 503, without the server's paths, and the cause is logged.
+func TestWebhookSpoolFails(t *testing.T) {
+	var dataDir string
+	e, logs := newEnvLogged(t, func(c *server.Config) { dataDir = c.DataDir; c.MaxWebhookBody = 4 << 20 })
+	dir, head := newRepo(t)
+	e.project("hello", dir, nil)
+	spool := filepath.Join(dataDir, "tmp")
+	if err := os.Remove(spool); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(spool, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	big := edit(t, githubPush(t, "main", head), func(m map[string]any) { m["padding"] = strings.Repeat("p", 1<<20) })
+	r := e.hook("github", "hello", githubHeader("push", "no-room", hookSecret, big), big)
+	pe := r.wantError(t, http.StatusServiceUnavailable, "unavailable", "cannot keep the webhook body")
+	if strings.Contains(pe.Error, dataDir) {
+		t.Errorf("answer names the data directory: %q", pe.Error)
+	}
+	wantRefusalLogged(t, logs, 1, "github", "hello", "no-room", "error", 503)
+	if rec := logs.records(t, "webhook refused")[0]; !strings.Contains(fmt.Sprint(rec["err"]), spool) {
+		t.Errorf("logged cause %v does not name the spool", rec["err"])
+	}
+	e.wantBuilds(0)
+}

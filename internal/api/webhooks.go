@@ -44,7 +44,7 @@ func (s *Server) webhook(w http.ResponseWriter, r *http.Request) {
 	default:
 		secret = p.WebhookSecret
 	}
-	ev, ref := s.readHook(r, w, forgeName, secret)
+	ev, ref := s.readHook(w, r, forgeName, secret)
 	if ref == nil && why != "" {
 		// Never: the dummy secret is random. But an unknown project
 		// builds nothing, whatever the signature says.
