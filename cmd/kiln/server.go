@@ -26,6 +26,7 @@ func serverFlags(fs *flag.FlagSet) *serverOptions {
 	fs.StringVar(&cfg.Listen, "listen", envOr("KILN_LISTEN", cfg.Listen), "address to serve the API, webhooks and agent protocol on")
 	fs.StringVar(&cfg.SecretKey, "secret-key", os.Getenv("KILN_SECRET_KEY"), "64 hex chars encrypting secrets at rest (default: DATA_DIR/secret.key)")
 	fs.Int64Var(&cfg.MaxWebhookBody, "max-webhook-body", cfg.MaxWebhookBody, "largest webhook body accepted, in bytes")
+	fs.IntVar(&cfg.WebhookConcurrency, "webhook-concurrency", cfg.WebhookConcurrency, "webhook bodies read and verified at once; beyond it a delivery waits up to 10s, then gets 503")
 	fs.DurationVar(&cfg.Scheduler.Lease, "lease", cfg.Scheduler.Lease, "how long a job's lease lives without a heartbeat")
 	fs.IntVar(&cfg.Scheduler.MaxAttempts, "max-attempts", cfg.Scheduler.MaxAttempts, "attempts per job when attempts end in error (infrastructure faults)")
 	fs.DurationVar(&cfg.Scheduler.RetryDelay, "retry-delay", cfg.Scheduler.RetryDelay, "pause before retrying an errored attempt (times the attempt number)")

@@ -81,8 +81,42 @@ func (c *clock) advance(d time.Duration) {
 	c.t = c.t.Add(d)
 }
 
+// logSink keeps what the service logs, for tests that check it.
+type logSink struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logSink) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+// records returns the logged records (JSON) whose message is msg.
+func (l *logSink) records(t *testing.T, msg string) []map[string]any {
+	t.Helper()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []map[string]any
+	for _, line := range bytes.Split(l.b.Bytes(), []byte("\n")) {
+		var rec map[string]any
+		if len(line) == 0 {
+			continue
+		}
+		if err := json.Unmarshal(line, &rec); err != nil {
+			t.Fatalf("log line %q: %v", line, err)
+		}
+		if rec["msg"] == msg {
+			out = append(out, rec)
+		}
+	}
+	return out
+}
+
 type harness struct {
 	t     *testing.T
+	logs  logSink
 	gh    *fakegithub.Server
 	dbDir string
 	st    *store.Store
@@ -124,10 +158,11 @@ func (h *harness) open() {
 	st.SetClock(h.clock.now)
 	h.st = st
 	h.m = metrics.New(nil)
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	var w io.Writer = &h.logs
 	if os.Getenv("KILN_TEST_VERBOSE") != "" {
-		log = slog.New(slog.NewTextHandler(os.Stderr, nil))
+		w = io.MultiWriter(w, os.Stderr)
 	}
+	log := slog.New(slog.NewJSONHandler(w, nil))
 	if h.svc, err = actions.New(h.cfg, st, h.m, log, nil); err != nil {
 		h.t.Fatal(err)
 	}

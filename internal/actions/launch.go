@@ -141,7 +141,7 @@ func (s *Service) checkQueued(ctx context.Context, c *github.Client, j *store.Jo
 		if err != nil {
 			return nil, err
 		}
-		s.afterRecord(ctx, res, j.ID)
+		s.afterRecord(ctx, res, store.SourceClaim, j.ID)
 		cur, err := s.store.RunnerJob(ctx, j.ID)
 		if err != nil {
 			return nil, err

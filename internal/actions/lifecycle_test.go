@@ -383,3 +383,35 @@ func TestReaperIdleAndLifetime(t *testing.T) {
 		t.Errorf("the busy runner past its lifetime was taken from its job: %+v", h.gh.Runners())
 	}
 }
+
+// TestRelaunchLoggedAsReconciler: a job announced by a webhook whose
+// runner job ended while GitHub still has it queued gets a new runner job
+// from the reconciler, and the log says the reconciler made it (it said
+// webhook: the job's own source, who last advanced it).
+func TestRelaunchLoggedAsReconciler(t *testing.T) {
+	h := newHarness(t)
+	h.pool("linux", 5)
+	first := h.mustDeliver(h.queue(), "queued", actions.OutcomeRunner)
+	j := h.claim("a1")
+	if j == nil || j.ID != first.JobID {
+		t.Fatalf("claimed %+v, want runner job %d", j, first.JobID)
+	}
+	if _, err := h.st.FinishJob(ctx, j.ID, j.Attempt, store.StatusFailure, nil, "runner exited before taking its job", 0); err != nil {
+		t.Fatal(err)
+	}
+	h.clock.advance(time.Minute)
+	if _, err := h.svc.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rs := h.runnerJobs()
+	if len(rs) != 2 {
+		t.Fatalf("runner jobs %+v, want the first and its relaunch", rs)
+	}
+	recs := h.logs.records(t, "actions: runner job queued")
+	if len(recs) != 2 {
+		t.Fatalf("runner jobs logged: %v", recs)
+	}
+	if recs[0]["source"] != store.SourceWebhook || recs[1]["source"] != store.SourceReconciler {
+		t.Errorf("sources logged %v then %v, want webhook then reconciler", recs[0]["source"], recs[1]["source"])
+	}
+}

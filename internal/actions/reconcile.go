@@ -124,7 +124,7 @@ func (s *Service) reconcileRepo(ctx context.Context, c *github.Client, pools []*
 			s.metrics.ActionsReconcilerRepairs.Inc()
 			s.log.Info("actions: reconciler repaired a queued job", "github_job", gj.ID, "repo", t.owner+"/"+t.repo, "new", res.New, "launch", res.Job.Launches)
 		}
-		s.afterRecord(ctx, res, 0)
+		s.afterRecord(ctx, res, store.SourceReconciler, 0)
 	}
 	// Jobs Kiln last saw queued that GitHub no longer lists: started or
 	// done without a webhook saying so. (In-progress jobs are not polled:
@@ -152,7 +152,7 @@ func (s *Service) reconcileRepo(ctx context.Context, c *github.Client, pools []*
 		if err != nil {
 			return err
 		}
-		s.afterRecord(ctx, res, 0)
+		s.afterRecord(ctx, res, store.SourceReconciler, 0)
 	}
 	return nil
 }

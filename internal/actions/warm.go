@@ -87,7 +87,7 @@ func (s *Service) warmFallback(ctx context.Context, pools []*store.Pool) error {
 			s.log.Info("actions: no warm runner took the job in time: it gets its own runner", "github_job", w.ID, "pool", w.Pool,
 				"runner", res.Created.Name, "grace", s.cfg.WarmGrace)
 		}
-		s.afterRecord(ctx, res, 0)
+		s.afterRecord(ctx, res, store.SourceReconciler, 0)
 	}
 	return nil
 }

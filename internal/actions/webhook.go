@@ -74,7 +74,7 @@ func (s *Service) HandleWorkflowJob(ctx context.Context, deliveryID string, wj *
 	if err != nil {
 		return nil, err
 	}
-	s.afterRecord(ctx, res, 0)
+	s.afterRecord(ctx, res, store.SourceWebhook, 0)
 	out := &WebhookResult{Outcome: OutcomeUnchanged, Pool: res.Job.Pool, Status: res.Job.Status}
 	switch {
 	case res.Duplicate:
@@ -116,9 +116,11 @@ func fromAPI(j github.Job, owner, repo string, installation int64, known *store.
 
 // afterRecord acts on what a recorded update did: the queued-to-running
 // latency, waking claims for a new runner job, and releasing the runner
-// job of a job that completed without it. skipJob is a runner job the
-// caller ends itself (a launch that found its job gone).
-func (s *Service) afterRecord(ctx context.Context, res *store.WorkflowJobResult, skipJob int64) {
+// job of a job that completed without it. source is who made the update
+// (store.SourceWebhook, SourceReconciler, SourceClaim): the job's own
+// source is who last advanced it, which a relaunch does not. skipJob is a
+// runner job the caller ends itself (a launch that found its job gone).
+func (s *Service) afterRecord(ctx context.Context, res *store.WorkflowJobResult, source string, skipJob int64) {
 	if res.Duplicate {
 		return
 	}
@@ -127,7 +129,7 @@ func (s *Service) afterRecord(ctx context.Context, res *store.WorkflowJobResult,
 	}
 	if res.Created != nil {
 		s.log.Info("actions: runner job queued", "github_job", res.Job.ID, "repo", res.Job.Owner+"/"+res.Job.Repo, "pool", res.Created.Pool,
-			"runner", res.Created.Name, "build", res.Created.BuildID, "source", res.Job.Source)
+			"runner", res.Created.Name, "build", res.Created.BuildID, "source", source)
 		s.wake()
 	}
 	if r := res.Runner; res.Advanced && res.Job.Status == store.GHCompleted && r != nil && r.Live() && r.JobID != skipJob {

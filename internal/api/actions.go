@@ -31,9 +31,10 @@ func (s *Server) actionsHook(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_configured", "GitHub Actions webhooks are not configured: start kiln with -github-webhook-secret (and -github-app-id or -github-token)")
 		return
 	}
-	ev, refused := s.readHook(w, r, "github", s.actions.WebhookSecret())
-	if ev == nil {
-		result = refused
+	ev, ref := s.readHook(w, r, "github", s.actions.WebhookSecret())
+	if ref != nil {
+		result = ref.reason
+		s.refuseHook(w, r, hookFrom{"github", "(github-actions)"}, ref)
 		return
 	}
 	resp := map[string]any{"delivery": ev.DeliveryID}

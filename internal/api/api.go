@@ -6,6 +6,7 @@ package api
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/kilnci/kiln/internal/actions"
 	"github.com/kilnci/kiln/internal/cache"
@@ -33,6 +35,15 @@ type Config struct {
 	Health func(context.Context) error
 	// AllowFileRemotes lets a project's clone URL be a file:// URL.
 	AllowFileRemotes bool
+	// WebhookConcurrency bounds the webhook bodies read and verified at
+	// once; a delivery waits at most WebhookQueueWait for a slot, then
+	// gets 503. WebhookReadTimeout bounds the reading of one body.
+	WebhookConcurrency int
+	WebhookQueueWait   time.Duration
+	WebhookReadTimeout time.Duration
+	// SpoolDir holds the webhook bodies too large to hold in memory while
+	// they are verified (default: the system's temporary directory).
+	SpoolDir string
 }
 
 type Server struct {
@@ -47,12 +58,24 @@ type Server struct {
 	warm    sync.Map // agent id -> its last reported warm projects, joined
 	log     *slog.Logger
 	mux     *http.ServeMux
+	// hookSlots bounds the webhook bodies read at once; dummySecret is
+	// what a delivery for no project (or a project without a secret) is
+	// verified with: random, so it matches nothing.
+	hookSlots   chan struct{}
+	dummySecret string
 }
 
 // New builds the HTTP edge. acts serves GitHub Actions pools (its
 // webhook, pools, runners, and the launch of claimed runner jobs).
 func New(cfg Config, st *store.Store, sched *scheduler.Scheduler, m *metrics.Metrics, log *slog.Logger, caches *cache.Service, acts *actions.Service) *Server {
-	s := &Server{cfg: cfg, store: st, sched: sched, metrics: m, caches: caches, actions: acts, watch: newWatcher(), log: log, mux: http.NewServeMux()}
+	if cfg.WebhookConcurrency <= 0 {
+		cfg.WebhookConcurrency = 16
+	}
+	if cfg.WebhookQueueWait <= 0 {
+		cfg.WebhookQueueWait = 10 * time.Second
+	}
+	s := &Server{cfg: cfg, store: st, sched: sched, metrics: m, caches: caches, actions: acts, watch: newWatcher(), log: log, mux: http.NewServeMux(),
+		hookSlots: make(chan struct{}, cfg.WebhookConcurrency), dummySecret: rand.Text()}
 	admin := func(h http.HandlerFunc) http.Handler { return s.auth(store.TokenAdmin, h) }
 	agent := func(h http.HandlerFunc) http.Handler { return s.auth(store.TokenAgent, h) }
 

@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"net/http"
 	"regexp"
+	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/kilnci/kiln/internal/forge"
 	"github.com/kilnci/kiln/internal/store"
@@ -55,6 +57,14 @@ func (s *Server) triggerBuild(w http.ResponseWriter, r *http.Request) {
 func (s *Server) listBuilds(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	f := store.BuildFilter{Status: store.Status(q.Get("status")), Branch: q.Get("branch")}
+	if f.Status != "" && !slices.Contains(store.AllStatuses, f.Status) {
+		valid := make([]string, len(store.AllStatuses))
+		for i, st := range store.AllStatuses {
+			valid[i] = string(st)
+		}
+		writeError(w, http.StatusBadRequest, "invalid", fmt.Sprintf("status %q: want one of %s", clipLog(string(f.Status), 64), strings.Join(valid, ", ")))
+		return
+	}
 	if name := q.Get("project"); name != "" {
 		p, err := s.store.ProjectByName(r.Context(), name)
 		if err != nil {

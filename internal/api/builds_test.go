@@ -235,3 +235,20 @@ func (e *env) wantPlanFailure(branch string, status store.Status, lines ...strin
 		}
 	}
 }
+
+// TestListBuildsInvalid: a filter that can match nothing because it is not
+// a valid value is refused with the valid ones, not answered [].
+func TestListBuildsInvalid(t *testing.T) {
+	e := newEnv(t)
+	e.refuse(e.admin, []refusal{
+		{"unknown status", "GET", "/api/v1/builds?status=bogus", nil, 400, "invalid",
+			`status "bogus": want one of queued, running, success, failure, canceled, timed_out, error`},
+		{"status in capitals", "GET", "/api/v1/builds?status=SUCCESS", nil, 400, "invalid", `status "SUCCESS": want one of`},
+		{"limit not a number", "GET", "/api/v1/builds?limit=x", nil, 400, "invalid", "limit: want a positive integer"},
+		{"unknown project", "GET", "/api/v1/builds?project=nope", nil, 404, "not_found", `project "nope"`},
+	}, nil)
+	for _, st := range []string{"queued", "running", "success", "failure", "canceled", "timed_out", "error"} {
+		var bs []*store.Build
+		e.api("GET", "/api/v1/builds?status="+st, nil).want(t, http.StatusOK, &bs)
+	}
+}

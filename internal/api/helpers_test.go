@@ -58,6 +58,16 @@ type env struct {
 // is claimable again at once.
 func newEnv(t *testing.T, opts ...func(*server.Config)) *env {
 	t.Helper()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if os.Getenv("KILN_TEST_VERBOSE") != "" {
+		log = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	return startEnv(t, log, opts...)
+}
+
+// startEnv is newEnv with the server's logger.
+func startEnv(t *testing.T, log *slog.Logger, opts ...func(*server.Config)) *env {
+	t.Helper()
 	cfg := server.DefaultConfig()
 	cfg.DataDir = t.TempDir()
 	cfg.Listen = "127.0.0.1:0"
@@ -69,10 +79,6 @@ func newEnv(t *testing.T, opts ...func(*server.Config)) *env {
 		o(&cfg)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	if os.Getenv("KILN_TEST_VERBOSE") != "" {
-		log = slog.New(slog.NewTextHandler(os.Stderr, nil))
-	}
 	srv, err := server.New(ctx, cfg, log)
 	if err != nil {
 		t.Fatal(err)

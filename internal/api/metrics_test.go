@@ -91,7 +91,7 @@ func TestMetrics(t *testing.T) {
 		{"github", "hello", githubHeader("push", "m-4", hookSecret, bad), bad, 400},
 		{"github", "hello", githubHeader("ping", "m-5", hookSecret, ping), ping, 200},
 		{"github", "hello", githubHeader("issues", "m-6", hookSecret, ping), ping, 202},
-		{"github", "nope", githubHeader("push", "m-7", hookSecret, push), push, 404},
+		{"github", "nope", githubHeader("push", "m-7", hookSecret, push), push, 401}, // as a bad signature
 		{"gitlab", "hello", gitlabHeader("Push Hook", "m-8", hookSecret), gl, 201},
 	}
 	for _, d := range deliveries {

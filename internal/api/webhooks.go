@@ -3,20 +3,23 @@ package api
 import (
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
+	"strings"
 
 	"github.com/kilnci/kiln/internal/forge"
 	"github.com/kilnci/kiln/internal/store"
 )
 
-// webhook handles POST /hooks/{forge}/{project}. Checks run in this order so
-// that nothing is stored for a request that is not authentic: project known
-// (404), body within the limit (413), signature (401), payload (400). A
-// delivery is stored, with the build it asks for, before it is acknowledged;
-// a delivery id seen before is acknowledged and builds nothing.
+// webhook handles POST /hooks/{forge}/{project}. Nothing is stored for a
+// request that is not authentic; the checks and their order are readHook's.
+// An unknown project, or one without a webhook secret, is verified with a
+// secret no forge holds and so gets the very answer a bad signature gets
+// (a 404 would tell an outsider which project names exist); the server's
+// log says which it was. A delivery is stored, with the build it asks for,
+// before it is acknowledged; a delivery id seen before is acknowledged and
+// builds nothing.
 func (s *Server) webhook(w http.ResponseWriter, r *http.Request) {
-	forgeName := r.PathValue("forge")
+	forgeName, projectName := r.PathValue("forge"), r.PathValue("project")
 	result := "error"
 	// The label is one of a fixed set: a path segment from an
 	// unauthenticated request must not mint new metric series.
@@ -28,19 +31,38 @@ func (s *Server) webhook(w http.ResponseWriter, r *http.Request) {
 	}
 	defer func() { s.metrics.WebhookDeliveries.WithLabelValues(label, result).Inc() }()
 
-	p, err := s.store.ProjectByName(r.Context(), r.PathValue("project"))
-	if errors.Is(err, store.ErrNotFound) {
-		result = "unknown_project"
-		writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no project %q", r.PathValue("project")))
-		return
-	}
-	if err != nil {
+	p, err := s.store.ProjectByName(r.Context(), projectName)
+	secret, why := s.dummySecret, ""
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		why = "unknown_project"
+	case err != nil:
 		s.storeError(w, err)
 		return
+	case p.WebhookSecret == "":
+		why = "no_secret"
+	default:
+		secret = p.WebhookSecret
 	}
-	ev, res := s.readHook(w, r, forgeName, p.WebhookSecret)
-	if ev == nil {
-		result = res
+	ev, ref := s.readHook(w, r, forgeName, secret)
+	if ref == nil && why != "" {
+		// Never: the dummy secret is random. But an unknown project
+		// builds nothing, whatever the signature says.
+		ref = &hookRefusal{status: http.StatusUnauthorized, code: "bad_signature", msg: forge.ErrSignature.Error()}
+	}
+	if ref != nil {
+		switch {
+		case why == "unknown_project" && ref.code == "bad_signature":
+			ref.reason = why
+			ref.detail = fmt.Sprintf("no project %q (answered as a bad signature)", clipLog(projectName, 128))
+		case why == "no_secret" && ref.code == "bad_signature":
+			ref.reason = why
+			ref.detail = "project has no webhook secret, so it accepts no delivery (answered as a bad signature)"
+		case why != "":
+			ref.detail = ref.msg + " (and " + strings.ReplaceAll(why, "_", " ") + ")"
+		}
+		result = ref.reason
+		s.refuseHook(w, r, hookFrom{forgeName, projectName}, ref)
 		return
 	}
 
@@ -88,32 +110,4 @@ func (s *Server) webhook(w http.ResponseWriter, r *http.Request) {
 		result = "ignored"
 		writeJSON(w, http.StatusAccepted, resp)
 	}
-}
-
-// readHook reads a webhook's body (413 past the limit) and verifies and
-// parses it (401 bad signature, 400 malformed, 404 unknown forge). On a
-// refusal it has answered, and returns nil and the result for metrics.
-func (s *Server) readHook(w http.ResponseWriter, r *http.Request, forgeName, secret string) (*forge.Event, string) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxWebhookBody))
-	if err != nil {
-		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
-			writeError(w, http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("webhook body over the limit of %d bytes", s.cfg.MaxWebhookBody))
-			return nil, "too_large"
-		}
-		writeError(w, http.StatusBadRequest, "bad_request", "reading body: "+err.Error())
-		return nil, "bad_request"
-	}
-	ev, err := forge.Parse(forgeName, r.Header, body, secret)
-	switch {
-	case errors.Is(err, forge.ErrSignature):
-		writeError(w, http.StatusUnauthorized, "bad_signature", err.Error())
-		return nil, "bad_signature"
-	case errors.Is(err, forge.ErrMalformed):
-		writeError(w, http.StatusBadRequest, "malformed", err.Error())
-		return nil, "malformed"
-	case err != nil:
-		writeError(w, http.StatusNotFound, "not_found", err.Error())
-		return nil, "unknown_forge"
-	}
-	return ev, ""
 }

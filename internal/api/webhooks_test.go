@@ -10,9 +10,10 @@ import (
 
 // TestWebhookRefused: a delivery that is not authentic, too large, malformed
 // or for nothing Kiln knows is refused with a clear error, and nothing of
-// it is stored: no delivery, no build.
+// it is stored: no delivery, no build. Each refusal is in the server's log
+// with the forge, project, delivery id, reason and remote address.
 func TestWebhookRefused(t *testing.T) {
-	e := newEnv(t)
+	e, logs := newEnvLogged(t)
 	dir, head := newRepo(t)
 	e.project("hello", dir, nil)
 	e.project("nosecret", dir, map[string]any{"webhook_secret": ""})
@@ -40,7 +41,7 @@ func TestWebhookRefused(t *testing.T) {
 		{"signature not hex", "github", "hello", with(signed, "X-Hub-Signature-256", "sha256=zz"), push,
 			401, "bad_signature", []string{"not a hex HMAC-SHA256"}},
 		{"project without a secret", "github", "nosecret", signed, push,
-			401, "bad_signature", []string{"no webhook secret"}},
+			401, "bad_signature", []string{"X-Hub-Signature-256 does not match"}},
 		{"too large", "github", "hello", githubHeader("push", "d1", hookSecret, big), big,
 			413, "too_large", []string{"65536 bytes"}},
 		{"malformed JSON", "github", "hello", githubHeader("push", "d1", hookSecret, []byte(`{"ref": "refs/heads/main", "after": }`)), []byte(`{"ref": "refs/heads/main", "after": }`),
@@ -52,7 +53,9 @@ func TestWebhookRefused(t *testing.T) {
 		{"missing delivery id", "github", "hello", without(signed, "X-GitHub-Delivery"), push,
 			400, "malformed", []string{"missing X-GitHub-Delivery"}},
 		{"unknown project", "github", "nope", signed, push,
-			404, "not_found", []string{`no project "nope"`}},
+			401, "bad_signature", []string{"X-Hub-Signature-256 does not match"}},
+		{"too large, declared by the sender", "github", "hello", with(githubHeader("push", "d1", hookSecret, big), "X-Hub-Signature-256", "sha256="+strings.Repeat("00", 32)), big,
+			413, "too_large", []string{"65536 bytes"}},
 		{"unknown forge", "bitbucket", "hello", signed, push,
 			404, "not_found", []string{`unknown forge "bitbucket"`}},
 		{"gitlab: wrong token", "gitlab", "hello", gitlabHeader("Push Hook", "d1", "wrong-token-0123456789"), fixture(t, "gitlab/push.json"),
@@ -62,10 +65,21 @@ func TestWebhookRefused(t *testing.T) {
 		{"gitea: bad signature", "gitea", "hello", giteaHeader("d1", "another-secret-of-16+", push), push,
 			401, "bad_signature", []string{"X-Gitea-Signature does not match"}},
 	}
-	for _, tc := range tests {
+	reasons := map[string]string{"bad signature": "bad_signature", "project without a secret": "no_secret", "unknown project": "unknown_project",
+		"too large": "too_large", "too large, declared by the sender": "too_large", "unknown forge": "unknown_forge"}
+	for i, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			e := e.sub(t)
 			e.hook(tc.forge, tc.proj, tc.header, tc.body).wantError(t, tc.code, tc.errCode, tc.msg...)
+			reason, ok := reasons[tc.name]
+			if !ok {
+				reason = tc.errCode
+			}
+			delivery := tc.header.Get("X-GitHub-Delivery") + tc.header.Get("X-Gitea-Delivery") + tc.header.Get("Idempotency-Key")
+			if tc.forge == "bitbucket" {
+				delivery = "" // no forge to say which header names it
+			}
+			wantRefusalLogged(t, logs, i+1, tc.forge, tc.proj, delivery, reason, tc.code)
 			e.wantBuilds(0)
 			if n := e.deliveries(); n != 0 {
 				t.Errorf("%d deliveries stored", n)

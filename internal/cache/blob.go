@@ -130,7 +130,7 @@ func (s *Service) receive(r *http.Request, e entryRow, n int64, dst string) (str
 		return "", err
 	}
 	dir := filepath.Dir(dst)
-	if err := os.MkdirAll(dir, 0o750); err != nil {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", fmt.Errorf("cache: %w", err)
 	}
 	tmp, err := os.CreateTemp(dir, ".upload-*")

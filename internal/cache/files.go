@@ -30,7 +30,7 @@ type files struct{ root string }
 
 func (f files) init() error {
 	for _, d := range []string{"blobs", "staging"} {
-		if err := os.MkdirAll(filepath.Join(f.root, d), 0o750); err != nil {
+		if err := os.MkdirAll(filepath.Join(f.root, d), 0o700); err != nil {
 			return fmt.Errorf("cache: %w", err)
 		}
 	}
@@ -105,7 +105,7 @@ func (f files) assembleChunks(id, size int64) error {
 	}
 	out, err := os.CreateTemp(f.staging(id), ".assemble-*")
 	if errors.Is(err, fs.ErrNotExist) { // no chunk ever arrived: an empty archive
-		err = os.MkdirAll(f.staging(id), 0o750)
+		err = os.MkdirAll(f.staging(id), 0o700)
 		if err == nil {
 			out, err = os.CreateTemp(f.staging(id), ".assemble-*")
 		}

@@ -95,6 +95,7 @@ func checkParsed(t *testing.T, ev *Event, err error) {
 type fuzzSeed struct {
 	target, name, event string
 	body                []byte
+	data                []byte // the file as is, for targets of other arguments
 }
 
 // fuzzSeeds returns the seeds made from the fixtures: every GitHub example
@@ -110,7 +111,7 @@ func fuzzSeeds(t *testing.T) []fuzzSeed {
 		for _, file := range files {
 			dir := filepath.Base(filepath.Dir(file))
 			name := dir + "." + strings.TrimSuffix(filepath.Base(file), ".json")
-			seeds = append(seeds, fuzzSeed{target, name, event(file), readFixture(t, file)})
+			seeds = append(seeds, fuzzSeed{target: target, name: name, event: event(file), body: readFixture(t, file)})
 		}
 	}
 	add("FuzzParseGitHub", "testdata/github/*.json", func(file string) string {
@@ -125,7 +126,7 @@ func fuzzSeeds(t *testing.T) []fuzzSeed {
 	}
 	for _, file := range jobs {
 		name := "github." + strings.TrimSuffix(filepath.Base(file), ".json")
-		seeds = append(seeds, fuzzSeed{"FuzzParseWorkflowJob", name, "workflow_job", readFixture(t, file)})
+		seeds = append(seeds, fuzzSeed{target: "FuzzParseWorkflowJob", name: name, event: "workflow_job", body: readFixture(t, file)})
 	}
 	add("FuzzParseGitLab", "testdata/gitlab/*.json", func(file string) string {
 		if strings.HasPrefix(filepath.Base(file), "tag_") {
@@ -139,6 +140,9 @@ func fuzzSeeds(t *testing.T) []fuzzSeed {
 // encodeSeed writes a seed in the go test fuzz v1 format, the way the go
 // command writes the inputs it finds.
 func encodeSeed(s fuzzSeed) []byte {
+	if s.data != nil {
+		return s.data
+	}
 	return fmt.Appendf(nil, "go test fuzz v1\nstring(%q)\n[]byte(%q)\n", s.event, s.body)
 }
 
@@ -147,7 +151,7 @@ func encodeSeed(s fuzzSeed) []byte {
 // does so after extracting the examples). Inputs the fuzzer found and that
 // were committed as regressions sit beside them and are left alone.
 func TestFuzzSeeds(t *testing.T) {
-	seeds := fuzzSeeds(t)
+	seeds := append(fuzzSeeds(t), verifySeeds(t)...)
 	if *updateSeeds {
 		// Drop the seeds of fixtures that are gone; the go command names
 		// what it finds by hash, so these names are only ever seeds.

@@ -1,6 +1,7 @@
 package forge
 
 import (
+	"bytes"
 	"fmt"
 	"net/http"
 	"strings"
@@ -34,17 +35,20 @@ const maxHeaderValue = 256
 // KindWorkflowJob event (GitHub's workflow_job) always has a WorkflowJob
 // with positive ids, an owner and a repository, and a status.
 func Parse(forgeName string, header http.Header, body []byte, secret string) (*Event, error) {
+	if err := Verify(forgeName, header, bytes.NewReader(body), secret); err != nil {
+		return nil, err
+	}
+	return ParseVerified(forgeName, header, body)
+}
+
+// ParseVerified parses a delivery whose body a Verifier has found
+// authentic (see Parse, which verifies and then calls it). Errors wrap
+// ErrMalformed or ErrUnknownForge.
+func ParseVerified(forgeName string, header http.Header, body []byte) (*Event, error) {
 	f, ok := lookupForge(forgeName)
 	if !ok {
 		return nil, fmt.Errorf("%w %q: want github, gitlab, gitea or forgejo", ErrUnknownForge, forgeName)
 	}
-	if secret == "" {
-		return nil, fmt.Errorf("%w: project has no webhook secret", ErrSignature)
-	}
-	if err := f.verify(header, body, secret); err != nil {
-		return nil, err
-	}
-
 	name, err := firstHeader(header, f.eventHeaders)
 	if err != nil {
 		return nil, err
@@ -96,8 +100,9 @@ type forge struct {
 	eventHeaders    []string // the event name: the first one present counts
 	deliveryHeaders []string // the delivery id: the first one present counts
 
-	// verify checks the delivery's signature or token against a non-empty secret.
-	verify func(h http.Header, body []byte, secret string) error
+	// sigs are the headers that may carry the body's HMAC-SHA256, the
+	// first one present counts; nil for GitLab, which sends a token.
+	sigs []sigHeader
 	// kinds maps the forge's event names Kiln handles to what it does with
 	// them; any other event is KindOther.
 	kinds map[string]Kind
@@ -153,7 +158,6 @@ func lookupForge(name string) (forge, bool) {
 			name:            "gitlab",
 			eventHeaders:    []string{"X-Gitlab-Event"},
 			deliveryHeaders: []string{"Idempotency-Key", "X-Gitlab-Webhook-UUID", "X-Gitlab-Event-UUID"},
-			verify:          verifyGitLabToken,
 			kinds:           map[string]Kind{"Push Hook": KindPush, "Tag Push Hook": KindPush},
 			pushPayload:     func() pushPayload { return new(gitlabPushPayload) },
 		}, true
@@ -168,7 +172,7 @@ func githubShaped(name string, eventHeaders, deliveryHeaders []string, sigs ...s
 		name:            name,
 		eventHeaders:    eventHeaders,
 		deliveryHeaders: deliveryHeaders,
-		verify:          verifyHMAC(sigs...),
+		sigs:            sigs,
 		kinds:           map[string]Kind{"ping": KindPing, "push": KindPush, "workflow_job": KindWorkflowJob},
 		pushPayload:     func() pushPayload { return new(githubPushPayload) },
 	}
@@ -186,4 +190,23 @@ func firstHeader(h http.Header, names []string) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("%w: missing %s header", ErrMalformed, strings.Join(names, " or "))
+}
+
+// DeliveryID returns a delivery's id as its header names it, unverified and
+// cut to a sane length, for logging a delivery that is refused ("" when
+// there is none or the forge is unknown).
+func DeliveryID(forgeName string, header http.Header) string {
+	f, ok := lookupForge(forgeName)
+	if !ok {
+		return ""
+	}
+	for _, n := range f.deliveryHeaders {
+		if v := strings.TrimSpace(header.Get(n)); v != "" {
+			if len(v) > maxHeaderValue {
+				v = v[:maxHeaderValue]
+			}
+			return v
+		}
+	}
+	return ""
 }

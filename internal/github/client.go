@@ -143,6 +143,13 @@ func New(cfg Config) (*Client, error) {
 	if tr == nil {
 		tr = http.DefaultTransport
 	}
+	// Every request, the installation token's too, says what GitHub's
+	// documentation asks for (go-github and ghinstallation still send
+	// the older v3 media type).
+	tr = apiHeaders{next: tr}
+	withHeaders := *hc
+	withHeaders.Transport = tr
+	hc = &withHeaders
 	c := &Client{now: cfg.Now, remaining: -1}
 	if c.now == nil {
 		c.now = time.Now
@@ -171,6 +178,37 @@ func New(cfg Config) (*Client, error) {
 	}
 	c.gh = client
 	return c, nil
+}
+
+// MediaType and APIVersion are the Accept and X-GitHub-Api-Version that
+// GitHub's REST documentation tells clients to send.
+const (
+	MediaType  = "application/vnd.github+json"
+	APIVersion = "2022-11-28"
+)
+
+// apiHeaders sets Accept to MediaType where a library asks for the
+// generic v3 media type (or none), and X-GitHub-Api-Version when missing;
+// any other media type (a preview, raw contents) is left as asked.
+type apiHeaders struct{ next http.RoundTripper }
+
+func (a apiHeaders) RoundTrip(r *http.Request) (*http.Response, error) {
+	generic := true
+	for _, v := range r.Header.Values("Accept") {
+		if v != "" && v != "application/vnd.github.v3+json" && v != MediaType {
+			generic = false
+		}
+	}
+	if generic || r.Header.Get("X-GitHub-Api-Version") == "" {
+		r = r.Clone(r.Context()) // a RoundTripper must not change its request
+		if generic {
+			r.Header.Set("Accept", MediaType)
+		}
+		if r.Header.Get("X-GitHub-Api-Version") == "" {
+			r.Header.Set("X-GitHub-Api-Version", APIVersion)
+		}
+	}
+	return a.next.RoundTrip(r)
 }
 
 // RateLimit returns the X-RateLimit-Remaining and X-RateLimit-Reset of the

@@ -109,7 +109,7 @@ func Open(dir string, cfg Config) (*Mirrors, error) {
 		return nil, fmt.Errorf("gitmirror: %w", err)
 	}
 	home := filepath.Join(root, ".home")
-	if err := os.MkdirAll(home, 0o755); err != nil {
+	if err := os.MkdirAll(home, 0o700); err != nil {
 		return nil, fmt.Errorf("gitmirror: %w", err)
 	}
 	return &Mirrors{

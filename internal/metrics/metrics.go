@@ -30,6 +30,10 @@ type Metrics struct {
 	ActionsReconcilerRepairs prometheus.Counter
 	ActionsUnmatchedJobs     prometheus.Counter
 	ActionsWebhooks          *prometheus.CounterVec // action, result
+
+	// Webhook bodies: read (and verified) now, and spooled to disk.
+	WebhookBodiesReading prometheus.Gauge
+	WebhookBodiesSpooled prometheus.Counter
 }
 
 // BuildCounter reports builds by status (read from the store at scrape time).
@@ -74,7 +78,10 @@ func New(builds BuildCounter) *Metrics {
 		ActionsWebhooks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "kiln_actions_webhooks_total", Help: "GitHub Actions webhook deliveries by workflow_job action and result.",
 		}, []string{"action", "result"}),
+		WebhookBodiesReading: prometheus.NewGauge(prometheus.GaugeOpts{Name: "kiln_webhook_bodies_reading", Help: "Webhook bodies being read and verified now (at most -webhook-concurrency)."}),
+		WebhookBodiesSpooled: prometheus.NewCounter(prometheus.CounterOpts{Name: "kiln_webhook_bodies_spooled_total", Help: "Webhook bodies too large to hold in memory while verified, spooled to a file in the data directory."}),
 	}
+	r.MustRegister(m.WebhookBodiesReading, m.WebhookBodiesSpooled)
 	r.MustRegister(m.ActionsQueuedToRunning, m.ActionsJITCalls, m.ActionsReconcilerRepairs, m.ActionsUnmatchedJobs, m.ActionsWebhooks)
 	r.MustRegister(m.WebhookDeliveries, m.QueueWait, m.JobDuration, m.JobsFinished, m.LeasesExpired, m.LogLinesReceived, m.StaleWritesRefused, m.CacheOps, m.CacheBytes,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

@@ -38,7 +38,14 @@ type Config struct {
 	// DataDir/secret.key is used (created on first start).
 	SecretKey      string
 	MaxWebhookBody int64
-	Scheduler      scheduler.Config
+	// WebhookConcurrency bounds the webhook bodies read and verified at
+	// once (each holds at most 256 KiB in memory, the rest in a file);
+	// a delivery waits up to WebhookQueueWait for a slot, then gets 503.
+	// WebhookReadTimeout bounds the reading of one body.
+	WebhookConcurrency int
+	WebhookQueueWait   time.Duration
+	WebhookReadTimeout time.Duration
+	Scheduler          scheduler.Config
 	// PublicURL is the base URL agents and jobs reach this server at (the
 	// cache service hands it out). Default: http:// + the listen address.
 	PublicURL string
@@ -72,7 +79,8 @@ type Config struct {
 }
 
 func DefaultConfig() Config {
-	return Config{Listen: "127.0.0.1:8080", MaxWebhookBody: 25 << 20, Scheduler: scheduler.DefaultConfig(), Cache: cache.DefaultConfig(), EvictEvery: 10 * time.Minute,
+	return Config{Listen: "127.0.0.1:8080", MaxWebhookBody: 25 << 20, WebhookConcurrency: 16, WebhookQueueWait: 10 * time.Second, WebhookReadTimeout: 30 * time.Second,
+		Scheduler: scheduler.DefaultConfig(), Cache: cache.DefaultConfig(), EvictEvery: 10 * time.Minute,
 		Actions: actions.DefaultConfig(), ShutdownTimeout: 10 * time.Second,
 		LogRetention: RetentionPolicy{MaxAge: 90 * 24 * time.Hour, MaxBytes: 1 << 30}, RetentionEvery: 10 * time.Minute,
 		ReserveBytes: 64 << 20, HealthEvery: 10 * time.Second, MinFreeBytes: 16 << 20, Git: gitmirror.DefaultConfig()}
@@ -85,6 +93,8 @@ func (c Config) Validate() error {
 		return errors.New("data-dir: required")
 	case c.MaxWebhookBody <= 0:
 		return errors.New("max-webhook-body: must be positive")
+	case c.WebhookConcurrency < 1:
+		return errors.New("webhook-concurrency: at least 1")
 	case c.Scheduler.Lease < time.Second:
 		return errors.New("lease: at least 1s")
 	case c.Scheduler.MaxAttempts < 1:
@@ -123,8 +133,20 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+	if err := secureDataDir(cfg.DataDir, log); err != nil {
+		return nil, err
+	}
+	// Webhook bodies being verified; anything left there is a crashed
+	// server's.
+	spoolDir := filepath.Join(cfg.DataDir, "tmp")
+	if err := os.RemoveAll(spoolDir); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	if err := os.Mkdir(spoolDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	if err := createPrivate(filepath.Join(cfg.DataDir, "kiln.db")); err != nil {
+		return nil, err
 	}
 	var key []byte
 	var err error
@@ -195,7 +217,8 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		return fail(err)
 	}
 	a := api.New(api.Config{MaxWebhookBody: cfg.MaxWebhookBody, PublicURL: cfg.PublicURL, Health: diskHealth(cfg.DataDir, cfg.MinFreeBytes),
-		AllowFileRemotes: cfg.Git.AllowFileRemotes}, st, sched, m, log.With("component", "api"), cacheSvc, acts)
+		AllowFileRemotes: cfg.Git.AllowFileRemotes, SpoolDir: spoolDir,
+		WebhookConcurrency: cfg.WebhookConcurrency, WebhookQueueWait: cfg.WebhookQueueWait, WebhookReadTimeout: cfg.WebhookReadTimeout}, st, sched, m, log.With("component", "api"), cacheSvc, acts)
 	return &Server{cfg: cfg, Store: st, Sched: sched, Mirrors: mirrors, API: a, Cache: cacheSvc, Actions: acts, log: log, ln: ln, reserve: res, now: time.Now}, nil
 }
 

@@ -44,6 +44,7 @@ func call(t *testing.T, s *Server, method, path string, body any) (int, http.Hea
 	}
 	req, _ := http.NewRequest(method, u, rd)
 	req.Header.Set("Authorization", "Bearer "+testToken)
+	apiHeaders(req)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -386,6 +387,7 @@ func TestAuthentication(t *testing.T) {
 		if auth != "" {
 			req.Header.Set("Authorization", auth)
 		}
+		apiHeaders(req)
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
@@ -415,6 +417,7 @@ func TestAccessTokens(t *testing.T) {
 	exchange := func(inst int64, jwt string) (int, map[string]any) {
 		req, _ := http.NewRequest("POST", fmt.Sprintf("%sapp/installations/%d/access_tokens", s.URL(), inst), nil)
 		req.Header.Set("Authorization", "Bearer "+jwt)
+		apiHeaders(req)
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
@@ -440,6 +443,7 @@ func TestAccessTokens(t *testing.T) {
 	use := func() int {
 		req, _ := http.NewRequest("GET", s.URL()+"orgs/acme/actions/runners", nil)
 		req.Header.Set("Authorization", "token "+tok["token"].(string))
+		apiHeaders(req)
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
@@ -556,5 +560,14 @@ func TestRateLimitHeaders(t *testing.T) {
 	code, h, body := call(t, s, "GET", "orgs/acme/actions/runners", nil)
 	if code != http.StatusTooManyRequests || h.Get("Retry-After") != "42" || !strings.Contains(string(body), "secondary-rate-limits") {
 		t.Errorf("secondary: %d %v %s", code, h, body)
+	}
+}
+
+// apiHeaders sets the headers GitHub's documentation asks every request
+// to send (the fake refuses a request without them).
+func apiHeaders(req *http.Request) {
+	if !strings.Contains(req.URL.Path, "/_fake/") {
+		req.Header.Set("Accept", MediaType)
+		req.Header.Set("X-GitHub-Api-Version", APIVersion)
 	}
 }

@@ -294,13 +294,46 @@ func (s *Server) route(mux *http.ServeMux) {
 	})
 }
 
-// apiHandler counts the call, authenticates it (but the token exchange,
+// APIVersion is the only X-GitHub-Api-Version the fake serves; MediaType
+// the Accept it wants.
+const (
+	APIVersion = "2022-11-28"
+	MediaType  = "application/vnd.github+json"
+)
+
+// checkAPIHeaders holds a request to the headers GitHub's REST
+// documentation tells clients to send: Accept: application/vnd.github+json
+// and X-GitHub-Api-Version: 2022-11-28. GitHub itself answers 400 to a
+// version it does not support, and serves a request without one, or with
+// the older application/vnd.github.v3+json, as 2022-11-28; the fake refuses
+// those too, so that a client drifting from the documentation fails its
+// tests.
+func checkAPIHeaders(h http.Header) string {
+	switch v := h.Get("X-GitHub-Api-Version"); v {
+	case APIVersion:
+	case "":
+		return "X-GitHub-Api-Version is missing: send X-GitHub-Api-Version: " + APIVersion + " (fakegithub requires it)"
+	default:
+		return fmt.Sprintf("API version %q is not supported: send X-GitHub-Api-Version: %s", v, APIVersion)
+	}
+	if accept := h.Values("Accept"); len(accept) != 1 || accept[0] != MediaType {
+		return fmt.Sprintf("Accept %q: send Accept: %s (fakegithub requires it)", strings.Join(accept, ", "), MediaType)
+	}
+	return ""
+}
+
+// apiHandler counts the call, checks the documented headers (400), authenticates it (but the token exchange,
 // which checks its own JWT), applies injected rate limits and faults, sets
 // the rate-limit headers GitHub sends, and runs h.
 func (s *Server) apiHandler(endpoint string, h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		s.mu.Lock()
 		s.calls[endpoint]++
+		if msg := checkAPIHeaders(r.Header); msg != "" {
+			s.mu.Unlock()
+			writeError(w, http.StatusBadRequest, msg)
+			return
+		}
 		if endpoint != EndpointAccessTokens && !s.authenticated(r) {
 			s.mu.Unlock()
 			writeError(w, http.StatusUnauthorized, "Bad credentials")
