@@ -204,14 +204,26 @@ func runAgents(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	var as []store.Agent
+	var as []api.AgentView
 	if err := c.do(ctx, "GET", "/agents", nil, &as); err != nil {
 		return err
 	}
 	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tNAME\tLABELS\tCAPACITY\tVERSION\tLAST SEEN")
+	fmt.Fprintln(tw, "ID\tNAME\tLABELS\tCAPACITY\tVERSION\tLAST SEEN\tSTATE")
 	for _, a := range as {
-		fmt.Fprintf(tw, "%s\t%s\t%v\t%d\t%s\t%s ago\n", a.ID, a.Name, a.Labels, a.Capacity, a.Version, time.Since(a.LastSeen).Round(time.Second))
+		fmt.Fprintf(tw, "%s\t%s\t%v\t%d\t%s\t%s ago\t%s\n", a.ID, a.Name, a.Labels, a.Capacity, a.Version, time.Since(a.LastSeen).Round(time.Second), agentState(a))
 	}
 	return tw.Flush()
+}
+
+// agentState says an agent's state under the broken-agent policy, with
+// its streak of errors and, when quarantined, for how much longer.
+func agentState(a api.AgentView) string {
+	switch {
+	case a.State == "quarantined" && a.QuarantinedUntil != nil:
+		return fmt.Sprintf("quarantined for %s (%d errors in a row)", time.Until(*a.QuarantinedUntil).Round(time.Second), a.ErrorStreak)
+	case a.State == "probing":
+		return fmt.Sprintf("probing (%d errors in a row)", a.ErrorStreak)
+	}
+	return a.State
 }

@@ -63,7 +63,9 @@ func (c *client) post(ctx context.Context, path string, in, out any) (bool, erro
 	var e protocol.Error
 	data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	_ = json.Unmarshal(data, &e)
-	if resp.StatusCode == http.StatusConflict && e.Code == protocol.CodeStaleAttempt {
+	if resp.StatusCode == http.StatusConflict && e.Code == protocol.CodeStaleAttempt ||
+		resp.StatusCode == http.StatusForbidden && e.Code == protocol.CodeNotYourLease {
+		// Either way the attempt is not (or no longer) this agent's.
 		return false, fmt.Errorf("%s: %w", e.Error, ErrStale)
 	}
 	if e.Error == "" {

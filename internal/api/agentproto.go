@@ -28,7 +28,11 @@ func (s *Server) agentRegister(w http.ResponseWriter, r *http.Request) {
 	if req.Name == "" {
 		req.Name = req.ID
 	}
-	if err := s.store.UpsertAgent(r.Context(), &store.Agent{ID: req.ID, Name: req.Name, Labels: req.Labels, Capacity: req.Capacity, Version: req.Version}); err != nil {
+	tok := agentToken(r)
+	if err := s.store.RegisterAgent(r.Context(), &store.Agent{ID: req.ID, Name: req.Name, Labels: req.Labels, Capacity: req.Capacity, Version: req.Version}, tok.ID); err != nil {
+		if errors.Is(err, store.ErrAgentTaken) {
+			s.log.Warn("agent registration refused: the agent id belongs to another agent token", "agent", req.ID, "token", tok.ID, "token_name", tok.Name)
+		}
 		s.storeError(w, err)
 		return
 	}
@@ -66,13 +70,21 @@ func (s *Server) agentClaim(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusNoContent)
 		return
 	}
+	tok := agentToken(r)
+	if err := s.store.CheckAgentToken(r.Context(), req.AgentID, tok.ID); err != nil {
+		if errors.Is(err, store.ErrAgentTaken) {
+			s.log.Warn("agent claim refused: the agent id belongs to another agent token", "agent", req.AgentID, "token", tok.ID, "token_name", tok.Name)
+		}
+		s.storeError(w, err)
+		return
+	}
 	_ = s.store.TouchAgent(r.Context(), req.AgentID)
 	if err := s.setWarm(r, req.AgentID, req.Warm); err != nil {
 		s.storeError(w, err)
 		return
 	}
 	wait := time.Duration(min(max(req.WaitSeconds, 0), protocol.MaxClaimWaitSeconds)) * time.Second
-	j, err := s.sched.Claim(r.Context(), req.AgentID, req.Labels, wait)
+	j, err := s.sched.Claim(r.Context(), req.AgentID, tok.ID, req.Labels, wait)
 	if err != nil {
 		s.storeError(w, err)
 		return
@@ -178,9 +190,9 @@ func (s *Server) agentHeartbeat(w http.ResponseWriter, r *http.Request) {
 	if !decode(w, r, &req) {
 		return
 	}
-	cancel, err := s.store.Heartbeat(r.Context(), id, req.Attempt, s.sched.Config().Lease)
+	cancel, err := s.agentWrites(r).Heartbeat(r.Context(), id, req.Attempt, s.sched.Config().Lease)
 	if err != nil {
-		s.storeError(w, err)
+		s.jobWriteError(w, r, "heartbeat", id, req.Attempt, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, protocol.HeartbeatResponse{Cancel: cancel})
@@ -200,8 +212,8 @@ func (s *Server) agentStep(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "invalid", fmt.Sprintf("status %q: not a step status", req.Status))
 		return
 	}
-	if err := s.store.UpdateStep(r.Context(), id, req.Attempt, req.Index, st, req.ExitCode); err != nil {
-		s.storeError(w, err)
+	if err := s.agentWrites(r).UpdateStep(r.Context(), id, req.Attempt, req.Index, st, req.ExitCode); err != nil {
+		s.jobWriteError(w, r, "steps", id, req.Attempt, err)
 		return
 	}
 	s.watch.notify(s.buildOf(r, id))
@@ -229,8 +241,8 @@ func (s *Server) agentLogs(w http.ResponseWriter, r *http.Request) {
 		}
 		lines[i] = store.LogLine{Seq: l.Seq, Step: l.Step, Time: l.Time, Text: l.Text}
 	}
-	if err := s.store.AppendLogs(r.Context(), id, req.Attempt, lines); err != nil {
-		s.storeError(w, err)
+	if err := s.agentWrites(r).AppendLogs(r.Context(), id, req.Attempt, lines); err != nil {
+		s.jobWriteError(w, r, "logs", id, req.Attempt, err)
 		return
 	}
 	s.metrics.LogLinesReceived.Add(float64(len(lines)))
@@ -261,10 +273,13 @@ func (s *Server) agentFinish(w http.ResponseWriter, r *http.Request) {
 		s.storeError(w, err)
 		return
 	}
-	final, err := s.store.FinishJob(r.Context(), id, req.Attempt, st, req.ExitCode, req.Error, s.sched.RetryDelay(req.Attempt))
+	final, err := s.agentWrites(r).FinishJob(r.Context(), id, req.Attempt, st, req.ExitCode, req.Error, s.sched.RetryDelay(req.Attempt))
 	if err != nil {
-		s.storeError(w, err)
+		s.jobWriteError(w, r, "finish", id, req.Attempt, err)
 		return
+	}
+	if st == store.StatusError {
+		s.sched.AgentAttemptEnded(r.Context(), j.AgentID)
 	}
 	if j.StartedAt != nil {
 		s.metrics.JobDuration.WithLabelValues(string(st)).Observe(time.Since(*j.StartedAt).Seconds())
@@ -275,6 +290,35 @@ func (s *Server) agentFinish(w http.ResponseWriter, r *http.Request) {
 	}
 	s.watch.notify(j.BuildID)
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// agentToken is the agent token that authenticated r.
+func agentToken(r *http.Request) *store.Token {
+	tok, _ := r.Context().Value(ctxKey{}).(*store.Token)
+	if tok == nil {
+		return &store.Token{}
+	}
+	return tok
+}
+
+// agentWrites are the job writes of r's agent token: fenced by the
+// attempt and by the token that claimed it.
+func (s *Server) agentWrites(r *http.Request) store.AgentWrites {
+	return s.store.AgentWrites(agentToken(r).ID)
+}
+
+// jobWriteError answers a refused job write. A write of an attempt that
+// another agent token holds is 403, counted and logged: it is either a
+// bug or an agent token used to forge another agent's results.
+func (s *Server) jobWriteError(w http.ResponseWriter, r *http.Request, write string, jobID int64, attempt int, err error) {
+	var nyl *store.NotYourLeaseError
+	if errors.As(err, &nyl) {
+		tok := agentToken(r)
+		s.metrics.ForeignWritesRefused.WithLabelValues(write).Inc()
+		s.log.Warn("agent write refused: another agent holds the attempt's lease", "write", write, "job", jobID, "attempt", attempt,
+			"holder", nyl.Holder, "token", tok.ID, "token_name", tok.Name)
+	}
+	s.storeError(w, err)
 }
 
 // agentCacheEvent records a job's cache operation in metrics.

@@ -308,7 +308,11 @@ func TestAgentReRegister(t *testing.T) {
 		t.Errorf("job after its agent restarted: %s", dump(got))
 	}
 	e.heartbeat(a.JobID, 1).wantError(t, http.StatusConflict, protocol.CodeStaleAttempt)
-	next := e.mustClaim("a1")
+	// Its attempt ended in error on a1, so it goes to the other live agent first.
+	if c := e.claim("a1", 0); c != nil {
+		t.Errorf("a1 claimed %s while a2 is live", dump(c))
+	}
+	next := e.mustClaim("a2")
 	if next.JobID != a.JobID || next.Attempt != 2 {
 		t.Errorf("claim after restart: job %d attempt %d, want job %d attempt 2", next.JobID, next.Attempt, a.JobID)
 	}

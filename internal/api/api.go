@@ -206,6 +206,10 @@ func (s *Server) storeError(w http.ResponseWriter, err error) {
 	case errors.Is(err, store.ErrStaleAttempt):
 		s.metrics.StaleWritesRefused.Inc()
 		writeError(w, http.StatusConflict, protocol.CodeStaleAttempt, err.Error())
+	case errors.Is(err, store.ErrNotYourLease):
+		writeError(w, http.StatusForbidden, protocol.CodeNotYourLease, err.Error())
+	case errors.Is(err, store.ErrAgentTaken):
+		writeError(w, http.StatusForbidden, protocol.CodeAgentTaken, err.Error())
 	case errors.Is(err, store.ErrCannotWrite):
 		// Not the client's fault and not forever: agents retry a 503.
 		s.log.Error("store cannot write", "err", err)

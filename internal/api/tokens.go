@@ -3,6 +3,7 @@ package api
 import (
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/kilnci/kiln/internal/store"
 )
@@ -62,14 +63,29 @@ func (s *Server) revokeToken(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
+// AgentView is an agent as GET /api/v1/agents shows it: what the store
+// records and its state under the scheduler's broken-agent policy.
+type AgentView struct {
+	store.Agent
+	// State is ok, quarantined (its attempts kept ending in
+	// infrastructure errors: no jobs until QuarantinedUntil) or probing
+	// (the window passed: one job at a time until one runs to a verdict).
+	State            string     `json:"state"`
+	QuarantinedUntil *time.Time `json:"quarantined_until,omitempty"`
+}
+
 func (s *Server) listAgents(w http.ResponseWriter, r *http.Request) {
 	as, err := s.store.ListAgents(r.Context())
 	if err != nil {
 		s.storeError(w, err)
 		return
 	}
-	if as == nil {
-		as = []*store.Agent{}
+	out := make([]AgentView, 0, len(as))
+	now := time.Now()
+	for _, a := range as {
+		v := AgentView{Agent: *a}
+		v.State, v.QuarantinedUntil = s.sched.AgentState(*a, now)
+		out = append(out, v)
 	}
-	writeJSON(w, http.StatusOK, as)
+	writeJSON(w, http.StatusOK, out)
 }

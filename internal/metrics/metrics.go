@@ -24,6 +24,13 @@ type Metrics struct {
 	CacheOps           *prometheus.CounterVec // project, kind, op, result
 	CacheBytes         *prometheus.CounterVec // project, kind, op
 
+	// ForeignWritesRefused: job writes by an agent token that does not
+	// hold the attempt's lease, by write (heartbeat, steps, logs, finish).
+	ForeignWritesRefused *prometheus.CounterVec
+	// AgentsQuarantined counts agents put into quarantine (kiln_agents
+	// has how many are in it now).
+	AgentsQuarantined prometheus.Counter
+
 	// GitHub Actions runner pools.
 	ActionsQueuedToRunning   prometheus.Histogram   // seconds from a job first seen queued to in_progress
 	ActionsJITCalls          *prometheus.CounterVec // result
@@ -60,6 +67,10 @@ func New(builds BuildCounter) *Metrics {
 		LeasesExpired:      prometheus.NewCounter(prometheus.CounterOpts{Name: "kiln_leases_expired_total", Help: "Job leases that expired (agent lost)."}),
 		LogLinesReceived:   prometheus.NewCounter(prometheus.CounterOpts{Name: "kiln_log_lines_received_total", Help: "Log lines received from agents."}),
 		StaleWritesRefused: prometheus.NewCounter(prometheus.CounterOpts{Name: "kiln_stale_writes_refused_total", Help: "Agent writes refused because their attempt no longer held the lease."}),
+		ForeignWritesRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kiln_agent_writes_refused_total", Help: "Agent job writes refused because another agent token holds the attempt's lease, by write (heartbeat, steps, logs, finish).",
+		}, []string{"write"}),
+		AgentsQuarantined: prometheus.NewCounter(prometheus.CounterOpts{Name: "kiln_agent_quarantines_total", Help: "Times an agent was quarantined (or kept in quarantine) because its attempts kept ending in infrastructure errors."}),
 		CacheOps: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "kiln_cache_operations_total", Help: "Cache restores and saves of jobs by project, kind (sticky, keyed), op and result (hit, miss, saved, exists, skipped, error). Hit rate: hit / (hit + miss) of op=restore.",
 		}, []string{"project", "kind", "op", "result"}),
@@ -83,7 +94,7 @@ func New(builds BuildCounter) *Metrics {
 	}
 	r.MustRegister(m.WebhookBodiesReading, m.WebhookBodiesSpooled)
 	r.MustRegister(m.ActionsQueuedToRunning, m.ActionsJITCalls, m.ActionsReconcilerRepairs, m.ActionsUnmatchedJobs, m.ActionsWebhooks)
-	r.MustRegister(m.WebhookDeliveries, m.QueueWait, m.JobDuration, m.JobsFinished, m.LeasesExpired, m.LogLinesReceived, m.StaleWritesRefused, m.CacheOps, m.CacheBytes,
+	r.MustRegister(m.WebhookDeliveries, m.QueueWait, m.JobDuration, m.JobsFinished, m.LeasesExpired, m.LogLinesReceived, m.StaleWritesRefused, m.ForeignWritesRefused, m.AgentsQuarantined, m.CacheOps, m.CacheBytes,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if builds != nil {
 		r.MustRegister(&buildCollector{count: builds, desc: prometheus.NewDesc("kiln_builds", "Builds by status.", []string{"status"}, nil)})
@@ -95,6 +106,13 @@ func New(builds BuildCounter) *Metrics {
 // state, read with count at scrape time.
 func (m *Metrics) CountRunners(count func(ctx context.Context) (map[string]int, error)) {
 	m.Registry.MustRegister(&buildCollector{count: count, desc: prometheus.NewDesc("kiln_actions_runners", "GitHub Actions runner jobs by state (queued, starting, online, busy).", []string{"state"}, nil)})
+}
+
+// CountAgents registers the kiln_agents gauge: registered agents by state
+// (ok, quarantined, probing; see the scheduler's agent policy), read with
+// count at scrape time.
+func (m *Metrics) CountAgents(count func(ctx context.Context) (map[string]int, error)) {
+	m.Registry.MustRegister(&buildCollector{count: count, desc: prometheus.NewDesc("kiln_agents", "Registered agents by state: ok, quarantined (its attempts kept ending in infrastructure errors: it gets no jobs until its backoff passes), probing (it may take one job to show it recovered).", []string{"state"}, nil)})
 }
 
 func (m *Metrics) Handler() http.Handler {

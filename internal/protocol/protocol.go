@@ -12,6 +12,8 @@
 // Every job write carries the attempt number of the lease. A write from an
 // attempt that no longer holds the lease is refused with 409 and the error
 // code CodeStaleAttempt: the agent must kill its sandbox and stop reporting.
+// A write of an attempt another agent token claimed is refused with 403 and
+// CodeNotYourLease.
 package protocol
 
 import (
@@ -23,6 +25,12 @@ const (
 	Prefix = "/api/v1/agent"
 	// CodeStaleAttempt is the error code of a 409 answer to a stale write.
 	CodeStaleAttempt = "stale_attempt"
+	// CodeNotYourLease is the error code of a 403 answer to a job write
+	// by an agent token that did not claim the attempt.
+	CodeNotYourLease = "not_your_lease"
+	// CodeAgentTaken is the error code of a 403 answer to a registration
+	// or claim under an agent id another agent token registered.
+	CodeAgentTaken = "agent_taken"
 	// MaxClaimWaitSeconds bounds how long the server holds a claim.
 	MaxClaimWaitSeconds = 60
 )

@@ -53,11 +53,21 @@ type Config struct {
 	// PlanTimeout bounds the planning of one build, git commands and lock
 	// waits included (each git command also has its own deadline).
 	PlanTimeout time.Duration
+	// QuarantineAfter consecutive attempts ended in error quarantine an
+	// agent for QuarantineFor, doubled per further error up to
+	// QuarantineMax (see AgentState). 0 turns quarantine off.
+	QuarantineAfter int
+	QuarantineFor   time.Duration
+	QuarantineMax   time.Duration
+	// RetryElsewhere is how long a job whose attempt ended in error waits
+	// for another agent than the one that failed it (while one is live).
+	RetryElsewhere time.Duration
 }
 
 func DefaultConfig() Config {
 	return Config{Lease: 30 * time.Second, RetryDelay: 2 * time.Second, MaxAttempts: 3, PlanAttempts: 3, PollInterval: time.Second, TimeoutGrace: time.Minute, AffinityWait: 15 * time.Second,
-		Planners: 4, PlanTimeout: 10 * time.Minute}
+		Planners: 4, PlanTimeout: 10 * time.Minute,
+		QuarantineAfter: 3, QuarantineFor: time.Minute, QuarantineMax: 30 * time.Minute, RetryElsewhere: time.Minute}
 }
 
 type Scheduler struct {
@@ -101,18 +111,19 @@ func (s *Scheduler) wakeChan() <-chan struct{} {
 	return s.jobWake
 }
 
-// Claim waits up to wait for a job the agent can run and leases it. It
-// returns nil, nil when none came.
-func (s *Scheduler) Claim(ctx context.Context, agentID string, labels []string, wait time.Duration) (*store.Job, error) {
+// Claim waits up to wait for a job the agent can run and leases it to the
+// agent token with id token. It returns nil, nil when none came. A
+// quarantined agent gets nothing (see AgentState).
+func (s *Scheduler) Claim(ctx context.Context, agentID string, token int64, labels []string, wait time.Duration) (*store.Job, error) {
 	claim := store.Claim{AgentID: agentID, Labels: labels, Lease: s.cfg.Lease, StepNames: stepNames,
-		AffinityWait: s.cfg.AffinityWait, AliveWithin: s.cfg.Lease + wait}
+		AffinityWait: s.cfg.AffinityWait, AliveWithin: s.cfg.Lease + wait, Token: token}
 	deadline := time.NewTimer(wait)
 	defer deadline.Stop()
 	tick := time.NewTicker(s.cfg.PollInterval)
 	defer tick.Stop()
 	for {
 		wake := s.wakeChan() // taken before looking, so a job queued meanwhile is not missed
-		j, err := s.store.ClaimJob(ctx, claim)
+		j, err := s.claimOnce(ctx, claim)
 		if err != nil || j != nil {
 			if j != nil {
 				s.metrics.QueueWait.Observe(time.Since(j.QueuedAt).Seconds())
@@ -128,6 +139,18 @@ func (s *Scheduler) Claim(ctx context.Context, agentID string, labels []string, 
 		case <-tick.C:
 		}
 	}
+}
+
+// claimOnce applies the broken-agent policy, then claims.
+func (s *Scheduler) claimOnce(ctx context.Context, c store.Claim) (*store.Job, error) {
+	ok, err := s.mayClaim(ctx, c.AgentID)
+	if err != nil || !ok {
+		return nil, err
+	}
+	if c.RetryElsewhere, err = s.retryElsewhere(ctx, c.AgentID, c.AliveWithin); err != nil {
+		return nil, err
+	}
+	return s.store.ClaimJob(ctx, c)
 }
 
 // stepNames reads step names from a compiled job spec (for the step rows a claim creates).
@@ -390,6 +413,7 @@ func (s *Scheduler) Reap(ctx context.Context) {
 	for _, e := range expired {
 		s.metrics.LeasesExpired.Inc()
 		s.log.Warn("lease expired, job will be retried if attempts remain", "job", e.JobID, "attempt", e.Attempt, "agent", e.AgentID, "reason", leaseExpiry(e))
+		s.AgentAttemptEnded(ctx, e.AgentID)
 	}
 	running, err := s.store.RunningJobs(ctx)
 	if err != nil {

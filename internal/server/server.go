@@ -212,6 +212,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		return out, err
 	})
 	sched := scheduler.New(cfg.Scheduler, st, mirrors, m, log.With("component", "scheduler"))
+	m.CountAgents(sched.AgentStates)
 	acts, err := actions.New(cfg.Actions, st, m, log.With("component", "actions"), sched.JobsChanged)
 	if err != nil {
 		return fail(err)

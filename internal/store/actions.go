@@ -762,7 +762,7 @@ func (s *Store) RetryJobLater(ctx context.Context, jobID int64, attempt int, msg
 		return "", err
 	}
 	defer tx.Rollback()
-	if _, _, err := fence(ctx, tx, jobID, attempt); err != nil {
+	if _, _, err := fence(ctx, tx, jobID, attempt, 0); err != nil {
 		return "", err
 	}
 	if _, err := tx.ExecContext(ctx, `UPDATE jobs SET max_attempts = max_attempts + 1 WHERE id = ?`, jobID); err != nil {

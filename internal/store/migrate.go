@@ -237,6 +237,15 @@ var migrations = []string{
 		days INTEGER,
 		max_bytes INTEGER
 	);`,
+	// 6: fenced agent writes and broken agents. A job records the agent
+	// token that claimed its attempt (only it may write the attempt); an
+	// agent records the token that registered it, and its streak of
+	// attempts ended in error (what the streak means is the scheduler's).
+	`ALTER TABLE jobs ADD COLUMN lease_token INTEGER NOT NULL DEFAULT 0;
+	ALTER TABLE agents ADD COLUMN token_id INTEGER NOT NULL DEFAULT 0;
+	ALTER TABLE agents ADD COLUMN error_streak INTEGER NOT NULL DEFAULT 0;
+	ALTER TABLE agents ADD COLUMN last_error_at INTEGER;
+	ALTER TABLE agents ADD COLUMN last_ok_at INTEGER;`,
 }
 
 func (s *Store) migrate(ctx context.Context) error {

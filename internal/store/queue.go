@@ -105,6 +105,14 @@ type Claim struct {
 	AliveWithin time.Duration
 	// StepNames reads the step names from a job's spec (for its step rows).
 	StepNames func(spec []byte) []string
+	// Token is the id of the agent token claiming: only it may write the
+	// attempt (see AgentWrites).
+	Token int64
+	// RetryElsewhere: a job whose last attempt ended in error on this
+	// agent is left to other agents until it has been claimable this long
+	// (0: not at all). The scheduler sets it only while another agent can
+	// take the job, so a job is never starved by it.
+	RetryElsewhere time.Duration
 }
 
 // ClaimJob leases the oldest runnable queued job whose labels the agent
@@ -121,6 +129,12 @@ func (s *Store) ClaimJob(ctx context.Context, c Claim) (*Job, error) {
 	holders, err := s.warmHolders(ctx, now-c.AliveWithin.Milliseconds())
 	if err != nil {
 		return nil, err
+	}
+	var erredHere map[int64]bool
+	if c.RetryElsewhere > 0 {
+		if erredHere, err = s.retriedOn(ctx, c.AgentID, now-c.RetryElsewhere.Milliseconds()); err != nil {
+			return nil, err
+		}
 	}
 	// A runner job (pool set) is a candidate only while its pool runs
 	// fewer than max_runners; a job of a deleted pool never is. Full pools
@@ -150,6 +164,9 @@ func (s *Store) ClaimJob(ctx context.Context, c Claim) (*Job, error) {
 		if h := holders[projectID]; sticky != 0 && len(h) > 0 && !h[c.AgentID] && now < since+c.AffinityWait.Milliseconds() {
 			continue // leave it to a holder of its volumes, for now
 		}
+		if erredHere[id] {
+			continue // its last attempt failed here: another agent first
+		}
 		candidates = append(candidates, id)
 	}
 	rows.Close()
@@ -157,7 +174,7 @@ func (s *Store) ClaimJob(ctx context.Context, c Claim) (*Job, error) {
 		return nil, err
 	}
 	for _, id := range candidates {
-		j, err := s.claimOne(ctx, id, c.AgentID, now, c.Lease, c.StepNames)
+		j, err := s.claimOne(ctx, id, c.AgentID, c.Token, now, c.Lease, c.StepNames)
 		if err != nil || j != nil {
 			return j, err
 		}
@@ -220,7 +237,7 @@ func hasAll(have, need []string) bool {
 	return true
 }
 
-func (s *Store) claimOne(ctx context.Context, id int64, agentID string, now int64, lease time.Duration, stepNames func([]byte) []string) (*Job, error) {
+func (s *Store) claimOne(ctx context.Context, id int64, agentID string, token int64, now int64, lease time.Duration, stepNames func([]byte) []string) (*Job, error) {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return nil, err
@@ -236,6 +253,10 @@ func (s *Store) claimOne(ctx context.Context, id int64, agentID string, now int6
 	}
 	if n, _ := res.RowsAffected(); n == 0 {
 		return nil, nil // another agent won it
+	}
+	// The token that claimed fences every write of the attempt (see fence).
+	if _, err := tx.ExecContext(ctx, `UPDATE jobs SET lease_token = ? WHERE id = ?`, token, id); err != nil {
+		return nil, err
 	}
 	j, err := scanJob(tx.QueryRowContext(ctx, `SELECT `+jobCols+` FROM jobs WHERE id = ?`, id))
 	if err != nil {
@@ -255,11 +276,16 @@ func (s *Store) claimOne(ctx context.Context, id int64, agentID string, now int6
 	return j, tx.Commit()
 }
 
-// fence checks, inside tx, that attempt still holds the job's lease.
-func fence(ctx context.Context, tx *sql.Tx, jobID int64, attempt int) (buildID int64, cancel bool, err error) {
-	var status string
+// fence checks, inside tx, that attempt still holds the job's lease and,
+// when by is an agent token (not 0, the server's own writes), that this
+// token claimed it: an attempt is written only by the agent that holds it.
+// A write of another attempt is ErrStaleAttempt; a write of the current
+// attempt by another agent token is ErrNotYourLease.
+func fence(ctx context.Context, tx *sql.Tx, jobID int64, attempt int, by int64) (buildID int64, cancel bool, err error) {
+	var status, agent string
 	var cur, c int
-	err = tx.QueryRowContext(ctx, `SELECT build_id, status, attempt, cancel_requested FROM jobs WHERE id = ?`, jobID).Scan(&buildID, &status, &cur, &c)
+	var holder int64
+	err = tx.QueryRowContext(ctx, `SELECT build_id, status, attempt, cancel_requested, agent_id, lease_token FROM jobs WHERE id = ?`, jobID).Scan(&buildID, &status, &cur, &c, &agent, &holder)
 	if errors.Is(err, sql.ErrNoRows) {
 		// The job is gone (its project was deleted): no attempt holds it.
 		return 0, false, fmt.Errorf("job %d no longer exists: %w", jobID, ErrStaleAttempt)
@@ -270,6 +296,10 @@ func fence(ctx context.Context, tx *sql.Tx, jobID int64, attempt int) (buildID i
 	if cur != attempt || Status(status) != StatusRunning {
 		return 0, false, fmt.Errorf("job %d attempt %d (current attempt %d, %s): %w", jobID, attempt, cur, status, ErrStaleAttempt)
 	}
+	// holder 0: a lease claimed without a token (before migration 6).
+	if by != 0 && holder != 0 && holder != by {
+		return 0, false, &NotYourLeaseError{JobID: jobID, Attempt: attempt, Holder: agent}
+	}
 	return buildID, c != 0, nil
 }
 
@@ -277,13 +307,17 @@ func fence(ctx context.Context, tx *sql.Tx, jobID int64, attempt int) (buildID i
 // whether the job was canceled. A stale attempt gets ErrStaleAttempt: the
 // agent must kill its sandbox and report nothing more.
 func (s *Store) Heartbeat(ctx context.Context, jobID int64, attempt int, lease time.Duration) (cancel bool, err error) {
+	return s.heartbeat(ctx, jobID, attempt, lease, 0)
+}
+
+func (s *Store) heartbeat(ctx context.Context, jobID int64, attempt int, lease time.Duration, by int64) (cancel bool, err error) {
 	defer func() { err = s.jobWrote(jobID, err) }()
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return false, err
 	}
 	defer tx.Rollback()
-	if _, cancel, err = fence(ctx, tx, jobID, attempt); err != nil {
+	if _, cancel, err = fence(ctx, tx, jobID, attempt, by); err != nil {
 		return false, err
 	}
 	if _, err := tx.ExecContext(ctx, `UPDATE jobs SET lease_expires = ? WHERE id = ?`, s.nowMS()+lease.Milliseconds(), jobID); err != nil {
@@ -294,13 +328,17 @@ func (s *Store) Heartbeat(ctx context.Context, jobID int64, attempt int, lease t
 
 // UpdateStep records a step's progress: running (exitCode nil) or a final status.
 func (s *Store) UpdateStep(ctx context.Context, jobID int64, attempt, idx int, status Status, exitCode *int) (err error) {
+	return s.updateStep(ctx, jobID, attempt, idx, status, exitCode, 0)
+}
+
+func (s *Store) updateStep(ctx context.Context, jobID int64, attempt, idx int, status Status, exitCode *int, by int64) (err error) {
 	defer func() { err = s.jobWrote(jobID, err) }()
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
 	defer tx.Rollback()
-	if _, _, err := fence(ctx, tx, jobID, attempt); err != nil {
+	if _, _, err := fence(ctx, tx, jobID, attempt, by); err != nil {
 		return err
 	}
 	now := s.nowMS()
@@ -321,13 +359,17 @@ func (s *Store) UpdateStep(ctx context.Context, jobID int64, attempt, idx int, s
 // AppendLogs stores lines of a running attempt. Lines are keyed by
 // (job, attempt, seq): a batch sent twice is stored once.
 func (s *Store) AppendLogs(ctx context.Context, jobID int64, attempt int, lines []LogLine) (err error) {
+	return s.appendLogs(ctx, jobID, attempt, lines, 0)
+}
+
+func (s *Store) appendLogs(ctx context.Context, jobID int64, attempt int, lines []LogLine, by int64) (err error) {
 	defer func() { err = s.jobWrote(jobID, err) }()
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
 	defer tx.Rollback()
-	if _, _, err := fence(ctx, tx, jobID, attempt); err != nil {
+	if _, _, err := fence(ctx, tx, jobID, attempt, by); err != nil {
 		return err
 	}
 	stmt, err := tx.PrepareContext(ctx, `INSERT INTO log_lines (job_id, attempt, seq, step, ts, text) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`)
@@ -379,20 +421,40 @@ func (s *Store) Logs(ctx context.Context, jobID int64, attempt int, afterSeq int
 // job goes back to queued after retryDelay) while attempts remain, unless the
 // job was canceled. It returns the job's status after the call.
 func (s *Store) FinishJob(ctx context.Context, jobID int64, attempt int, status Status, exitCode *int, msg string, retryDelay time.Duration) (Status, error) {
-	final, err := s.finishJob(ctx, jobID, attempt, status, exitCode, msg, retryDelay)
-	if errors.Is(err, ErrStaleAttempt) {
+	return s.finishReported(ctx, jobID, attempt, status, exitCode, msg, retryDelay, writer{})
+}
+
+// writer says who ends an attempt: an agent token (0: the server itself),
+// and whether the attempt's end counts toward its agent's record of
+// infrastructure errors (see NoteAgentOutcome).
+type writer struct {
+	token   int64
+	outcome bool
+}
+
+func (s *Store) finishReported(ctx context.Context, jobID int64, attempt int, status Status, exitCode *int, msg string, retryDelay time.Duration, w writer) (Status, error) {
+	final, err := s.finishJob(ctx, jobID, attempt, status, exitCode, msg, retryDelay, w)
+	if errors.Is(err, ErrStaleAttempt) || errors.Is(err, ErrNotYourLease) {
 		return final, err
 	}
 	// Once the attempt's end is written, its failed writes are history.
 	return final, s.jobWrote(jobID, err)
 }
 
-func (s *Store) finishJob(ctx context.Context, jobID int64, attempt int, status Status, exitCode *int, msg string, retryDelay time.Duration) (Status, error) {
+func (s *Store) finishJob(ctx context.Context, jobID int64, attempt int, status Status, exitCode *int, msg string, retryDelay time.Duration, w writer) (Status, error) {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return "", err
 	}
 	defer tx.Rollback()
+	if _, _, err := fence(ctx, tx, jobID, attempt, w.token); err != nil {
+		return "", err
+	}
+	if w.outcome {
+		if err := s.noteAgentOutcome(ctx, tx, jobID, status); err != nil {
+			return "", err
+		}
+	}
 	final, err := s.finishTx(ctx, tx, jobID, attempt, status, exitCode, msg, retryDelay)
 	if err != nil {
 		return "", err
@@ -401,7 +463,7 @@ func (s *Store) finishJob(ctx context.Context, jobID int64, attempt int, status 
 }
 
 func (s *Store) finishTx(ctx context.Context, tx *sql.Tx, jobID int64, attempt int, status Status, exitCode *int, msg string, retryDelay time.Duration) (Status, error) {
-	buildID, cancel, err := fence(ctx, tx, jobID, attempt)
+	buildID, cancel, err := fence(ctx, tx, jobID, attempt, 0)
 	if err != nil {
 		return "", err
 	}
@@ -488,7 +550,8 @@ func (s *Store) failRunning(ctx context.Context, cond string, args []any, reason
 			e.StoreError, e.StoreErrorSince = f.err, f.since
 		}
 		// Not FinishJob: the reaper's own failed writes are not the agent's.
-		_, err := s.finishJob(ctx, e.JobID, e.Attempt, StatusError, nil, reason(e), retryDelay)
+		// A lost lease counts against its agent, unless the store failed.
+		_, err := s.finishJob(ctx, e.JobID, e.Attempt, StatusError, nil, reason(e), retryDelay, writer{outcome: e.StoreError == ""})
 		if err == nil {
 			s.forgetJobWrites(e.JobID)
 		}

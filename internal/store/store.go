@@ -391,7 +391,7 @@ func (s *Store) TouchAgent(ctx context.Context, id string) error {
 }
 
 func (s *Store) ListAgents(ctx context.Context) ([]*Agent, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT id, name, labels, capacity, version, first_seen, last_seen FROM agents ORDER BY name`)
+	rows, err := s.db.QueryContext(ctx, `SELECT id, name, labels, capacity, version, first_seen, last_seen, error_streak, last_error_at, last_ok_at FROM agents ORDER BY name`)
 	if err != nil {
 		return nil, err
 	}
@@ -401,9 +401,11 @@ func (s *Store) ListAgents(ctx context.Context) ([]*Agent, error) {
 		var a Agent
 		var labels string
 		var first, last int64
-		if err := rows.Scan(&a.ID, &a.Name, &labels, &a.Capacity, &a.Version, &first, &last); err != nil {
+		var lastErr, lastOK sql.NullInt64
+		if err := rows.Scan(&a.ID, &a.Name, &labels, &a.Capacity, &a.Version, &first, &last, &a.ErrorStreak, &lastErr, &lastOK); err != nil {
 			return nil, err
 		}
+		a.LastErrorAt, a.LastOKAt = nullTime(lastErr), nullTime(lastOK)
 		_ = json.Unmarshal([]byte(labels), &a.Labels)
 		a.FirstSeen, a.LastSeen = fromMS(first), fromMS(last)
 		out = append(out, &a)

@@ -154,6 +154,12 @@ type Agent struct {
 	Version   string    `json:"version"`
 	FirstSeen time.Time `json:"first_seen"`
 	LastSeen  time.Time `json:"last_seen"`
+	// ErrorStreak counts the agent's consecutive attempts that ended in
+	// error (infrastructure); LastErrorAt is when the last did, LastOKAt
+	// when an attempt last ran to a verdict (success, failure, timeout).
+	ErrorStreak int        `json:"error_streak"`
+	LastErrorAt *time.Time `json:"last_error_at,omitempty"`
+	LastOKAt    *time.Time `json:"last_ok_at,omitempty"`
 }
 
 // TokenKind says what a token may do.
