@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net/url"
 	"os"
 	"strings"
@@ -126,6 +127,46 @@ func printProject(p api.ProjectView, asJSON bool) error {
 	return nil
 }
 
+// maxSecretValue bounds a secret's value read from stdin (the API takes
+// request bodies of up to 1 MiB).
+const maxSecretValue = 512 << 10
+
+// readSecretValue reads a secret's value: from a terminal one line; from a
+// pipe or file everything (a multi-line value, a key file, is stored
+// whole), minus one trailing newline ("\n" or "\r\n").
+func readSecretValue(r io.Reader, tty bool) (string, error) {
+	var value string
+	if tty {
+		v, err := bufio.NewReader(r).ReadString('\n')
+		if err != nil && v == "" {
+			return "", fmt.Errorf("reading the secret's value from stdin: %w", err)
+		}
+		value = v
+	} else {
+		data, err := io.ReadAll(io.LimitReader(r, maxSecretValue+1))
+		if err != nil {
+			return "", fmt.Errorf("reading the secret's value from stdin: %w", err)
+		}
+		if len(data) > maxSecretValue {
+			return "", fmt.Errorf("secret value longer than %d bytes", maxSecretValue)
+		}
+		value = string(data)
+	}
+	if v, ok := strings.CutSuffix(value, "\n"); ok {
+		value = strings.TrimSuffix(v, "\r")
+	}
+	if value == "" {
+		return "", errors.New("empty secret value on stdin")
+	}
+	return value, nil
+}
+
+// isTerminal reports whether f is a character device (a terminal).
+func isTerminal(f *os.File) bool {
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
 // projectSecret: secret set PROJECT NAME (value read from stdin, so it stays
 // out of shell history and process lists), secret ls PROJECT, secret rm PROJECT NAME.
 func projectSecret(ctx context.Context, c *apiClient, pos []string) error {
@@ -136,11 +177,10 @@ func projectSecret(ctx context.Context, c *apiClient, pos []string) error {
 	base := "/projects/" + url.PathEscape(pos[1]) + "/secrets"
 	switch {
 	case pos[0] == "set" && len(pos) == 3:
-		value, err := bufio.NewReader(os.Stdin).ReadString('\n')
-		if err != nil && value == "" {
-			return fmt.Errorf("reading the secret's value from stdin: %w", err)
+		value, err := readSecretValue(os.Stdin, isTerminal(os.Stdin))
+		if err != nil {
+			return err
 		}
-		value = strings.TrimRight(value, "\r\n")
 		return c.do(ctx, "PUT", base+"/"+url.PathEscape(pos[2]), map[string]string{"value": value}, nil)
 	case pos[0] == "ls" && len(pos) == 2:
 		var out struct{ Names []string }

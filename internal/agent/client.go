@@ -135,9 +135,19 @@ func (c *client) step(ctx context.Context, jobID int64, u protocol.StepUpdate) e
 
 func (c *client) sendLogs(ctx context.Context, jobID int64, attempt int, lines []logs.Line) error {
 	_, err := c.post(ctx, jobPath(jobID, "logs"), protocol.LogBatch{Attempt: attempt, Lines: lines}, nil)
-	if errors.Is(err, ErrStale) || permanent(err) {
-		// Nobody will ever accept these lines: drop them rather than retry forever.
+	if errors.Is(err, ErrStale) {
+		// The attempt is over: nobody will ever accept these lines.
 		return nil
+	}
+	var he *httpError
+	if errors.As(err, &he) && (he.status == http.StatusRequestEntityTooLarge || he.status == http.StatusBadRequest) {
+		// Too large or invalid: the batcher splits the batch and, down to
+		// one line, replaces it with a marker line, so nothing goes
+		// without a trace.
+		return fmt.Errorf("%w: %w", logs.ErrRefused, err)
+	}
+	if permanent(err) {
+		return nil // not ours to write (the job is gone): retrying cannot help
 	}
 	return err
 }
