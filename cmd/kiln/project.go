@@ -74,7 +74,7 @@ func runProject(ctx context.Context, args []string) error {
 		if *asJSON {
 			return printJSON(out)
 		}
-		fmt.Printf("project %s added (clone %s, default branch %s)\n", out.Name, out.CloneURL, out.DefaultBranch)
+		fmt.Printf("project %s added (clone %s, default branch %s)\n", qs(out.Name), qs(out.CloneURL), qs(out.DefaultBranch))
 		fmt.Printf("webhooks: %s%s (GitHub), %s%s (GitLab), %s%s (Gitea)\n", c.server, out.WebhookPaths[0], c.server, out.WebhookPaths[1], c.server, out.WebhookPaths[2])
 		return nil
 	case "set":
@@ -104,7 +104,7 @@ func runProject(ctx context.Context, args []string) error {
 		tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "NAME\tCLONE URL\tBRANCH\tWEBHOOK SECRET\tCANCEL SUPERSEDED")
 		for _, p := range ps {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%v\n", p.Name, p.CloneURL, p.DefaultBranch, p.HasWebhookSecret, p.CancelSuperseded)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%v\n", qs(p.Name), qs(p.CloneURL), qs(p.DefaultBranch), p.HasWebhookSecret, p.CancelSuperseded)
 		}
 		return tw.Flush()
 	case "rm":
@@ -123,7 +123,7 @@ func printProject(p api.ProjectView, asJSON bool) error {
 		return printJSON(p)
 	}
 	fmt.Printf("name:              %s\nclone url:         %s\ndefault branch:    %s\nwebhook secret:    %v\ncancel superseded: %v\nwebhook paths:     %s\n",
-		p.Name, p.CloneURL, p.DefaultBranch, p.HasWebhookSecret, p.CancelSuperseded, strings.Join(p.WebhookPaths, ", "))
+		qs(p.Name), qs(p.CloneURL), qs(p.DefaultBranch), p.HasWebhookSecret, p.CancelSuperseded, strings.Join(p.WebhookPaths, ", "))
 	return nil
 }
 
@@ -188,7 +188,7 @@ func projectSecret(ctx context.Context, c *apiClient, pos []string) error {
 			return err
 		}
 		for _, n := range out.Names {
-			fmt.Println(n)
+			fmt.Println(qs(n))
 		}
 		return nil
 	case pos[0] == "rm" && len(pos) == 3:
