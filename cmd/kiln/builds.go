@@ -7,8 +7,8 @@ import (
 	"fmt"
 	"net/url"
 	"os"
-	"strings"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
