@@ -163,3 +163,11 @@ func (c *client) cacheEvent(ctx context.Context, jobID int64, ev protocol.CacheE
 	_, err := c.post(ctx, jobPath(jobID, "caches"), ev, nil)
 	return err
 }
+
+// LogSender returns the function through which a job attempt's Batcher
+// sends its lines to the server at base: the agent's own, for tests that
+// drive a Batcher against a real server.
+func LogSender(base, token string, hc *http.Client, jobID int64, attempt int) func(context.Context, []logs.Line) error {
+	c := newClient(base, token, hc)
+	return func(ctx context.Context, lines []logs.Line) error { return c.sendLogs(ctx, jobID, attempt, lines) }
+}

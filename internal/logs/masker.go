@@ -50,16 +50,7 @@ type Masker struct {
 func NewMasker(w io.Writer, secrets []string) *Masker {
 	m := &Masker{w: w}
 	seen := make(map[string]bool, len(secrets))
-	var all []string
-	for _, s := range secrets {
-		all = append(all, s)
-		if strings.ContainsAny(s, "\r\n") {
-			for _, l := range strings.FieldsFunc(s, func(r rune) bool { return r == '\n' || r == '\r' }) {
-				all = append(all, l, strings.TrimSpace(l))
-			}
-		}
-	}
-	for _, s := range all {
+	for _, s := range expandSecrets(secrets) {
 		if len(s) < MinSecretLen || seen[s] {
 			continue
 		}
@@ -72,6 +63,21 @@ func NewMasker(w io.Writer, secrets []string) *Masker {
 		sort.SliceStable(c, func(a, b int) bool { return len(c[a]) > len(c[b]) })
 	}
 	return m
+}
+
+// expandSecrets returns secrets and, for each multi-line one, each of its
+// lines (split at "\n" and "\r"), as it is and trimmed of spaces.
+func expandSecrets(secrets []string) []string {
+	var all []string
+	for _, s := range secrets {
+		all = append(all, s)
+		if strings.ContainsAny(s, "\r\n") {
+			for _, l := range strings.FieldsFunc(s, func(r rune) bool { return r == '\n' || r == '\r' }) {
+				all = append(all, l, strings.TrimSpace(l))
+			}
+		}
+	}
+	return all
 }
 
 // Write masks p and writes what can be decided to the underlying writer.
