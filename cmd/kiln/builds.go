@@ -8,11 +8,13 @@ import (
 	"net/url"
 	"os"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/kilnci/kiln/internal/api"
 	"github.com/kilnci/kiln/internal/store"
+	"github.com/kilnci/kiln/internal/termtext"
 )
 
 func buildIDArg(pos []string, usage string) (int64, error) {
@@ -49,7 +51,7 @@ func runTrigger(ctx context.Context, args []string) error {
 	if err := c.do(ctx, "POST", "/projects/"+url.PathEscape(pos[0])+"/builds", api.TriggerRequest{Branch: *branch, Commit: *commit}, &b); err != nil {
 		return err
 	}
-	fmt.Printf("build %d (%s #%d) queued\n", b.ID, b.Project, b.Number)
+	fmt.Printf("build %d (%s #%d) queued\n", b.ID, qs(b.Project), b.Number)
 	if !*follow {
 		return nil
 	}
@@ -87,7 +89,7 @@ func runBuilds(ctx context.Context, args []string) error {
 	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tPROJECT\t#\tSTATUS\tBRANCH\tCOMMIT\tTRIGGER\tCREATED\tDURATION")
 	for _, b := range bs {
-		fmt.Fprintf(tw, "%d\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\n", b.ID, b.Project, b.Number, b.Status, b.Branch, shortSHA(b.Commit), b.Trigger,
+		fmt.Fprintf(tw, "%d\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\n", b.ID, qs(b.Project), b.Number, b.Status, qs(b.Branch), qs(shortSHA(b.Commit)), b.Trigger,
 			b.CreatedAt.Local().Format("2006-01-02 15:04:05"), duration(b.StartedAt, b.FinishedAt))
 	}
 	return tw.Flush()
@@ -139,22 +141,26 @@ func runBuild(ctx context.Context, args []string) error {
 }
 
 func printBuild(b *store.Build) {
-	fmt.Printf("build %d: %s #%d  %s\n", b.ID, b.Project, b.Number, b.Status)
-	fmt.Printf("  ref %s  commit %s  trigger %s  duration %s\n", b.Ref, b.Commit, b.Trigger, duration(b.StartedAt, b.FinishedAt))
+	fmt.Printf("build %d: %s #%d  %s\n", b.ID, qs(b.Project), b.Number, b.Status)
+	fmt.Printf("  ref %s  commit %s  trigger %s  duration %s\n", qs(b.Ref), qs(b.Commit), b.Trigger, duration(b.StartedAt, b.FinishedAt))
+	if b.Message != "" {
+		subject, _, _ := strings.Cut(b.Message, "\n")
+		fmt.Printf("  message %s\n", qs(strings.TrimRight(subject, "\r")))
+	}
 	if b.Error != "" {
-		fmt.Printf("  %s\n", b.Error)
+		printText("  ", b.Error)
 	}
 	for _, j := range b.Jobs {
-		fmt.Printf("  job %-20s %-9s attempt %d  %s\n", j.Name, j.Status, j.Attempt, duration(j.StartedAt, j.FinishedAt))
+		fmt.Printf("  job %-20s %-9s attempt %d  %s\n", qs(j.Name), j.Status, j.Attempt, duration(j.StartedAt, j.FinishedAt))
 		if j.Error != "" {
-			fmt.Printf("      %s\n", j.Error)
+			printText("      ", j.Error)
 		}
 		for _, s := range j.Steps {
 			code := ""
 			if s.ExitCode != nil {
 				code = fmt.Sprintf("exit %d", *s.ExitCode)
 			}
-			fmt.Printf("    step %-30s %-9s %-8s %s\n", s.Name, s.Status, code, duration(s.StartedAt, s.FinishedAt))
+			fmt.Printf("    step %-30s %-9s %-8s %s\n", qs(s.Name), s.Status, code, duration(s.StartedAt, s.FinishedAt))
 		}
 	}
 }
@@ -187,7 +193,7 @@ func buildAction(ctx context.Context, args []string, action string) error {
 		return err
 	}
 	if action == "retry" {
-		fmt.Printf("build %d (%s #%d) queued, retrying build %d\n", b.ID, b.Project, b.Number, id)
+		fmt.Printf("build %d (%s #%d) queued, retrying build %d\n", b.ID, qs(b.Project), b.Number, id)
 	} else {
 		fmt.Printf("build %d: cancel requested (%s)\n", b.ID, b.Status)
 	}
@@ -211,7 +217,7 @@ func runAgents(ctx context.Context, args []string) error {
 	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tNAME\tLABELS\tCAPACITY\tVERSION\tLAST SEEN\tSTATE")
 	for _, a := range as {
-		fmt.Fprintf(tw, "%s\t%s\t%v\t%d\t%s\t%s ago\t%s\n", a.ID, a.Name, a.Labels, a.Capacity, a.Version, time.Since(a.LastSeen).Round(time.Second), agentState(a))
+		fmt.Fprintf(tw, "%s\t%s\t%v\t%d\t%s\t%s ago\t%s\n", qs(a.ID), qs(a.Name), a.Labels, a.Capacity, a.Version, time.Since(a.LastSeen).Round(time.Second), agentState(a))
 	}
 	return tw.Flush()
 }
@@ -226,4 +232,17 @@ func agentState(a api.AgentView) string {
 		return fmt.Sprintf("probing (%d errors in a row)", a.ErrorStreak)
 	}
 	return a.State
+}
+
+// qs shows a user-controlled name (branch, project, job, step, commit) as
+// it is if it is printable, escaped and quoted if not: a control or
+// bidirectional character in it is seen, not obeyed by the terminal.
+func qs(s string) string { return termtext.Quote(s) }
+
+// printText prints a possibly multi-line text (an error) line by line,
+// each made safe for the terminal, after indent.
+func printText(indent, text string) {
+	for _, l := range strings.Split(text, "\n") {
+		fmt.Printf("%s%s\n", indent, termtext.Log(l))
+	}
 }

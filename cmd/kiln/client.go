@@ -38,7 +38,11 @@ func clientFlags(fs *flag.FlagSet) func() (*apiClient, error) {
 }
 
 func (c *apiClient) do(ctx context.Context, method, path string, in, out any) error {
-	return apiclient.Client{URL: c.server, Token: c.token, HTTP: c.http}.Do(ctx, method, "/api/v1"+path, in, out)
+	return c.api().Do(ctx, method, "/api/v1"+path, in, out)
+}
+
+func (c *apiClient) api() apiclient.Client {
+	return apiclient.Client{URL: c.server, Token: c.token, HTTP: c.http}
 }
 
 // printJSON prints v indented (for -json output).

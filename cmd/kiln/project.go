@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net/url"
 	"os"
 	"strings"
@@ -73,7 +74,7 @@ func runProject(ctx context.Context, args []string) error {
 		if *asJSON {
 			return printJSON(out)
 		}
-		fmt.Printf("project %s added (clone %s, default branch %s)\n", out.Name, out.CloneURL, out.DefaultBranch)
+		fmt.Printf("project %s added (clone %s, default branch %s)\n", qs(out.Name), qs(out.CloneURL), qs(out.DefaultBranch))
 		fmt.Printf("webhooks: %s%s (GitHub), %s%s (GitLab), %s%s (Gitea)\n", c.server, out.WebhookPaths[0], c.server, out.WebhookPaths[1], c.server, out.WebhookPaths[2])
 		return nil
 	case "set":
@@ -103,7 +104,7 @@ func runProject(ctx context.Context, args []string) error {
 		tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "NAME\tCLONE URL\tBRANCH\tWEBHOOK SECRET\tCANCEL SUPERSEDED")
 		for _, p := range ps {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%v\n", p.Name, p.CloneURL, p.DefaultBranch, p.HasWebhookSecret, p.CancelSuperseded)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%v\n", qs(p.Name), qs(p.CloneURL), qs(p.DefaultBranch), p.HasWebhookSecret, p.CancelSuperseded)
 		}
 		return tw.Flush()
 	case "rm":
@@ -122,8 +123,48 @@ func printProject(p api.ProjectView, asJSON bool) error {
 		return printJSON(p)
 	}
 	fmt.Printf("name:              %s\nclone url:         %s\ndefault branch:    %s\nwebhook secret:    %v\ncancel superseded: %v\nwebhook paths:     %s\n",
-		p.Name, p.CloneURL, p.DefaultBranch, p.HasWebhookSecret, p.CancelSuperseded, strings.Join(p.WebhookPaths, ", "))
+		qs(p.Name), qs(p.CloneURL), qs(p.DefaultBranch), p.HasWebhookSecret, p.CancelSuperseded, strings.Join(p.WebhookPaths, ", "))
 	return nil
+}
+
+// maxSecretValue bounds a secret's value read from stdin (the API takes
+// request bodies of up to 1 MiB).
+const maxSecretValue = 512 << 10
+
+// readSecretValue reads a secret's value: from a terminal one line; from a
+// pipe or file everything (a multi-line value, a key file, is stored
+// whole), minus one trailing newline ("\n" or "\r\n").
+func readSecretValue(r io.Reader, tty bool) (string, error) {
+	var value string
+	if tty {
+		v, err := bufio.NewReader(r).ReadString('\n')
+		if err != nil && v == "" {
+			return "", fmt.Errorf("reading the secret's value from stdin: %w", err)
+		}
+		value = v
+	} else {
+		data, err := io.ReadAll(io.LimitReader(r, maxSecretValue+1))
+		if err != nil {
+			return "", fmt.Errorf("reading the secret's value from stdin: %w", err)
+		}
+		if len(data) > maxSecretValue {
+			return "", fmt.Errorf("secret value longer than %d bytes", maxSecretValue)
+		}
+		value = string(data)
+	}
+	if v, ok := strings.CutSuffix(value, "\n"); ok {
+		value = strings.TrimSuffix(v, "\r")
+	}
+	if value == "" {
+		return "", errors.New("empty secret value on stdin")
+	}
+	return value, nil
+}
+
+// isTerminal reports whether f is a character device (a terminal).
+func isTerminal(f *os.File) bool {
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
 
 // projectSecret: secret set PROJECT NAME (value read from stdin, so it stays
@@ -136,11 +177,10 @@ func projectSecret(ctx context.Context, c *apiClient, pos []string) error {
 	base := "/projects/" + url.PathEscape(pos[1]) + "/secrets"
 	switch {
 	case pos[0] == "set" && len(pos) == 3:
-		value, err := bufio.NewReader(os.Stdin).ReadString('\n')
-		if err != nil && value == "" {
-			return fmt.Errorf("reading the secret's value from stdin: %w", err)
+		value, err := readSecretValue(os.Stdin, isTerminal(os.Stdin))
+		if err != nil {
+			return err
 		}
-		value = strings.TrimRight(value, "\r\n")
 		return c.do(ctx, "PUT", base+"/"+url.PathEscape(pos[2]), map[string]string{"value": value}, nil)
 	case pos[0] == "ls" && len(pos) == 2:
 		var out struct{ Names []string }
@@ -148,7 +188,7 @@ func projectSecret(ctx context.Context, c *apiClient, pos []string) error {
 			return err
 		}
 		for _, n := range out.Names {
-			fmt.Println(n)
+			fmt.Println(qs(n))
 		}
 		return nil
 	case pos[0] == "rm" && len(pos) == 3:

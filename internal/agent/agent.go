@@ -48,6 +48,12 @@ type Config struct {
 	// ends (the agent stops claiming at once). Past it they are stopped and
 	// reported as errors, so the server retries them. 0: stopped at once.
 	ShutdownGrace time.Duration
+	// LogMaxBytes and LogMaxLines bound one job's step output (text bytes,
+	// newlines included, and lines); past either, the rest is dropped with
+	// a "[kiln]" line saying so. 0: the default (logs.DefaultMaxJobBytes,
+	// logs.DefaultMaxJobLines); negative: no limit.
+	LogMaxBytes int64
+	LogMaxLines int64
 }
 
 func DefaultConfig() Config {

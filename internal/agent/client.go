@@ -137,9 +137,19 @@ func (c *client) step(ctx context.Context, jobID int64, u protocol.StepUpdate) e
 
 func (c *client) sendLogs(ctx context.Context, jobID int64, attempt int, lines []logs.Line) error {
 	_, err := c.post(ctx, jobPath(jobID, "logs"), protocol.LogBatch{Attempt: attempt, Lines: lines}, nil)
-	if errors.Is(err, ErrStale) || permanent(err) {
-		// Nobody will ever accept these lines: drop them rather than retry forever.
+	if errors.Is(err, ErrStale) {
+		// The attempt is over: nobody will ever accept these lines.
 		return nil
+	}
+	var he *httpError
+	if errors.As(err, &he) && (he.status == http.StatusRequestEntityTooLarge || he.status == http.StatusBadRequest) {
+		// Too large or invalid: the batcher splits the batch and, down to
+		// one line, replaces it with a marker line, so nothing goes
+		// without a trace.
+		return fmt.Errorf("%w: %w", logs.ErrRefused, err)
+	}
+	if permanent(err) {
+		return nil // not ours to write (the job is gone): retrying cannot help
 	}
 	return err
 }
@@ -154,4 +164,12 @@ func (c *client) finish(ctx context.Context, jobID int64, f protocol.FinishReque
 func (c *client) cacheEvent(ctx context.Context, jobID int64, ev protocol.CacheEvent) error {
 	_, err := c.post(ctx, jobPath(jobID, "caches"), ev, nil)
 	return err
+}
+
+// LogSender returns the function through which a job attempt's Batcher
+// sends its lines to the server at base: the agent's own, for tests that
+// drive a Batcher against a real server.
+func LogSender(base, token string, hc *http.Client, jobID int64, attempt int) func(context.Context, []logs.Line) error {
+	c := newClient(base, token, hc)
+	return func(ctx context.Context, lines []logs.Line) error { return c.sendLogs(ctx, jobID, attempt, lines) }
 }

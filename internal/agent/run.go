@@ -94,7 +94,7 @@ func (a *Agent) runJob(ctx, life context.Context, asg *protocol.Assignment) {
 	}
 	j.batcher = logs.NewBatcher(func(ctx context.Context, lines []logs.Line) error {
 		return a.api.sendLogs(ctx, asg.JobID, asg.Attempt, lines)
-	})
+	}, logs.Options{MaxBatchBytes: logs.MaxBatchBytes(protocol.MaxLogBatchBytes), MaxJobBytes: a.cfg.LogMaxBytes, MaxJobLines: a.cfg.LogMaxLines})
 	hbDone := make(chan struct{})
 	go func() { defer close(hbDone); a.heartbeatLoop(jobCtx, cancel, asg, log) }()
 
@@ -128,6 +128,9 @@ func (a *Agent) runJob(ctx, life context.Context, asg *protocol.Assignment) {
 	defer flushCancel()
 	if err := j.batcher.Close(flushCtx); err != nil {
 		log.Warn("some log lines could not be delivered", "err", err)
+	}
+	if d := j.batcher.DroppedLines(); d != (logs.Dropped{}) {
+		log.Warn("log lines dropped (markers in the job's log)", "flood", d.Flood, "refused", d.Refused, "over_limit", d.OverLimit)
 	}
 	if status == "" {
 		log.Warn("lease lost: sandbox destroyed, nothing reported")
@@ -400,16 +403,19 @@ func stepStatusFor(ctx context.Context) string {
 func (j *job) step(ctx context.Context, sandboxID string, idx int, name, run string) (int, error) {
 	j.reportStep(idx, "running", nil)
 	j.sys("step %d/%d: %s", idx+1, len(j.asg.Spec.Steps), name)
-	lines := logs.NewLineWriter(func(text string) { j.batcher.Add(idx, text) })
-	masker := logs.NewMasker(lines, j.secrets)
+	// Each stream has its own masker and line splitter: a secret or a
+	// line of one is never cut by the other's output.
+	emit := func(text string) { j.batcher.Add(idx, text) }
+	stdout, stderr := logs.NewStream(j.secrets, emit), logs.NewStream(j.secrets, emit)
 	code, err := j.a.rt.Exec(ctx, sandboxID, sandbox.ExecSpec{
 		Cmd:     []string{"/bin/sh", "-e", "-c", run},
 		Env:     j.execEnv,
 		WorkDir: Workspace,
-		Output:  masker,
+		Output:  stdout,
+		Stderr:  stderr,
 	})
-	_ = masker.Flush()
-	_ = lines.Flush()
+	_ = stdout.Flush()
+	_ = stderr.Flush()
 	return code, err
 }
 

@@ -221,7 +221,7 @@ func (s *Server) agentStep(w http.ResponseWriter, r *http.Request) {
 }
 
 // MaxLogBatchBytes bounds one log batch request.
-const MaxLogBatchBytes = 8 << 20
+const MaxLogBatchBytes = protocol.MaxLogBatchBytes
 
 func (s *Server) agentLogs(w http.ResponseWriter, r *http.Request) {
 	id, ok := pathID(w, r)
@@ -230,6 +230,10 @@ func (s *Server) agentLogs(w http.ResponseWriter, r *http.Request) {
 	}
 	var req protocol.LogBatch
 	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, MaxLogBatchBytes)).Decode(&req); err != nil {
+		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+			writeError(w, http.StatusRequestEntityTooLarge, protocol.CodeTooLarge, fmt.Sprintf("log batch larger than %d bytes", MaxLogBatchBytes))
+			return
+		}
 		writeError(w, http.StatusBadRequest, "bad_request", "invalid log batch: "+err.Error())
 		return
 	}

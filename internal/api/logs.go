@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -11,17 +12,30 @@ import (
 	"github.com/kilnci/kiln/internal/store"
 )
 
-// JobLog is one job's stored log in GET /builds/{id}/logs.
+// JobLog is one job's stored log in GET /builds/{id}/logs: one page of it.
 type JobLog struct {
 	JobID   int64           `json:"job_id"`
 	Name    string          `json:"name"`
 	Status  store.Status    `json:"status"`
 	Attempt int             `json:"attempt"`
 	Lines   []store.LogLine `json:"lines"`
+	// Truncated: the job's log goes on past these lines; ask for the rest
+	// with ?job=JobID&after=Next.
+	Truncated bool  `json:"truncated"`
+	Next      int64 `json:"next,omitempty"`
 }
 
+// Log paging: lines per job in one answer, by default and at most.
+const (
+	DefaultLogPage = 10000
+	MaxLogPage     = 10000
+)
+
 // buildLogs returns the stored log of every job of a build (latest attempt,
-// or ?attempt=N). Lines carry their seq: a jump in seq is a gap.
+// or ?attempt=N), a page per job: ?after=SEQ (lines with a greater seq),
+// ?limit=N (lines per job, at most MaxLogPage), ?job=ID (that job only).
+// A job whose log goes on is marked truncated, with the cursor to pass as
+// after. Lines carry their seq: a jump in seq is a gap.
 func (s *Server) buildLogs(w http.ResponseWriter, r *http.Request) {
 	id, ok := pathID(w, r)
 	if !ok {
@@ -41,23 +55,83 @@ func (s *Server) buildLogs(w http.ResponseWriter, r *http.Request) {
 		}
 		attempt = n
 	}
+	q := r.URL.Query()
+	var after, jobID int64
+	limit := DefaultLogPage
+	if v := q.Get("after"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
+			writeError(w, http.StatusBadRequest, "invalid", "after: want a log line's seq (a non-negative integer)")
+			return
+		}
+		after = n
+	}
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n <= 0 || n > MaxLogPage {
+			writeError(w, http.StatusBadRequest, "invalid", fmt.Sprintf("limit: want an integer from 1 to %d", MaxLogPage))
+			return
+		}
+		limit = n
+	}
+	if v := q.Get("job"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n <= 0 {
+			writeError(w, http.StatusBadRequest, "invalid", "job: want a job id")
+			return
+		}
+		jobID = n
+	}
+	if after > 0 && jobID == 0 && len(b.Jobs) > 1 {
+		writeError(w, http.StatusBadRequest, "invalid", "after: seqs are per job: pass job too")
+		return
+	}
 	out := []JobLog{}
 	for _, j := range b.Jobs {
+		if jobID != 0 && j.ID != jobID {
+			continue
+		}
 		a := attempt
 		if a == 0 {
 			a = j.Attempt
 		}
-		lines, err := s.store.Logs(r.Context(), j.ID, a, 0, 0)
+		page, err := s.logPage(r.Context(), j.ID, a, after, limit)
 		if err != nil {
 			s.storeError(w, err)
 			return
 		}
-		if lines == nil {
-			lines = []store.LogLine{}
-		}
-		out = append(out, JobLog{JobID: j.ID, Name: j.Name, Status: j.Status, Attempt: a, Lines: lines})
+		page.JobID, page.Name, page.Status = j.ID, j.Name, j.Status
+		out = append(out, page)
+	}
+	if jobID != 0 && len(out) == 0 {
+		writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("job %d is not a job of build %d", jobID, id))
+		return
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// logPage reads up to limit lines of a job attempt after a seq, and
+// whether more follow.
+func (s *Server) logPage(ctx context.Context, jobID int64, attempt int, after int64, limit int) (JobLog, error) {
+	lines, err := s.store.Logs(ctx, jobID, attempt, after, limit)
+	if err != nil {
+		return JobLog{}, err
+	}
+	page := JobLog{Attempt: attempt, Lines: lines}
+	if page.Lines == nil {
+		page.Lines = []store.LogLine{}
+	}
+	if len(lines) == limit {
+		last := lines[len(lines)-1].Seq
+		more, err := s.store.Logs(ctx, jobID, attempt, last, 1)
+		if err != nil {
+			return JobLog{}, err
+		}
+		if len(more) > 0 {
+			page.Truncated, page.Next = true, last
+		}
+	}
+	return page, nil
 }
 
 // StreamLine is the data of a "line" event of the log stream.

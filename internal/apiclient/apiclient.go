@@ -10,7 +10,11 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
+	"strconv"
 	"strings"
+
+	"github.com/kilnci/kiln/internal/api"
 )
 
 // Client calls the API at URL (the server's base URL) with Token.
@@ -60,4 +64,47 @@ func (c Client) Do(ctx context.Context, method, path string, in, out any) error 
 		return nil
 	}
 	return json.NewDecoder(resp.Body).Decode(out)
+}
+
+// BuildLogs reads a build's whole stored log (attempt 0: each job's latest
+// attempt), one page at a time, and calls page for each page in order: a
+// job's pages follow one another, jobs in the build's order. The server
+// cuts each job's log into pages (api.MaxLogPage lines); BuildLogs follows
+// every job's cursor to its end, so nothing is left out.
+func (c Client) BuildLogs(ctx context.Context, buildID int64, attempt int, page func(api.JobLog) error) error {
+	base := fmt.Sprintf("/api/v1/builds/%d/logs", buildID)
+	q := url.Values{}
+	if attempt > 0 {
+		q.Set("attempt", strconv.Itoa(attempt))
+	}
+	var jobs []api.JobLog
+	if err := c.Do(ctx, "GET", base+"?"+q.Encode(), nil, &jobs); err != nil {
+		return err
+	}
+	for _, j := range jobs {
+		for {
+			if err := page(j); err != nil {
+				return err
+			}
+			if !j.Truncated {
+				break
+			}
+			q := url.Values{}
+			q.Set("attempt", strconv.Itoa(j.Attempt))
+			q.Set("job", strconv.FormatInt(j.JobID, 10))
+			q.Set("after", strconv.FormatInt(j.Next, 10))
+			var next []api.JobLog
+			if err := c.Do(ctx, "GET", base+"?"+q.Encode(), nil, &next); err != nil {
+				return err
+			}
+			if len(next) != 1 || next[0].JobID != j.JobID {
+				return fmt.Errorf("GET %s: want one page of job %d, got %d", base, j.JobID, len(next))
+			}
+			if next[0].Truncated && next[0].Next <= j.Next {
+				return fmt.Errorf("GET %s: job %d's log cursor does not advance (%d)", base, j.JobID, next[0].Next)
+			}
+			j = next[0]
+		}
+	}
+	return nil
 }

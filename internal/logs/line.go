@@ -116,3 +116,30 @@ func cutAt(line []byte) int {
 	}
 	return MaxLineBytes
 }
+
+// Stream is one output stream's path to the log: a Masker, then a
+// LineWriter. A step's stdout and stderr each get their own, so a secret
+// or a line of one is never cut by the other's output.
+type Stream struct {
+	m  *Masker
+	lw *LineWriter
+}
+
+// NewStream returns a writer that masks secrets in its input and calls
+// emit for each line. Call Flush at the end of the stream.
+func NewStream(secrets []string, emit func(text string)) *Stream {
+	lw := NewLineWriter(emit)
+	return &Stream{m: NewMasker(lw, secrets), lw: lw}
+}
+
+// Write masks p and emits the lines it completes.
+func (s *Stream) Write(p []byte) (int, error) { return s.m.Write(p) }
+
+// Flush emits what is held back, as if the stream ended here.
+func (s *Stream) Flush() error {
+	err := s.m.Flush()
+	if ferr := s.lw.Flush(); err == nil {
+		err = ferr
+	}
+	return err
+}

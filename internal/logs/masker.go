@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"io"
 	"sort"
+	"strings"
 )
 
 // MinSecretLen is the shortest secret the Masker replaces. Masking a
@@ -41,12 +42,15 @@ type Masker struct {
 // NewMasker returns a writer that replaces every occurrence of any of
 // secrets with "***" before writing to w, including a secret split across
 // several Write calls. Secrets shorter than MinSecretLen are ignored, and
-// so are duplicates. Call Flush at the end of the stream (the end of a
-// step) to write out what is held back.
+// so are duplicates. A multi-line secret is masked whole, and each of its
+// lines (without "\r") on its own too, so a line that reaches the log
+// apart from the others (through another stream, or re-indented) is
+// caught. Call Flush at the end of the stream (the end of a step) to write
+// out what is held back.
 func NewMasker(w io.Writer, secrets []string) *Masker {
 	m := &Masker{w: w}
 	seen := make(map[string]bool, len(secrets))
-	for _, s := range secrets {
+	for _, s := range expandSecrets(secrets) {
 		if len(s) < MinSecretLen || seen[s] {
 			continue
 		}
@@ -59,6 +63,21 @@ func NewMasker(w io.Writer, secrets []string) *Masker {
 		sort.SliceStable(c, func(a, b int) bool { return len(c[a]) > len(c[b]) })
 	}
 	return m
+}
+
+// expandSecrets returns secrets and, for each multi-line one, each of its
+// lines (split at "\n" and "\r"), as it is and trimmed of spaces.
+func expandSecrets(secrets []string) []string {
+	var all []string
+	for _, s := range secrets {
+		all = append(all, s)
+		if strings.ContainsAny(s, "\r\n") {
+			for _, l := range strings.FieldsFunc(s, func(r rune) bool { return r == '\n' || r == '\r' }) {
+				all = append(all, l, strings.TrimSpace(l))
+			}
+		}
+	}
+	return all
 }
 
 // Write masks p and writes what can be decided to the underlying writer.

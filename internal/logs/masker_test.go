@@ -11,6 +11,7 @@ import (
 // at each position the longest secret (of at least MinSecretLen bytes) that
 // starts there is replaced by "***".
 func maskRef(in []byte, secrets []string) []byte {
+	secrets = expandSecrets(secrets)
 	var out []byte
 	for i := 0; i < len(in); {
 		best := 0

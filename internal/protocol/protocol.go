@@ -33,6 +33,12 @@ const (
 	CodeAgentTaken = "agent_taken"
 	// MaxClaimWaitSeconds bounds how long the server holds a claim.
 	MaxClaimWaitSeconds = 60
+	// MaxLogBatchBytes bounds one LogBatch request's body. The agent cuts
+	// its batches to fit (logs.MaxBatchBytes); a larger request is refused
+	// with 413 and the code CodeTooLarge.
+	MaxLogBatchBytes = 8 << 20
+	// CodeTooLarge is the error code of a 413 answer.
+	CodeTooLarge = "too_large"
 )
 
 type RegisterRequest struct {

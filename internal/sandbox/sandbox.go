@@ -57,9 +57,13 @@ type ExecSpec struct {
 	Cmd     []string
 	Env     []string // added to Spec.Env
 	WorkDir string
-	// Output receives stdout and stderr, interleaved as produced. Writes
-	// are serialized by the implementation.
+	// Output receives stdout, and stderr too unless Stderr is set,
+	// interleaved as produced. Writes (to both) are serialized by the
+	// implementation.
 	Output io.Writer
+	// Stderr, if set, receives stderr apart from stdout, so the two
+	// streams' bytes never mix (a line of one is never cut by the other).
+	Stderr io.Writer
 }
 
 // Info describes an existing sandbox found by List.

@@ -94,15 +94,21 @@ func (r *Runtime) exec(ctx context.Context, id string, spec sandbox.ExecSpec) (i
 		return -1, r.wrap("exec in "+id+": start", err)
 	}
 	out := &guardedWriter{w: spec.Output}
+	out.init()
 	if out.w == nil {
 		out.w = io.Discard
 	}
 	defer out.close()
+	var errOut io.Writer = out
+	if spec.Stderr != nil {
+		// One lock for both streams: writes stay serialized.
+		errOut = &guardedWriter{w: spec.Stderr, mu: out.mu, closed: out.closed}
+	}
 	defer resp.Close() // runs first: ends a copy still in progress
 
 	copied := make(chan error, 1)
 	go func() {
-		_, err := stdcopy.StdCopy(out, out, resp.Reader)
+		_, err := stdcopy.StdCopy(out, errOut, resp.Reader)
 		copied <- err
 	}()
 	select {
@@ -149,16 +155,23 @@ func (r *Runtime) exitCode(ctx context.Context, id, execID string) (int, error) 
 // guardedWriter serializes writes to the caller's writer and drops those
 // that arrive after close, so a canceled Exec never writes into an Output
 // its caller has moved on from.
+// Two of them (stdout and stderr) may share one lock and flag.
 type guardedWriter struct {
-	mu     sync.Mutex
+	mu     *sync.Mutex
 	w      io.Writer
-	closed bool
+	closed *bool
+}
+
+func (g *guardedWriter) init() {
+	if g.mu == nil {
+		g.mu, g.closed = new(sync.Mutex), new(bool)
+	}
 }
 
 func (g *guardedWriter) Write(p []byte) (int, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if g.closed {
+	if *g.closed {
 		return 0, io.ErrClosedPipe
 	}
 	return g.w.Write(p)
@@ -166,6 +179,6 @@ func (g *guardedWriter) Write(p []byte) (int, error) {
 
 func (g *guardedWriter) close() {
 	g.mu.Lock()
-	g.closed = true
+	*g.closed = true
 	g.mu.Unlock()
 }
