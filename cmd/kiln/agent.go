@@ -60,8 +60,8 @@ func agentFlags(fs *flag.FlagSet, local bool) *agentOptions {
 	fs.Float64Var(&o.cfg.DefaultCPUs, "cpus", o.cfg.DefaultCPUs, "default CPU limit per job")
 	fs.StringVar(&o.memory, "memory", "2g", "default memory limit per job (e.g. 512m, 2g)")
 	fs.Int64Var(&o.cfg.DefaultPids, "pids", o.cfg.DefaultPids, "default process limit per job")
-	fs.StringVar(&o.logMax, "log-max-bytes", "256m", "most step output kept per job (e.g. 64m, 1g; -1: no limit); past it the rest is dropped, with a [kiln] line saying so")
-	fs.Int64Var(&o.cfg.LogMaxLines, "log-max-lines", logs.DefaultMaxJobLines, "most step output lines kept per job (-1: no limit); past it the rest is dropped, with a [kiln] line saying so")
+	fs.StringVar(&o.logMax, "job-log-max-bytes", "256m", "most step output kept per job (e.g. 64m, 1g; -1: no limit); past it the rest is dropped, with a [kiln] line saying so")
+	fs.Int64Var(&o.cfg.LogMaxLines, "job-log-max-lines", logs.DefaultMaxJobLines, "most step output lines kept per job (-1: no limit); past it the rest is dropped, with a [kiln] line saying so")
 	fs.Int64Var(&o.stickyMax, "sticky-max-bytes", 10<<30, "largest size of one sticky cache volume; a job that grows it beyond keeps the previous one")
 	fs.DurationVar(&o.cfg.StickyMaxAge, "sticky-max-age", o.cfg.StickyMaxAge, "prune sticky cache volumes unused for this long")
 	fs.DurationVar(&o.cfg.ShutdownGrace, "shutdown-grace", o.cfg.ShutdownGrace, "on SIGTERM, how long running jobs may go on before they are stopped and reported as errors (retried)")
@@ -87,10 +87,10 @@ func (o *agentOptions) build(ctx context.Context, dataDir string) (*agent.Agent,
 	if o.logMax == "-1" {
 		o.cfg.LogMaxBytes = -1
 	} else if o.cfg.LogMaxBytes, err = parseBytes(o.logMax); err != nil {
-		return nil, "", fmt.Errorf("-log-max-bytes: %w", err)
+		return nil, "", fmt.Errorf("-job-log-max-bytes: %w", err)
 	}
 	if o.cfg.LogMaxLines == 0 || o.cfg.LogMaxLines < -1 {
-		return nil, "", errors.New("-log-max-lines: want a positive number or -1 (no limit)")
+		return nil, "", errors.New("-job-log-max-lines: want a positive number or -1 (no limit)")
 	}
 	for _, l := range strings.Split(o.labels, ",") {
 		if l = strings.TrimSpace(l); l != "" {

@@ -43,6 +43,9 @@ type harness struct {
 	admin   string
 	dataDir string
 	rt      sandbox.Runtime
+	// agentConfig, when set, adjusts the configuration of every agent
+	// startAgent starts after the harness's defaults.
+	agentConfig func(*agent.Config)
 }
 
 func testLogger(t *testing.T) *slog.Logger {
@@ -128,6 +131,9 @@ func (h *harness) startAgent(id string, rt sandbox.Runtime, labels ...string) (w
 	// Stopping a test's agent stops its jobs at once (shutdown_test.go
 	// covers the grace).
 	cfg.ShutdownGrace = 0
+	if h.agentConfig != nil {
+		h.agentConfig(&cfg)
+	}
 	if rt == nil {
 		rt = h.rt
 	}

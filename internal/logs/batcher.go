@@ -244,7 +244,7 @@ func (b *Batcher) limitsText() string {
 	if b.maxJobLines >= 0 {
 		lines = fmt.Sprintf("%d lines", b.maxJobLines)
 	}
-	return "at most " + bytes + " and " + lines + " per job: agent flags -log-max-bytes, -log-max-lines"
+	return "at most " + bytes + " and " + lines + " per job: agent flags -job-log-max-bytes, -job-log-max-lines"
 }
 
 // add queues a line. Called with b.mu held.
