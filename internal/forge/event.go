@@ -24,6 +24,9 @@ const (
 	// KindWorkflowJob is a GitHub Actions workflow job queued, started or
 	// finished: what Kiln's runner pools serve.
 	KindWorkflowJob Kind = "workflow_job"
+	// KindPullRequest is a pull request (GitHub, Gitea/Forgejo) or merge
+	// request (GitLab) opened, updated, closed or otherwise changed.
+	KindPullRequest Kind = "pull_request"
 )
 
 // Event is a verified delivery in forge-neutral form.
@@ -35,6 +38,8 @@ type Event struct {
 	Push       *Push  // set when Kind == KindPush
 	// WorkflowJob is set when Kind == KindWorkflowJob.
 	WorkflowJob *WorkflowJob
+	// PullRequest is set when Kind == KindPullRequest.
+	PullRequest *PullRequest
 }
 
 // Push is a normalized push.

@@ -36,6 +36,14 @@ func FuzzParseGitLab(f *testing.F) {
 	})
 }
 
+func FuzzParseGitea(f *testing.F) {
+	f.Add("pull_request", []byte(`{"action":"synchronized","number":1,"pull_request":{"head":{"ref":"a","sha":"`+helloSHA+`"},"base":{"ref":"main"}},"repository":{"full_name":"o/r"}}`))
+	f.Fuzz(func(t *testing.T, event string, body []byte) {
+		ev, err := Parse("gitea", giteaHeader(event, body), body, testSecret)
+		checkParsed(t, ev, err)
+	})
+}
+
 func FuzzParseWorkflowJob(f *testing.F) {
 	f.Add("workflow_job", []byte(`{"action":"queued","workflow_job":{"id":1,"run_id":2,"status":"queued","labels":["self-hosted"]},"repository":{"full_name":"o/r"}}`))
 	f.Fuzz(func(t *testing.T, event string, body []byte) {
@@ -60,6 +68,15 @@ func checkParsed(t *testing.T, ev *Event, err error) {
 	}
 	if (ev.Push != nil) != (ev.Kind == KindPush) {
 		t.Fatalf("kind %s with push %+v", ev.Kind, ev.Push)
+	}
+	if (ev.PullRequest != nil) != (ev.Kind == KindPullRequest) {
+		t.Fatalf("kind %s with pull request %+v", ev.Kind, ev.PullRequest)
+	}
+	if pr := ev.PullRequest; pr != nil {
+		if pr.Number <= 0 || !isSHA(pr.Commit) || pr.HeadBranch == "" || pr.BaseBranch == "" || pr.BaseRepo == "" ||
+			CheckRef(pr.Ref) != nil || strings.Contains(pr.Title, "\n") || len(pr.Title) > maxTitle || pr.Action == "" {
+			t.Fatalf("pull request %+v", pr)
+		}
 	}
 	if (ev.WorkflowJob != nil) != (ev.Kind == KindWorkflowJob) {
 		t.Fatalf("kind %s with workflow job %+v", ev.Kind, ev.WorkflowJob)
@@ -118,7 +135,12 @@ func fuzzSeeds(t *testing.T) []fuzzSeed {
 		event, _, _ := strings.Cut(filepath.Base(file), ".")
 		return event
 	})
-	add("FuzzParseGitHub", "testdata/gitea/*.json", func(string) string { return "push" })
+	giteaEvent := func(file string) string {
+		event, _, _ := strings.Cut(filepath.Base(file), ".")
+		return event
+	}
+	add("FuzzParseGitHub", "testdata/gitea/*.json", giteaEvent)
+	add("FuzzParseGitea", "testdata/gitea/*.json", giteaEvent)
 	// The real workflow_job examples fakegithub delivers.
 	jobs, err := filepath.Glob(workflowJobFixtures)
 	if err != nil || len(jobs) == 0 {
@@ -129,8 +151,11 @@ func fuzzSeeds(t *testing.T) []fuzzSeed {
 		seeds = append(seeds, fuzzSeed{target: "FuzzParseWorkflowJob", name: name, event: "workflow_job", body: readFixture(t, file)})
 	}
 	add("FuzzParseGitLab", "testdata/gitlab/*.json", func(file string) string {
-		if strings.HasPrefix(filepath.Base(file), "tag_") {
+		switch base := filepath.Base(file); {
+		case strings.HasPrefix(base, "tag_"):
 			return "Tag Push Hook"
+		case strings.HasPrefix(base, "merge_request."):
+			return "Merge Request Hook"
 		}
 		return "Push Hook"
 	})

@@ -33,7 +33,9 @@ const maxHeaderValue = 256
 // 64-hex Commit. For an annotated tag, Commit is the commit the tag points at
 // (GitHub's head_commit, GitLab's checkout_sha), not the tag object. A
 // KindWorkflowJob event (GitHub's workflow_job) always has a WorkflowJob
-// with positive ids, an owner and a repository, and a status.
+// with positive ids, an owner and a repository, and a status. A
+// KindPullRequest event always has a PullRequest with a positive number,
+// a head commit SHA, head and base branches and a base repository.
 func Parse(forgeName string, header http.Header, body []byte, secret string) (*Event, error) {
 	if err := Verify(forgeName, header, bytes.NewReader(body), secret); err != nil {
 		return nil, err
@@ -74,6 +76,18 @@ func ParseVerified(forgeName string, header http.Header, body []byte) (*Event, e
 		ev.WorkflowJob = wj
 		return ev, nil
 	}
+	if ev.Kind == KindPullRequest {
+		payload := f.prPayload()
+		if err := decode(name, body, payload); err != nil {
+			return nil, err
+		}
+		pr := payload.pullRequest()
+		if err := normalizePR(name, pr); err != nil {
+			return nil, err
+		}
+		ev.PullRequest = pr
+		return ev, nil
+	}
 	if ev.Kind != KindPush {
 		// Nothing is read from these, but a body that is not a JSON object
 		// is still a malformed delivery, not one to store and acknowledge.
@@ -108,6 +122,8 @@ type forge struct {
 	kinds map[string]Kind
 	// pushPayload returns a new value to decode a push payload into.
 	pushPayload func() pushPayload
+	// prPayload returns a new value to decode a request payload into.
+	prPayload func() prPayload
 }
 
 // pushPayload is the part of a forge's push payload Kiln reads, decoded
@@ -158,8 +174,9 @@ func lookupForge(name string) (forge, bool) {
 			name:            "gitlab",
 			eventHeaders:    []string{"X-Gitlab-Event"},
 			deliveryHeaders: []string{"Idempotency-Key", "X-Gitlab-Webhook-UUID", "X-Gitlab-Event-UUID"},
-			kinds:           map[string]Kind{"Push Hook": KindPush, "Tag Push Hook": KindPush},
+			kinds:           map[string]Kind{"Push Hook": KindPush, "Tag Push Hook": KindPush, "Merge Request Hook": KindPullRequest},
 			pushPayload:     func() pushPayload { return new(gitlabPushPayload) },
+			prPayload:       func() prPayload { return new(gitlabMRPayload) },
 		}, true
 	}
 	return forge{}, false
@@ -173,8 +190,11 @@ func githubShaped(name string, eventHeaders, deliveryHeaders []string, sigs ...s
 		eventHeaders:    eventHeaders,
 		deliveryHeaders: deliveryHeaders,
 		sigs:            sigs,
-		kinds:           map[string]Kind{"ping": KindPing, "push": KindPush, "workflow_job": KindWorkflowJob},
-		pushPayload:     func() pushPayload { return new(githubPushPayload) },
+		// Gitea sends every kind of request event (sync, label, assign,
+		// review request) as "pull_request", told apart by the action.
+		kinds:       map[string]Kind{"ping": KindPing, "push": KindPush, "workflow_job": KindWorkflowJob, "pull_request": KindPullRequest},
+		pushPayload: func() pushPayload { return new(githubPushPayload) },
+		prPayload:   func() prPayload { return new(githubPRPayload) },
 	}
 }
 

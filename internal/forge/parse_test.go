@@ -40,7 +40,7 @@ func TestGitHubExamples(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if ev.Forge != tc.forge || ev.Name != event || ev.DeliveryID == "" || ev.Kind != map[string]Kind{"push": KindPush, "ping": KindPing}[event] {
+				if ev.Forge != tc.forge || ev.Name != event || ev.DeliveryID == "" || ev.Kind != map[string]Kind{"push": KindPush, "ping": KindPing, "pull_request": KindPullRequest}[event] {
 					t.Fatalf("event = %+v", ev)
 				}
 				if (ev.Push != nil) != (ev.Kind == KindPush) {
@@ -58,7 +58,7 @@ func TestGitHubExamples(t *testing.T) {
 			})
 		}
 	}
-	if seen["push"] == 0 || seen["ping"] == 0 {
+	if seen["push"] == 0 || seen["ping"] == 0 || seen["pull_request"] == 0 {
 		t.Fatalf("fixtures: %v; run scripts/webhook-fixtures.sh", seen)
 	}
 }
@@ -397,7 +397,7 @@ func TestOtherEvents(t *testing.T) {
 		{"github", "Push", githubHeader("Push", ghPush), ghPush},
 		{"gitea", "create", giteaHeader("create", ghPush), ghPush},
 		{"gitea", "delete", giteaHeader("delete", []byte(`{"ref": "old", "ref_type": "branch"}`)), []byte(`{"ref": "old", "ref_type": "branch"}`)},
-		{"gitlab", "Merge Request Hook", gitlabHeader("Merge Request Hook"), []byte(`{"object_kind": "merge_request"}`)},
+		{"gitlab", "Note Hook", gitlabHeader("Note Hook"), []byte(`{"object_kind": "note"}`)},
 		{"gitlab", "System Hook", gitlabHeader("System Hook"), glPush},
 		{"gitlab", "push", gitlabHeader("push"), glPush},
 	}
