@@ -89,7 +89,14 @@ func runBuilds(ctx context.Context, args []string) error {
 	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tPROJECT\t#\tSTATUS\tBRANCH\tCOMMIT\tTRIGGER\tCREATED\tDURATION")
 	for _, b := range bs {
-		fmt.Fprintf(tw, "%d\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\n", b.ID, qs(b.Project), b.Number, b.Status, qs(b.Branch), qs(shortSHA(b.Commit)), b.Trigger,
+		status, branch := string(b.Status), qs(b.Branch)
+		if pr := b.PullRequest; pr != nil {
+			branch = fmt.Sprintf("#%d %s", pr.Number, qs(pr.HeadBranch))
+		}
+		if b.Approval == store.ApprovalWaiting && b.Status == store.StatusQueued {
+			status = "waiting for approval"
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\n", b.ID, qs(b.Project), b.Number, status, branch, qs(shortSHA(b.Commit)), b.Trigger,
 			b.CreatedAt.Local().Format("2006-01-02 15:04:05"), duration(b.StartedAt, b.FinishedAt))
 	}
 	return tw.Flush()
@@ -143,6 +150,19 @@ func runBuild(ctx context.Context, args []string) error {
 func printBuild(b *store.Build) {
 	fmt.Printf("build %d: %s #%d  %s\n", b.ID, qs(b.Project), b.Number, b.Status)
 	fmt.Printf("  ref %s  commit %s  trigger %s  duration %s\n", qs(b.Ref), qs(b.Commit), b.Trigger, duration(b.StartedAt, b.FinishedAt))
+	if pr := b.PullRequest; pr != nil {
+		from := "branch " + qs(pr.HeadBranch)
+		if pr.Fork {
+			from = "fork branch " + qs(pr.HeadBranch) + " (untrusted: no secrets, read-only caches)"
+		}
+		fmt.Printf("  request #%d  %s → %s  from %s\n", pr.Number, qs(pr.Title), qs(pr.BaseBranch), from)
+	}
+	switch b.Approval {
+	case store.ApprovalWaiting:
+		fmt.Printf("  waiting for approval: kiln approve %d, or kiln reject %d\n", b.ID, b.ID)
+	case store.ApprovalApproved, store.ApprovalRejected:
+		fmt.Printf("  %s by %s\n", b.Approval, qs(b.ApprovedBy))
+	}
 	if b.Message != "" {
 		subject, _, _ := strings.Cut(b.Message, "\n")
 		fmt.Printf("  message %s\n", qs(strings.TrimRight(subject, "\r")))
@@ -173,6 +193,14 @@ func runRetry(ctx context.Context, args []string) error {
 	return buildAction(ctx, args, "retry")
 }
 
+func runApprove(ctx context.Context, args []string) error {
+	return buildAction(ctx, args, "approve")
+}
+
+func runReject(ctx context.Context, args []string) error {
+	return buildAction(ctx, args, "reject")
+}
+
 func buildAction(ctx context.Context, args []string, action string) error {
 	fs := flag.NewFlagSet("kiln "+action, flag.ContinueOnError)
 	connect := clientFlags(fs)
@@ -192,9 +220,14 @@ func buildAction(ctx context.Context, args []string, action string) error {
 	if err := c.do(ctx, "POST", fmt.Sprintf("/builds/%d/%s", id, action), nil, &b); err != nil {
 		return err
 	}
-	if action == "retry" {
+	switch action {
+	case "retry":
 		fmt.Printf("build %d (%s #%d) queued, retrying build %d\n", b.ID, qs(b.Project), b.Number, id)
-	} else {
+	case "approve":
+		fmt.Printf("build %d (%s #%d) approved: it runs now\n", b.ID, qs(b.Project), b.Number)
+	case "reject":
+		fmt.Printf("build %d (%s #%d) rejected: %s\n", b.ID, qs(b.Project), b.Number, b.Status)
+	default:
 		fmt.Printf("build %d: cancel requested (%s)\n", b.ID, b.Status)
 	}
 	return nil

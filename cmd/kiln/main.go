@@ -32,6 +32,8 @@ var commands = []command{
 	{"logs", "print a build's log; -f follows it live", runLogs},
 	{"cancel", "cancel a build", runCancel},
 	{"retry", "start a new build of a finished build's commit", runRetry},
+	{"approve", "let a fork's build that waits for approval run", runApprove},
+	{"reject", "cancel a fork's build that waits for approval", runReject},
 	{"token", "manage API tokens: create, ls, revoke", runToken},
 	{"cache", "keyed cache entries: ls, rm, prune", runCache},
 	{"agents", "list agents", runAgents},

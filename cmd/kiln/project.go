@@ -25,8 +25,10 @@ func runProject(ctx context.Context, args []string) error {
 	asJSON := fs.Bool("json", false, "print JSON")
 	var req api.ProjectRequest
 	var cloneURL, branch, secret string
-	var cancelSup string
+	var cancelSup, forks, drafts string
 	if sub == "add" || sub == "set" {
+		fs.StringVar(&forks, "fork-pull-requests", "", "requests from forks: approve (they wait for kiln approve; the default), run, or off")
+		fs.StringVar(&drafts, "draft-pull-requests", "", "draft requests: build (the default), or wait until they are ready")
 		fs.StringVar(&cloneURL, "url", "", "clone URL (any git URL or a local path)")
 		fs.StringVar(&branch, "branch", "", "default branch (add: main)")
 		fs.StringVar(&secret, "webhook-secret", "", "secret shared with the forge's webhook (at least 16 characters)")
@@ -54,6 +56,12 @@ func runProject(ctx context.Context, args []string) error {
 	if cancelSup != "" {
 		v := cancelSup == "true"
 		req.CancelSuperseded = &v
+	}
+	if forks != "" {
+		req.ForkPullRequests = &forks
+	}
+	if drafts != "" {
+		req.DraftPullRequests = &drafts
 	}
 	need := func(n int, usage string) error {
 		if len(pos) != n {
@@ -122,8 +130,8 @@ func printProject(p api.ProjectView, asJSON bool) error {
 	if asJSON {
 		return printJSON(p)
 	}
-	fmt.Printf("name:              %s\nclone url:         %s\ndefault branch:    %s\nwebhook secret:    %v\ncancel superseded: %v\nwebhook paths:     %s\n",
-		qs(p.Name), qs(p.CloneURL), qs(p.DefaultBranch), p.HasWebhookSecret, p.CancelSuperseded, strings.Join(p.WebhookPaths, ", "))
+	fmt.Printf("name:              %s\nclone url:         %s\ndefault branch:    %s\nwebhook secret:    %v\ncancel superseded: %v\nfork requests:     %s\ndraft requests:    %s\nwebhook paths:     %s\n",
+		qs(p.Name), qs(p.CloneURL), qs(p.DefaultBranch), p.HasWebhookSecret, p.CancelSuperseded, p.ForkPullRequests, p.DraftPullRequests, strings.Join(p.WebhookPaths, ", "))
 	return nil
 }
 

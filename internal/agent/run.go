@@ -190,6 +190,9 @@ func (j *job) execute(ctx context.Context) (status string, exit *int, msg string
 	a, asg := j.a, j.asg
 	spec := asg.Spec
 	j.sys("job %q, attempt %d, on agent %s", spec.Name, asg.Attempt, a.cfg.Name)
+	if asg.Untrusted {
+		j.sys("request #%d comes from a fork: no secrets, caches read-only", asg.PullRequest)
+	}
 
 	spareKey, spareable := a.spareKeyOf(asg)
 	var sp *spare
@@ -228,7 +231,15 @@ func (j *job) execute(ctx context.Context) (status string, exit *int, msg string
 		j.sys("checking out %s at %s", redact(asg.CloneURL), asg.Commit)
 		go func() {
 			t0 := time.Now()
-			err := a.mirrors.Checkout(ctx, asg.CloneURL, asg.Commit, src)
+			var err error
+			if asg.PullRequest > 0 {
+				// A request's head may be on no branch of the repository (a
+				// fork's): the forge serves it under the request's ref.
+				err = a.mirrors.FetchRef(ctx, asg.CloneURL, asg.Ref, asg.Commit)
+			}
+			if err == nil {
+				err = a.mirrors.Checkout(ctx, asg.CloneURL, asg.Commit, src)
+			}
 			if err == nil {
 				j.sys("checked out in %s", time.Since(t0).Round(time.Millisecond))
 			}
@@ -261,7 +272,7 @@ func (j *job) execute(ctx context.Context) (status string, exit *int, msg string
 	// sticky volumes keep a successful job's writes.
 	j.atEnd(func() {
 		caches.waitRestored() // ends with the job's context, if not before
-		if !succeeded {
+		if !succeeded || asg.Untrusted {
 			caches.release()
 			return
 		}
@@ -380,11 +391,17 @@ func (j *job) execute(ctx context.Context) (status string, exit *int, msg string
 	if caches.keyedToSave() {
 		destroy(true)
 	}
+	zero := 0
+	if asg.Untrusted {
+		if len(spec.Caches) > 0 {
+			j.sys("caches: a fork's build only reads them; nothing it wrote is kept")
+		}
+		return "success", &zero, ""
+	}
 	fctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
 	caches.saveKeyed(fctx)
 	caches.announceSticky()
-	zero := 0
 	return "success", &zero, ""
 }
 
@@ -447,8 +464,14 @@ func (j *job) env() []string {
 		"KILN_BUILD_NUMBER": strconv.FormatInt(asg.BuildNumber, 10), "KILN_JOB": asg.Spec.Name,
 		"KILN_JOB_ID": strconv.FormatInt(asg.JobID, 10), "KILN_ATTEMPT": strconv.Itoa(asg.Attempt),
 		"KILN_COMMIT": asg.Commit, "KILN_REF": asg.Ref, "KILN_BRANCH": asg.Branch, "KILN_WORKSPACE": Workspace,
+		"KILN_EVENT": asg.Event,
 	} {
 		vars[k] = v
+	}
+	if asg.PullRequest > 0 {
+		vars["KILN_PULL_REQUEST"] = strconv.Itoa(asg.PullRequest)
+		vars["KILN_HEAD_BRANCH"] = asg.HeadBranch
+		vars["KILN_BASE_BRANCH"] = asg.BaseBranch
 	}
 	out := make([]string, 0, len(vars))
 	for k, v := range vars {

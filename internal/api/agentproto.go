@@ -133,10 +133,23 @@ func (s *Server) assignment(r *http.Request, j *store.Job) (*protocol.Assignment
 		return nil, err
 	}
 	a := &protocol.Assignment{JobID: j.ID, Attempt: j.Attempt, BuildID: b.ID, BuildNumber: b.Number, Project: p.Name, CloneURL: p.CloneURL,
-		Ref: b.Ref, Branch: b.Branch, Commit: b.Commit, Spec: spec, LeaseSeconds: leaseSeconds(s.sched.Config().Lease)}
+		Ref: b.Ref, Branch: b.Branch, Commit: b.Commit, Event: b.Event, Spec: spec, LeaseSeconds: leaseSeconds(s.sched.Config().Lease)}
+	scope := cache.Scope{Project: p.Name, Branch: b.Branch, DefaultBranch: p.DefaultBranch}
+	if pr := b.PullRequest; pr != nil {
+		a.PullRequest, a.HeadBranch, a.BaseBranch, a.Untrusted = pr.Number, pr.HeadBranch, pr.BaseBranch, pr.Fork
+		// A request's caches are its own (its ref is not a branch name);
+		// it reads its base branch's, then the default branch's. A
+		// fork's may read but never write.
+		scope.Branch, scope.BaseBranch, scope.ReadOnly = b.Ref, pr.BaseBranch, pr.Fork
+	}
+	if a.Untrusted {
+		// A fork's .kiln.yml is whoever opened the request's: it gets
+		// none of the project's secrets, approved or not.
+		secrets = nil
+	}
 	if len(spec.Caches) > 0 {
 		ttl := time.Duration(spec.TimeoutSeconds)*time.Second + time.Hour
-		tok, err := s.caches.IssueToken(cache.Scope{Project: p.Name, Branch: b.Branch, DefaultBranch: p.DefaultBranch}, ttl)
+		tok, err := s.caches.IssueToken(scope, ttl)
 		if err != nil {
 			return nil, fmt.Errorf("cache token: %w", err)
 		}

@@ -98,6 +98,8 @@ func New(cfg Config, st *store.Store, sched *scheduler.Scheduler, m *metrics.Met
 	s.mux.Handle("GET /api/v1/builds/{id}", admin(s.getBuild))
 	s.mux.Handle("POST /api/v1/builds/{id}/cancel", admin(s.cancelBuild))
 	s.mux.Handle("POST /api/v1/builds/{id}/retry", admin(s.retryBuild))
+	s.mux.Handle("POST /api/v1/builds/{id}/approve", admin(s.approveBuild))
+	s.mux.Handle("POST /api/v1/builds/{id}/reject", admin(s.rejectBuild))
 	s.mux.Handle("GET /api/v1/builds/{id}/logs", admin(s.buildLogs))
 	s.mux.Handle("GET /api/v1/builds/{id}/logs/stream", admin(s.streamBuildLogs))
 

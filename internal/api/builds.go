@@ -1,6 +1,7 @@
 package api
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"regexp"
@@ -44,7 +45,7 @@ func (s *Server) triggerBuild(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "invalid", fmt.Sprintf("commit %q: want a full 40-character hex SHA", req.Commit))
 		return
 	}
-	b := &store.Build{ProjectID: p.ID, Trigger: "api", Ref: "refs/heads/" + req.Branch, Branch: req.Branch, Commit: req.Commit}
+	b := &store.Build{ProjectID: p.ID, Trigger: "api", Event: store.EventAPI, Ref: "refs/heads/" + req.Branch, Branch: req.Branch, Commit: req.Commit}
 	if err := s.store.CreateBuild(r.Context(), b); err != nil {
 		s.storeError(w, err)
 		return
@@ -153,11 +154,71 @@ func (s *Server) retryBuild(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusConflict, "conflict", fmt.Sprintf("build %d is %s: only a finished build can be retried", id, old.Status))
 		return
 	}
-	b := &store.Build{ProjectID: old.ProjectID, Trigger: "retry", Ref: old.Ref, Branch: old.Branch, Commit: old.Commit, Message: old.Message, Author: old.Author}
+	b := &store.Build{ProjectID: old.ProjectID, Trigger: "retry", Event: old.Event, Ref: old.Ref, Branch: old.Branch, Commit: old.Commit, Message: old.Message, Author: old.Author,
+		PullRequest: old.PullRequest}
+	if old.Approval != "" {
+		// An admin asked for it again: that is an approval (a rejected
+		// build retried is approved now).
+		b.Approval, b.ApprovedBy = store.ApprovalApproved, tokenName(r)
+	}
 	if err := s.store.CreateBuild(r.Context(), b); err != nil {
 		s.storeError(w, err)
 		return
 	}
 	s.sched.BuildQueued()
 	writeJSON(w, http.StatusCreated, b)
+}
+
+// tokenName names the admin token that made r, for records of who did
+// what.
+func tokenName(r *http.Request) string {
+	if tok, _ := r.Context().Value(ctxKey{}).(*store.Token); tok != nil {
+		return "token " + strconv.Quote(tok.Name)
+	}
+	return "the API"
+}
+
+// approveBuild lets a fork's build that waits for approval run.
+func (s *Server) approveBuild(w http.ResponseWriter, r *http.Request) {
+	s.decideBuild(w, r, true)
+}
+
+// rejectBuild cancels a fork's build that waits for approval.
+func (s *Server) rejectBuild(w http.ResponseWriter, r *http.Request) {
+	s.decideBuild(w, r, false)
+}
+
+func (s *Server) decideBuild(w http.ResponseWriter, r *http.Request, approve bool) {
+	id, ok := pathID(w, r)
+	if !ok {
+		return
+	}
+	by := tokenName(r)
+	var err error
+	if approve {
+		err = s.store.ApproveBuild(r.Context(), id, by)
+	} else {
+		err = s.store.RejectBuild(r.Context(), id, by)
+	}
+	if errors.Is(err, store.ErrNotWaiting) {
+		writeError(w, http.StatusConflict, "not_waiting", err.Error())
+		return
+	}
+	if err != nil {
+		s.storeError(w, err)
+		return
+	}
+	s.log.Info("build approval decided", "build", id, "approved", approve, "by", by)
+	s.watch.notify(id)
+	if approve {
+		s.sched.BuildQueued()
+	} else {
+		s.sched.JobsChanged()
+	}
+	b, err := s.store.Build(r.Context(), id)
+	if err != nil {
+		s.storeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, b)
 }

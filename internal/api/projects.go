@@ -22,6 +22,10 @@ type ProjectRequest struct {
 	DefaultBranch    *string `json:"default_branch,omitempty"`
 	WebhookSecret    *string `json:"webhook_secret,omitempty"`
 	CancelSuperseded *bool   `json:"cancel_superseded,omitempty"`
+	// ForkPullRequests: approve (a fork's request waits for an admin),
+	// run, or off. DraftPullRequests: build, or wait (until ready).
+	ForkPullRequests  *string `json:"fork_pull_requests,omitempty"`
+	DraftPullRequests *string `json:"draft_pull_requests,omitempty"`
 	// Log retention: days to keep a finished build's logs, and bytes of
 	// logs the project keeps (oldest builds' pruned first). 0: no limit;
 	// -1: back to the server's default.
@@ -156,6 +160,18 @@ func (s *Server) apply(p *store.Project, req ProjectRequest) error {
 	}
 	if req.CancelSuperseded != nil {
 		p.CancelSuperseded = *req.CancelSuperseded
+	}
+	if v := req.ForkPullRequests; v != nil {
+		if *v != store.ForkApprove && *v != store.ForkRun && *v != store.ForkOff {
+			return fmt.Errorf("fork_pull_requests: %q: want approve, run or off", *v)
+		}
+		p.ForkPullRequests = *v
+	}
+	if v := req.DraftPullRequests; v != nil {
+		if *v != store.DraftBuild && *v != store.DraftWait {
+			return fmt.Errorf("draft_pull_requests: %q: want build or wait", *v)
+		}
+		p.DraftPullRequests = *v
 	}
 	return nil
 }

@@ -66,26 +66,24 @@ func (s *Server) webhook(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	d := &store.Delivery{ID: ev.DeliveryID, Forge: ev.Forge, ProjectID: p.ID, Event: ev.Name}
-	var b *store.Build
-	switch {
-	case ev.Kind == forge.KindPing:
-		d.Result = "ping"
-	case ev.Kind == forge.KindPush && ev.Push.Deleted:
-		d.Result = "ignored: ref deleted"
-	case ev.Kind == forge.KindPush:
-		d.Result = "build"
-		// The clone URL comes from the project, never from the payload: a
-		// delivery may not point Kiln at another repository.
-		b = &store.Build{ProjectID: p.ID, Trigger: "push", Forge: ev.Forge, DeliveryID: ev.DeliveryID,
-			Ref: ev.Push.Ref, Branch: ev.Push.Branch, Commit: ev.Push.Commit, Message: ev.Push.Message, Author: ev.Push.Author}
-	default:
-		d.Result = "ignored: event " + ev.Name
-	}
+	out := hookBuild(p, ev)
+	b := out.build
+	d := &store.Delivery{ID: ev.DeliveryID, Forge: ev.Forge, ProjectID: p.ID, Event: ev.Name, Result: out.result}
 	dup, err := s.store.RecordDelivery(r.Context(), d, b)
 	if err != nil {
 		s.storeError(w, err)
 		return
+	}
+	if out.endPR > 0 && !dup {
+		ids, err := s.store.CancelPullRequest(r.Context(), p.ID, out.endPR, out.endReason)
+		if err != nil {
+			s.storeError(w, err)
+			return
+		}
+		for _, id := range ids {
+			s.watch.notify(id)
+		}
+		s.sched.JobsChanged()
 	}
 	resp := map[string]any{"delivery": d.ID, "result": d.Result}
 	if d.BuildID != nil {
@@ -103,6 +101,9 @@ func (s *Server) webhook(w http.ResponseWriter, r *http.Request) {
 	case b != nil:
 		result = "build"
 		resp["number"] = b.Number
+		if b.Approval == store.ApprovalWaiting {
+			resp["approval"] = b.Approval
+		}
 		s.sched.BuildQueued()
 		s.sched.JobsChanged() // superseded builds may have been canceled
 		writeJSON(w, http.StatusCreated, resp)

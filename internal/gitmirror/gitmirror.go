@@ -36,6 +36,9 @@ var (
 	ErrRefNotFound    = errors.New("ref not found")
 	ErrFetch          = errors.New("fetch failed")
 	ErrSymlink        = errors.New("is a symbolic link")
+	// ErrCommitGone: a ref (a request's head) no longer has the commit
+	// it was asked for (it was force-pushed away).
+	ErrCommitGone = errors.New("commit is no longer on its ref")
 )
 
 // SymlinkError is ReadFile's answer for a path that is a symbolic link.
@@ -376,6 +379,59 @@ func (m *Mirrors) cloneAt(ctx context.Context, r *remote, mr *mirror, commit, de
 		}
 	}
 	return nil
+}
+
+// FetchRef makes sure commit is in the mirror of url, fetching ref for it
+// when it is not: a ref the mirror does not keep (a pull request's head,
+// refs/pull/N/head, or a merge request's, refs/merge-requests/N/head),
+// which the base repository serves even when the commit comes from a
+// fork. The ref is kept in the mirror under its own name. When the ref,
+// fetched, does not have commit (force-pushed since), the error wraps
+// ErrCommitGone and names where the ref points now.
+func (m *Mirrors) FetchRef(ctx context.Context, url, ref, commit string) error {
+	r, err := m.remote(url)
+	if err != nil {
+		return err
+	}
+	if !fullSHA.MatchString(commit) {
+		return fmt.Errorf("gitmirror: %q is not a full commit SHA", commit)
+	}
+	if !strings.HasPrefix(ref, "refs/") || strings.HasPrefix(ref, "refs/heads/") || strings.HasPrefix(ref, "refs/tags/") || strings.HasPrefix(ref, "refs/kiln/") ||
+		strings.ContainsAny(ref, "\x00\n :*^~?[\\") || strings.Contains(ref, "..") {
+		return fmt.Errorf("gitmirror: FetchRef: %q is not a ref outside branches and tags", ref)
+	}
+	mr := m.mirror(r)
+	unlock, err := mr.lock(ctx, false)
+	if err != nil {
+		return err
+	}
+	have := m.hasCommit(ctx, mr, commit)
+	unlock()
+	if have {
+		return nil
+	}
+	unlock, err = mr.lock(ctx, true)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if _, err := m.ensureRepo(ctx, mr); err != nil {
+		return err
+	}
+	if m.hasCommit(ctx, mr, commit) {
+		return nil
+	}
+	if err := m.fetchRefspecs(ctx, r, mr, false, "+"+ref+":"+ref); err != nil {
+		return fmt.Errorf("gitmirror: %w: %s of %s: %w", ErrFetch, ref, r.redacted, err)
+	}
+	if m.hasCommit(ctx, mr, commit) {
+		return nil
+	}
+	now := "nothing"
+	if out, err := m.run(ctx, gitCmd{gitDir: mr.dir, args: []string{"rev-parse", "--verify", "--quiet", ref + "^{commit}"}}); err == nil {
+		now = strings.TrimSpace(string(out))
+	}
+	return fmt.Errorf("gitmirror: %w: %s is not on %s of %s, which now points at %s (force-pushed since the event?)", ErrCommitGone, commit, ref, r.redacted, now)
 }
 
 // withCommit runs fn with the mirror of r locked and commit in it. The fast

@@ -71,15 +71,26 @@ type ClaimRequest struct {
 
 // Assignment is a claimed job: everything the agent needs to run it.
 type Assignment struct {
-	JobID        int64             `json:"job_id"`
-	Attempt      int               `json:"attempt"`
-	BuildID      int64             `json:"build_id"`
-	BuildNumber  int64             `json:"build_number"`
-	Project      string            `json:"project"`
-	CloneURL     string            `json:"clone_url"`
-	Ref          string            `json:"ref"`
-	Branch       string            `json:"branch"`
-	Commit       string            `json:"commit"`
+	JobID       int64  `json:"job_id"`
+	Attempt     int    `json:"attempt"`
+	BuildID     int64  `json:"build_id"`
+	BuildNumber int64  `json:"build_number"`
+	Project     string `json:"project"`
+	CloneURL    string `json:"clone_url"`
+	Ref         string `json:"ref"`
+	Branch      string `json:"branch"`
+	Commit      string `json:"commit"`
+	// Event is what made the build: push, tag, pull_request, api (empty
+	// for runner jobs). For a request, PullRequest is its number and
+	// HeadBranch and BaseBranch its branches.
+	Event       string `json:"event,omitempty"`
+	PullRequest int    `json:"pull_request,omitempty"`
+	HeadBranch  string `json:"head_branch,omitempty"`
+	BaseBranch  string `json:"base_branch,omitempty"`
+	// Untrusted: the build's code comes from a fork. It gets no secrets
+	// and a read-only cache token, and its sticky cache views are thrown
+	// away, whatever it writes.
+	Untrusted    bool              `json:"untrusted,omitempty"`
 	Spec         pipeline.JobSpec  `json:"spec"`
 	Secrets      map[string]string `json:"secrets,omitempty"`
 	LeaseSeconds int               `json:"lease_seconds"`

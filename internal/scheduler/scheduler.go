@@ -312,6 +312,20 @@ func (s *Scheduler) plan(ctx context.Context, b *store.Build) {
 			return
 		}
 	}
+	if b.PullRequest != nil {
+		// The request's head may be on no branch (a fork's): fetch the
+		// forge's ref of it. A head force-pushed away since the event is
+		// gone for good: the build ends in error, saying so.
+		err := s.mirrors.FetchRef(ctx, p.CloneURL, b.Ref, commit)
+		switch {
+		case errors.Is(err, gitmirror.ErrCommitGone):
+			s.failPlan(ctx, b, store.StatusError, commit, []string{"kiln: " + strings.TrimPrefix(err.Error(), "gitmirror: ")})
+			return
+		case err != nil:
+			s.planInfraError(ctx, b, commit, fmt.Sprintf("kiln: cannot fetch %s of %s: %v", b.Ref, gitmirror.Redact(p.CloneURL), err))
+			return
+		}
+	}
 	data, err := s.mirrors.ReadFile(ctx, p.CloneURL, commit, PipelineFile)
 	switch {
 	case errors.Is(err, gitmirror.ErrFileNotFound):

@@ -11,7 +11,7 @@ import (
 
 const buildCols = `b.id, b.project_id, p.name, b.number, b.status, b.trigger, b.forge, b.delivery_id, b.ref, b.branch, b.commit_sha,
 	b.message, b.author, b.error, b.cancel_requested, b.planned, b.plan_attempts, b.created_at, b.started_at, b.finished_at,
-	b.logs_pruned_at`
+	b.logs_pruned_at, b.event, b.pr_number, b.pr_title, b.head_branch, b.base_branch, b.fork, b.approval, b.approved_by`
 
 const buildFrom = ` FROM builds b JOIN projects p ON p.id = b.project_id`
 
@@ -20,8 +20,11 @@ func scanBuild(row interface{ Scan(...any) error }) (*Build, error) {
 	var cancel, planned int
 	var created int64
 	var started, finished, pruned sql.NullInt64
+	var pr PullRequest
+	var fork int
 	err := row.Scan(&b.ID, &b.ProjectID, &b.Project, &b.Number, &b.Status, &b.Trigger, &b.Forge, &b.DeliveryID, &b.Ref, &b.Branch, &b.Commit,
-		&b.Message, &b.Author, &b.Error, &cancel, &planned, &b.PlanAttempts, &created, &started, &finished, &pruned)
+		&b.Message, &b.Author, &b.Error, &cancel, &planned, &b.PlanAttempts, &created, &started, &finished, &pruned,
+		&b.Event, &pr.Number, &pr.Title, &pr.HeadBranch, &pr.BaseBranch, &fork, &b.Approval, &b.ApprovedBy)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("build: %w", ErrNotFound)
 	}
@@ -31,6 +34,10 @@ func scanBuild(row interface{ Scan(...any) error }) (*Build, error) {
 	b.CancelRequested, b.Planned = cancel != 0, planned != 0
 	b.CreatedAt, b.StartedAt, b.FinishedAt = fromMS(created), nullTime(started), nullTime(finished)
 	b.LogsPrunedAt = nullTime(pruned)
+	if pr.Number > 0 {
+		pr.Fork = fork != 0
+		b.PullRequest = &pr
+	}
 	return &b, nil
 }
 
@@ -99,9 +106,15 @@ func (s *Store) insertBuild(ctx context.Context, tx *sql.Tx, b *Build) error {
 	}
 	b.Status = StatusQueued
 	b.CreatedAt = fromMS(s.nowMS())
-	res, err := tx.ExecContext(ctx, `INSERT INTO builds (project_id, number, status, trigger, forge, delivery_id, ref, branch, commit_sha, message, author, created_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		b.ProjectID, b.Number, string(b.Status), b.Trigger, b.Forge, b.DeliveryID, b.Ref, b.Branch, b.Commit, b.Message, b.Author, ms(b.CreatedAt))
+	var pr PullRequest
+	if b.PullRequest != nil {
+		pr = *b.PullRequest
+	}
+	res, err := tx.ExecContext(ctx, `INSERT INTO builds (project_id, number, status, trigger, forge, delivery_id, ref, branch, commit_sha, message, author, created_at,
+			event, pr_number, pr_title, head_branch, base_branch, fork, approval)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		b.ProjectID, b.Number, string(b.Status), b.Trigger, b.Forge, b.DeliveryID, b.Ref, b.Branch, b.Commit, b.Message, b.Author, ms(b.CreatedAt),
+		b.Event, pr.Number, pr.Title, pr.HeadBranch, pr.BaseBranch, boolInt(pr.Fork), b.Approval)
 	if err != nil {
 		return fmt.Errorf("create build: %w", err)
 	}
@@ -109,10 +122,12 @@ func (s *Store) insertBuild(ctx context.Context, tx *sql.Tx, b *Build) error {
 		return err
 	}
 	// Runner builds (one per GitHub Actions job) never supersede, nor are
-	// superseded: the jobs of one workflow run share a branch.
-	if cancelSuperseded != 0 && b.Branch != "" && b.Trigger != TriggerGitHubActions {
-		rows, err := tx.QueryContext(ctx, `SELECT id FROM builds WHERE project_id = ? AND branch = ? AND id < ? AND status IN ('queued', 'running') AND cancel_requested = 0 AND trigger != ?`,
-			b.ProjectID, b.Branch, b.ID, TriggerGitHubActions)
+	// superseded: the jobs of one workflow run share a branch. A request's
+	// build supersedes the older builds of the same request; a push's,
+	// those of its branch (a request's builds have no branch).
+	if cancelSuperseded != 0 && (b.Branch != "" || pr.Number > 0) && b.Trigger != TriggerGitHubActions {
+		rows, err := tx.QueryContext(ctx, `SELECT id FROM builds WHERE project_id = ? AND branch = ? AND pr_number = ? AND id < ? AND status IN ('queued', 'running') AND cancel_requested = 0 AND trigger != ?`,
+			b.ProjectID, b.Branch, pr.Number, b.ID, TriggerGitHubActions)
 		if err != nil {
 			return err
 		}
@@ -244,7 +259,7 @@ func (s *Store) ClaimPlan(ctx context.Context, lease time.Duration, skip ...int6
 		}
 	}
 	b, err := scanBuild(tx.QueryRowContext(ctx, `SELECT `+buildCols+buildFrom+`
-		WHERE b.planned = 0 AND b.status = 'queued' AND b.cancel_requested = 0 AND (b.plan_lease IS NULL OR b.plan_lease < ?)`+notIn+`
+		WHERE b.planned = 0 AND b.status = 'queued' AND b.cancel_requested = 0 AND b.approval != 'waiting' AND (b.plan_lease IS NULL OR b.plan_lease < ?)`+notIn+`
 		ORDER BY b.id LIMIT 1`, args...))
 	if errors.Is(err, ErrNotFound) {
 		return nil, nil

@@ -246,6 +246,22 @@ var migrations = []string{
 	ALTER TABLE agents ADD COLUMN error_streak INTEGER NOT NULL DEFAULT 0;
 	ALTER TABLE agents ADD COLUMN last_error_at INTEGER;
 	ALTER TABLE agents ADD COLUMN last_ok_at INTEGER;`,
+	// 7: pull and merge requests. A build records the event that made it
+	// and, for a request, its number, title, head and base, and whether
+	// it comes from a fork; a fork's build may wait for an admin's
+	// approval. A project says what to do with forks' and drafts'
+	// requests.
+	`ALTER TABLE builds ADD COLUMN event TEXT NOT NULL DEFAULT '';
+	ALTER TABLE builds ADD COLUMN pr_number INTEGER NOT NULL DEFAULT 0;
+	ALTER TABLE builds ADD COLUMN pr_title TEXT NOT NULL DEFAULT '';
+	ALTER TABLE builds ADD COLUMN head_branch TEXT NOT NULL DEFAULT '';
+	ALTER TABLE builds ADD COLUMN base_branch TEXT NOT NULL DEFAULT '';
+	ALTER TABLE builds ADD COLUMN fork INTEGER NOT NULL DEFAULT 0;
+	ALTER TABLE builds ADD COLUMN approval TEXT NOT NULL DEFAULT '';
+	ALTER TABLE builds ADD COLUMN approved_by TEXT NOT NULL DEFAULT '';
+	CREATE INDEX builds_pull_request ON builds (project_id, pr_number) WHERE pr_number > 0;
+	ALTER TABLE projects ADD COLUMN fork_pull_requests TEXT NOT NULL DEFAULT 'approve';
+	ALTER TABLE projects ADD COLUMN draft_pull_requests TEXT NOT NULL DEFAULT 'build';`,
 }
 
 func (s *Store) migrate(ctx context.Context) error {

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -124,14 +125,14 @@ func isUniqueViolation(err error) bool {
 
 // --- projects ---
 
-const projectCols = `id, name, clone_url, default_branch, webhook_secret, cancel_superseded, created_at`
+const projectCols = `id, name, clone_url, default_branch, webhook_secret, cancel_superseded, fork_pull_requests, draft_pull_requests, created_at`
 
 func (s *Store) scanProject(row interface{ Scan(...any) error }) (*Project, error) {
 	var p Project
 	var secret []byte
 	var created int64
 	var cancel int
-	if err := row.Scan(&p.ID, &p.Name, &p.CloneURL, &p.DefaultBranch, &secret, &cancel, &created); err != nil {
+	if err := row.Scan(&p.ID, &p.Name, &p.CloneURL, &p.DefaultBranch, &secret, &cancel, &p.ForkPullRequests, &p.DraftPullRequests, &created); err != nil {
 		if errors.Is(err, sql.ErrNoRows) {
 			return nil, fmt.Errorf("project: %w", ErrNotFound)
 		}
@@ -153,8 +154,11 @@ func (s *Store) CreateProject(ctx context.Context, p *Project) error {
 		return err
 	}
 	p.CreatedAt = fromMS(s.nowMS())
-	res, err := s.db.ExecContext(ctx, `INSERT INTO projects (name, clone_url, default_branch, webhook_secret, cancel_superseded, created_at) VALUES (?, ?, ?, ?, ?, ?)`,
-		p.Name, p.CloneURL, p.DefaultBranch, secret, boolInt(p.CancelSuperseded), ms(p.CreatedAt))
+	p.ForkPullRequests = cmp.Or(p.ForkPullRequests, ForkApprove)
+	p.DraftPullRequests = cmp.Or(p.DraftPullRequests, DraftBuild)
+	res, err := s.db.ExecContext(ctx, `INSERT INTO projects (name, clone_url, default_branch, webhook_secret, cancel_superseded, fork_pull_requests, draft_pull_requests, created_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+		p.Name, p.CloneURL, p.DefaultBranch, secret, boolInt(p.CancelSuperseded), p.ForkPullRequests, p.DraftPullRequests, ms(p.CreatedAt))
 	if isUniqueViolation(err) {
 		return fmt.Errorf("project %q: %w", p.Name, ErrConflict)
 	}
@@ -171,8 +175,8 @@ func (s *Store) UpdateProject(ctx context.Context, p *Project) error {
 	if err != nil {
 		return err
 	}
-	res, err := s.db.ExecContext(ctx, `UPDATE projects SET clone_url = ?, default_branch = ?, webhook_secret = ?, cancel_superseded = ? WHERE id = ?`,
-		p.CloneURL, p.DefaultBranch, secret, boolInt(p.CancelSuperseded), p.ID)
+	res, err := s.db.ExecContext(ctx, `UPDATE projects SET clone_url = ?, default_branch = ?, webhook_secret = ?, cancel_superseded = ?, fork_pull_requests = ?, draft_pull_requests = ? WHERE id = ?`,
+		p.CloneURL, p.DefaultBranch, secret, boolInt(p.CancelSuperseded), cmp.Or(p.ForkPullRequests, ForkApprove), cmp.Or(p.DraftPullRequests, DraftBuild), p.ID)
 	return mustAffect(res, err, "project")
 }
 

@@ -48,13 +48,54 @@ func (s Status) Terminal() bool {
 var AllStatuses = []Status{StatusQueued, StatusRunning, StatusSuccess, StatusFailure, StatusCanceled, StatusTimedOut, StatusError}
 
 type Project struct {
-	ID               int64     `json:"id"`
-	Name             string    `json:"name"`
-	CloneURL         string    `json:"clone_url"`
-	DefaultBranch    string    `json:"default_branch"`
-	WebhookSecret    string    `json:"-"` // encrypted at rest
-	CancelSuperseded bool      `json:"cancel_superseded"`
-	CreatedAt        time.Time `json:"created_at"`
+	ID               int64  `json:"id"`
+	Name             string `json:"name"`
+	CloneURL         string `json:"clone_url"`
+	DefaultBranch    string `json:"default_branch"`
+	WebhookSecret    string `json:"-"` // encrypted at rest
+	CancelSuperseded bool   `json:"cancel_superseded"`
+	// ForkPullRequests is what a request from a fork gets: ForkApprove
+	// (the default: it waits for an admin), ForkRun or ForkOff.
+	ForkPullRequests string `json:"fork_pull_requests"`
+	// DraftPullRequests is what a draft request gets: DraftBuild (the
+	// default) or DraftWait (built once it is marked ready).
+	DraftPullRequests string    `json:"draft_pull_requests"`
+	CreatedAt         time.Time `json:"created_at"`
+}
+
+// What a project does with requests from forks and with drafts.
+const (
+	ForkApprove = "approve"
+	ForkRun     = "run"
+	ForkOff     = "off"
+	DraftBuild  = "build"
+	DraftWait   = "wait"
+)
+
+// Events that make a build (Build.Event).
+const (
+	EventPush        = "push"
+	EventTag         = "tag"
+	EventPullRequest = "pull_request"
+	EventAPI         = "api"
+)
+
+// Approval states of a fork's build (Build.Approval).
+const (
+	ApprovalWaiting  = "waiting"  // not planned until an admin approves it
+	ApprovalApproved = "approved" // an admin approved it: it runs
+	ApprovalRejected = "rejected" // an admin rejected it: canceled
+)
+
+// PullRequest is what a build of a pull or merge request records of it.
+type PullRequest struct {
+	Number     int    `json:"number"`
+	Title      string `json:"title,omitempty"`
+	HeadBranch string `json:"head_branch"`
+	BaseBranch string `json:"base_branch"`
+	// Fork: the head is in another repository than the project's; the
+	// build is untrusted (no secrets, read-only caches).
+	Fork bool `json:"fork"`
 }
 
 // Secret is a project environment secret, encrypted at rest, given to jobs as
@@ -78,6 +119,17 @@ type Build struct {
 	Commit     string `json:"commit,omitempty"` // empty until resolved by the planner
 	Message    string `json:"message,omitempty"`
 	Author     string `json:"author,omitempty"`
+	// Event is what made the build: EventPush, EventTag,
+	// EventPullRequest, EventAPI ("" for builds from before it was kept,
+	// and for runner builds).
+	Event string `json:"event,omitempty"`
+	// PullRequest is set for a build of a pull or merge request.
+	PullRequest *PullRequest `json:"pull_request,omitempty"`
+	// Approval is ApprovalWaiting, ApprovalApproved or ApprovalRejected
+	// for a fork's build that needs an admin's approval, "" otherwise;
+	// ApprovedBy names who decided.
+	Approval   string `json:"approval,omitempty"`
+	ApprovedBy string `json:"approved_by,omitempty"`
 	// Error explains a build that failed or errored before any job ran
 	// (an invalid .kiln.yml, an unreachable repository).
 	Error           string     `json:"error,omitempty"`
