@@ -90,41 +90,54 @@ func TestRestoreIntoExistingDirectory(t *testing.T) {
 }
 
 // TestRestoreIntoDirectoryFilledMeanwhile: when something writes a name
-// of the archive into the target while the restore runs, the restore fails
-// without overwriting it, and the target holds what it held (the
-// intruder's file), with nothing of the archive in it or beside it.
+// of the archive into a target while the restore runs, the restore fails
+// without overwriting it, and every target holds what it held: the other
+// target, filled in place first, is emptied again, with its mode and
+// times as they were; nothing of the archive is left in or beside them.
 func TestRestoreIntoDirectoryFilledMeanwhile(t *testing.T) {
 	te := newTestEnv(t)
 	c := te.client(t, mainScope)
 	src := t.TempDir()
-	randomTree(t, src, 20, 4<<10, 3)
-	version := Version([]string{"/meanwhile"})
-	if _, err := c.Save(ctx, "meanwhile", version, []string{src}); err != nil {
+	srcDirs := []string{filepath.Join(src, "one"), filepath.Join(src, "two")}
+	randomTree(t, srcDirs[0], 20, 4<<10, 3)
+	randomTree(t, srcDirs[1], 20, 4<<10, 4)
+	version := Version([]string{"/one", "/two"})
+	if _, err := c.Save(ctx, "meanwhile", version, srcDirs); err != nil {
 		t.Fatal(err)
 	}
 	base := t.TempDir()
-	target := filepath.Join(base, "target")
-	mkdir(t, target)
-	chmodTime(t, target, 0o755, time.Unix(1_500_000_000, 0))
+	targets := []string{filepath.Join(base, "one"), filepath.Join(base, "two")}
+	for _, d := range targets {
+		mkdir(t, d)
+		chmodTime(t, d, 0o751, time.Unix(1_500_000_000, 0))
+	}
 	te.setIntercept(func(w http.ResponseWriter, r *http.Request) bool {
 		if r.Method == http.MethodGet && strings.HasPrefix(r.URL.Path, "/cache-blobs/") {
-			// The archive's last top-level name, so that others are moved first.
-			mkfile(t, filepath.Join(target, "dg"), "intruder\n", 0o644, time.Unix(1, 0))
+			// A name of the second path's tree: the first is in place by
+			// the time it is found.
+			mkfile(t, filepath.Join(targets[1], "dg"), "intruder\n", 0o644, time.Unix(1, 0))
 		}
 		return false
 	})
-	_, _, err := c.Restore(ctx, "meanwhile", nil, version, []string{target})
+	_, _, err := c.Restore(ctx, "meanwhile", nil, version, targets)
 	te.setIntercept(nil)
 	if err == nil {
 		t.Fatal("restore over a name written meanwhile succeeded")
 	}
-	if got := entries(t, target); !slices.Equal(got, []string{"dg"}) {
-		t.Errorf("target after the failed restore: %q, want only the intruder's file", got)
+	if got := entries(t, targets[1]); !slices.Equal(got, []string{"dg"}) {
+		t.Errorf("second target after the failed restore: %q, want only the intruder's file", got)
 	}
-	if b, _ := os.ReadFile(filepath.Join(target, "dg")); string(b) != "intruder\n" {
+	if b, _ := os.ReadFile(filepath.Join(targets[1], "dg")); string(b) != "intruder\n" {
 		t.Errorf("the intruder's file was overwritten: %q", b)
 	}
-	if got := entries(t, base); !slices.Equal(got, []string{"target"}) {
-		t.Errorf("beside the target: %q", got)
+	if got := entries(t, targets[0]); len(got) != 0 {
+		t.Errorf("first target after the failed restore: %q, want it empty again", got)
+	}
+	fi, err := os.Stat(targets[0])
+	if err != nil || fi.Mode().Perm() != 0o751 || !fi.ModTime().Equal(time.Unix(1_500_000_000, 0)) {
+		t.Errorf("first target after the failed restore: %v, %v; want mode 0751 and its old time", fi.Mode(), err)
+	}
+	if got := entries(t, base); !slices.Equal(got, []string{"one", "two"}) {
+		t.Errorf("beside the targets: %q", got)
 	}
 }
