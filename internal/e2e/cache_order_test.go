@@ -188,6 +188,7 @@ func (g *orderGate) Create(ctx context.Context, spec sandbox.Spec) (string, erro
 		case <-restore:
 		case <-ctx.Done():
 			return "", ctx.Err()
+		case <-time.After(waitLimit): // a safety net: check() fails the test
 		}
 	}
 	id, err := g.rt.Create(ctx, spec)
