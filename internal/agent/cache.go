@@ -94,6 +94,9 @@ func (c *jobCaches) prepare(ctx context.Context, ws, src string) {
 	}
 	// Restoring fills the host directories the sandbox will mount: it
 	// overlaps the sandbox's creation, and steps wait for it (waitRestored).
+	// The restore may end after the container has mounted them, so it
+	// fills them in place (cacheclient.Restore never replaces an existing
+	// directory): the directories must exist before Create, as they do.
 	c.restored = make(chan struct{})
 	go func() {
 		defer close(c.restored)

@@ -38,8 +38,12 @@ type job struct {
 	life    context.Context // the agent's: a job's cleanup makes no spare once it ends
 	// destroy removes the job's sandbox (once), when there is one.
 	destroy func(logged bool)
-	// execEnv is passed with every command when the sandbox was made
-	// ahead of time (a spare), without the job's environment.
+	// execEnv is the job's environment, secrets included: it goes with
+	// every command (exec), never into the sandbox's create spec, which
+	// the engine shows to anyone who may inspect the container (`docker
+	// inspect`: Config.Env) for the sandbox's whole life. Exec instances'
+	// inspect shows their command, not their environment, on Docker and
+	// Podman alike (see docs/security.md, "Secrets in the engine's view").
 	execEnv []string
 	// after holds the cleanups that run once the job's result is
 	// reported, last registered first: destroying the sandbox (unless it
@@ -299,19 +303,18 @@ func (j *job) execute(ctx context.Context) (status string, exit *int, msg string
 			sandbox.LabelManaged: "true", sandbox.LabelAgent: a.cfg.ID,
 			sandbox.LabelJob: strconv.FormatInt(asg.JobID, 10), sandbox.LabelAttempt: strconv.Itoa(asg.Attempt),
 		},
-		Env:         j.env(),
 		WorkDir:     Workspace,
 		Mounts:      append([]sandbox.Mount{{Source: src, Target: Workspace}}, caches.mounts...),
 		CPUs:        firstNonZero(spec.Resources.CPUs, a.cfg.DefaultCPUs),
 		MemoryBytes: firstNonZero(spec.Resources.MemoryBytes, a.cfg.DefaultMemory),
 		PidsLimit:   firstNonZero(spec.Resources.Pids, a.cfg.DefaultPids),
 	}
+	j.execEnv = j.env()
 	tCreate := time.Now()
 	var id string
 	var err error
 	if sp != nil {
 		id, sbSpec.Name = sp.id, sp.name
-		j.execEnv = sbSpec.Env
 	} else {
 		id, err = a.rt.Create(ctx, sbSpec)
 	}

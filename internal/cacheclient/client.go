@@ -194,10 +194,13 @@ func decodeJSON(raw []byte, v any) error {
 // branches), downloads the archive and extracts path number i of it into
 // dirs[i]. It returns the key that matched, or "" on a miss.
 //
-// Each dirs[i] must be absent or an empty directory: Restore fills it by
-// renaming a complete tree into place, extracted first into a temporary
-// sibling, so that a failed or interrupted restore leaves every directory
-// as it was. A path the archive does not hold (it did not exist when the
+// Each dirs[i] must be absent or an empty directory. A complete tree is
+// extracted first into a temporary sibling, so that a failed or
+// interrupted restore leaves every directory as it was; then an existing
+// directory is filled in place (the tree's entries are renamed into it:
+// the directory itself stays the same one, so a sandbox that bind-mounted
+// it before the restore ended sees the restored files), and an absent one
+// gets the tree renamed into place. A path the archive does not hold (it did not exist when the
 // cache was saved) is left alone.
 func (c *Client) Restore(ctx context.Context, key string, restoreKeys []string, version string, dirs []string) (matched string, st Stats, err error) {
 	start := time.Now()

@@ -21,9 +21,9 @@ import (
 
 // Extraction treats the archive as hostile: any job of the project could
 // have saved it. Path i's tree is extracted into a fresh temporary sibling
-// of dirs[i] and renamed into place only when the whole archive has been
-// read and checked, so a refused, corrupt or interrupted archive leaves
-// nothing behind. Within a tree:
+// of dirs[i] and put in place (see finish: into the existing directory,
+// never over it) only when the whole archive has been read and checked, so
+// a refused, corrupt or interrupted archive leaves nothing behind. Within a tree:
 //
 //   - an entry's name must be clean and relative ("i/a/b": no "..", ".",
 //     "//" or leading "/"), and i a path index;
@@ -97,6 +97,12 @@ type tree struct {
 	seen map[string]bool // every name extracted
 	meta []dirMeta       // directories in creation order
 	open []openDir       // roots on recently used directories, oldest first
+	// How it was placed (for unplace): renamed whole onto an absent
+	// target, or its entries moved into an existing one and the root's
+	// metadata applied to it.
+	renamed bool
+	moved   []string
+	metaSet bool
 }
 
 // openDir is an os.Root on one directory of a tree.
@@ -363,25 +369,34 @@ func (x *extractor) symlink(t *tree, rel string, hdr *tar.Header) error {
 }
 
 // finish sets the directories' owners, modes and times, deepest first so
-// that a read-only directory is made so after what is below it, and renames
-// each tree into place. If a rename fails, the trees already in place are
+// that a read-only directory is made so after what is below it, and puts
+// each tree in place. If placing one fails, the trees already in place are
 // taken back out and their targets restored.
+//
+// A target that exists (an empty directory) is filled in place: the
+// tree's top-level entries are renamed into it, one by one, and the tree's
+// root's owner, mode and times are applied to it. The target is never
+// replaced, because it may be bind-mounted into a sandbox already: a
+// container keeps the directory it mounted, and a directory renamed over
+// it would be invisible there (the sandbox would see the old one, unlinked
+// and empty, where nothing can be created). An absent target gets the
+// whole tree renamed into place, atomically.
 func (x *extractor) finish() error {
-	for _, t := range x.trees {
+	for i, t := range x.trees {
 		if t == nil {
 			continue
 		}
-		for i := len(t.meta) - 1; i >= 0; i-- {
-			m := t.meta[i]
+		for k := len(t.meta) - 1; k >= 0; k-- {
+			m := t.meta[k]
+			if x.before[i] != nil && !strings.Contains(m.rel, "/") {
+				// The root and its top-level directories: applied once
+				// they are in the target (place), since moving a
+				// read-only directory to another parent is refused.
+				continue
+			}
 			p, base, err := t.parent(m.rel)
-			if err == nil && x.owner {
-				err = p.Lchown(base, m.uid, m.gid)
-			}
 			if err == nil {
-				err = p.Chmod(base, m.mode)
-			}
-			if err == nil {
-				err = p.Chtimes(base, m.mtime, m.mtime)
+				err = x.applyMeta(p, base, m)
 			}
 			if err != nil {
 				return fmt.Errorf("extract %s: %w", m.rel, err)
@@ -393,10 +408,8 @@ func (x *extractor) finish() error {
 		if t == nil {
 			continue
 		}
-		// rename(2) replaces an empty directory atomically (os.Rename
-		// refuses to), and fails if another process filled it meanwhile.
-		if err := syscall.Rename(t.tmp, x.dirs[i]); err != nil {
-			x.unplace(i)
+		if err := x.place(i, t); err != nil {
+			x.unplace(i + 1)
 			return fmt.Errorf("restore into %s: %w", x.dirs[i], err)
 		}
 	}
@@ -408,19 +421,120 @@ func (x *extractor) finish() error {
 	return nil
 }
 
+// applyMeta sets a directory's owner (when restoring owners), mode and times.
+func (x *extractor) applyMeta(p *os.Root, base string, m dirMeta) error {
+	var err error
+	if x.owner {
+		err = p.Lchown(base, m.uid, m.gid)
+	}
+	if err == nil {
+		err = p.Chmod(base, m.mode)
+	}
+	if err == nil {
+		err = p.Chtimes(base, m.mtime, m.mtime)
+	}
+	return err
+}
+
+// place puts tree i into its target: renamed whole when the target is
+// absent, its entries moved into it when it exists (see finish).
+func (x *extractor) place(i int, t *tree) error {
+	dst := x.dirs[i]
+	if x.before[i] == nil {
+		// rename(2) fails if another process filled the target meanwhile
+		// (an empty directory made meanwhile is replaced: nothing can have
+		// mounted it yet for this restore).
+		if err := syscall.Rename(t.tmp, dst); err != nil {
+			return err
+		}
+		t.renamed = true
+		return nil
+	}
+	f, err := os.Open(t.tmp)
+	if err != nil {
+		return err
+	}
+	names, err := f.Readdirnames(-1)
+	f.Close()
+	if err != nil {
+		return err
+	}
+	for _, name := range names {
+		if err := renameNoReplace(filepath.Join(t.tmp, name), filepath.Join(dst, name)); err != nil {
+			return err
+		}
+		t.moved = append(t.moved, name)
+	}
+	root, err := os.OpenRoot(dst)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	t.metaSet = true
+	// Top-level directories, then the target itself (meta[0]).
+	for k := len(t.meta) - 1; k >= 0; k-- {
+		if m := t.meta[k]; !strings.Contains(m.rel, "/") {
+			if err := x.applyMeta(root, m.rel, m); err != nil {
+				return err
+			}
+		}
+	}
+	_ = os.Remove(t.tmp) // empty now
+	return nil
+}
+
+// renameNoReplace renames src to dst, failing if dst exists (another
+// process wrote into the target meanwhile).
+func renameNoReplace(src, dst string) error {
+	err := unix.Renameat2(unix.AT_FDCWD, src, unix.AT_FDCWD, dst, unix.RENAME_NOREPLACE)
+	if err == unix.EINVAL || err == unix.ENOSYS {
+		// A filesystem without RENAME_NOREPLACE: check, then rename.
+		if _, lerr := os.Lstat(dst); lerr == nil {
+			return &os.LinkError{Op: "rename", Old: src, New: dst, Err: fs.ErrExist}
+		}
+		return os.Rename(src, dst)
+	}
+	if err != nil {
+		return &os.LinkError{Op: "rename", Old: src, New: dst, Err: err}
+	}
+	return nil
+}
+
 // unplace takes the trees before index n back out of their targets (into
 // their temporary names, which cleanup removes) and restores the targets
-// as they were: absent, or an empty directory.
+// as they were: absent, or an empty directory with its mode and times.
 func (x *extractor) unplace(n int) {
 	for i, t := range x.trees[:n] {
-		if t == nil || syscall.Rename(x.dirs[i], t.tmp) != nil {
+		if t == nil {
 			continue
 		}
-		if fi := x.before[i]; fi != nil {
-			os.Mkdir(x.dirs[i], fi.Mode().Perm())
-			os.Chmod(x.dirs[i], fi.Mode()&(fs.ModePerm|fs.ModeSticky))
-			os.Chtimes(x.dirs[i], fi.ModTime(), fi.ModTime())
+		fi := x.before[i]
+		if t.renamed { // onto an absent target
+			if syscall.Rename(x.dirs[i], t.tmp) == nil {
+				t.renamed = false
+			}
+			continue
 		}
+		if fi == nil {
+			continue
+		}
+		if t.metaSet && x.owner {
+			if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+				os.Lchown(x.dirs[i], int(st.Uid), int(st.Gid))
+			}
+		}
+		// The mode first: the entries are moved out of the target again.
+		os.Chmod(x.dirs[i], fi.Mode()&(fs.ModePerm|fs.ModeSticky))
+		os.MkdirAll(t.tmp, 0o700)
+		for _, name := range t.moved {
+			p := filepath.Join(x.dirs[i], name)
+			if fi, err := os.Lstat(p); err == nil && fi.IsDir() {
+				os.Chmod(p, 0o700) // a read-only directory cannot change parents
+			}
+			os.Rename(p, filepath.Join(t.tmp, name))
+		}
+		t.moved, t.metaSet = nil, false
+		os.Chtimes(x.dirs[i], fi.ModTime(), fi.ModTime())
 	}
 }
 

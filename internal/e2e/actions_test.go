@@ -455,9 +455,12 @@ func TestActionsCancelledRunReleasesRunner(t *testing.T) {
 
 // checkSecretHidden fails if jit is in the sandbox's labels or its
 // configured command, or on the command line of any process on the host
-// (which sees the sandbox's processes, the runner among them).
+// (which sees the sandbox's processes, the runner among them), or if the
+// JIT configuration or the runner's ACTIONS_RUNTIME_TOKEN is anywhere in
+// the engine's view of the sandbox (its inspect, its exec instances').
 func checkSecretHidden(t *testing.T, e testenv.Engine, containerID, jit string) {
 	t.Helper()
+	checkRunnerSecretsHidden(t, e, containerID, "ACTIONS_RUNNER_INPUT_JITCONFIG", jit)
 	cli, err := client.NewClientWithOpts(client.WithHost(e.Host), client.WithAPIVersionNegotiation())
 	if err != nil {
 		t.Fatal(err)

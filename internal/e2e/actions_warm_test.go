@@ -28,7 +28,8 @@ func (k *actionsKiln) idleWarm() []api.RunnerView {
 // queued job gets no runner of its own, the warm runner (a real sandbox
 // with the fake runner image) takes and runs it, in_progress links the job
 // to it, and a new warm runner appears. Deleting the pool ends the warm
-// runner it keeps.
+// runner it keeps. While it waits, its JIT configuration and cache token
+// are in no `docker inspect` of its sandbox or exec instances.
 func TestActionsWarmRunner(t *testing.T) {
 	forEachEngine(t, func(t *testing.T, e testenv.Engine) {
 		k := startActions(t, e, actionsOpts{})
@@ -53,6 +54,12 @@ func TestActionsWarmRunner(t *testing.T) {
 		}, k.state)
 		if !strings.HasPrefix(first.Name, "kiln-warm-warm-") || first.WarmState != "idle" {
 			t.Fatalf("warm runner %+v", first)
+		}
+		// Its JIT configuration and cache token are in no engine's view.
+		if boxes := k.sandboxes(first.JobID); len(boxes) != 1 {
+			t.Fatalf("sandboxes of warm runner job %d: %+v", first.JobID, boxes)
+		} else {
+			checkRunnerSecretsHidden(t, e, boxes[0].ID, "KILN_RUNNER_NAME", first.Name)
 		}
 
 		// A job is queued: no runner of its own.

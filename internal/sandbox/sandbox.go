@@ -32,6 +32,12 @@ const (
 )
 
 // Spec describes a sandbox to create.
+//
+// Everything in a Spec, Env included, is shown by the engine to anyone who
+// can inspect the container (`docker inspect`: Config.Env, Labels, Cmd)
+// for the sandbox's whole life: never put a secret in it. Give secrets
+// with each ExecSpec.Env, which neither engine shows (an exec's inspect
+// has its command, not its environment).
 type Spec struct {
 	Name    string            // engine-visible name; unique per job attempt
 	Image   string            // must already exist locally (never pulled implicitly here)
@@ -55,7 +61,7 @@ type Mount struct {
 // ExecSpec is one command run inside a started sandbox.
 type ExecSpec struct {
 	Cmd     []string
-	Env     []string // added to Spec.Env
+	Env     []string // added to Spec.Env; the place for secrets (see Spec)
 	WorkDir string
 	// Output receives stdout, and stderr too unless Stderr is set,
 	// interleaved as produced. Writes (to both) are serialized by the
