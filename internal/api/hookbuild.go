@@ -60,7 +60,7 @@ func pullRequestBuild(p *store.Project, ev *forge.Event) hookOutcome {
 	case pr.Fork && p.ForkPullRequests == store.ForkOff:
 		return hookOutcome{result: "ignored: a request from a fork (the project builds none)"}
 	}
-	b := &store.Build{ProjectID: p.ID, Trigger: "pull_request", Event: store.EventPullRequest, Forge: ev.Forge, DeliveryID: ev.DeliveryID,
+	b := &store.Build{ProjectID: p.ID, Trigger: "pull_request", Event: store.EventPullRequest, ForgeAction: pr.ForgeAction, Forge: ev.Forge, DeliveryID: ev.DeliveryID,
 		Ref: pr.Ref, Commit: pr.Commit, Message: pr.Title, Author: pr.Author,
 		PullRequest: &store.PullRequest{Number: pr.Number, Title: pr.Title, HeadBranch: pr.HeadBranch, BaseBranch: pr.BaseBranch, Fork: pr.Fork}}
 	result := "build"

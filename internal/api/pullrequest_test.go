@@ -240,3 +240,43 @@ func TestMergeRequestsOtherForges(t *testing.T) {
 		})
 	}
 }
+
+// A delivery repeated under a new delivery id (Gitea's Replay, GitLab's
+// retries before 17.4) is a duplicate on every forge: the same event of
+// the same ref at the same commit, a moment after the build it made. A
+// new commit, or another action on the request, builds.
+func TestRedeliveryUnderNewID(t *testing.T) {
+	e := newEnv(t)
+	dir, head := prRepo(t, "refs/pull/2/head")
+	e.project("hello", dir, nil)
+	gh := githubPush(t, "main", head)
+	gt := edit(t, fixture(t, "gitea/push.json"), func(m map[string]any) {
+		m["after"] = head
+		m["head_commit"].(map[string]any)["id"] = head
+	})
+	gl := edit(t, fixture(t, "gitlab/push.json"), func(m map[string]any) { m["after"], m["checkout_sha"] = head, head })
+	opened := githubPR(t, "opened", head, "")
+	tests := []struct {
+		name, forge string
+		header      func(delivery string) http.Header
+		body        []byte
+	}{
+		{"github push", "github", func(d string) http.Header { return githubHeader("push", d, hookSecret, gh) }, gh},
+		{"gitea push", "gitea", func(d string) http.Header { return giteaHeader(d, hookSecret, gt) }, gt},
+		{"gitlab push", "gitlab", func(d string) http.Header { return gitlabHeader("Push Hook", d, hookSecret) }, gl},
+		{"github request", "github", func(d string) http.Header { return githubHeader("pull_request", d, hookSecret, opened) }, opened},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var first, again map[string]any
+			e.hook(tc.forge, "hello", tc.header(tc.name+"-1"), tc.body).want(t, http.StatusCreated, &first)
+			e.hook(tc.forge, "hello", tc.header(tc.name+"-2"), tc.body).want(t, http.StatusOK, &again)
+			if again["duplicate"] != true || again["build_id"] != first["build_id"] {
+				t.Errorf("redelivery under a new id: %v, want a duplicate of %v", again, first["build_id"])
+			}
+		})
+	}
+	// Another action on the same request at the same commit builds.
+	reopened := githubPR(t, "reopened", head, "")
+	e.hook("github", "hello", githubHeader("pull_request", "reopen-1", hookSecret, reopened), reopened).want(t, http.StatusCreated, nil)
+}

@@ -5,13 +5,14 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 )
 
 const buildCols = `b.id, b.project_id, p.name, b.number, b.status, b.trigger, b.forge, b.delivery_id, b.ref, b.branch, b.commit_sha,
 	b.message, b.author, b.error, b.cancel_requested, b.planned, b.plan_attempts, b.created_at, b.started_at, b.finished_at,
-	b.logs_pruned_at, b.event, b.pr_number, b.pr_title, b.head_branch, b.base_branch, b.fork, b.approval, b.approved_by`
+	b.logs_pruned_at, b.event, b.pr_number, b.pr_title, b.head_branch, b.base_branch, b.fork, b.approval, b.approved_by, b.forge_action`
 
 const buildFrom = ` FROM builds b JOIN projects p ON p.id = b.project_id`
 
@@ -24,7 +25,7 @@ func scanBuild(row interface{ Scan(...any) error }) (*Build, error) {
 	var fork int
 	err := row.Scan(&b.ID, &b.ProjectID, &b.Project, &b.Number, &b.Status, &b.Trigger, &b.Forge, &b.DeliveryID, &b.Ref, &b.Branch, &b.Commit,
 		&b.Message, &b.Author, &b.Error, &cancel, &planned, &b.PlanAttempts, &created, &started, &finished, &pruned,
-		&b.Event, &pr.Number, &pr.Title, &pr.HeadBranch, &pr.BaseBranch, &fork, &b.Approval, &b.ApprovedBy)
+		&b.Event, &pr.Number, &pr.Title, &pr.HeadBranch, &pr.BaseBranch, &fork, &b.Approval, &b.ApprovedBy, &b.ForgeAction)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("build: %w", ErrNotFound)
 	}
@@ -40,6 +41,10 @@ func scanBuild(row interface{ Scan(...any) error }) (*Build, error) {
 	}
 	return &b, nil
 }
+
+// RedeliveryWindow is how long after a build a delivery of the same event,
+// ref and commit under another delivery id counts as a redelivery.
+const RedeliveryWindow = 10 * time.Minute
 
 // RecordDelivery stores a verified webhook delivery and, when b is not nil,
 // the build it asks for, in one transaction, before the delivery is
@@ -66,6 +71,29 @@ func (s *Store) RecordDelivery(ctx context.Context, d *Delivery, b *Build) (dupl
 		return false, err
 	}
 	d.ReceivedAt = fromMS(s.nowMS())
+	if b != nil && b.Commit != "" {
+		// A redelivery under a new id (Gitea's Replay and its hook test
+		// send a fresh X-Gitea-Delivery; GitLab before 17.4 a fresh
+		// X-Gitlab-Webhook-UUID on every retry) asks again for a build
+		// made a moment ago: the same event (and request action) of the
+		// same ref at the same commit. It is a duplicate, for every forge alike; a rebuild is
+		// kiln retry's.
+		var id int64
+		err := tx.QueryRowContext(ctx, `SELECT id FROM builds WHERE project_id = ? AND forge = ? AND event = ? AND forge_action = ? AND ref = ? AND commit_sha = ? AND created_at > ? ORDER BY id DESC LIMIT 1`,
+			b.ProjectID, b.Forge, b.Event, b.ForgeAction, b.Ref, b.Commit, s.nowMS()-RedeliveryWindow.Milliseconds()).Scan(&id)
+		if err == nil {
+			d.BuildID = &id
+			d.Result = "duplicate: build " + strconv.FormatInt(id, 10) + " was made for this event a moment ago"
+			if _, err := tx.ExecContext(ctx, `INSERT INTO deliveries (id, forge, project_id, event, result, build_id, received_at) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+				d.ID, d.Forge, d.ProjectID, d.Event, d.Result, d.BuildID, ms(d.ReceivedAt)); err != nil {
+				return false, fmt.Errorf("record delivery: %w", err)
+			}
+			return true, tx.Commit()
+		}
+		if !errors.Is(err, sql.ErrNoRows) {
+			return false, err
+		}
+	}
 	if b != nil {
 		if err := s.insertBuild(ctx, tx, b); err != nil {
 			return false, err
@@ -111,10 +139,10 @@ func (s *Store) insertBuild(ctx context.Context, tx *sql.Tx, b *Build) error {
 		pr = *b.PullRequest
 	}
 	res, err := tx.ExecContext(ctx, `INSERT INTO builds (project_id, number, status, trigger, forge, delivery_id, ref, branch, commit_sha, message, author, created_at,
-			event, pr_number, pr_title, head_branch, base_branch, fork, approval)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			event, pr_number, pr_title, head_branch, base_branch, fork, approval, forge_action)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		b.ProjectID, b.Number, string(b.Status), b.Trigger, b.Forge, b.DeliveryID, b.Ref, b.Branch, b.Commit, b.Message, b.Author, ms(b.CreatedAt),
-		b.Event, pr.Number, pr.Title, pr.HeadBranch, pr.BaseBranch, boolInt(pr.Fork), b.Approval)
+		b.Event, pr.Number, pr.Title, pr.HeadBranch, pr.BaseBranch, boolInt(pr.Fork), b.Approval, b.ForgeAction)
 	if err != nil {
 		return fmt.Errorf("create build: %w", err)
 	}

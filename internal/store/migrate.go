@@ -259,6 +259,7 @@ var migrations = []string{
 	ALTER TABLE builds ADD COLUMN fork INTEGER NOT NULL DEFAULT 0;
 	ALTER TABLE builds ADD COLUMN approval TEXT NOT NULL DEFAULT '';
 	ALTER TABLE builds ADD COLUMN approved_by TEXT NOT NULL DEFAULT '';
+	ALTER TABLE builds ADD COLUMN forge_action TEXT NOT NULL DEFAULT '';
 	CREATE INDEX builds_pull_request ON builds (project_id, pr_number) WHERE pr_number > 0;
 	ALTER TABLE projects ADD COLUMN fork_pull_requests TEXT NOT NULL DEFAULT 'approve';
 	ALTER TABLE projects ADD COLUMN draft_pull_requests TEXT NOT NULL DEFAULT 'build';`,

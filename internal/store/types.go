@@ -125,6 +125,10 @@ type Build struct {
 	Event string `json:"event,omitempty"`
 	// PullRequest is set for a build of a pull or merge request.
 	PullRequest *PullRequest `json:"pull_request,omitempty"`
+	// ForgeAction is the forge's word for what happened to the request
+	// ("opened", "synchronize", "update"); with Event, Ref and Commit it
+	// tells a redelivery from a new event.
+	ForgeAction string `json:"forge_action,omitempty"`
 	// Approval is ApprovalWaiting, ApprovalApproved or ApprovalRejected
 	// for a fork's build that needs an admin's approval, "" otherwise;
 	// ApprovedBy names who decided.
