@@ -129,7 +129,10 @@ func (m *Mirrors) run(ctx context.Context, c gitCmd) ([]byte, error) {
 		cmd.Env = append(cmd.Env[:len(cmd.Env):len(cmd.Env)], "GIT_DIR="+c.gitDir)
 	}
 	if c.work != "" {
-		cmd.Env = append(cmd.Env, "GIT_WORK_TREE="+c.work)
+		cmd.Env = append(cmd.Env[:len(cmd.Env):len(cmd.Env)], "GIT_WORK_TREE="+c.work)
+	}
+	if c.network && c.remote != nil {
+		cmd.Env = append(cmd.Env[:len(cmd.Env):len(cmd.Env)], c.remote.fetchEnv...)
 	}
 	cmd.Stdin = c.stdin
 	var stdout, stderr bytes.Buffer

@@ -518,16 +518,17 @@ func (m *Mirrors) fetch(ctx context.Context, r *remote, mr *mirror) error {
 // branchesAndTags is what a mirror holds of its repository.
 var branchesAndTags = []string{"+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"}
 
-// fetchRefspecs runs one git fetch from r into the mirror. Credentials in
-// r.raw are given to git on its command line only: FETCH_HEAD, which would
-// record the URL, is not written.
+// fetchRefspecs runs one git fetch from r into the mirror. Credentials are
+// given to git in its environment (r.fetchEnv), never on its command line
+// or in the mirror's config; FETCH_HEAD, which would record the URL, is
+// not written.
 func (m *Mirrors) fetchRefspecs(ctx context.Context, r *remote, mr *mirror, prune bool, refspecs ...string) error {
 	m.fetches.Add(1)
 	args := []string{"fetch", "--quiet", "--force", "--no-write-fetch-head"}
 	if prune {
 		args = append(args, "--prune")
 	}
-	args = append(append(args, r.raw), refspecs...)
+	args = append(append(args, r.fetchURL), refspecs...)
 	_, err := m.run(ctx, gitCmd{gitDir: mr.dir, args: args, remote: r, network: true})
 	return err
 }

@@ -2,6 +2,7 @@ package gitmirror
 
 import (
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"fmt"
 	"net/url"
@@ -18,6 +19,12 @@ type remote struct {
 	public   string // without any credentials: the checkout's origin
 	key      string // the mirror's directory name
 	secrets  []string
+	// fetchURL is what a fetch names on git's command line: never with
+	// credentials, which anyone on the host can read in a process list.
+	// An http(s) URL's userinfo goes to git as an Authorization header in
+	// fetchEnv instead, readable only by the user running Kiln.
+	fetchURL string
+	fetchEnv []string
 }
 
 // parseRemote validates rawURL and derives the mirror key. A local path is
@@ -39,6 +46,14 @@ func parseRemote(rawURL string) (*remote, error) {
 	}
 	r.public = stripUserinfo(r.raw)
 	r.redacted = Redact(r.raw)
+	r.fetchURL = r.raw
+	if u, err := url.Parse(r.raw); err == nil && u.User != nil && isHTTP(u.Scheme) {
+		pass, _ := u.User.Password()
+		basic := base64.StdEncoding.EncodeToString([]byte(u.User.Username() + ":" + pass))
+		r.fetchURL = r.public
+		r.fetchEnv = []string{"GIT_CONFIG_COUNT=1", "GIT_CONFIG_KEY_0=http.extraHeader", "GIT_CONFIG_VALUE_0=Authorization: Basic " + basic}
+		r.secrets = append(r.secrets, basic)
+	}
 	if u, err := url.Parse(r.raw); err == nil && u.User != nil {
 		// Whatever of the userinfo is secret, in the forms git may print:
 		// the password, or for http(s) a user name alone (a token).
