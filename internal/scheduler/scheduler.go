@@ -53,11 +53,17 @@ type Config struct {
 	// PlanTimeout bounds the planning of one build, git commands and lock
 	// waits included (each git command also has its own deadline).
 	PlanTimeout time.Duration
+	// ProjectMaxRunning caps the running jobs of a project that sets no
+	// cap of its own (0: no cap). Claims are in fair share (FairShare).
+	ProjectMaxRunning int
+	// MaxJobsPerBuild is the most jobs one .kiln.yml may define; past it
+	// the file is refused with a located error (0: pipeline.DefaultMaxJobs).
+	MaxJobsPerBuild int
 }
 
 func DefaultConfig() Config {
 	return Config{Lease: 30 * time.Second, RetryDelay: 2 * time.Second, MaxAttempts: 3, PlanAttempts: 3, PollInterval: time.Second, TimeoutGrace: time.Minute, AffinityWait: 15 * time.Second,
-		Planners: 4, PlanTimeout: 10 * time.Minute}
+		Planners: 4, PlanTimeout: 10 * time.Minute, MaxJobsPerBuild: pipeline.DefaultMaxJobs}
 }
 
 type Scheduler struct {
@@ -105,7 +111,7 @@ func (s *Scheduler) wakeChan() <-chan struct{} {
 // returns nil, nil when none came.
 func (s *Scheduler) Claim(ctx context.Context, agentID string, labels []string, wait time.Duration) (*store.Job, error) {
 	claim := store.Claim{AgentID: agentID, Labels: labels, Lease: s.cfg.Lease, StepNames: stepNames,
-		AffinityWait: s.cfg.AffinityWait, AliveWithin: s.cfg.Lease + wait}
+		AffinityWait: s.cfg.AffinityWait, AliveWithin: s.cfg.Lease + wait, Order: FairShare, DefaultMaxRunning: s.cfg.ProjectMaxRunning}
 	deadline := time.NewTimer(wait)
 	defer deadline.Stop()
 	tick := time.NewTicker(s.cfg.PollInterval)
@@ -306,7 +312,7 @@ func (s *Scheduler) plan(ctx context.Context, b *store.Build) {
 		s.planInfraError(ctx, b, commit, fmt.Sprintf("kiln: cannot read %s at %s: %v", PipelineFile, short(commit), err))
 		return
 	}
-	pl, err := pipeline.Parse(PipelineFile, data)
+	pl, err := pipeline.ParseLimits(PipelineFile, data, pipeline.Limits{MaxJobs: s.cfg.MaxJobsPerBuild})
 	if err != nil {
 		s.failPlan(ctx, b, store.StatusFailure, commit, strings.Split(err.Error(), "\n"))
 		return
