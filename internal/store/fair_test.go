@@ -137,6 +137,16 @@ func TestProjectCapLimitsRunning(t *testing.T) {
 	if j := mustClaim(t, s, "late"); j != nil {
 		t.Fatalf("a third job (%d) ran past the cap", j.ID)
 	}
+	// A claimer that read the queue before the cap filled (the race the
+	// concurrent claims above may or may not hit) is refused by the
+	// claim's UPDATE itself.
+	var queued int64
+	if err := s.db.QueryRow(`SELECT id FROM jobs WHERE project_id = ? AND status = 'queued' ORDER BY id LIMIT 1`, p.ID).Scan(&queued); err != nil {
+		t.Fatal(err)
+	}
+	if j, err := s.claimOne(ctx, queued, claim("racer", nil, time.Minute), s.nowMS()); err != nil || j != nil {
+		t.Fatalf("claim of job %d past the cap: %+v, %v", queued, j, err)
+	}
 	if _, err := s.FinishJob(ctx, won[0].ID, won[0].Attempt, StatusSuccess, nil, "", 0); err != nil {
 		t.Fatal(err)
 	}
