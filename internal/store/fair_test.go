@@ -1,13 +1,17 @@
 package store
 
 import (
+	"bytes"
 	"cmp"
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/kilnci/kiln/internal/secretbox"
 )
 
 // mkJobs makes n queued jobs in one build of p (one transaction).
@@ -253,5 +257,39 @@ func BenchmarkClaim10000(b *testing.B) {
 	if perOp["fifo"] > 0 && perOp["fair"] > 0 {
 		fmt.Printf("claim with 10,000 jobs queued across 11 projects: fair %v/op, fifo %v/op, ratio fair/fifo %.2f\n",
 			perOp["fair"], perOp["fifo"], float64(perOp["fair"])/float64(perOp["fifo"]))
+	}
+}
+
+// A database made before fair scheduling gets its jobs' projects filled in
+// by the migration, so its queued jobs are claimable by project at once.
+func TestFairMigrationBackfillsProjects(t *testing.T) {
+	all := migrations
+	defer func() { migrations = all }()
+	mine := slices.IndexFunc(all, func(m string) bool { return strings.Contains(m, "CREATE TABLE project_scheduling") })
+	if mine < 0 {
+		t.Fatal("no fair scheduling migration")
+	}
+	migrations = all[:mine]
+	s, path := newStore(t)
+	p := mkProject(t, s, "old", false)
+	b := mkJobs(t, s, p, 3)
+	s.Close()
+
+	migrations = all
+	box, err := secretbox.New(bytes.Repeat([]byte{1}, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err = OpenSQLite(ctx, path, box)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var n int
+	if err := s.db.QueryRow(`SELECT COUNT(*) FROM jobs WHERE project_id = ? AND build_id = ?`, p.ID, b.ID).Scan(&n); err != nil || n != 3 {
+		t.Fatalf("jobs of the project after the migration: %d, %v", n, err)
+	}
+	if j := claimOrdered(t, s, "a", fewestRunning); j == nil || j.BuildID != b.ID {
+		t.Fatalf("claimed %+v after the migration", j)
 	}
 }
