@@ -58,6 +58,25 @@ func TestFairClaimAcrossProjects(t *testing.T) {
 	}
 }
 
+// TestFairClaimOneAtATime: the same with an agent that runs one job at a
+// time, so that nothing runs at each claim: the project served least
+// recently goes first, and the small project's job is still the second.
+func TestFairClaimOneAtATime(t *testing.T) {
+	e := newEnv(t, func(c *server.Config) { c.Scheduler.MaxJobsPerBuild = 5000 })
+	e.fairProject("big", 3000, nil)
+	e.fairProject("small", 1, nil)
+	e.register("a1")
+	var got []string
+	for range 2 {
+		a := e.mustClaim("a1")
+		got = append(got, a.Project)
+		e.finish(a.JobID, a.Attempt, store.StatusSuccess).want(t, http.StatusNoContent, nil)
+	}
+	if got[1] != "small" {
+		t.Fatalf("claims took jobs of %v; the second should be small's", got)
+	}
+}
+
 // TestProjectMaxRunning: a project's cap on running jobs, set through the
 // API, holds when 8 agents claim at once over HTTP; back to the server's
 // default (-project-max-running 3), one more runs, then none. The API

@@ -83,6 +83,24 @@ func TestFairShare(t *testing.T) {
 		t.Fatalf("next four claims: %v; want 2 and 2", got)
 	}
 
+	// An agent that runs one job at a time: nothing runs at each claim,
+	// and the project served least recently goes first.
+	s, st = newScheduler(t)
+	queue(t, st, "big", store.Scheduling{}, 3000)
+	small = queue(t, st, "small", store.Scheduling{}, 3)
+	for i := range 2 {
+		j, err := s.Claim(context.Background(), "one", nil, 0)
+		if err != nil || j == nil {
+			t.Fatalf("claim %d: %+v, %v", i+1, j, err)
+		}
+		if _, err := st.FinishJob(context.Background(), j.ID, j.Attempt, store.StatusSuccess, nil, "", 0); err != nil {
+			t.Fatal(err)
+		}
+		if i == 1 && j.BuildID != small.ID {
+			t.Fatalf("one job at a time: the second claim took build %d; want the small project's %d", j.BuildID, small.ID)
+		}
+	}
+
 	s, st = newScheduler(t)
 	heavy := queue(t, st, "heavy", store.Scheduling{Weight: 2}, 20)
 	light := queue(t, st, "light", store.Scheduling{}, 20)

@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"slices"
 	"strconv"
+	"time"
 )
 
 // Scheduling across projects. The store offers the primitive, the
@@ -36,7 +37,8 @@ type Scheduling struct {
 }
 
 // ProjectLoad is a project with claimable queued jobs and room under its
-// cap: what a scheduling policy (Claim.Order) orders.
+// cap: what a scheduling policy (Claim.Order) orders. Its fields are
+// facts, read at the claim.
 type ProjectLoad struct {
 	ProjectID int64
 	// Running is how many of its jobs run now.
@@ -46,7 +48,14 @@ type ProjectLoad struct {
 	// Oldest is the id of its oldest claimable queued job: a smaller id
 	// was queued earlier.
 	Oldest int64
+	// Claimed says whether any of its jobs was ever claimed; Idle is how
+	// long ago the last claim was (at most a day).
+	Claimed bool
+	Idle    time.Duration
 }
+
+// maxIdle bounds ProjectLoad.Idle, so a policy may multiply it.
+const maxIdle = 24 * time.Hour
 
 const (
 	// fairProjects bounds how many projects, in the policy's order, one
@@ -111,11 +120,14 @@ func SchedulingOf(all map[int64]Scheduling, projectID int64) Scheduling {
 // projectLoads returns the projects with claimable queued jobs and room
 // under their cap (their own, or defaultCap; 0 is none).
 func (s *Store) projectLoads(ctx context.Context, now int64, defaultCap int) ([]ProjectLoad, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT id, weight, running, oldest FROM (
+	// A claim sets started_at, so its maximum is the project's last claim
+	// (an index lookup on jobs_project_started).
+	rows, err := s.db.QueryContext(ctx, `SELECT id, weight, running, oldest, last_claim FROM (
 		SELECT p.id, COALESCE(s.max_running, ?) AS max_running, COALESCE(s.weight, 1) AS weight,
 			(SELECT COUNT(*) FROM jobs r WHERE r.project_id = p.id AND r.status = 'running') AS running,
 			(SELECT q.id FROM jobs q WHERE q.project_id = p.id AND q.status = 'queued' AND q.cancel_requested = 0
-				AND (q.not_before IS NULL OR q.not_before <= ?) ORDER BY q.id LIMIT 1) AS oldest
+				AND (q.not_before IS NULL OR q.not_before <= ?) ORDER BY q.id LIMIT 1) AS oldest,
+			(SELECT MAX(c.started_at) FROM jobs c WHERE c.project_id = p.id) AS last_claim
 		FROM projects p LEFT JOIN project_scheduling s ON s.project_id = p.id)
 		WHERE oldest IS NOT NULL AND (max_running <= 0 OR running < max_running)`, defaultCap, now)
 	if err != nil {
@@ -125,10 +137,15 @@ func (s *Store) projectLoads(ctx context.Context, now int64, defaultCap int) ([]
 	var loads []ProjectLoad
 	for rows.Next() {
 		var l ProjectLoad
-		if err := rows.Scan(&l.ProjectID, &l.Weight, &l.Running, &l.Oldest); err != nil {
+		var last sql.NullInt64
+		if err := rows.Scan(&l.ProjectID, &l.Weight, &l.Running, &l.Oldest, &last); err != nil {
 			return nil, err
 		}
 		l.Weight = max(l.Weight, 1)
+		if last.Valid {
+			l.Claimed = true
+			l.Idle = min(max(time.Duration(now-last.Int64)*time.Millisecond, 0), maxIdle)
+		}
 		loads = append(loads, l)
 	}
 	return loads, rows.Err()

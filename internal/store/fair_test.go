@@ -40,9 +40,9 @@ func mustClaim(t testing.TB, s *Store, agent string) *Job {
 	return j
 }
 
-// fewestRunning is the scheduler's fair share (scheduler.FairShare, which
-// this package cannot import): fewest running jobs for the weight first,
-// then the oldest queued job.
+// fewestRunning is the first rule of the scheduler's fair share
+// (scheduler.FairShare, which this package cannot import): fewest running
+// jobs for the weight first, then the oldest queued job.
 func fewestRunning(loads []ProjectLoad) {
 	slices.SortFunc(loads, func(a, b ProjectLoad) int {
 		if c := cmp.Compare(a.Running*b.Weight, b.Running*a.Weight); c != 0 {
@@ -87,8 +87,8 @@ func TestClaimOrderAcrossProjects(t *testing.T) {
 		t.Fatalf("fewest running first: claimed %+v; want the small project's job", j)
 	}
 	slices.SortFunc(seen, func(x, y ProjectLoad) int { return cmp.Compare(x.ProjectID, y.ProjectID) })
-	if len(seen) != 2 || seen[0].ProjectID != a.ID || seen[0].Running != 1 || seen[0].Weight != 1 ||
-		seen[1].ProjectID != b.ID || seen[1].Running != 0 || seen[1].Weight != 3 || seen[1].Oldest <= seen[0].Oldest {
+	if len(seen) != 2 || seen[0].ProjectID != a.ID || seen[0].Running != 1 || seen[0].Weight != 1 || !seen[0].Claimed ||
+		seen[1].ProjectID != b.ID || seen[1].Running != 0 || seen[1].Weight != 3 || seen[1].Claimed || seen[1].Idle != 0 || seen[1].Oldest <= seen[0].Oldest {
 		t.Fatalf("loads given to the policy: %+v", seen)
 	}
 	// The trigger gave every job its project, whatever inserted it.

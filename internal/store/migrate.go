@@ -241,8 +241,9 @@ var migrations = []string{
 	// by a trigger from its build on insert, so every insert path gets it)
 	// and is indexed by (project, status, id): a claim finds each
 	// project's oldest queued job and counts its running jobs without
-	// scanning the queue; (build, status, attempt) lets a build's status
-	// be counted from the index alone. project_scheduling holds a
+	// scanning the queue, and (project, started_at) its last claim;
+	// (build, status, attempt) lets a build's status be counted from the
+	// index alone. project_scheduling holds a
 	// project's own cap on running jobs (NULL: the server's default; 0:
 	// none) and its weight.
 	`ALTER TABLE jobs ADD COLUMN project_id INTEGER NOT NULL DEFAULT 0;
@@ -252,6 +253,7 @@ var migrations = []string{
 	END;
 	CREATE INDEX jobs_project_status ON jobs(project_id, status, id);
 	CREATE INDEX jobs_build_status ON jobs(build_id, status, attempt);
+	CREATE INDEX jobs_project_started ON jobs(project_id, started_at);
 	CREATE TABLE project_scheduling (
 		project_id INTEGER PRIMARY KEY REFERENCES projects(id) ON DELETE CASCADE,
 		max_running INTEGER,
