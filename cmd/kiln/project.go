@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 
@@ -35,6 +36,8 @@ func runProject(ctx context.Context, args []string) error {
 		fs.StringVar(&cancelSup, "cancel-superseded", "", "true: a new push cancels running and queued builds of the same branch")
 		fs.Func("log-retention-days", "days a finished build's logs are kept (0: forever, -1: the server's default)", intFlag(&req.LogRetentionDays))
 		fs.Func("log-max-bytes", "bytes of logs the project keeps, oldest builds' pruned first (0: no limit, -1: the server's default)", int64Flag(&req.LogMaxBytes))
+		fs.Func("max-running", "jobs the project may run at once (0: no cap, -1: the server's default)", intFlag(&req.MaxRunning))
+		fs.Func("weight", "the project's weight in the fair share across projects, 1 to 100 (default 1)", intFlag(&req.Weight))
 	}
 	pos, err := parseArgs(fs, args)
 	if err != nil {
@@ -86,7 +89,7 @@ func runProject(ctx context.Context, args []string) error {
 		fmt.Printf("webhooks: %s%s (GitHub), %s%s (GitLab), %s%s (Gitea)\n", c.server, out.WebhookPaths[0], c.server, out.WebhookPaths[1], c.server, out.WebhookPaths[2])
 		return nil
 	case "set":
-		if err := need(1, "set NAME [-url URL] [-branch B] [-webhook-secret S] [-cancel-superseded true|false] [-log-retention-days N] [-log-max-bytes N]"); err != nil {
+		if err := need(1, "set NAME [-url URL] [-branch B] [-webhook-secret S] [-cancel-superseded true|false] [-log-retention-days N] [-log-max-bytes N] [-max-running N] [-weight N]"); err != nil {
 			return err
 		}
 		if err := c.do(ctx, "PATCH", "/projects/"+url.PathEscape(pos[0]), req, &out); err != nil {
@@ -130,8 +133,16 @@ func printProject(p api.ProjectView, asJSON bool) error {
 	if asJSON {
 		return printJSON(p)
 	}
-	fmt.Printf("name:              %s\nclone url:         %s\ndefault branch:    %s\nwebhook secret:    %v\ncancel superseded: %v\nfork requests:     %s\ndraft requests:    %s\nwebhook paths:     %s\n",
-		qs(p.Name), qs(p.CloneURL), qs(p.DefaultBranch), p.HasWebhookSecret, p.CancelSuperseded, p.ForkPullRequests, p.DraftPullRequests, strings.Join(p.WebhookPaths, ", "))
+	maxRunning := "the server's default"
+	switch {
+	case p.MaxRunning == nil:
+	case *p.MaxRunning == 0:
+		maxRunning = "no cap"
+	default:
+		maxRunning = strconv.Itoa(*p.MaxRunning)
+	}
+	fmt.Printf("name:              %s\nclone url:         %s\ndefault branch:    %s\nwebhook secret:    %v\ncancel superseded: %v\nfork requests:     %s\ndraft requests:    %s\nmax running:       %s\nweight:            %d\nwebhook paths:     %s\n",
+		qs(p.Name), qs(p.CloneURL), qs(p.DefaultBranch), p.HasWebhookSecret, p.CancelSuperseded, p.ForkPullRequests, p.DraftPullRequests, maxRunning, p.Weight, strings.Join(p.WebhookPaths, ", "))
 	return nil
 }
 

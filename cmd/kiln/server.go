@@ -38,6 +38,8 @@ func serverFlags(fs *flag.FlagSet) *serverOptions {
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "on SIGTERM, how long the server waits for requests in flight before it closes them")
 	fs.IntVar(&cfg.Scheduler.Planners, "planners", cfg.Scheduler.Planners, "builds planned at once (their .kiln.yml read), never two of one project")
 	fs.DurationVar(&cfg.Scheduler.PlanTimeout, "plan-timeout", cfg.Scheduler.PlanTimeout, "longest the planning of one build may take, git included")
+	fs.IntVar(&cfg.Scheduler.ProjectMaxRunning, "project-max-running", cfg.Scheduler.ProjectMaxRunning, "jobs one project may run at once, unless it sets its own cap (0: no cap); claims are fair across projects either way")
+	fs.IntVar(&cfg.Scheduler.MaxJobsPerBuild, "max-jobs-per-build", cfg.Scheduler.MaxJobsPerBuild, "most jobs one .kiln.yml may define; past it the build fails with a located error")
 	gitFlags(fs, &cfg.Git)
 	fs.StringVar(&cfg.PublicURL, "public-url", "", "base URL agents and jobs reach this server at (default: http:// + the listen address)")
 	fs.DurationVar(&cfg.Cache.MaxAge, "cache-max-age", cfg.Cache.MaxAge, "evict cache entries unused for this long")

@@ -31,6 +31,11 @@ type ProjectRequest struct {
 	// -1: back to the server's default.
 	LogRetentionDays *int   `json:"log_retention_days,omitempty"`
 	LogMaxBytes      *int64 `json:"log_max_bytes,omitempty"`
+	// Scheduling: the most jobs the project runs at once (0: no cap; -1:
+	// back to the server's default, -project-max-running) and its weight
+	// in the fair share across projects (1 to 100; 1 is the default).
+	MaxRunning *int `json:"max_running,omitempty"`
+	Weight     *int `json:"weight,omitempty"`
 }
 
 // ProjectView is a project as the API shows it: the webhook secret is never
@@ -41,10 +46,12 @@ type ProjectView struct {
 	WebhookPaths     []string `json:"webhook_paths"`
 	// The project's own log retention; null fields: the server's default.
 	store.LogRetention
+	// Its scheduling: max_running null is the server's default.
+	store.Scheduling
 }
 
 func view(p *store.Project) ProjectView {
-	return ProjectView{Project: p, HasWebhookSecret: p.WebhookSecret != "",
+	return ProjectView{Project: p, HasWebhookSecret: p.WebhookSecret != "", Scheduling: store.SchedulingOf(nil, p.ID),
 		WebhookPaths: []string{"/hooks/github/" + p.Name, "/hooks/gitlab/" + p.Name, "/hooks/gitea/" + p.Name}}
 }
 
@@ -59,10 +66,16 @@ func (s *Server) listProjects(w http.ResponseWriter, r *http.Request) {
 		s.storeError(w, err)
 		return
 	}
+	sched, err := s.store.Schedulings(r.Context())
+	if err != nil {
+		s.storeError(w, err)
+		return
+	}
 	out := make([]ProjectView, 0, len(ps))
 	for _, p := range ps {
 		v := view(p)
 		v.LogRetention = ret[p.ID]
+		v.Scheduling = store.SchedulingOf(sched, p.ID)
 		out = append(out, v)
 	}
 	writeJSON(w, http.StatusOK, out)
@@ -91,6 +104,11 @@ func (s *Server) createProject(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "invalid", err.Error())
 		return
 	}
+	sched, err := scheduling(store.SchedulingOf(nil, 0), req)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "invalid", err.Error())
+		return
+	}
 	if err := s.store.CreateProject(r.Context(), p); err != nil {
 		s.storeError(w, err)
 		return
@@ -99,8 +117,12 @@ func (s *Server) createProject(w http.ResponseWriter, r *http.Request) {
 		s.storeError(w, err)
 		return
 	}
+	if err := s.store.SetScheduling(r.Context(), p.ID, sched); err != nil {
+		s.storeError(w, err)
+		return
+	}
 	v := view(p)
-	v.LogRetention = ret
+	v.LogRetention, v.Scheduling = ret, sched
 	writeJSON(w, http.StatusCreated, v)
 }
 
@@ -127,6 +149,37 @@ func logRetention(cur store.LogRetention, req ProjectRequest) (store.LogRetentio
 		}
 	}
 	return cur, nil
+}
+
+// maxWeight bounds a project's weight: enough for any sensible share,
+// small enough that running*weight never overflows.
+const maxWeight = 100
+
+// scheduling applies a request's scheduling fields to cur.
+func scheduling(cur store.Scheduling, req ProjectRequest) (store.Scheduling, error) {
+	if m := req.MaxRunning; m != nil {
+		switch {
+		case *m == -1:
+			cur.MaxRunning = nil
+		case *m < 0:
+			return cur, fmt.Errorf("max_running: %d: want 0 (no cap), a number of jobs, or -1 (the server's default)", *m)
+		default:
+			cur.MaxRunning = m
+		}
+	}
+	if w := req.Weight; w != nil {
+		if *w < 1 || *w > maxWeight {
+			return cur, fmt.Errorf("weight: %d: want 1 to %d (1 is the default)", *w, maxWeight)
+		}
+		cur.Weight = *w
+	}
+	return cur, nil
+}
+
+// schedulingOf returns a project's scheduling.
+func (s *Server) schedulingOf(r *http.Request, p *store.Project) (store.Scheduling, error) {
+	all, err := s.store.Schedulings(r.Context())
+	return store.SchedulingOf(all, p.ID), err
 }
 
 // retentionOf returns a project's own log retention.
@@ -192,8 +245,13 @@ func (s *Server) getProject(w http.ResponseWriter, r *http.Request) {
 			s.storeError(w, err)
 			return
 		}
+		sched, err := s.schedulingOf(r, p)
+		if err != nil {
+			s.storeError(w, err)
+			return
+		}
 		v := view(p)
-		v.LogRetention = ret
+		v.LogRetention, v.Scheduling = ret, sched
 		writeJSON(w, http.StatusOK, v)
 	}
 }
@@ -225,6 +283,16 @@ func (s *Server) updateProject(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "invalid", err.Error())
 		return
 	}
+	curSched, err := s.schedulingOf(r, p)
+	if err != nil {
+		s.storeError(w, err)
+		return
+	}
+	sched, err := scheduling(curSched, req)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "invalid", err.Error())
+		return
+	}
 	if err := s.store.UpdateProject(r.Context(), p); err != nil {
 		s.storeError(w, err)
 		return
@@ -233,8 +301,12 @@ func (s *Server) updateProject(w http.ResponseWriter, r *http.Request) {
 		s.storeError(w, err)
 		return
 	}
+	if err := s.store.SetScheduling(r.Context(), p.ID, sched); err != nil {
+		s.storeError(w, err)
+		return
+	}
 	v := view(p)
-	v.LogRetention = ret
+	v.LogRetention, v.Scheduling = ret, sched
 	writeJSON(w, http.StatusOK, v)
 }
 

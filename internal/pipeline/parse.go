@@ -27,7 +27,20 @@ const (
 	// MaxFileSize is the largest pipeline file Parse reads; a larger one is
 	// rejected before any YAML is parsed.
 	MaxFileSize = 1 << 20
+	// DefaultMaxJobs is the most jobs a file may define unless the server
+	// says otherwise (Limits.MaxJobs, `kiln server -max-jobs-per-build`).
+	// Every job is a row of the queue, and a build's status is derived
+	// from all its jobs whenever one of them changes, so a build's cost
+	// grows with the square of its jobs; real pipelines have tens of jobs
+	// (GitHub Actions caps one matrix at 256).
+	DefaultMaxJobs = 1000
 )
+
+// Limits are the bounds a server puts on a file beyond its format.
+type Limits struct {
+	// MaxJobs is the most jobs the file may define (0: DefaultMaxJobs).
+	MaxJobs int
+}
 
 // defaultJobName is the name of the single job of a file that uses the
 // top-level `steps:` shorthand instead of `jobs:`.
@@ -72,7 +85,16 @@ type Settings struct {
 // messages. On any problem it returns a nil *Pipeline and an Errors listing
 // every problem found, sorted by position.
 func Parse(filename string, data []byte) (*Pipeline, error) {
-	c := &checker{file: filename}
+	return ParseLimits(filename, data, Limits{})
+}
+
+// ParseLimits is Parse within the server's limits: a file past one gets a
+// located error too (at the first job past MaxJobs).
+func ParseLimits(filename string, data []byte, l Limits) (*Pipeline, error) {
+	if l.MaxJobs <= 0 {
+		l.MaxJobs = DefaultMaxJobs
+	}
+	c := &checker{file: filename, limits: l}
 	var p *Pipeline
 	if root := c.load(data); root != nil && c.checkGraph(root) {
 		p = c.pipeline(root)
@@ -85,8 +107,9 @@ func Parse(filename string, data []byte) (*Pipeline, error) {
 
 // checker collects the problems of one file.
 type checker struct {
-	file string
-	errs Errors
+	file   string
+	limits Limits
+	errs   Errors
 }
 
 // errorAt records a problem at a position.

@@ -98,6 +98,13 @@ func (c *checker) jobs(n *yaml.Node, hasImage bool) []Job {
 	if len(es) == 0 {
 		c.errorf(n, "jobs", "at least one job is required")
 	}
+	if n := c.limits.MaxJobs; len(es) > n {
+		// Located at the first job past the limit; the jobs past it are
+		// not validated (a file of 10,000 jobs costs no more than one of n).
+		e := es[n]
+		c.errorf(e.key, "jobs."+e.key.Value, "job %d of %d: a pipeline may define at most %d jobs (the server's -max-jobs-per-build); split the work into fewer, larger jobs", n+1, len(es), n)
+		es = es[:n]
+	}
 	jobs := make([]Job, 0, len(es))
 	for _, e := range es {
 		jobs = append(jobs, c.job(e, hasImage))

@@ -62,11 +62,17 @@ type Config struct {
 	// RetryElsewhere is how long a job whose attempt ended in error waits
 	// for another agent than the one that failed it (while one is live).
 	RetryElsewhere time.Duration
+	// ProjectMaxRunning caps the running jobs of a project that sets no
+	// cap of its own (0: no cap). Claims are in fair share (FairShare).
+	ProjectMaxRunning int
+	// MaxJobsPerBuild is the most jobs one .kiln.yml may define; past it
+	// the file is refused with a located error (0: pipeline.DefaultMaxJobs).
+	MaxJobsPerBuild int
 }
 
 func DefaultConfig() Config {
 	return Config{Lease: 30 * time.Second, RetryDelay: 2 * time.Second, MaxAttempts: 3, PlanAttempts: 3, PollInterval: time.Second, TimeoutGrace: time.Minute, AffinityWait: 15 * time.Second,
-		Planners: 4, PlanTimeout: 10 * time.Minute,
+		Planners: 4, PlanTimeout: 10 * time.Minute, MaxJobsPerBuild: pipeline.DefaultMaxJobs,
 		QuarantineAfter: 3, QuarantineFor: time.Minute, QuarantineMax: 30 * time.Minute, RetryElsewhere: time.Minute}
 }
 
@@ -116,7 +122,7 @@ func (s *Scheduler) wakeChan() <-chan struct{} {
 // quarantined agent gets nothing (see AgentState).
 func (s *Scheduler) Claim(ctx context.Context, agentID string, token int64, labels []string, wait time.Duration) (*store.Job, error) {
 	claim := store.Claim{AgentID: agentID, Labels: labels, Lease: s.cfg.Lease, StepNames: stepNames,
-		AffinityWait: s.cfg.AffinityWait, AliveWithin: s.cfg.Lease + wait, Token: token}
+		AffinityWait: s.cfg.AffinityWait, AliveWithin: s.cfg.Lease + wait, Token: token, Order: FairShare, DefaultMaxRunning: s.cfg.ProjectMaxRunning}
 	deadline := time.NewTimer(wait)
 	defer deadline.Stop()
 	tick := time.NewTicker(s.cfg.PollInterval)
@@ -343,7 +349,7 @@ func (s *Scheduler) plan(ctx context.Context, b *store.Build) {
 		s.planInfraError(ctx, b, commit, fmt.Sprintf("kiln: cannot read %s at %s: %v", PipelineFile, short(commit), err))
 		return
 	}
-	pl, err := pipeline.Parse(PipelineFile, data)
+	pl, err := pipeline.ParseLimits(PipelineFile, data, pipeline.Limits{MaxJobs: s.cfg.MaxJobsPerBuild})
 	if err != nil {
 		s.failPlan(ctx, b, store.StatusFailure, commit, strings.Split(err.Error(), "\n"))
 		return

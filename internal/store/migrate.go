@@ -263,6 +263,28 @@ var migrations = []string{
 	CREATE INDEX builds_pull_request ON builds (project_id, pr_number) WHERE pr_number > 0;
 	ALTER TABLE projects ADD COLUMN fork_pull_requests TEXT NOT NULL DEFAULT 'approve';
 	ALTER TABLE projects ADD COLUMN draft_pull_requests TEXT NOT NULL DEFAULT 'build';`,
+	// 8: fair scheduling across projects. A job carries its project (set
+	// by a trigger from its build on insert, so every insert path gets it)
+	// and is indexed by (project, status, id): a claim finds each
+	// project's oldest queued job and counts its running jobs without
+	// scanning the queue, and (project, started_at) its last claim;
+	// (build, status, attempt) lets a build's status be counted from the
+	// index alone. project_scheduling holds a
+	// project's own cap on running jobs (NULL: the server's default; 0:
+	// none) and its weight.
+	`ALTER TABLE jobs ADD COLUMN project_id INTEGER NOT NULL DEFAULT 0;
+	UPDATE jobs SET project_id = COALESCE((SELECT b.project_id FROM builds b WHERE b.id = jobs.build_id), 0);
+	CREATE TRIGGER jobs_project_id AFTER INSERT ON jobs FOR EACH ROW WHEN NEW.project_id = 0 BEGIN
+		UPDATE jobs SET project_id = COALESCE((SELECT b.project_id FROM builds b WHERE b.id = NEW.build_id), 0) WHERE id = NEW.id;
+	END;
+	CREATE INDEX jobs_project_status ON jobs(project_id, status, id);
+	CREATE INDEX jobs_build_status ON jobs(build_id, status, attempt);
+	CREATE INDEX jobs_project_started ON jobs(project_id, started_at);
+	CREATE TABLE project_scheduling (
+		project_id INTEGER PRIMARY KEY REFERENCES projects(id) ON DELETE CASCADE,
+		max_running INTEGER,
+		weight INTEGER NOT NULL DEFAULT 1
+	);`,
 }
 
 func (s *Store) migrate(ctx context.Context) error {

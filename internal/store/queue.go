@@ -113,12 +113,23 @@ type Claim struct {
 	// (0: not at all). The scheduler sets it only while another agent can
 	// take the job, so a job is never starved by it.
 	RetryElsewhere time.Duration
+	// Order puts the projects that have claimable jobs in the order the
+	// claim tries them: the scheduling policy (see fair.go). nil: the
+	// project whose oldest job was queued first goes first (first in,
+	// first out).
+	Order func([]ProjectLoad)
+	// DefaultMaxRunning caps the running jobs of a project that sets no
+	// cap of its own (0: no cap).
+	DefaultMaxRunning int
 }
 
-// ClaimJob leases the oldest runnable queued job whose labels the agent
-// carries all of. It returns nil, nil when there is none. The claim is one
-// conditional UPDATE (status still 'queued'), so two agents can never both
-// win the same job; the attempt number it bumps fences every later write.
+// ClaimJob leases a runnable queued job whose labels the agent carries all
+// of: the oldest of the first project in c.Order that has one, among the
+// projects under their cap on running jobs (fair.go). It returns nil, nil
+// when there is none. The claim is one conditional UPDATE (status still
+// 'queued', the project and the pool still under their caps), so two
+// agents can never both win the same job nor overrun a cap; the attempt
+// number it bumps fences every later write.
 //
 // Affinity ("bring the compute to the data"): a job with sticky caches is
 // skipped by an agent that does not hold its project's volumes while a live
@@ -136,23 +147,42 @@ func (s *Store) ClaimJob(ctx context.Context, c Claim) (*Job, error) {
 			return nil, err
 		}
 	}
-	// A runner job (pool set) is a candidate only while its pool runs
-	// fewer than max_runners; a job of a deleted pool never is. Full pools
-	// are left out in SQL, so a burst of runner jobs cannot fill the
-	// window of 200 and starve everything queued after it.
-	rows, err := s.db.QueryContext(ctx, `SELECT j.id, j.labels, j.sticky, b.project_id, MAX(j.queued_at, COALESCE(j.not_before, 0))
-		FROM jobs j JOIN builds b ON b.id = j.build_id
-		WHERE j.status = 'queued' AND j.cancel_requested = 0 AND (j.not_before IS NULL OR j.not_before <= ?)
-		AND (j.pool = '' OR `+poolHasRoom("j")+`) ORDER BY j.id LIMIT 200`, now)
+	// Projects in the policy's order (fair.go), each one's oldest jobs
+	// first. A runner job (pool set) is a candidate only while its pool
+	// runs fewer than max_runners; a job of a deleted pool never is. Full
+	// pools are left out in SQL, so a burst of runner jobs cannot fill the
+	// window and starve everything queued after it.
+	loads, err := s.projectLoads(ctx, now, c.DefaultMaxRunning)
+	if err != nil || len(loads) == 0 {
+		return nil, err
+	}
+	if c.Order != nil {
+		c.Order(loads)
+	} else {
+		oldestFirst(loads)
+	}
+	for _, l := range loads[:min(len(loads), fairProjects)] {
+		j, err := s.claimOfProject(ctx, c, l.ProjectID, holders[l.ProjectID], erredHere, now)
+		if err != nil || j != nil {
+			return j, err
+		}
+	}
+	return nil, nil
+}
+
+// claimOfProject claims the oldest of the project's first fairPerProject
+// queued jobs that the agent may take, if any.
+func (s *Store) claimOfProject(ctx context.Context, c Claim, projectID int64, holders map[string]bool, erredHere map[int64]bool, now int64) (*Job, error) {
+	rows, err := s.db.QueryContext(ctx, candidatesQuery, projectID, now)
 	if err != nil {
 		return nil, err
 	}
 	var candidates []int64
 	for rows.Next() {
-		var id, projectID, since int64
+		var id, since int64
 		var labels string
 		var sticky int
-		if err := rows.Scan(&id, &labels, &sticky, &projectID, &since); err != nil {
+		if err := rows.Scan(&id, &labels, &sticky, &since); err != nil {
 			rows.Close()
 			return nil, err
 		}
@@ -161,7 +191,7 @@ func (s *Store) ClaimJob(ctx context.Context, c Claim) (*Job, error) {
 		if !hasAll(c.Labels, need) {
 			continue
 		}
-		if h := holders[projectID]; sticky != 0 && len(h) > 0 && !h[c.AgentID] && now < since+c.AffinityWait.Milliseconds() {
+		if sticky != 0 && len(holders) > 0 && !holders[c.AgentID] && now < since+c.AffinityWait.Milliseconds() {
 			continue // leave it to a holder of its volumes, for now
 		}
 		if erredHere[id] {
@@ -174,7 +204,7 @@ func (s *Store) ClaimJob(ctx context.Context, c Claim) (*Job, error) {
 		return nil, err
 	}
 	for _, id := range candidates {
-		j, err := s.claimOne(ctx, id, c.AgentID, c.Token, now, c.Lease, c.StepNames)
+		j, err := s.claimOne(ctx, id, c, now)
 		if err != nil || j != nil {
 			return j, err
 		}
@@ -237,17 +267,19 @@ func hasAll(have, need []string) bool {
 	return true
 }
 
-func (s *Store) claimOne(ctx context.Context, id int64, agentID string, token int64, now int64, lease time.Duration, stepNames func([]byte) []string) (*Job, error) {
+func (s *Store) claimOne(ctx context.Context, id int64, c Claim, now int64) (*Job, error) {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return nil, err
 	}
 	defer tx.Rollback()
-	// The pool check is repeated inside the claim's (immediate, so
-	// serialized) transaction: two agents that both saw room for one more
-	// runner cannot both take it.
+	// The pool and project caps are checked again inside the claim's
+	// (immediate, so serialized) transaction: two agents that both saw
+	// room for one more runner, or one more job of a capped project,
+	// cannot both take it.
 	res, err := tx.ExecContext(ctx, `UPDATE jobs SET status = 'running', attempt = attempt + 1, agent_id = ?, lease_expires = ?, started_at = ?, finished_at = NULL, exit_code = NULL, error = ''
-		WHERE id = ? AND status = 'queued' AND cancel_requested = 0 AND (pool = '' OR `+poolHasRoom("jobs")+`)`, agentID, now+lease.Milliseconds(), now, id)
+		WHERE id = ? AND status = 'queued' AND cancel_requested = 0 AND (pool = '' OR `+poolHasRoom("jobs")+`)
+		AND `+projectHasRoom("jobs", c.DefaultMaxRunning), c.AgentID, now+c.Lease.Milliseconds(), now, id)
 	if err != nil {
 		return nil, err
 	}
@@ -255,17 +287,17 @@ func (s *Store) claimOne(ctx context.Context, id int64, agentID string, token in
 		return nil, nil // another agent won it
 	}
 	// The token that claimed fences every write of the attempt (see fence).
-	if _, err := tx.ExecContext(ctx, `UPDATE jobs SET lease_token = ? WHERE id = ?`, token, id); err != nil {
+	if _, err := tx.ExecContext(ctx, `UPDATE jobs SET lease_token = ? WHERE id = ?`, c.Token, id); err != nil {
 		return nil, err
 	}
 	j, err := scanJob(tx.QueryRowContext(ctx, `SELECT `+jobCols+` FROM jobs WHERE id = ?`, id))
 	if err != nil {
 		return nil, err
 	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO job_attempts (job_id, attempt, agent_id, status, started_at) VALUES (?, ?, ?, 'running', ?)`, id, j.Attempt, agentID, now); err != nil {
+	if _, err := tx.ExecContext(ctx, `INSERT INTO job_attempts (job_id, attempt, agent_id, status, started_at) VALUES (?, ?, ?, 'running', ?)`, id, j.Attempt, c.AgentID, now); err != nil {
 		return nil, err
 	}
-	for i, name := range stepNames(j.Spec) {
+	for i, name := range c.StepNames(j.Spec) {
 		if _, err := tx.ExecContext(ctx, `INSERT INTO steps (job_id, attempt, idx, name, status) VALUES (?, ?, ?, ?, 'queued')`, id, j.Attempt, i, name); err != nil {
 			return nil, err
 		}
@@ -296,7 +328,7 @@ func fence(ctx context.Context, tx *sql.Tx, jobID int64, attempt int, by int64) 
 	if cur != attempt || Status(status) != StatusRunning {
 		return 0, false, fmt.Errorf("job %d attempt %d (current attempt %d, %s): %w", jobID, attempt, cur, status, ErrStaleAttempt)
 	}
-	// holder 0: a lease claimed without a token (before migration 6).
+	// holder 0: a lease claimed without a token (before migration 6, agent writes).
 	if by != 0 && holder != 0 && holder != by {
 		return 0, false, &NotYourLeaseError{JobID: jobID, Attempt: attempt, Holder: agent}
 	}
@@ -613,17 +645,27 @@ func (s *Store) cancelBuildTx(ctx context.Context, tx *sql.Tx, buildID int64, re
 // refreshBuild derives a build's status from its jobs. Precedence when all
 // jobs are done: error, timed_out, failure, canceled, success.
 func (s *Store) refreshBuild(ctx context.Context, tx *sql.Tx, buildID int64) error {
-	jobs, err := s.jobsOfBuild(ctx, tx, buildID)
-	if err != nil || len(jobs) == 0 {
+	// Counted in SQL, not read job by job: every claim and finish calls
+	// this, and a build may hold up to -max-jobs-per-build jobs.
+	rows, err := tx.QueryContext(ctx, `SELECT status, COUNT(*), MAX(attempt > 0) FROM jobs WHERE build_id = ? GROUP BY status`, buildID)
+	if err != nil {
 		return err
 	}
 	counts := map[Status]int{}
 	started := false
-	for _, j := range jobs {
-		counts[j.Status]++
-		if j.Attempt > 0 {
-			started = true
+	for rows.Next() {
+		var st string
+		var n, anyStarted int
+		if err := rows.Scan(&st, &n, &anyStarted); err != nil {
+			rows.Close()
+			return err
 		}
+		counts[Status(st)] += n
+		started = started || anyStarted != 0
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil || len(counts) == 0 {
+		return err
 	}
 	now := s.nowMS()
 	status := StatusQueued

@@ -12,7 +12,7 @@ import (
 	"github.com/kilnci/kiln/internal/secretbox"
 )
 
-func newStore(t *testing.T) (*Store, string) {
+func newStore(t testing.TB) (*Store, string) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "kiln.db")
 	box, err := secretbox.New(bytes.Repeat([]byte{1}, 32))
