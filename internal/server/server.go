@@ -42,6 +42,8 @@ type Config struct {
 	// PublicURL is the base URL agents and jobs reach this server at (the
 	// cache service hands it out). Default: http:// + the listen address.
 	PublicURL string
+	// MetricsToken, when set, is the bearer token /metrics requires.
+	MetricsToken string
 	// Cache configures the cache service; Dir and SigningKey are set from
 	// DataDir and the secret key.
 	Cache cache.Config
@@ -195,7 +197,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		return fail(err)
 	}
 	a := api.New(api.Config{MaxWebhookBody: cfg.MaxWebhookBody, PublicURL: cfg.PublicURL, Health: diskHealth(cfg.DataDir, cfg.MinFreeBytes),
-		AllowFileRemotes: cfg.Git.AllowFileRemotes}, st, sched, m, log.With("component", "api"), cacheSvc, acts)
+		AllowFileRemotes: cfg.Git.AllowFileRemotes, MetricsToken: cfg.MetricsToken}, st, sched, m, log.With("component", "api"), cacheSvc, acts)
 	return &Server{cfg: cfg, Store: st, Sched: sched, Mirrors: mirrors, API: a, Cache: cacheSvc, Actions: acts, log: log, ln: ln, reserve: res, now: time.Now}, nil
 }
 
