@@ -6,12 +6,14 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/kilnci/kiln/internal/sandbox"
 	"github.com/kilnci/kiln/internal/sandbox/netguard"
+	"github.com/kilnci/kiln/internal/sandbox/sandboxtest"
 	"github.com/kilnci/kiln/internal/testenv"
 )
 
@@ -64,6 +66,23 @@ func TestSandboxFirewall(t *testing.T) {
 					}
 					if ok, out := connect(t, r, id, allowed); !ok {
 						t.Errorf("the sandbox cannot reach the cache service's endpoint %s:\n%s", allowed, out)
+					}
+					if guarded {
+						// The job cannot change the table (no CAP_NET_ADMIN)
+						// nor go around it (no CAP_NET_RAW: no packet sockets).
+						var out bytes.Buffer
+						if _, err := r.Exec(ctx, id, sandbox.ExecSpec{Cmd: []string{"grep", "CapEff", "/proc/self/status"}, Output: &out}); err != nil {
+							t.Fatal(err)
+						}
+						hex := strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(out.String()), "CapEff:"))
+						caps, err := strconv.ParseUint(hex, 16, 64)
+						if err != nil {
+							t.Fatalf("CapEff %q: %v", out.String(), err)
+						}
+						const netAdmin, netRaw = 12, 13
+						if caps&(1<<netAdmin|1<<netRaw) != 0 {
+							t.Errorf("sandbox has CAP_NET_ADMIN or CAP_NET_RAW: CapEff %s", hex)
+						}
 					}
 				})
 			}
@@ -152,4 +171,24 @@ func listenAll(t *testing.T) server {
 		}
 	}()
 	return server{port: uint16(ln.Addr().(*net.TCPAddr).Port)}
+}
+
+// The conformance suite passes with the firewall on (and pooled networks,
+// as the agent runs them).
+func TestConformanceFirewall(t *testing.T) {
+	guard, err := netguard.New(t.Context(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range testenv.Engines(t) {
+		t.Run(e.Name, func(t *testing.T) {
+			sandboxtest.Run(t, func(t *testing.T) sandbox.Runtime {
+				r := newRuntime(t, e.Host)
+				r.EnableNetworkPool("test-"+randomHex(t), 2, nil)
+				r.EnableNetworkGuard(guard)
+				t.Cleanup(func() { r.DrainNetworkPool(context.Background()) })
+				return leftovers{r}
+			})
+		})
+	}
 }

@@ -114,6 +114,10 @@ func Ruleset(p Policy) string {
 	}
 	// Neighbour discovery is multicast ICMPv6; without it IPv6 stops.
 	b.WriteString("\t\ticmpv6 type { nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert } accept\n")
+	// Refused at once: a TCP reset (connection refused) rather than an
+	// ICMP error, which TCP only heeds after retrying its SYN.
+	b.WriteString("\t\tip daddr @blocked4 meta l4proto tcp reject with tcp reset\n")
+	b.WriteString("\t\tip6 daddr @blocked6 meta l4proto tcp reject with tcp reset\n")
 	b.WriteString("\t\tip daddr @blocked4 reject with icmpx type admin-prohibited\n")
 	b.WriteString("\t\tip6 daddr @blocked6 reject with icmpx type admin-prohibited\n")
 	b.WriteString("\t}\n}\n")
