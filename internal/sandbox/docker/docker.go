@@ -23,7 +23,10 @@
 //   - no host engine socket: a Mount whose source is a container engine's
 //     socket, or a directory holding one (/, /run, …), is refused;
 //   - a network of its own, so concurrent jobs cannot reach each other's
-//     services.
+//     services;
+//   - with EnableNetworkGuard, a firewall in the sandbox's network
+//     namespace (package netguard): the host's addresses and private
+//     networks refused, except the cache service's endpoint and DNS.
 package docker
 
 import (
@@ -284,7 +287,8 @@ func (r *Runtime) EnableNetworkGuard(g *netguard.Guard) {
 }
 
 // guardNetwork installs the firewall in the started container's network
-// namespace, found through its main process: one inspect more.
+// namespace (its SandboxKey, checked against its main process's): one
+// inspect more.
 func (r *Runtime) guardNetwork(ctx context.Context, id string) error {
 	r.mu.Lock()
 	g := r.guard
@@ -299,7 +303,11 @@ func (r *Runtime) guardNetwork(ctx context.Context, id string) error {
 	if c.State == nil || c.State.Pid == 0 {
 		return fmt.Errorf("firewall: %w: the container is not running", sandbox.ErrGone)
 	}
-	return g.Apply(ctx, c.State.Pid)
+	var netns string
+	if c.NetworkSettings != nil {
+		netns = c.NetworkSettings.SandboxKey
+	}
+	return g.Apply(ctx, c.State.Pid, netns)
 }
 
 // cleanup removes what a failed Create made: the container ctr (id or

@@ -34,6 +34,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -195,21 +196,68 @@ func (g *Guard) policy(dns []netip.Addr) Policy {
 	return Policy{Allow: g.allow, DNS: dns, Host: hostAddrs()}
 }
 
-// Apply installs the table in the network namespace of the process pid
-// (the sandbox's main process, as the host sees it), with the resolvers
-// named in that process's /etc/resolv.conf reachable on port 53. The
-// host's addresses are read now, so a sandbox made after an address
-// changed gets the new one.
-func (g *Guard) Apply(ctx context.Context, pid int) error {
+// Apply installs the table in the network namespace netns (a path to it,
+// as the engine reports it: Docker's and Podman's SandboxKey), which must
+// be the namespace of the process pid (the sandbox's main process, as this
+// host sees it): an engine on another host would name a process and a
+// path of its own, and the table must never land in some other namespace,
+// least of all the host's. The resolvers named in that process's
+// /etc/resolv.conf are reachable on port 53. The host's addresses are read
+// now, so a sandbox made after an address changed gets the new one.
+func (g *Guard) Apply(ctx context.Context, pid int, netns string) error {
 	if pid <= 0 {
 		return fmt.Errorf("sandbox firewall: no process id for the sandbox (is it running?)")
 	}
+	if netns == "" {
+		return fmt.Errorf("sandbox firewall: the engine names no network namespace for the sandbox")
+	}
 	proc := "/proc/" + strconv.Itoa(pid)
+	if err := sameNamespace(proc+"/ns/net", netns); err != nil {
+		return fmt.Errorf("sandbox firewall: %w (the agent must run on the engine's host, in its PID and mount namespaces)", err)
+	}
 	dns, err := resolvers(proc + "/root/etc/resolv.conf")
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("sandbox firewall: read the sandbox's resolv.conf: %w", err)
 	}
-	return g.run(ctx, proc+"/ns/net", Ruleset(g.policy(dns)))
+	return g.run(ctx, netns, Ruleset(g.policy(dns)))
+}
+
+// sameNamespace checks that the namespace files a and b are one namespace,
+// not this process's own.
+func sameNamespace(a, b string) error {
+	ida, err := nsID(a)
+	if err != nil {
+		return err
+	}
+	idb, err := nsID(b)
+	if err != nil {
+		return err
+	}
+	self, err := nsID("/proc/self/ns/net")
+	if err != nil {
+		return err
+	}
+	switch {
+	case ida != idb:
+		return fmt.Errorf("%s and %s are different network namespaces", a, b)
+	case ida == self:
+		return fmt.Errorf("%s is the agent's own network namespace, not a sandbox's", b)
+	}
+	return nil
+}
+
+type nsIdentity struct{ dev, ino uint64 }
+
+func nsID(path string) (nsIdentity, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nsIdentity{}, err
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return nsIdentity{}, fmt.Errorf("stat %s: no device and inode", path)
+	}
+	return nsIdentity{dev: uint64(st.Dev), ino: st.Ino}, nil
 }
 
 func (g *Guard) run(ctx context.Context, netns, ruleset string, flags ...string) error {

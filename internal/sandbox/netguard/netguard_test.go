@@ -85,7 +85,7 @@ func TestApplyIdempotent(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := g.Apply(ctx, pid); err != nil {
+		if err := g.Apply(ctx, pid, netns); err != nil {
 			t.Fatalf("apply %d: %v", i, err)
 		}
 	}
@@ -108,8 +108,38 @@ func TestApplyIdempotent(t *testing.T) {
 
 func TestApplyNeedsAProcess(t *testing.T) {
 	g := &Guard{}
-	if err := g.Apply(context.Background(), 0); err == nil {
+	if err := g.Apply(context.Background(), 0, "/proc/1/ns/net"); err == nil {
 		t.Fatal("no error for pid 0")
+	}
+}
+
+// The table never lands in a namespace that is not the sandbox's: not the
+// agent's own (an engine on another host may name a pid that is some
+// local process), not one other than the process's.
+func TestApplyRefusesOtherNamespaces(t *testing.T) {
+	root(t)
+	g, err := New(t.Context(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	self := os.Getpid()
+	if err := g.Apply(t.Context(), self, "/proc/self/ns/net"); err == nil || !strings.Contains(err.Error(), "own network namespace") {
+		t.Fatalf("applied in the agent's own namespace: %v", err)
+	}
+	ns := exec.Command("unshare", "--net", "sleep", "600")
+	if err := ns.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ns.Process.Kill(); _ = ns.Wait() })
+	if err := g.Apply(t.Context(), self, "/proc/"+strconv.Itoa(ns.Process.Pid)+"/ns/net"); err == nil {
+		t.Fatal("applied with a pid whose namespace is not the named one")
+	}
+	if err := g.Apply(t.Context(), 1<<22+1, "/proc/self/ns/net"); err == nil {
+		t.Fatal("applied for a process that does not exist")
+	}
+	host, _ := exec.Command("nft", "list", "tables").CombinedOutput()
+	if bytes.Contains(host, []byte("table inet kiln\n")) {
+		t.Fatalf("a kiln table in the host's namespace:\n%s", host)
 	}
 }
 
