@@ -16,18 +16,25 @@ import (
 // gateway (Docker: the host's side of the sandbox's bridge). With the
 // sandbox firewall (the default) it reaches neither; with
 // -sandbox-firewall=off it reaches the host's address, which shows the
-// probe works. Every probe goes to an address of this machine.
+// probe works. With -public-url naming the host's address (where jobs are
+// told the cache service is), the job reaches the server there and only
+// there. Every probe goes to an address of this machine.
 func TestJobsCannotReachTheServer(t *testing.T) {
 	requireKilnFlags(t, "up", "-sandbox-firewall")
 	hostIP := hostAddress(t)
 	forEachEngine(t, func(t *testing.T, e testenv.Engine) {
-		for _, firewall := range []string{"off", "on"} {
+		for _, firewall := range []string{"off", "on", "on-public-url"} {
 			t.Run("firewall="+firewall, func(t *testing.T) {
 				dataDir := t.TempDir()
 				_, port, _ := net.SplitHostPort(freeAddr(t))
 				args := []string{"up", "-listen", "0.0.0.0:" + port, "-engine", e.Host, "-memory", "256m"}
-				if firewall == "off" {
+				switch firewall {
+				case "off":
 					args = append(args, "-sandbox-firewall", "off")
+				case "on-public-url":
+					// Jobs are handed this URL for the cache service: the
+					// firewall lets them reach it, at that address only.
+					args = append(args, "-public-url", "http://"+net.JoinHostPort(hostIP, port))
 				}
 				up := startProc(t, []string{"KILN_HOME=" + dataDir}, args...)
 				h := &harness{t: t, url: "http://127.0.0.1:" + port, dataDir: dataDir}
@@ -61,6 +68,13 @@ func TestJobsCannotReachTheServer(t *testing.T) {
 				case "on":
 					if strings.Contains(log, "reached") {
 						t.Errorf("a job reached the server's API on the host:\n%s", log)
+					}
+				case "on-public-url":
+					if !strings.Contains(log, "reached "+hostIP) {
+						t.Errorf("the job cannot reach the cache service at the public URL's %s:\n%s", hostIP, log)
+					}
+					if strings.Count(log, "reached ") != 1 {
+						t.Errorf("the job reached the server elsewhere than at the public URL:\n%s", log)
 					}
 				case "off":
 					if !strings.Contains(log, "reached "+hostIP) {
