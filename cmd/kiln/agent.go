@@ -7,6 +7,8 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,6 +18,7 @@ import (
 	"github.com/kilnci/kiln/internal/gitmirror"
 	"github.com/kilnci/kiln/internal/logs"
 	"github.com/kilnci/kiln/internal/sandbox/docker"
+	"github.com/kilnci/kiln/internal/sandbox/netguard"
 	"github.com/kilnci/kiln/internal/sticky"
 )
 
@@ -34,6 +37,13 @@ type agentOptions struct {
 	git gitmirror.Config
 	// runtime is the engine connection build made (drained at shutdown).
 	runtime *docker.Runtime
+	// firewall is -sandbox-firewall: "on" or "off".
+	firewall string
+	// allow is -sandbox-allow: more host:port endpoints sandboxes may reach.
+	allow string
+	// publicURL is where jobs reach the cache service, when it differs
+	// from the agent's server URL (kiln up: the server's public URL).
+	publicURL string
 }
 
 // close releases what build set up on the engine (idle pooled networks).
@@ -66,7 +76,59 @@ func agentFlags(fs *flag.FlagSet, local bool) *agentOptions {
 	fs.DurationVar(&o.cfg.StickyMaxAge, "sticky-max-age", o.cfg.StickyMaxAge, "prune sticky cache volumes unused for this long")
 	fs.DurationVar(&o.cfg.ShutdownGrace, "shutdown-grace", o.cfg.ShutdownGrace, "on SIGTERM, how long running jobs may go on before they are stopped and reported as errors (retried)")
 	fs.DurationVar(&o.cfg.SpareIdle, "spare-idle", o.cfg.SpareIdle, "after a job with sticky caches, keep a sandbox made ahead of time for the project's next job this long (0: never)")
+	fs.StringVar(&o.firewall, "sandbox-firewall", "on", "on: sandboxes cannot reach the host's addresses or private networks, except the server's address (its cache service) and -sandbox-allow (needs root); off: they reach everything the host does")
+	fs.StringVar(&o.allow, "sandbox-allow", "", "comma-separated host:port endpoints on the host or private networks that sandboxes may still reach (TCP)")
 	return o
+}
+
+// guard makes the sandbox firewall -sandbox-firewall asks for (nil: off).
+// Sandboxes may reach the server's address (its cache service), the
+// public URL's, and -sandbox-allow.
+func (o *agentOptions) guard(ctx context.Context) (*netguard.Guard, error) {
+	switch o.firewall {
+	case "off":
+		return nil, nil
+	case "on":
+	default:
+		return nil, fmt.Errorf("-sandbox-firewall %q: want on or off", o.firewall)
+	}
+	var endpoints []string
+	for _, u := range []string{o.cfg.Server, o.publicURL} {
+		if u == "" {
+			continue
+		}
+		ep, err := urlEndpoint(u)
+		if err != nil {
+			return nil, err
+		}
+		endpoints = append(endpoints, ep)
+	}
+	for _, e := range strings.Split(o.allow, ",") {
+		if e = strings.TrimSpace(e); e != "" {
+			endpoints = append(endpoints, e)
+		}
+	}
+	allow, err := netguard.ParseAllow(ctx, endpoints)
+	if err != nil {
+		return nil, fmt.Errorf("-sandbox-allow: %w", err)
+	}
+	return netguard.New(ctx, allow)
+}
+
+// urlEndpoint is the host:port a URL is served at.
+func urlEndpoint(s string) (string, error) {
+	u, err := url.Parse(s)
+	if err != nil || u.Host == "" {
+		return "", fmt.Errorf("sandbox firewall: server URL %q: want http(s)://host:port", s)
+	}
+	if u.Port() != "" {
+		return u.Host, nil
+	}
+	port := "80"
+	if u.Scheme == "https" {
+		port = "443"
+	}
+	return net.JoinHostPort(u.Hostname(), port), nil
 }
 
 func hostname() string {
@@ -111,9 +173,19 @@ func (o *agentOptions) build(ctx context.Context, dataDir string) (*agent.Agent,
 			return nil, "", fmt.Errorf("no container engine found (%v); start Docker or Podman, or pass -engine", err)
 		}
 	}
+	guard, err := o.guard(ctx)
+	if err != nil {
+		return nil, "", err
+	}
 	rt, err := docker.New(host)
 	if err != nil {
 		return nil, "", err
+	}
+	if guard != nil {
+		rt.EnableNetworkGuard(guard)
+		newLogger().Info("sandbox firewall on: sandboxes reach the internet, and of the host and private networks only these", "allowed", fmt.Sprint(guard.Allowed()))
+	} else {
+		newLogger().Warn("sandbox firewall off (-sandbox-firewall=off): jobs can reach the host's services and private networks")
 	}
 	// Keep a bridge network ready per job slot: off the job's critical path.
 	rt.EnableNetworkPool(o.cfg.ID, o.cfg.Capacity, newLogger().With("component", "netpool"))

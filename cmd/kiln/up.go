@@ -34,6 +34,7 @@ func runUp(ctx context.Context, args []string) error {
 		return err
 	}
 	o.cfg.Server = "http://" + ln.Addr().String()
+	o.publicURL = srv.PublicURL() // where jobs reach the cache service
 	o.git = cfg.Git
 	if o.cfg.Token, err = srv.LocalAgentToken(ctx); err != nil {
 		return err

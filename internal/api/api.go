@@ -7,6 +7,8 @@ package api
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -44,6 +46,9 @@ type Config struct {
 	// SpoolDir holds the webhook bodies too large to hold in memory while
 	// they are verified (default: the system's temporary directory).
 	SpoolDir string
+	// MetricsToken, when set, is the bearer token /metrics requires;
+	// empty: /metrics is open.
+	MetricsToken string
 }
 
 type Server struct {
@@ -80,7 +85,7 @@ func New(cfg Config, st *store.Store, sched *scheduler.Scheduler, m *metrics.Met
 	agent := func(h http.HandlerFunc) http.Handler { return s.auth(store.TokenAgent, h) }
 
 	s.mux.HandleFunc("GET /healthz", s.healthz)
-	s.mux.Handle("GET /metrics", m.Handler())
+	s.mux.Handle("GET /metrics", s.metricsAuth(m.Handler()))
 	s.mux.HandleFunc("POST /hooks/{forge}/{project}", s.webhook)
 	s.mux.HandleFunc("POST "+ActionsHookPath, s.actionsHook)
 
@@ -183,6 +188,25 @@ func (s *Server) auth(kind store.TokenKind, next http.HandlerFunc) http.Handler 
 			return
 		}
 		next(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, tok)))
+	})
+}
+
+// metricsAuth requires Config.MetricsToken, when set, as the bearer token
+// (compared in constant time).
+func (s *Server) metricsAuth(next http.Handler) http.Handler {
+	if s.cfg.MetricsToken == "" {
+		return next
+	}
+	want := sha256.Sum256([]byte(s.cfg.MetricsToken))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		plain, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		got := sha256.Sum256([]byte(plain))
+		if !ok || subtle.ConstantTimeCompare(got[:], want[:]) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="kiln-metrics"`)
+			writeError(w, http.StatusUnauthorized, "unauthorized", "/metrics needs the metrics token: send Authorization: Bearer <token>")
+			return
+		}
+		next.ServeHTTP(w, r)
 	})
 }
 

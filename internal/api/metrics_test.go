@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/kilnci/kiln/internal/protocol"
+	"github.com/kilnci/kiln/internal/server"
 	"github.com/kilnci/kiln/internal/store"
 )
 
@@ -173,4 +174,25 @@ func TestMetricsForgeLabel(t *testing.T) {
 			t.Errorf("series %s", k)
 		}
 	}
+}
+
+// With -metrics-token, /metrics needs that token as a bearer token; nothing
+// else (no token, a wrong one, an admin API token) gets the metrics.
+func TestMetricsToken(t *testing.T) {
+	const tok = "scrape-me-0123456789"
+	e := newEnv(t, func(c *server.Config) { c.MetricsToken = tok })
+	for _, bad := range []string{"", "scrape-me", tok + "x", e.admin} {
+		r := e.do(bad, "GET", "/metrics", nil, nil)
+		r.wantError(t, http.StatusUnauthorized, "unauthorized")
+		if bytes.Contains(r.body, []byte("kiln_")) {
+			t.Fatalf("token %q: metrics leaked: %s", bad, r.body)
+		}
+	}
+	r := e.do(tok, "GET", "/metrics", nil, nil)
+	r.want(t, http.StatusOK, nil)
+	if !bytes.Contains(r.body, []byte("kiln_")) {
+		t.Fatalf("no kiln metrics with the token:\n%s", r.body)
+	}
+	// /healthz stays open: it says only whether the store can write.
+	e.do("", "GET", "/healthz", nil, nil).want(t, http.StatusOK, nil)
 }

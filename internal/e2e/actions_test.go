@@ -541,7 +541,11 @@ func TestActionsServerRestart(t *testing.T) {
 		// The token and the secret go by environment, not on a command line.
 		env := []string{"KILN_HOME=" + dataDir, "KILN_GITHUB_TOKEN=" + ghToken, "KILN_GITHUB_WEBHOOK_SECRET=" + ghWebhookSecret}
 		args := []string{"up", "-listen", addr, "-engine", e.Host, "-lease", "3s", "-retry-delay", "200ms", "-memory", "256m",
-			"-github-api-url", gh.URL(), "-github-reconcile-interval", "1s", "-github-reap-interval", "500ms"}
+			"-github-api-url", gh.URL(), "-github-reconcile-interval", "1s", "-github-reap-interval", "500ms",
+			// The fake GitHub's broker listens on the host, where the
+			// sandbox firewall would (rightly) keep the runners from it;
+			// it stands for github.com, on the internet.
+			"-sandbox-firewall", "off"}
 		up := startProc(t, env, args...)
 		rt, err := docker.New(e.Host)
 		if err != nil {

@@ -49,6 +49,8 @@ type Config struct {
 	// PublicURL is the base URL agents and jobs reach this server at (the
 	// cache service hands it out). Default: http:// + the listen address.
 	PublicURL string
+	// MetricsToken, when set, is the bearer token /metrics requires.
+	MetricsToken string
 	// Cache configures the cache service; Dir and SigningKey are set from
 	// DataDir and the secret key.
 	Cache cache.Config
@@ -218,7 +220,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		return fail(err)
 	}
 	a := api.New(api.Config{MaxWebhookBody: cfg.MaxWebhookBody, PublicURL: cfg.PublicURL, Health: diskHealth(cfg.DataDir, cfg.MinFreeBytes),
-		AllowFileRemotes: cfg.Git.AllowFileRemotes, SpoolDir: spoolDir,
+		AllowFileRemotes: cfg.Git.AllowFileRemotes, SpoolDir: spoolDir, MetricsToken: cfg.MetricsToken,
 		WebhookConcurrency: cfg.WebhookConcurrency, WebhookQueueWait: cfg.WebhookQueueWait, WebhookReadTimeout: cfg.WebhookReadTimeout}, st, sched, m, log.With("component", "api"), cacheSvc, acts)
 	return &Server{cfg: cfg, Store: st, Sched: sched, Mirrors: mirrors, API: a, Cache: cacheSvc, Actions: acts, log: log, ln: ln, reserve: res, now: time.Now}, nil
 }

@@ -23,7 +23,10 @@
 //   - no host engine socket: a Mount whose source is a container engine's
 //     socket, or a directory holding one (/, /run, …), is refused;
 //   - a network of its own, so concurrent jobs cannot reach each other's
-//     services.
+//     services;
+//   - with EnableNetworkGuard, a firewall in the sandbox's network
+//     namespace (package netguard): the host's addresses and private
+//     networks refused, except the cache service's endpoint and DNS.
 package docker
 
 import (
@@ -44,6 +47,7 @@ import (
 	"github.com/docker/docker/client"
 
 	"github.com/kilnci/kiln/internal/sandbox"
+	"github.com/kilnci/kiln/internal/sandbox/netguard"
 )
 
 // idleScript is the sandbox's main process: it does nothing until the
@@ -78,7 +82,8 @@ type Runtime struct {
 	names map[string]string
 	// pooled maps the ids of sandboxes on a pooled network to it.
 	pooled map[string]string
-	pool   *netPool // nil unless EnableNetworkPool
+	pool   *netPool        // nil unless EnableNetworkPool
+	guard  *netguard.Guard // nil unless EnableNetworkGuard
 	// engineKnown and podman cache which engine answers (see networkOptions).
 	engineKnown, podman bool
 }
@@ -254,6 +259,13 @@ func (r *Runtime) Create(ctx context.Context, spec sandbox.Spec) (string, error)
 		giveBack()
 		return "", r.wrap("create "+spec.Name+": start", err)
 	}
+	if err := r.guardNetwork(ctx, created.ID); err != nil {
+		// Fail closed: a sandbox whose firewall is not in place never
+		// runs a step.
+		r.cleanup(ctx, created.ID, spec.Name)
+		giveBack()
+		return "", fmt.Errorf("docker: create %s: %w", spec.Name, err)
+	}
 	r.mu.Lock()
 	r.names[created.ID] = spec.Name
 	if pooled != "" {
@@ -261,6 +273,41 @@ func (r *Runtime) Create(ctx context.Context, spec sandbox.Spec) (string, error)
 	}
 	r.mu.Unlock()
 	return created.ID, nil
+}
+
+// EnableNetworkGuard makes Create install g's firewall in every sandbox's
+// network namespace before it returns, so before any step runs (see
+// package netguard); a sandbox whose firewall cannot be installed is
+// removed and Create fails. The agent must run on the engine's host, as
+// root. nil turns it off.
+func (r *Runtime) EnableNetworkGuard(g *netguard.Guard) {
+	r.mu.Lock()
+	r.guard = g
+	r.mu.Unlock()
+}
+
+// guardNetwork installs the firewall in the started container's network
+// namespace (its SandboxKey, checked against its main process's): one
+// inspect more.
+func (r *Runtime) guardNetwork(ctx context.Context, id string) error {
+	r.mu.Lock()
+	g := r.guard
+	r.mu.Unlock()
+	if g == nil {
+		return nil
+	}
+	c, err := r.cli.ContainerInspect(ctx, id)
+	if err != nil {
+		return r.wrap("firewall: inspect", err)
+	}
+	if c.State == nil || c.State.Pid == 0 {
+		return fmt.Errorf("firewall: %w: the container is not running", sandbox.ErrGone)
+	}
+	var netns string
+	if c.NetworkSettings != nil {
+		netns = c.NetworkSettings.SandboxKey
+	}
+	return g.Apply(ctx, c.State.Pid, netns)
 }
 
 // cleanup removes what a failed Create made: the container ctr (id or
