@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/kilnci/kiln/internal/gitmirror"
+	"github.com/kilnci/kiln/internal/pipeline"
 	"github.com/kilnci/kiln/internal/protocol"
 	"github.com/kilnci/kiln/internal/sandbox"
 	"github.com/kilnci/kiln/internal/sticky"
@@ -31,7 +32,8 @@ type Config struct {
 	Capacity int
 	// WorkDir holds job workspaces (and nothing else the agent must keep).
 	WorkDir string
-	// Default sandbox limits, used when a job sets none.
+	// The sandbox limits: a job that sets none gets them, one may ask for
+	// less, and none gets more (the agent reports them as its maximums).
 	DefaultCPUs   float64
 	DefaultMemory int64
 	DefaultPids   int64
@@ -51,8 +53,13 @@ type Config struct {
 }
 
 func DefaultConfig() Config {
-	return Config{Capacity: 2, DefaultCPUs: 2, DefaultMemory: 2 << 30, DefaultPids: 1024, ClaimWait: 30 * time.Second, StickyMaxAge: 14 * 24 * time.Hour, SpareIdle: 10 * time.Minute,
+	return Config{Capacity: 2, DefaultCPUs: pipeline.DefaultLimits.CPUs, DefaultMemory: pipeline.DefaultLimits.MemoryBytes, DefaultPids: pipeline.DefaultLimits.Pids, ClaimWait: 30 * time.Second, StickyMaxAge: 14 * 24 * time.Hour, SpareIdle: 10 * time.Minute,
 		ShutdownGrace: 10 * time.Second}
+}
+
+// limits are the most a job's sandbox gets on this agent.
+func (a *Agent) limits() pipeline.Resources {
+	return pipeline.Resources{CPUs: a.cfg.DefaultCPUs, MemoryBytes: a.cfg.DefaultMemory, Pids: a.cfg.DefaultPids}
 }
 
 type Agent struct {
@@ -143,7 +150,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			warm = a.volumes.Projects()
 		}
 		asg, err := a.api.claim(ctx, protocol.ClaimRequest{AgentID: a.cfg.ID, Labels: a.cfg.Labels, Free: cap(slots) - len(slots) + 1,
-			WaitSeconds: int(a.cfg.ClaimWait / time.Second), Warm: warm})
+			WaitSeconds: int(a.cfg.ClaimWait / time.Second), Warm: warm, Max: a.limits()})
 		if err != nil || asg == nil {
 			<-slots
 			if err != nil && ctx.Err() == nil {
@@ -213,7 +220,7 @@ func sleep(ctx context.Context, d time.Duration) {
 func (a *Agent) register(ctx context.Context) error {
 	backoff := 500 * time.Millisecond
 	for {
-		resp, err := a.api.register(ctx, protocol.RegisterRequest{ID: a.cfg.ID, Name: a.cfg.Name, Labels: a.cfg.Labels, Capacity: a.cfg.Capacity, Version: a.cfg.Version})
+		resp, err := a.api.register(ctx, protocol.RegisterRequest{ID: a.cfg.ID, Name: a.cfg.Name, Labels: a.cfg.Labels, Capacity: a.cfg.Capacity, Version: a.cfg.Version, Max: a.limits()})
 		if err == nil {
 			a.heartbeat = time.Duration(resp.HeartbeatSeconds) * time.Second
 			a.lease = time.Duration(resp.LeaseSeconds) * time.Second

@@ -187,6 +187,15 @@ func (j *job) execute(ctx context.Context) (status string, exit *int, msg string
 	a, asg := j.a, j.asg
 	spec := asg.Spec
 	j.sys("job %q, attempt %d, on agent %s", spec.Name, asg.Attempt, a.cfg.Name)
+	// The server hands out only jobs within this agent's limits; one from
+	// an older server, or a pool's runner job, is refused, never run with
+	// more than the limits.
+	if over := spec.Resources.Exceeds(a.limits()); len(over) > 0 {
+		for _, f := range over {
+			j.sys("resources.%s: the job asks for %s; this agent allows at most %s", f, spec.Resources.Describe(f), a.limits().Describe(f))
+		}
+		return "failure", nil, fmt.Sprintf("the job asks for more than this agent's limits (%s)", a.limits())
+	}
 
 	spareKey, spareable := a.spareKeyOf(asg)
 	var sp *spare

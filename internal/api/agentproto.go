@@ -28,7 +28,12 @@ func (s *Server) agentRegister(w http.ResponseWriter, r *http.Request) {
 	if req.Name == "" {
 		req.Name = req.ID
 	}
-	if err := s.store.UpsertAgent(r.Context(), &store.Agent{ID: req.ID, Name: req.Name, Labels: req.Labels, Capacity: req.Capacity, Version: req.Version}); err != nil {
+	var maxRes string
+	if req.Max != (pipeline.Resources{}) {
+		b, _ := json.Marshal(req.Max)
+		maxRes = string(b)
+	}
+	if err := s.store.UpsertAgent(r.Context(), &store.Agent{ID: req.ID, Name: req.Name, Labels: req.Labels, Capacity: req.Capacity, Version: req.Version, Max: maxRes}); err != nil {
 		s.storeError(w, err)
 		return
 	}
@@ -72,7 +77,7 @@ func (s *Server) agentClaim(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	wait := time.Duration(min(max(req.WaitSeconds, 0), protocol.MaxClaimWaitSeconds)) * time.Second
-	j, err := s.sched.Claim(r.Context(), req.AgentID, req.Labels, wait)
+	j, err := s.sched.Claim(r.Context(), req.AgentID, req.Labels, req.Max, wait)
 	if err != nil {
 		s.storeError(w, err)
 		return

@@ -43,6 +43,8 @@ type harness struct {
 	admin   string
 	dataDir string
 	rt      sandbox.Runtime
+	// agentConfig, when set, adjusts each agent's configuration before it starts.
+	agentConfig func(*agent.Config)
 }
 
 func testLogger(t *testing.T) *slog.Logger {
@@ -128,6 +130,9 @@ func (h *harness) startAgent(id string, rt sandbox.Runtime, labels ...string) (w
 	// Stopping a test's agent stops its jobs at once (shutdown_test.go
 	// covers the grace).
 	cfg.ShutdownGrace = 0
+	if h.agentConfig != nil {
+		h.agentConfig(&cfg)
+	}
 	if rt == nil {
 		rt = h.rt
 	}

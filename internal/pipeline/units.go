@@ -49,14 +49,16 @@ func formatDuration(d time.Duration) string {
 	return strings.TrimSuffix(s, "0m")
 }
 
-func (c *checker) resources(n *yaml.Node, field string) Resources {
+func (c *checker) resources(n *yaml.Node, field string) (Resources, map[string]location) {
 	var r Resources
 	m := c.mapping(n, field)
 	if m == nil {
-		return r
+		return r, nil
 	}
+	at := map[string]location{}
 	for _, e := range entries(m) {
 		f := field + "." + e.key.Value
+		at[e.key.Value] = location{e.value.Line, e.value.Column, f}
 		switch e.key.Value {
 		case "cpus":
 			r.CPUs = c.cpus(e.value, f)
@@ -68,7 +70,7 @@ func (c *checker) resources(n *yaml.Node, field string) Resources {
 			c.unknownKey(e.key, field, resourcesKeys)
 		}
 	}
-	return r
+	return r, at
 }
 
 func (c *checker) cpus(n *yaml.Node, field string) float64 {

@@ -53,11 +53,15 @@ type Config struct {
 	// PlanTimeout bounds the planning of one build, git commands and lock
 	// waits included (each git command also has its own deadline).
 	PlanTimeout time.Duration
+	// DefaultMax is the limits assumed of agents that reported none and,
+	// while no known agent carries a job's labels (none registered yet),
+	// what the planner checks the job's resources against.
+	DefaultMax pipeline.Resources
 }
 
 func DefaultConfig() Config {
 	return Config{Lease: 30 * time.Second, RetryDelay: 2 * time.Second, MaxAttempts: 3, PlanAttempts: 3, PollInterval: time.Second, TimeoutGrace: time.Minute, AffinityWait: 15 * time.Second,
-		Planners: 4, PlanTimeout: 10 * time.Minute}
+		Planners: 4, PlanTimeout: 10 * time.Minute, DefaultMax: pipeline.DefaultLimits}
 }
 
 type Scheduler struct {
@@ -103,9 +107,11 @@ func (s *Scheduler) wakeChan() <-chan struct{} {
 
 // Claim waits up to wait for a job the agent can run and leases it. It
 // returns nil, nil when none came.
-func (s *Scheduler) Claim(ctx context.Context, agentID string, labels []string, wait time.Duration) (*store.Job, error) {
+// Only jobs whose resources fit within max (the agent's limits) are handed
+// to it.
+func (s *Scheduler) Claim(ctx context.Context, agentID string, labels []string, max pipeline.Resources, wait time.Duration) (*store.Job, error) {
 	claim := store.Claim{AgentID: agentID, Labels: labels, Lease: s.cfg.Lease, StepNames: stepNames,
-		AffinityWait: s.cfg.AffinityWait, AliveWithin: s.cfg.Lease + wait}
+		AffinityWait: s.cfg.AffinityWait, AliveWithin: s.cfg.Lease + wait, Fits: s.fits(max)}
 	deadline := time.NewTimer(wait)
 	defer deadline.Stop()
 	tick := time.NewTicker(s.cfg.PollInterval)
@@ -307,8 +313,16 @@ func (s *Scheduler) plan(ctx context.Context, b *store.Build) {
 		return
 	}
 	pl, err := pipeline.Parse(PipelineFile, data)
-	if err != nil {
+	if err == nil {
+		err = s.checkLimits(ctx, pl)
+	}
+	var located pipeline.Errors
+	if errors.As(err, &located) {
 		s.failPlan(ctx, b, store.StatusFailure, commit, strings.Split(err.Error(), "\n"))
+		return
+	}
+	if err != nil {
+		s.planInfraError(ctx, b, commit, "kiln: cannot read the agents' limits: "+err.Error())
 		return
 	}
 	var jobs []*store.Job

@@ -105,6 +105,10 @@ type Claim struct {
 	AliveWithin time.Duration
 	// StepNames reads the step names from a job's spec (for its step rows).
 	StepNames func(spec []byte) []string
+	// Fits, when set, says whether the agent can give a job the resources
+	// its spec asks for (resources is the spec's "resources" object as JSON,
+	// or empty); a job that does not fit is left to other agents.
+	Fits func(resources []byte) bool
 }
 
 // ClaimJob leases the oldest runnable queued job whose labels the agent
@@ -126,7 +130,8 @@ func (s *Store) ClaimJob(ctx context.Context, c Claim) (*Job, error) {
 	// fewer than max_runners; a job of a deleted pool never is. Full pools
 	// are left out in SQL, so a burst of runner jobs cannot fill the
 	// window of 200 and starve everything queued after it.
-	rows, err := s.db.QueryContext(ctx, `SELECT j.id, j.labels, j.sticky, b.project_id, MAX(j.queued_at, COALESCE(j.not_before, 0))
+	rows, err := s.db.QueryContext(ctx, `SELECT j.id, j.labels, j.sticky, b.project_id, MAX(j.queued_at, COALESCE(j.not_before, 0)),
+		CASE WHEN json_valid(CAST(j.spec AS TEXT)) THEN COALESCE(json_extract(CAST(j.spec AS TEXT), '$.resources'), '') ELSE '' END
 		FROM jobs j JOIN builds b ON b.id = j.build_id
 		WHERE j.status = 'queued' AND j.cancel_requested = 0 AND (j.not_before IS NULL OR j.not_before <= ?)
 		AND (j.pool = '' OR `+poolHasRoom("j")+`) ORDER BY j.id LIMIT 200`, now)
@@ -136,15 +141,18 @@ func (s *Store) ClaimJob(ctx context.Context, c Claim) (*Job, error) {
 	var candidates []int64
 	for rows.Next() {
 		var id, projectID, since int64
-		var labels string
+		var labels, resources string
 		var sticky int
-		if err := rows.Scan(&id, &labels, &sticky, &projectID, &since); err != nil {
+		if err := rows.Scan(&id, &labels, &sticky, &projectID, &since, &resources); err != nil {
 			rows.Close()
 			return nil, err
 		}
 		var need []string
 		_ = json.Unmarshal([]byte(labels), &need)
 		if !hasAll(c.Labels, need) {
+			continue
+		}
+		if c.Fits != nil && !c.Fits([]byte(resources)) {
 			continue
 		}
 		if h := holders[projectID]; sticky != 0 && len(h) > 0 && !h[c.AgentID] && now < since+c.AffinityWait.Milliseconds() {
