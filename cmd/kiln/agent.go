@@ -25,6 +25,7 @@ type agentOptions struct {
 	dataDir string
 	labels  string
 	memory  string
+	disk    string
 	// stickyMax bounds one sticky cache volume.
 	stickyMax int64
 	// git bounds the agent's git commands (checkouts); kiln up sets it
@@ -57,6 +58,7 @@ func agentFlags(fs *flag.FlagSet, local bool) *agentOptions {
 	fs.StringVar(&o.engine, "engine", os.Getenv("KILN_ENGINE"), "container engine socket, e.g. unix:///run/podman/podman.sock (default: detected)")
 	fs.Float64Var(&o.cfg.DefaultCPUs, "cpus", o.cfg.DefaultCPUs, "CPU limit per job: a job gets it unless it asks for less, and never more")
 	fs.StringVar(&o.memory, "memory", "2g", "memory limit per job (e.g. 512m, 2g): a job gets it unless it asks for less, and never more")
+	fs.StringVar(&o.disk, "disk", "10g", "disk quota per job, its workspace and /tmp together (a loop-mounted ext4 file: needs root), e.g. 2g: a job gets it unless it asks for less, and never more; 0: no quota")
 	fs.Int64Var(&o.cfg.DefaultPids, "pids", o.cfg.DefaultPids, "process limit per job: a job gets it unless it asks for less, and never more")
 	fs.Int64Var(&o.stickyMax, "sticky-max-bytes", 10<<30, "largest size of one sticky cache volume; a job that grows it beyond keeps the previous one")
 	fs.DurationVar(&o.cfg.StickyMaxAge, "sticky-max-age", o.cfg.StickyMaxAge, "prune sticky cache volumes unused for this long")
@@ -80,6 +82,13 @@ func (o *agentOptions) build(ctx context.Context, dataDir string) (*agent.Agent,
 		return nil, "", fmt.Errorf("-memory: %w", err)
 	}
 	o.cfg.DefaultMemory = mem
+	if strings.TrimSpace(o.disk) == "0" {
+		o.cfg.DefaultDisk = 0
+	} else if o.cfg.DefaultDisk, err = parseBytes(o.disk); err != nil {
+		return nil, "", fmt.Errorf("-disk: %w", err)
+	} else if o.cfg.DefaultDisk < 1<<20 {
+		return nil, "", fmt.Errorf("-disk: at least 1m, or 0 for no quota")
+	}
 	for _, l := range strings.Split(o.labels, ",") {
 		if l = strings.TrimSpace(l); l != "" {
 			o.cfg.Labels = append(o.cfg.Labels, l)

@@ -37,8 +37,11 @@ type Config struct {
 	DefaultCPUs   float64
 	DefaultMemory int64
 	DefaultPids   int64
-	Version       string
-	HTTPClient    *http.Client
+	// DefaultDisk is each job's disk quota (its workspace and /tmp), a
+	// loop-mounted filesystem of that size; 0: no quota.
+	DefaultDisk int64
+	Version     string
+	HTTPClient  *http.Client
 	// ClaimWait is how long the server may hold one claim request.
 	ClaimWait time.Duration
 	// StickyMaxAge prunes sticky cache volumes unused for this long.
@@ -53,13 +56,13 @@ type Config struct {
 }
 
 func DefaultConfig() Config {
-	return Config{Capacity: 2, DefaultCPUs: pipeline.DefaultLimits.CPUs, DefaultMemory: pipeline.DefaultLimits.MemoryBytes, DefaultPids: pipeline.DefaultLimits.Pids, ClaimWait: 30 * time.Second, StickyMaxAge: 14 * 24 * time.Hour, SpareIdle: 10 * time.Minute,
+	return Config{Capacity: 2, DefaultCPUs: pipeline.DefaultLimits.CPUs, DefaultMemory: pipeline.DefaultLimits.MemoryBytes, DefaultPids: pipeline.DefaultLimits.Pids, DefaultDisk: pipeline.DefaultLimits.DiskBytes, ClaimWait: 30 * time.Second, StickyMaxAge: 14 * 24 * time.Hour, SpareIdle: 10 * time.Minute,
 		ShutdownGrace: 10 * time.Second}
 }
 
 // limits are the most a job's sandbox gets on this agent.
 func (a *Agent) limits() pipeline.Resources {
-	return pipeline.Resources{CPUs: a.cfg.DefaultCPUs, MemoryBytes: a.cfg.DefaultMemory, Pids: a.cfg.DefaultPids}
+	return pipeline.Resources{CPUs: a.cfg.DefaultCPUs, MemoryBytes: a.cfg.DefaultMemory, Pids: a.cfg.DefaultPids, DiskBytes: a.cfg.DefaultDisk}
 }
 
 type Agent struct {
@@ -115,6 +118,9 @@ func New(cfg Config, rt sandbox.Runtime, mirrors *gitmirror.Mirrors, volumes *st
 // reported and cleaned up, so the caller (`kiln up`) stops the server only
 // after that: the reports must find it still listening.
 func (a *Agent) Run(ctx context.Context) error {
+	if err := a.checkDisks(ctx); err != nil {
+		return err
+	}
 	if err := a.register(ctx); err != nil {
 		return err
 	}
@@ -246,6 +252,10 @@ func (a *Agent) register(ctx context.Context) error {
 // sweep destroys sandboxes and workspaces a previous run of this agent left
 // behind (it crashed or was killed mid-job).
 func (a *Agent) sweep(ctx context.Context) {
+	// The job disks first: unmounting them here does not disturb a sandbox
+	// still using one (its own mount namespace keeps the filesystem until
+	// it is destroyed, below).
+	a.sweepDisks(ctx)
 	left, err := a.rt.List(ctx, map[string]string{sandbox.LabelManaged: "true", sandbox.LabelAgent: a.cfg.ID})
 	if err != nil {
 		a.log.Warn("sweep: cannot list sandboxes", "err", err)

@@ -5,8 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -16,6 +16,7 @@ import (
 	"github.com/kilnci/kiln/internal/logs"
 	"github.com/kilnci/kiln/internal/protocol"
 	"github.com/kilnci/kiln/internal/sandbox"
+	"github.com/kilnci/kiln/internal/sandbox/diskquota"
 )
 
 // Why a job's context ended; read with context.Cause.
@@ -204,8 +205,10 @@ func (j *job) execute(ctx context.Context) (status string, exit *int, msg string
 	}
 	ws := filepath.Join(a.cfg.WorkDir, "jobs", fmt.Sprintf("%d-%d", asg.JobID, asg.Attempt))
 	adopted := false
+	var disk *diskquota.Disk
+	var wsMounts []sandbox.Mount
 	if sp != nil {
-		ws = sp.ws
+		ws, disk, wsMounts = sp.ws, sp.disk, sp.wsMounts
 		// Until the job has adopted the spare's sandbox and views, they
 		// are the spare's to drop.
 		j.atEnd(func() {
@@ -214,15 +217,25 @@ func (j *job) execute(ctx context.Context) (status string, exit *int, msg string
 			}
 		})
 	}
-	// Removing a workspace with restored caches in it takes seconds.
-	j.atEnd(func() {
-		if err := os.RemoveAll(ws); err != nil {
-			j.log.Warn("remove workspace", "err", err)
+	if sp == nil {
+		var err error
+		if disk, wsMounts, err = a.makeWorkspace(ctx, ws, a.diskSize(spec)); err != nil {
+			j.sys("cannot make the job's workspace: %v", err)
+			return "error", nil, err.Error()
 		}
-	})
+	}
+	// Removing a workspace with restored caches in it takes seconds
+	// (unmounting its disk does not).
+	j.atEnd(func() { a.removeWorkspace(ws, disk) })
 	src := filepath.Join(ws, "src")
-	if err := os.MkdirAll(src, 0o755); err != nil {
-		return "error", nil, "create workspace: " + err.Error()
+	// diskFull tells a job that failed on its full disk why.
+	diskFull := func(what string) (string, bool) {
+		if disk == nil || !disk.Full() {
+			return "", false
+		}
+		note := diskFullNote(disk, a.cfg.DefaultDisk)
+		j.sys("%s: %s", what, note)
+		return note, true
 	}
 	// The checkout and the sandbox's creation are independent (the bind
 	// mount only needs src to exist), so they overlap; steps wait for both.
@@ -247,6 +260,9 @@ func (j *job) execute(ctx context.Context) (status string, exit *int, msg string
 				return "error", nil, ctx.Err().Error(), false
 			}
 			j.sys("checkout failed: %v", cerr)
+			if note, full := diskFull("checkout failed"); full {
+				return "failure", nil, "checkout: " + note, false // a bigger repository than the quota: not retried
+			}
 			return "error", nil, "checkout: " + cerr.Error(), false
 		}
 		return "", nil, "", true
@@ -296,7 +312,7 @@ func (j *job) execute(ctx context.Context) (status string, exit *int, msg string
 		},
 		Env:         j.env(),
 		WorkDir:     Workspace,
-		Mounts:      append([]sandbox.Mount{{Source: src, Target: Workspace}}, caches.mounts...),
+		Mounts:      append(slices.Clone(wsMounts), caches.mounts...),
 		CPUs:        firstNonZero(spec.Resources.CPUs, a.cfg.DefaultCPUs),
 		MemoryBytes: firstNonZero(spec.Resources.MemoryBytes, a.cfg.DefaultMemory),
 		PidsLimit:   firstNonZero(spec.Resources.Pids, a.cfg.DefaultPids),
@@ -353,7 +369,11 @@ func (j *job) execute(ctx context.Context) (status string, exit *int, msg string
 	if sp != nil {
 		how = "made ahead of time for this project"
 	}
-	j.sys("sandbox %s (image %s, %.3g CPUs, %d MiB, %d pids; %s)", sbSpec.Name, spec.Image, sbSpec.CPUs, sbSpec.MemoryBytes>>20, sbSpec.PidsLimit, how)
+	quota := "no disk quota"
+	if disk != nil {
+		quota = "disk " + formatBytes(disk.Bytes)
+	}
+	j.sys("sandbox %s (image %s, %.3g CPUs, %d MiB, %d pids, %s; %s)", sbSpec.Name, spec.Image, sbSpec.CPUs, sbSpec.MemoryBytes>>20, sbSpec.PidsLimit, quota, how)
 
 	for i, st := range spec.Steps {
 		code, err := j.step(ctx, id, i, st.Name, st.Run)
@@ -375,6 +395,9 @@ func (j *job) execute(ctx context.Context) (status string, exit *int, msg string
 		if code != 0 {
 			j.reportStep(i, "failure", &code)
 			j.sys("step %q failed with exit code %d", st.Name, code)
+			if note, full := diskFull(fmt.Sprintf("step %q", st.Name)); full {
+				return "failure", &code, fmt.Sprintf("step %q exited with code %d: %s", st.Name, code, note)
+			}
 			return "failure", &code, fmt.Sprintf("step %q exited with code %d", st.Name, code)
 		}
 		j.reportStep(i, "success", &code)

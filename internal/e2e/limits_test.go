@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/kilnci/kiln/internal/agent"
+	"github.com/kilnci/kiln/internal/sandbox/diskquota"
 	"github.com/kilnci/kiln/internal/store"
 	"github.com/kilnci/kiln/internal/testenv"
 )
@@ -103,5 +104,61 @@ func TestJobWaitsForAnAgentWithinItsLimits(t *testing.T) {
 		if b.Status != store.StatusSuccess || b.Jobs[0].AgentID != "a2" || b.Jobs[0].Attempt != 1 {
 			t.Fatalf("build %s on %q (attempt %d), want success on a2:\n%s", b.Status, b.Jobs[0].AgentID, b.Jobs[0].Attempt, h.logText(id))
 		}
+	})
+}
+
+// Each job has a disk quota, its workspace and /tmp together: the agent's
+// (-disk) unless the pipeline asks for less. A job writing past it fails,
+// not retried, with a [kiln] line naming the quota; asking for more than the
+// agent allows is refused at plan time.
+func TestDiskQuotaFailsTheJobClearly(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, e testenv.Engine) {
+		h := startServer(t, e)
+		h.agentConfig = func(c *agent.Config) { c.DefaultDisk = 16 << 20 }
+		workDir, _ := h.startAgent("a1", nil)
+		h.waitAgent("a1")
+		run := func(project, extra string, steps ...string) (*store.Build, string) {
+			t.Helper()
+			repo, _ := newRepo(t, map[string]string{".kiln.yml": pipelineFile(extra, steps...)})
+			h.addProject(project, repo, projectOpts{})
+			b := h.waitDone(h.trigger(project, "main"))
+			return b, h.logText(b.ID)
+		}
+		wantFull := func(b *store.Build, log, quota string) {
+			t.Helper()
+			if b.Status != store.StatusFailure || len(b.Jobs) != 1 || b.Jobs[0].Attempt != 1 {
+				t.Fatalf("status %s (want failure, one attempt):\n%s", b.Status, log)
+			}
+			for _, w := range []string{"No space left on device",
+				"[kiln] step \"dd if=/dev/zero of=big bs=1M count=64\": the job's disk quota of " + quota + " (its workspace and /tmp together) is full; ask for up to 16m with resources.disk"} {
+				if !strings.Contains(log, w) {
+					t.Errorf("log lacks %q:\n%s", w, log)
+				}
+			}
+			if b.Jobs[0].Error == "" || !strings.Contains(b.Jobs[0].Error, "disk quota of "+quota) {
+				t.Errorf("job error %q does not name the disk quota", b.Jobs[0].Error)
+			}
+		}
+		// The agent's quota: /tmp and the workspace count together.
+		b, log := run("default", "", "dd if=/dev/zero of=/tmp/a bs=1M count=6 2>/dev/null", "dd if=/dev/zero of=big bs=1M count=64")
+		wantFull(b, log, "16m")
+		// Less, as the pipeline asks.
+		b, log = run("less", "resources: {disk: 8m}\n", "dd if=/dev/zero of=/tmp/a bs=1M count=6 2>/dev/null", "dd if=/dev/zero of=big bs=1M count=64")
+		wantFull(b, log, "8m")
+		// Within the quota all is well, and df inside shows it.
+		b, log = run("fits", "resources: {disk: 8m}\n", "dd if=/dev/zero of=/tmp/a bs=1M count=2 2>/dev/null", "df -k /workspace | tail -1")
+		if b.Status != store.StatusSuccess || !strings.Contains(log, "disk 8m") {
+			t.Fatalf("within the quota: %s\n%s", b.Status, log)
+		}
+		// More than the agent allows: the file's error.
+		b, log = run("more", "resources: {disk: 1g}\n", "echo ran")
+		if b.Status != store.StatusFailure || !strings.Contains(log, ".kiln.yml:2:19: resources.disk: asks for 1g, more than any agent allows (at most 16m)") {
+			t.Fatalf("more than the agent's quota: %s\n%s", b.Status, log)
+		}
+		// Nothing left mounted on the agent's host.
+		waitUntil(t, "job disks unmounted", func() bool {
+			ms, err := diskquota.MountsUnder(workDir)
+			return err == nil && len(ms) == 0
+		})
 	})
 }

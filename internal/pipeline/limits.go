@@ -7,7 +7,7 @@ import (
 )
 
 // Exceeds lists the fields of r that ask for more than max allows, by their
-// names in the file ("cpus", "memory", "pids"). A zero field of r asks for
+// names in the file ("cpus", "memory", "pids", "disk"). A zero field of r asks for
 // the agent's default, which never exceeds its maximum; a zero field of max
 // sets no maximum.
 func (r Resources) Exceeds(max Resources) []string {
@@ -21,6 +21,9 @@ func (r Resources) Exceeds(max Resources) []string {
 	if max.Pids > 0 && r.Pids > max.Pids {
 		over = append(over, "pids")
 	}
+	if max.DiskBytes > 0 && r.DiskBytes > max.DiskBytes {
+		over = append(over, "disk")
+	}
 	return over
 }
 
@@ -33,6 +36,8 @@ func (r Resources) Describe(field string) string {
 		return formatSize(r.MemoryBytes)
 	case "pids":
 		return strconv.FormatInt(r.Pids, 10)
+	case "disk":
+		return formatSize(r.DiskBytes)
 	}
 	return ""
 }
@@ -103,6 +108,6 @@ func (p *Pipeline) CheckLimits(filename string, maxes func(runsOn []string) []Re
 }
 
 // DefaultLimits are an agent's limits unless it is configured otherwise
-// (kiln agent -cpus, -memory, -pids): a job that asks for nothing gets
-// them, and none may ask for more.
-var DefaultLimits = Resources{CPUs: 2, MemoryBytes: 2 << 30, Pids: 1024}
+// (kiln agent -cpus, -memory, -pids, -disk): a job that asks for nothing
+// gets them, and none may ask for more.
+var DefaultLimits = Resources{CPUs: 2, MemoryBytes: 2 << 30, Pids: 1024, DiskBytes: 10 << 30}

@@ -14,7 +14,7 @@ var (
 	topKeys       = []string{"image", "env", "timeout", "runs-on", "resources", "cache", "jobs", "steps"}
 	jobKeys       = []string{"image", "env", "timeout", "runs-on", "resources", "cache", "steps"}
 	stepKeys      = []string{"name", "run"}
-	resourcesKeys = []string{"cpus", "memory", "pids"}
+	resourcesKeys = []string{"cpus", "memory", "pids", "disk"}
 )
 
 var (

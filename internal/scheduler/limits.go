@@ -62,6 +62,9 @@ func (s *Scheduler) withDefaults(m pipeline.Resources) pipeline.Resources {
 	if m.Pids <= 0 {
 		m.Pids = d.Pids
 	}
+	if m.DiskBytes <= 0 {
+		m.DiskBytes = d.DiskBytes
+	}
 	return m
 }
 

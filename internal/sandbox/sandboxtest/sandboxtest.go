@@ -49,6 +49,7 @@ func Run(t *testing.T, newRuntime func(t *testing.T) sandbox.Runtime) {
 		{"WorkDir", testWorkDir},
 		{"BindMount", testBindMount},
 		{"Limits", testLimits},
+		{"DiskQuota", testDiskQuota},
 		{"Privileges", testPrivileges},
 		{"OwnNetwork", testOwnNetwork},
 		{"NoEngineSocket", testNoEngineSocket},
