@@ -40,8 +40,11 @@ type Config struct {
 	// DefaultDisk is each job's disk quota (its workspace and /tmp), a
 	// loop-mounted filesystem of that size; 0: no quota.
 	DefaultDisk int64
-	Version     string
-	HTTPClient  *http.Client
+	// LayerWatch is how often a running job's writable layer (outside its
+	// quota disk) is measured against its disk quota; 0: never.
+	LayerWatch time.Duration
+	Version    string
+	HTTPClient *http.Client
 	// ClaimWait is how long the server may hold one claim request.
 	ClaimWait time.Duration
 	// StickyMaxAge prunes sticky cache volumes unused for this long.
@@ -56,7 +59,7 @@ type Config struct {
 }
 
 func DefaultConfig() Config {
-	return Config{Capacity: 2, DefaultCPUs: pipeline.DefaultLimits.CPUs, DefaultMemory: pipeline.DefaultLimits.MemoryBytes, DefaultPids: pipeline.DefaultLimits.Pids, DefaultDisk: pipeline.DefaultLimits.DiskBytes, ClaimWait: 30 * time.Second, StickyMaxAge: 14 * 24 * time.Hour, SpareIdle: 10 * time.Minute,
+	return Config{Capacity: 2, DefaultCPUs: pipeline.DefaultLimits.CPUs, DefaultMemory: pipeline.DefaultLimits.MemoryBytes, DefaultPids: pipeline.DefaultLimits.Pids, DefaultDisk: pipeline.DefaultLimits.DiskBytes, LayerWatch: 5 * time.Second, ClaimWait: 30 * time.Second, StickyMaxAge: 14 * 24 * time.Hour, SpareIdle: 10 * time.Minute,
 		ShutdownGrace: 10 * time.Second}
 }
 

@@ -48,7 +48,15 @@ type job struct {
 	// removing the workspace. None of them changes the result, so none
 	// of them makes the user wait for it.
 	after []func()
+	// cancel ends the job's context with a cause.
+	cancel context.CancelCauseFunc
 }
+
+// diskQuotaError ends a job that wrote past its disk quota outside its
+// quota disk (the sandbox's writable layer).
+type diskQuotaError struct{ msg string }
+
+func (e *diskQuotaError) Error() string { return e.msg }
 
 // atEnd registers f to run after the job's result is reported.
 func (j *job) atEnd(f func()) { j.after = append(j.after, f) }
@@ -89,7 +97,7 @@ func (a *Agent) runJob(ctx, life context.Context, asg *protocol.Assignment) {
 	timer := time.AfterFunc(timeout, func() { cancel(errTimeout) })
 	defer timer.Stop()
 
-	j := &job{a: a, asg: asg, log: log, life: life}
+	j := &job{a: a, asg: asg, log: log, life: life, cancel: cancel}
 	for _, v := range asg.Secrets {
 		j.secrets = append(j.secrets, v)
 	}
@@ -101,7 +109,10 @@ func (a *Agent) runJob(ctx, life context.Context, asg *protocol.Assignment) {
 
 	status, exit, msg := j.execute(jobCtx)
 	cause := context.Cause(jobCtx)
+	var dq *diskQuotaError
 	switch {
+	case errors.As(cause, &dq):
+		status, exit, msg = "failure", nil, dq.msg
 	case errors.Is(cause, errLost):
 		status = ""
 	case errors.Is(cause, errCanceled):
@@ -375,6 +386,13 @@ func (j *job) execute(ctx context.Context) (status string, exit *int, msg string
 	}
 	j.sys("sandbox %s (image %s, %.3g CPUs, %d MiB, %d pids, %s; %s)", sbSpec.Name, spec.Image, sbSpec.CPUs, sbSpec.MemoryBytes>>20, sbSpec.PidsLimit, quota, how)
 
+	if disk != nil && a.cfg.LayerWatch > 0 {
+		if ls, ok := a.rt.(sandbox.LayerSizer); ok {
+			watchCtx, stopWatch := context.WithCancel(ctx)
+			defer stopWatch()
+			go j.watchLayer(watchCtx, ls, id, disk.Bytes)
+		}
+	}
 	for i, st := range spec.Steps {
 		code, err := j.step(ctx, id, i, st.Name, st.Run)
 		if ctx.Err() != nil {
@@ -417,8 +435,36 @@ func (j *job) execute(ctx context.Context) (status string, exit *int, msg string
 	return "success", &zero, ""
 }
 
+// watchLayer ends the job when its sandbox's writable layer (what it wrote
+// outside /workspace and /tmp, which the engines cannot bound here) grows
+// past the disk quota. It looks every Config.LayerWatch, so a fast writer
+// may pass the quota by what it writes in that time before it is stopped.
+func (j *job) watchLayer(ctx context.Context, ls sandbox.LayerSizer, id string, limit int64) {
+	t := time.NewTicker(j.a.cfg.LayerWatch)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		size, err := ls.LayerSize(ctx, id)
+		if err != nil || size <= limit {
+			continue
+		}
+		msg := fmt.Sprintf("the job wrote %s to its sandbox's own filesystem (outside /workspace and /tmp), past its disk quota of %s: stopped; ask for up to %s with resources.disk, or write less",
+			formatBytes(size), formatBytes(limit), formatBytes(j.a.cfg.DefaultDisk))
+		j.sys("%s", msg)
+		j.cancel(&diskQuotaError{msg: "disk quota: " + msg})
+		return
+	}
+}
+
 func stepStatusFor(ctx context.Context) string {
+	var dq *diskQuotaError
 	switch cause := context.Cause(ctx); {
+	case errors.As(cause, &dq):
+		return "failure"
 	case errors.Is(cause, errCanceled):
 		return "canceled"
 	case errors.Is(cause, errTimeout):

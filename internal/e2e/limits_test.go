@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/kilnci/kiln/internal/agent"
 	"github.com/kilnci/kiln/internal/sandbox/diskquota"
@@ -114,7 +115,7 @@ func TestJobWaitsForAnAgentWithinItsLimits(t *testing.T) {
 func TestDiskQuotaFailsTheJobClearly(t *testing.T) {
 	forEachEngine(t, func(t *testing.T, e testenv.Engine) {
 		h := startServer(t, e)
-		h.agentConfig = func(c *agent.Config) { c.DefaultDisk = 16 << 20 }
+		h.agentConfig = func(c *agent.Config) { c.DefaultDisk, c.LayerWatch = 16<<20, 200*time.Millisecond }
 		workDir, _ := h.startAgent("a1", nil)
 		h.waitAgent("a1")
 		run := func(project, extra string, steps ...string) (*store.Build, string) {
@@ -149,6 +150,14 @@ func TestDiskQuotaFailsTheJobClearly(t *testing.T) {
 		b, log = run("fits", "resources: {disk: 8m}\n", "dd if=/dev/zero of=/tmp/a bs=1M count=2 2>/dev/null", "df -k /workspace | tail -1")
 		if b.Status != store.StatusSuccess || !strings.Contains(log, "disk 8m") {
 			t.Fatalf("within the quota: %s\n%s", b.Status, log)
+		}
+		// Outside the quota disk (the container's own layer, which the
+		// engines cannot bound here) the agent watches, and stops the job.
+		b, log = run("layer", "resources: {disk: 8m}\n", "dd if=/dev/zero of=/root/big bs=1M count=24 2>/dev/null; echo written; sleep 600")
+		if b.Status != store.StatusFailure || len(b.Jobs) != 1 || b.Jobs[0].Attempt != 1 || b.Jobs[0].Steps[0].Status != store.StatusFailure ||
+			!strings.Contains(log, "to its sandbox's own filesystem (outside /workspace and /tmp), past its disk quota of 8m: stopped") ||
+			!strings.Contains(b.Jobs[0].Error, "disk quota") {
+			t.Fatalf("writing past the quota outside the disk: %s\n%s\n%s", b.Status, dump(b.Jobs), log)
 		}
 		// More than the agent allows: the file's error.
 		b, log = run("more", "resources: {disk: 1g}\n", "echo ran")

@@ -210,6 +210,31 @@ func testDiskQuota(t *testing.T, h *harness) {
 	h.sh(t, id, "rm /workspace/b && dd if=/dev/zero of=/workspace/c bs=1M count=2 2>/dev/null")
 }
 
+// testLayerSize: a runtime that reports its sandboxes' writable layer
+// counts what a command wrote outside the mounts.
+func testLayerSize(t *testing.T, h *harness) {
+	ls, ok := h.rt.(sandbox.LayerSizer)
+	if !ok {
+		t.Skip("the runtime does not report writable layers")
+	}
+	id := h.create(t, h.spec("layer"))
+	before, err := ls.LayerSize(h.ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.sh(t, id, "dd if=/dev/zero of=/root/big bs=1M count=6 2>/dev/null")
+	after, err := ls.LayerSize(h.ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after-before < 6<<20 {
+		t.Fatalf("writable layer grew from %d to %d bytes after writing 6 MiB to /root", before, after)
+	}
+	if _, err := ls.LayerSize(h.ctx, "kiln-no-such-sandbox-"+randomID()); !errors.Is(err, sandbox.ErrNotFound) {
+		t.Errorf("LayerSize of a missing sandbox: %v, want ErrNotFound", err)
+	}
+}
+
 func testPrivileges(t *testing.T, h *harness) {
 	id := h.create(t, h.spec("privileges"))
 	var capEff uint64

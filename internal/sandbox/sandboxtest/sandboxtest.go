@@ -50,6 +50,7 @@ func Run(t *testing.T, newRuntime func(t *testing.T) sandbox.Runtime) {
 		{"BindMount", testBindMount},
 		{"Limits", testLimits},
 		{"DiskQuota", testDiskQuota},
+		{"LayerSize", testLayerSize},
 		{"Privileges", testPrivileges},
 		{"OwnNetwork", testOwnNetwork},
 		{"NoEngineSocket", testNoEngineSocket},
