@@ -30,6 +30,7 @@ type agentOptions struct {
 	labels  string
 	memory  string
 	logMax  string
+	disk    string
 	// stickyMax bounds one sticky cache volume.
 	stickyMax int64
 	// git bounds the agent's git commands (checkouts); kiln up sets it
@@ -67,9 +68,10 @@ func agentFlags(fs *flag.FlagSet, local bool) *agentOptions {
 	fs.StringVar(&o.labels, "labels", "linux", "comma-separated labels; a job runs only on agents carrying all its runs-on labels")
 	fs.IntVar(&o.cfg.Capacity, "capacity", o.cfg.Capacity, "jobs run at once")
 	fs.StringVar(&o.engine, "engine", os.Getenv("KILN_ENGINE"), "container engine socket, e.g. unix:///run/podman/podman.sock (default: detected)")
-	fs.Float64Var(&o.cfg.DefaultCPUs, "cpus", o.cfg.DefaultCPUs, "default CPU limit per job")
-	fs.StringVar(&o.memory, "memory", "2g", "default memory limit per job (e.g. 512m, 2g)")
-	fs.Int64Var(&o.cfg.DefaultPids, "pids", o.cfg.DefaultPids, "default process limit per job")
+	fs.Float64Var(&o.cfg.DefaultCPUs, "cpus", o.cfg.DefaultCPUs, "CPU limit per job: a job gets it unless it asks for less, and never more")
+	fs.StringVar(&o.memory, "memory", "2g", "memory limit per job (e.g. 512m, 2g): a job gets it unless it asks for less, and never more")
+	fs.StringVar(&o.disk, "disk", "10g", "disk quota per job, its workspace and /tmp together (a loop-mounted ext4 file: needs root), e.g. 2g: a job gets it unless it asks for less, and never more; 0: no quota")
+	fs.Int64Var(&o.cfg.DefaultPids, "pids", o.cfg.DefaultPids, "process limit per job: a job gets it unless it asks for less, and never more")
 	fs.StringVar(&o.logMax, "job-log-max-bytes", "256m", "most step output kept per job (e.g. 64m, 1g; -1: no limit); past it the rest is dropped, with a [kiln] line saying so")
 	fs.Int64Var(&o.cfg.LogMaxLines, "job-log-max-lines", logs.DefaultMaxJobLines, "most step output lines kept per job (-1: no limit); past it the rest is dropped, with a [kiln] line saying so")
 	fs.Int64Var(&o.stickyMax, "sticky-max-bytes", 10<<30, "largest size of one sticky cache volume; a job that grows it beyond keeps the previous one")
@@ -153,6 +155,13 @@ func (o *agentOptions) build(ctx context.Context, dataDir string) (*agent.Agent,
 	}
 	if o.cfg.LogMaxLines == 0 || o.cfg.LogMaxLines < -1 {
 		return nil, "", errors.New("-job-log-max-lines: want a positive number or -1 (no limit)")
+	}
+	if strings.TrimSpace(o.disk) == "0" {
+		o.cfg.DefaultDisk = 0
+	} else if o.cfg.DefaultDisk, err = parseBytes(o.disk); err != nil {
+		return nil, "", fmt.Errorf("-disk: %w", err)
+	} else if o.cfg.DefaultDisk < 1<<20 {
+		return nil, "", fmt.Errorf("-disk: at least 1m, or 0 for no quota")
 	}
 	for _, l := range strings.Split(o.labels, ",") {
 		if l = strings.TrimSpace(l); l != "" {

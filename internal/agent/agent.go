@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/kilnci/kiln/internal/gitmirror"
+	"github.com/kilnci/kiln/internal/pipeline"
 	"github.com/kilnci/kiln/internal/protocol"
 	"github.com/kilnci/kiln/internal/sandbox"
 	"github.com/kilnci/kiln/internal/sticky"
@@ -31,12 +32,19 @@ type Config struct {
 	Capacity int
 	// WorkDir holds job workspaces (and nothing else the agent must keep).
 	WorkDir string
-	// Default sandbox limits, used when a job sets none.
+	// The sandbox limits: a job that sets none gets them, one may ask for
+	// less, and none gets more (the agent reports them as its maximums).
 	DefaultCPUs   float64
 	DefaultMemory int64
 	DefaultPids   int64
-	Version       string
-	HTTPClient    *http.Client
+	// DefaultDisk is each job's disk quota (its workspace and /tmp), a
+	// loop-mounted filesystem of that size; 0: no quota.
+	DefaultDisk int64
+	// LayerWatch is how often a running job's writable layer (outside its
+	// quota disk) is measured against its disk quota; 0: never.
+	LayerWatch time.Duration
+	Version    string
+	HTTPClient *http.Client
 	// ClaimWait is how long the server may hold one claim request.
 	ClaimWait time.Duration
 	// StickyMaxAge prunes sticky cache volumes unused for this long.
@@ -57,8 +65,13 @@ type Config struct {
 }
 
 func DefaultConfig() Config {
-	return Config{Capacity: 2, DefaultCPUs: 2, DefaultMemory: 2 << 30, DefaultPids: 1024, ClaimWait: 30 * time.Second, StickyMaxAge: 14 * 24 * time.Hour, SpareIdle: 10 * time.Minute,
+	return Config{Capacity: 2, DefaultCPUs: pipeline.DefaultLimits.CPUs, DefaultMemory: pipeline.DefaultLimits.MemoryBytes, DefaultPids: pipeline.DefaultLimits.Pids, DefaultDisk: pipeline.DefaultLimits.DiskBytes, LayerWatch: 5 * time.Second, ClaimWait: 30 * time.Second, StickyMaxAge: 14 * 24 * time.Hour, SpareIdle: 10 * time.Minute,
 		ShutdownGrace: 10 * time.Second}
+}
+
+// limits are the most a job's sandbox gets on this agent.
+func (a *Agent) limits() pipeline.Resources {
+	return pipeline.Resources{CPUs: a.cfg.DefaultCPUs, MemoryBytes: a.cfg.DefaultMemory, Pids: a.cfg.DefaultPids, DiskBytes: a.cfg.DefaultDisk}
 }
 
 type Agent struct {
@@ -114,6 +127,9 @@ func New(cfg Config, rt sandbox.Runtime, mirrors *gitmirror.Mirrors, volumes *st
 // reported and cleaned up, so the caller (`kiln up`) stops the server only
 // after that: the reports must find it still listening.
 func (a *Agent) Run(ctx context.Context) error {
+	if err := a.checkDisks(ctx); err != nil {
+		return err
+	}
 	if err := a.register(ctx); err != nil {
 		return err
 	}
@@ -149,7 +165,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			warm = a.volumes.Projects()
 		}
 		asg, err := a.api.claim(ctx, protocol.ClaimRequest{AgentID: a.cfg.ID, Labels: a.cfg.Labels, Free: cap(slots) - len(slots) + 1,
-			WaitSeconds: int(a.cfg.ClaimWait / time.Second), Warm: warm})
+			WaitSeconds: int(a.cfg.ClaimWait / time.Second), Warm: warm, Max: a.limits()})
 		if err != nil || asg == nil {
 			<-slots
 			if err != nil && ctx.Err() == nil {
@@ -219,7 +235,7 @@ func sleep(ctx context.Context, d time.Duration) {
 func (a *Agent) register(ctx context.Context) error {
 	backoff := 500 * time.Millisecond
 	for {
-		resp, err := a.api.register(ctx, protocol.RegisterRequest{ID: a.cfg.ID, Name: a.cfg.Name, Labels: a.cfg.Labels, Capacity: a.cfg.Capacity, Version: a.cfg.Version})
+		resp, err := a.api.register(ctx, protocol.RegisterRequest{ID: a.cfg.ID, Name: a.cfg.Name, Labels: a.cfg.Labels, Capacity: a.cfg.Capacity, Version: a.cfg.Version, Max: a.limits()})
 		if err == nil {
 			a.heartbeat = time.Duration(resp.HeartbeatSeconds) * time.Second
 			a.lease = time.Duration(resp.LeaseSeconds) * time.Second
@@ -245,6 +261,10 @@ func (a *Agent) register(ctx context.Context) error {
 // sweep destroys sandboxes and workspaces a previous run of this agent left
 // behind (it crashed or was killed mid-job).
 func (a *Agent) sweep(ctx context.Context) {
+	// The job disks first: unmounting them here does not disturb a sandbox
+	// still using one (its own mount namespace keeps the filesystem until
+	// it is destroyed, below).
+	a.sweepDisks(ctx)
 	left, err := a.rt.List(ctx, map[string]string{sandbox.LabelManaged: "true", sandbox.LabelAgent: a.cfg.ID})
 	if err != nil {
 		a.log.Warn("sweep: cannot list sandboxes", "err", err)

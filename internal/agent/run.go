@@ -5,8 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -16,6 +16,7 @@ import (
 	"github.com/kilnci/kiln/internal/logs"
 	"github.com/kilnci/kiln/internal/protocol"
 	"github.com/kilnci/kiln/internal/sandbox"
+	"github.com/kilnci/kiln/internal/sandbox/diskquota"
 )
 
 // Why a job's context ended; read with context.Cause.
@@ -51,7 +52,15 @@ type job struct {
 	// removing the workspace. None of them changes the result, so none
 	// of them makes the user wait for it.
 	after []func()
+	// cancel ends the job's context with a cause.
+	cancel context.CancelCauseFunc
 }
+
+// diskQuotaError ends a job that wrote past its disk quota outside its
+// quota disk (the sandbox's writable layer).
+type diskQuotaError struct{ msg string }
+
+func (e *diskQuotaError) Error() string { return e.msg }
 
 // atEnd registers f to run after the job's result is reported.
 func (j *job) atEnd(f func()) { j.after = append(j.after, f) }
@@ -92,7 +101,7 @@ func (a *Agent) runJob(ctx, life context.Context, asg *protocol.Assignment) {
 	timer := time.AfterFunc(timeout, func() { cancel(errTimeout) })
 	defer timer.Stop()
 
-	j := &job{a: a, asg: asg, log: log, life: life}
+	j := &job{a: a, asg: asg, log: log, life: life, cancel: cancel}
 	for _, v := range asg.Secrets {
 		j.secrets = append(j.secrets, v)
 	}
@@ -104,7 +113,10 @@ func (a *Agent) runJob(ctx, life context.Context, asg *protocol.Assignment) {
 
 	status, exit, msg := j.execute(jobCtx)
 	cause := context.Cause(jobCtx)
+	var dq *diskQuotaError
 	switch {
+	case errors.As(cause, &dq):
+		status, exit, msg = "failure", nil, dq.msg
 	case errors.Is(cause, errLost):
 		status = ""
 	case errors.Is(cause, errCanceled):
@@ -197,6 +209,15 @@ func (j *job) execute(ctx context.Context) (status string, exit *int, msg string
 	if asg.Untrusted {
 		j.sys("request #%d comes from a fork: no secrets, caches read-only", asg.PullRequest)
 	}
+	// The server hands out only jobs within this agent's limits; one from
+	// an older server, or a pool's runner job, is refused, never run with
+	// more than the limits.
+	if over := spec.Resources.Exceeds(a.limits()); len(over) > 0 {
+		for _, f := range over {
+			j.sys("resources.%s: the job asks for %s; this agent allows at most %s", f, spec.Resources.Describe(f), a.limits().Describe(f))
+		}
+		return "failure", nil, fmt.Sprintf("the job asks for more than this agent's limits (%s)", a.limits())
+	}
 
 	spareKey, spareable := a.spareKeyOf(asg)
 	var sp *spare
@@ -205,8 +226,10 @@ func (j *job) execute(ctx context.Context) (status string, exit *int, msg string
 	}
 	ws := filepath.Join(a.cfg.WorkDir, "jobs", fmt.Sprintf("%d-%d", asg.JobID, asg.Attempt))
 	adopted := false
+	var disk *diskquota.Disk
+	var wsMounts []sandbox.Mount
 	if sp != nil {
-		ws = sp.ws
+		ws, disk, wsMounts = sp.ws, sp.disk, sp.wsMounts
 		// Until the job has adopted the spare's sandbox and views, they
 		// are the spare's to drop.
 		j.atEnd(func() {
@@ -215,15 +238,25 @@ func (j *job) execute(ctx context.Context) (status string, exit *int, msg string
 			}
 		})
 	}
-	// Removing a workspace with restored caches in it takes seconds.
-	j.atEnd(func() {
-		if err := os.RemoveAll(ws); err != nil {
-			j.log.Warn("remove workspace", "err", err)
+	if sp == nil {
+		var err error
+		if disk, wsMounts, err = a.makeWorkspace(ctx, ws, a.diskSize(spec)); err != nil {
+			j.sys("cannot make the job's workspace: %v", err)
+			return "error", nil, err.Error()
 		}
-	})
+	}
+	// Removing a workspace with restored caches in it takes seconds
+	// (unmounting its disk does not).
+	j.atEnd(func() { a.removeWorkspace(ws, disk) })
 	src := filepath.Join(ws, "src")
-	if err := os.MkdirAll(src, 0o755); err != nil {
-		return "error", nil, "create workspace: " + err.Error()
+	// diskFull tells a job that failed on its full disk why.
+	diskFull := func(what string) (string, bool) {
+		if disk == nil || !disk.Full() {
+			return "", false
+		}
+		note := diskFullNote(disk, a.cfg.DefaultDisk)
+		j.sys("%s: %s", what, note)
+		return note, true
 	}
 	// The checkout and the sandbox's creation are independent (the bind
 	// mount only needs src to exist), so they overlap; steps wait for both.
@@ -256,6 +289,9 @@ func (j *job) execute(ctx context.Context) (status string, exit *int, msg string
 				return "error", nil, ctx.Err().Error(), false
 			}
 			j.sys("checkout failed: %v", cerr)
+			if note, full := diskFull("checkout failed"); full {
+				return "failure", nil, "checkout: " + note, false // a bigger repository than the quota: not retried
+			}
 			return "error", nil, "checkout: " + cerr.Error(), false
 		}
 		return "", nil, "", true
@@ -304,7 +340,7 @@ func (j *job) execute(ctx context.Context) (status string, exit *int, msg string
 			sandbox.LabelJob: strconv.FormatInt(asg.JobID, 10), sandbox.LabelAttempt: strconv.Itoa(asg.Attempt),
 		},
 		WorkDir:     Workspace,
-		Mounts:      append([]sandbox.Mount{{Source: src, Target: Workspace}}, caches.mounts...),
+		Mounts:      append(slices.Clone(wsMounts), caches.mounts...),
 		CPUs:        firstNonZero(spec.Resources.CPUs, a.cfg.DefaultCPUs),
 		MemoryBytes: firstNonZero(spec.Resources.MemoryBytes, a.cfg.DefaultMemory),
 		PidsLimit:   firstNonZero(spec.Resources.Pids, a.cfg.DefaultPids),
@@ -361,8 +397,19 @@ func (j *job) execute(ctx context.Context) (status string, exit *int, msg string
 	if sp != nil {
 		how = "made ahead of time for this project"
 	}
-	j.sys("sandbox %s (image %s, %.3g CPUs, %d MiB, %d pids; %s)", sbSpec.Name, spec.Image, sbSpec.CPUs, sbSpec.MemoryBytes>>20, sbSpec.PidsLimit, how)
+	quota := "no disk quota"
+	if disk != nil {
+		quota = "disk " + formatBytes(disk.Bytes)
+	}
+	j.sys("sandbox %s (image %s, %.3g CPUs, %d MiB, %d pids, %s; %s)", sbSpec.Name, spec.Image, sbSpec.CPUs, sbSpec.MemoryBytes>>20, sbSpec.PidsLimit, quota, how)
 
+	if disk != nil && a.cfg.LayerWatch > 0 {
+		if ls, ok := a.rt.(sandbox.LayerSizer); ok {
+			watchCtx, stopWatch := context.WithCancel(ctx)
+			defer stopWatch()
+			go j.watchLayer(watchCtx, ls, id, disk.Bytes)
+		}
+	}
 	for i, st := range spec.Steps {
 		code, err := j.step(ctx, id, i, st.Name, st.Run)
 		if ctx.Err() != nil {
@@ -383,6 +430,9 @@ func (j *job) execute(ctx context.Context) (status string, exit *int, msg string
 		if code != 0 {
 			j.reportStep(i, "failure", &code)
 			j.sys("step %q failed with exit code %d", st.Name, code)
+			if note, full := diskFull(fmt.Sprintf("step %q", st.Name)); full {
+				return "failure", &code, fmt.Sprintf("step %q exited with code %d: %s", st.Name, code, note)
+			}
 			return "failure", &code, fmt.Sprintf("step %q exited with code %d", st.Name, code)
 		}
 		j.reportStep(i, "success", &code)
@@ -408,8 +458,36 @@ func (j *job) execute(ctx context.Context) (status string, exit *int, msg string
 	return "success", &zero, ""
 }
 
+// watchLayer ends the job when its sandbox's writable layer (what it wrote
+// outside /workspace and /tmp, which the engines cannot bound here) grows
+// past the disk quota. It looks every Config.LayerWatch, so a fast writer
+// may pass the quota by what it writes in that time before it is stopped.
+func (j *job) watchLayer(ctx context.Context, ls sandbox.LayerSizer, id string, limit int64) {
+	t := time.NewTicker(j.a.cfg.LayerWatch)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		size, err := ls.LayerSize(ctx, id)
+		if err != nil || size <= limit {
+			continue
+		}
+		msg := fmt.Sprintf("the job wrote %s to its sandbox's own filesystem (outside /workspace and /tmp), past its disk quota of %s: stopped; ask for up to %s with resources.disk, or write less",
+			formatBytes(size), formatBytes(limit), formatBytes(j.a.cfg.DefaultDisk))
+		j.sys("%s", msg)
+		j.cancel(&diskQuotaError{msg: "disk quota: " + msg})
+		return
+	}
+}
+
 func stepStatusFor(ctx context.Context) string {
+	var dq *diskQuotaError
 	switch cause := context.Cause(ctx); {
+	case errors.As(cause, &dq):
+		return "failure"
 	case errors.Is(cause, errCanceled):
 		return "canceled"
 	case errors.Is(cause, errTimeout):

@@ -3,14 +3,15 @@ package agent
 import (
 	"context"
 	"fmt"
-	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/kilnci/kiln/internal/protocol"
 	"github.com/kilnci/kiln/internal/sandbox"
+	"github.com/kilnci/kiln/internal/sandbox/diskquota"
 )
 
 // A spare is a sandbox made ahead of time for the next job of a project on
@@ -37,6 +38,7 @@ type spareKey struct {
 	project, image string
 	cpus           float64
 	memory, pids   int64
+	disk           int64
 	caches         string // the sticky cache paths, in order
 }
 
@@ -47,7 +49,11 @@ type spare struct {
 	id    string // sandbox id
 	name  string
 	ws    string // workspace: ws/src is the sandbox's /workspace
-	views []stickyView
+	// disk is ws's quota disk (nil: no quota); wsMounts mount ws's
+	// directories (src, and tmp on a disk) into the sandbox.
+	disk     *diskquota.Disk
+	wsMounts []sandbox.Mount
+	views    []stickyView
 }
 
 // spareKeyOf returns the key of a job that can use a spare: a native job
@@ -66,6 +72,7 @@ func (a *Agent) spareKeyOf(asg *protocol.Assignment) (spareKey, bool) {
 		cpus:   firstNonZero(spec.Resources.CPUs, a.cfg.DefaultCPUs),
 		memory: firstNonZero(spec.Resources.MemoryBytes, a.cfg.DefaultMemory),
 		pids:   firstNonZero(spec.Resources.Pids, a.cfg.DefaultPids),
+		disk:   a.diskSize(spec),
 		caches: strings.Join(paths, "\x00"),
 	}, true
 }
@@ -167,11 +174,11 @@ func (a *Agent) makeSpare(key spareKey, paths []string) {
 }
 
 func (a *Agent) buildSpare(ctx context.Context, s *spare, paths []string) error {
-	src := filepath.Join(s.ws, "src")
-	if err := os.MkdirAll(src, 0o755); err != nil {
+	var err error
+	if s.disk, s.wsMounts, err = a.makeWorkspace(ctx, s.ws, s.key.disk); err != nil {
 		return err
 	}
-	mounts := []sandbox.Mount{{Source: src, Target: Workspace}}
+	mounts := slices.Clone(s.wsMounts)
 	for _, p := range paths {
 		a.promotions.wait(ctx, s.key.project, p)
 		v, err := a.volumes.Acquire(ctx, s.key.project, p, filepath.Base(s.ws))
@@ -211,9 +218,7 @@ func (a *Agent) dropSpare(s *spare) {
 		_ = sv.view.Discard()
 	}
 	s.views = nil
-	if err := os.RemoveAll(s.ws); err != nil {
-		a.log.Warn("remove spare workspace", "err", err)
-	}
+	a.removeWorkspace(s.ws, s.disk)
 }
 
 // dropSpareLater drops s off the caller's path, once it is made; the agent

@@ -5,11 +5,13 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/kilnci/kiln/internal/actions"
 	"github.com/kilnci/kiln/internal/cache"
 	"github.com/kilnci/kiln/internal/forge"
+	"github.com/kilnci/kiln/internal/pipeline"
 	"github.com/kilnci/kiln/internal/protocol"
 	"github.com/kilnci/kiln/internal/store"
 )
@@ -118,6 +120,14 @@ func (s *Server) createPool(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "invalid", err.Error())
 		return
 	}
+	if msg, err := s.poolOverLimits(r, &p); err != nil || msg != "" {
+		if err != nil {
+			s.storeError(w, err)
+			return
+		}
+		writeError(w, http.StatusBadRequest, "invalid", msg)
+		return
+	}
 	if err := s.store.CreatePool(r.Context(), &p); err != nil {
 		s.storeError(w, err)
 		return
@@ -129,6 +139,22 @@ func (s *Server) createPool(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	writeJSON(w, http.StatusCreated, p)
+}
+
+// poolOverLimits applies the planner's rule to a pool's resources: some
+// known agent carrying its agent labels (or, none yet, an agent with the
+// default limits) must allow them. It returns the problem, or "".
+func (s *Server) poolOverLimits(r *http.Request, p *store.Pool) (string, error) {
+	res := pipeline.Resources{CPUs: p.CPUs, MemoryBytes: p.MemoryBytes, Pids: p.Pids}
+	ok, closest, over, err := s.sched.CheckResources(r.Context(), p.AgentLabels, res)
+	if err != nil || ok {
+		return "", err
+	}
+	msgs := make([]string, len(over))
+	for i, f := range over {
+		msgs[i] = fmt.Sprintf("resources.%s: asks for %s, more than any agent with labels %v allows (at most %s)", f, res.Describe(f), p.AgentLabels, closest.Describe(f))
+	}
+	return strings.Join(msgs, "; "), nil
 }
 
 // updatePool handles PATCH /api/v1/pools/{name} with {"warm": N}: the pool

@@ -17,6 +17,8 @@ import (
 	"github.com/kilnci/kiln/internal/actions"
 	"github.com/kilnci/kiln/internal/api"
 	"github.com/kilnci/kiln/internal/github/fakegithub"
+	"github.com/kilnci/kiln/internal/pipeline"
+	"github.com/kilnci/kiln/internal/protocol"
 	"github.com/kilnci/kiln/internal/server"
 	"github.com/kilnci/kiln/internal/store"
 )
@@ -233,9 +235,15 @@ func TestPoolsAPI(t *testing.T) {
 		wantError(t, http.StatusBadRequest, "invalid", "name:", "labels:", `"self-hosted"`, "image:", "max_runners:", "owner:", "installation_id:", "warm:")
 	a.api("POST", "/api/v1/pools", map[string]any{"name": "x", "labelz": ghLabels}).wantError(t, http.StatusBadRequest, "bad_request")
 
-	a.api("POST", "/api/v1/pools", map[string]any{"name": "web-big", "labels": []string{"self-hosted", "big"}, "image": "localhost/kiln/runner:test",
+	big := map[string]any{"name": "web-big", "labels": []string{"self-hosted", "big"}, "image": "localhost/kiln/runner:test",
 		"max_runners": 4, "owner": ghOwner, "repo": ghRepo, "installation_id": ghInstallation, "cpus": 4, "memory_bytes": 8 << 30,
-		"agent_labels": []string{"big-host"}}).want(t, http.StatusCreated, &p)
+		"agent_labels": []string{"big-host"}}
+	// A pool's resources obey the agents' limits, as a pipeline's do: no
+	// agent carries big-host yet, and the default limits are 2 CPUs, 2g.
+	a.api("POST", "/api/v1/pools", big).wantError(t, http.StatusBadRequest, "invalid", "resources.cpus: asks for 4", "at most 2", "resources.memory: asks for 8g", "at most 2g")
+	a.agentAPI("/register", protocol.RegisterRequest{ID: "big1", Labels: []string{"linux", "big-host"}, Capacity: 1,
+		Max: pipeline.Resources{CPUs: 8, MemoryBytes: 16 << 30, Pids: 4096}}).want(t, http.StatusOK, nil)
+	a.api("POST", "/api/v1/pools", big).want(t, http.StatusCreated, &p)
 	var ps []store.Pool
 	a.api("GET", "/api/v1/pools", nil).want(t, http.StatusOK, &ps)
 	if len(ps) != 2 || ps[0].Name != "linux" || ps[1].Name != "web-big" || ps[1].CPUs != 4 || ps[1].AgentLabels[0] != "big-host" {

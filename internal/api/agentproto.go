@@ -28,8 +28,13 @@ func (s *Server) agentRegister(w http.ResponseWriter, r *http.Request) {
 	if req.Name == "" {
 		req.Name = req.ID
 	}
+	var maxRes string
+	if req.Max != (pipeline.Resources{}) {
+		b, _ := json.Marshal(req.Max)
+		maxRes = string(b)
+	}
 	tok := agentToken(r)
-	if err := s.store.RegisterAgent(r.Context(), &store.Agent{ID: req.ID, Name: req.Name, Labels: req.Labels, Capacity: req.Capacity, Version: req.Version}, tok.ID); err != nil {
+	if err := s.store.RegisterAgent(r.Context(), &store.Agent{ID: req.ID, Name: req.Name, Labels: req.Labels, Capacity: req.Capacity, Version: req.Version, Max: maxRes}, tok.ID); err != nil {
 		if errors.Is(err, store.ErrAgentTaken) {
 			s.log.Warn("agent registration refused: the agent id belongs to another agent token", "agent", req.ID, "token", tok.ID, "token_name", tok.Name)
 		}
@@ -84,7 +89,7 @@ func (s *Server) agentClaim(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	wait := time.Duration(min(max(req.WaitSeconds, 0), protocol.MaxClaimWaitSeconds)) * time.Second
-	j, err := s.sched.Claim(r.Context(), req.AgentID, tok.ID, req.Labels, wait)
+	j, err := s.sched.Claim(r.Context(), req.AgentID, tok.ID, req.Labels, req.Max, wait)
 	if err != nil {
 		s.storeError(w, err)
 		return

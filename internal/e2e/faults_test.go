@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kilnci/kiln/internal/sandbox/diskquota"
 	"github.com/kilnci/kiln/internal/sandbox/docker"
 	"github.com/kilnci/kiln/internal/store"
 	"github.com/kilnci/kiln/internal/testenv"
@@ -119,6 +120,11 @@ func TestAgentKilledMidJobIsRetriedElsewhere(t *testing.T) {
 			}
 			time.Sleep(100 * time.Millisecond)
 		}
+		// And the job's disk, still mounted on the host after the kill.
+		waitUntil(t, "the killed job's disk unmounted", func() bool {
+			ms, err := diskquota.MountsUnder(agentDir)
+			return err == nil && len(ms) == 0
+		}, back.output)
 	})
 }
 

@@ -31,6 +31,7 @@ func (p *Pipeline) Compile() []JobSpec {
 				CPUs:        cmp.Or(j.Resources.CPUs, p.Resources.CPUs),
 				MemoryBytes: cmp.Or(j.Resources.MemoryBytes, p.Resources.MemoryBytes),
 				Pids:        cmp.Or(j.Resources.Pids, p.Resources.Pids),
+				DiskBytes:   cmp.Or(j.Resources.DiskBytes, p.Resources.DiskBytes),
 			},
 		}
 		if j.RunsOn == nil {

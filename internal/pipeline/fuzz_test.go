@@ -23,6 +23,19 @@ func FuzzParse(f *testing.F) {
 		if len(jobs) == 0 {
 			t.Fatal("valid pipeline compiled to no jobs")
 		}
+		// Every refusal of the limits check is located at a value the file wrote.
+		tiny := Resources{CPUs: 0.1, MemoryBytes: 4 << 20, Pids: 16}
+		if err := p.CheckLimits(".kiln.yml", func([]string) []Resources { return []Resources{tiny} }); err != nil {
+			var es Errors
+			if !errors.As(err, &es) {
+				t.Fatalf("CheckLimits: %v is not Errors", err)
+			}
+			for _, e := range es {
+				if e.Line < 1 || e.Col < 1 || !strings.Contains(e.Field, "resources.") {
+					t.Errorf("CheckLimits: unlocated %q", e)
+				}
+			}
+		}
 		names := map[string]bool{}
 		for _, j := range jobs {
 			if names[j.Name] {

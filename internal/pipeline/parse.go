@@ -79,6 +79,16 @@ type Settings struct {
 	Resources Resources
 	// Caches is nil when not set; a job's list replaces the top level's.
 	Caches []CacheSpec
+
+	// resourcesAt is where each set field of Resources was written, for
+	// CheckLimits' messages; keyed by the field's name in the file.
+	resourcesAt map[string]location
+}
+
+// location is where a value was written and the dotted path that names it.
+type location struct {
+	line, col int
+	field     string
 }
 
 // Parse parses and validates a pipeline file. filename is used only in

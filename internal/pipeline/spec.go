@@ -48,4 +48,6 @@ type Resources struct {
 	CPUs        float64 `json:"cpus,omitempty"`
 	MemoryBytes int64   `json:"memory_bytes,omitempty"`
 	Pids        int64   `json:"pids,omitempty"`
+	// DiskBytes is the job's disk quota: its workspace and /tmp together.
+	DiskBytes int64 `json:"disk_bytes,omitempty"`
 }

@@ -20,6 +20,9 @@ const (
 	minPids   = 16
 	// maxPids is Linux's PID_MAX_LIMIT on 64-bit.
 	maxPids = 1 << 22
+	// minDisk is the smallest quota disk an agent makes.
+	minDisk = 1 << 20
+	maxDisk = 1 << 40
 )
 
 func (c *checker) timeout(n *yaml.Node, field string) time.Duration {
@@ -49,14 +52,16 @@ func formatDuration(d time.Duration) string {
 	return strings.TrimSuffix(s, "0m")
 }
 
-func (c *checker) resources(n *yaml.Node, field string) Resources {
+func (c *checker) resources(n *yaml.Node, field string) (Resources, map[string]location) {
 	var r Resources
 	m := c.mapping(n, field)
 	if m == nil {
-		return r
+		return r, nil
 	}
+	at := map[string]location{}
 	for _, e := range entries(m) {
 		f := field + "." + e.key.Value
+		at[e.key.Value] = location{e.value.Line, e.value.Column, f}
 		switch e.key.Value {
 		case "cpus":
 			r.CPUs = c.cpus(e.value, f)
@@ -64,11 +69,13 @@ func (c *checker) resources(n *yaml.Node, field string) Resources {
 			r.MemoryBytes = c.memory(e.value, f)
 		case "pids":
 			r.Pids = c.pids(e.value, f)
+		case "disk":
+			r.DiskBytes = c.size(e.value, f, minDisk, maxDisk)
 		default:
 			c.unknownKey(e.key, field, resourcesKeys)
 		}
 	}
-	return r
+	return r, at
 }
 
 func (c *checker) cpus(n *yaml.Node, field string) float64 {
@@ -89,6 +96,10 @@ func (c *checker) cpus(n *yaml.Node, field string) float64 {
 }
 
 func (c *checker) memory(n *yaml.Node, field string) int64 {
+	return c.size(n, field, minMemory, maxMemory)
+}
+
+func (c *checker) size(n *yaml.Node, field string, minSize, maxSize float64) int64 {
 	s, ok := c.text(n, field, "a size")
 	if !ok {
 		return 0
@@ -97,10 +108,10 @@ func (c *checker) memory(n *yaml.Node, field string) int64 {
 	switch {
 	case !ok:
 		c.errorf(n, field, "invalid size %q: use bytes, or a number with a unit k, m, g or t, like 512m or 2g", s)
-	case v < minMemory:
-		c.errorf(n, field, "must be at least %s (%d bytes)", formatSize(minMemory), minMemory)
-	case v > maxMemory:
-		c.errorf(n, field, "must be at most %s (%d bytes)", formatSize(maxMemory), maxMemory)
+	case v < minSize:
+		c.errorf(n, field, "must be at least %s (%d bytes)", formatSize(int64(minSize)), int64(minSize))
+	case v > maxSize:
+		c.errorf(n, field, "must be at most %s (%d bytes)", formatSize(int64(maxSize)), int64(maxSize))
 	default:
 		return int64(v)
 	}

@@ -14,7 +14,7 @@ var (
 	topKeys       = []string{"image", "env", "timeout", "runs-on", "resources", "cache", "jobs", "steps"}
 	jobKeys       = []string{"image", "env", "timeout", "runs-on", "resources", "cache", "steps"}
 	stepKeys      = []string{"name", "run"}
-	resourcesKeys = []string{"cpus", "memory", "pids"}
+	resourcesKeys = []string{"cpus", "memory", "pids", "disk"}
 )
 
 var (
@@ -80,7 +80,7 @@ func (c *checker) settings(e entry, parent string, s *Settings, allowed []string
 	case "runs-on":
 		s.RunsOn = c.labels(e.value, field)
 	case "resources":
-		s.Resources = c.resources(e.value, field)
+		s.Resources, s.resourcesAt = c.resources(e.value, field)
 	case "cache":
 		s.Caches = c.caches(e.value, field)
 	default:

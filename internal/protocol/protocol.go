@@ -47,6 +47,11 @@ type RegisterRequest struct {
 	Labels   []string `json:"labels"`
 	Capacity int      `json:"capacity"`
 	Version  string   `json:"version"`
+	// Max is the most a job's sandbox may have on this agent (its limits);
+	// the planner refuses a pipeline no agent can run, and claims skip jobs
+	// asking for more. A zero field: not reported (the server assumes its
+	// default maximum).
+	Max pipeline.Resources `json:"max_resources"`
 }
 
 type RegisterResponse struct {
@@ -67,6 +72,9 @@ type ClaimRequest struct {
 	// Warm are the projects whose sticky cache volumes this agent holds;
 	// the scheduler prefers it for their jobs.
 	Warm []string `json:"warm,omitempty"`
+	// Max is the agent's limits, as at registration: only jobs that ask for
+	// no more are handed to it.
+	Max pipeline.Resources `json:"max_resources"`
 }
 
 // Assignment is a claimed job: everything the agent needs to run it.

@@ -22,6 +22,15 @@ var (
 	ErrGone = errors.New("sandbox is gone")
 )
 
+// LayerSizer is a Runtime that can tell how much a sandbox wrote to its own
+// filesystem (the container's writable layer: everything outside its
+// mounts). The agent watches it against the job's disk quota, because the
+// engines cannot bound it on every storage driver (docs/security.md,
+// "Sandbox disk").
+type LayerSizer interface {
+	LayerSize(ctx context.Context, id string) (int64, error)
+}
+
 // Labels every Kiln sandbox carries, so a restarted agent can find what it
 // left behind.
 const (

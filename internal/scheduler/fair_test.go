@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/kilnci/kiln/internal/metrics"
+	"github.com/kilnci/kiln/internal/pipeline"
 	"github.com/kilnci/kiln/internal/secretbox"
 	"github.com/kilnci/kiln/internal/store"
 )
@@ -60,7 +61,7 @@ func claimN(t *testing.T, s *Scheduler, n int) map[int64]int {
 	t.Helper()
 	got := map[int64]int{}
 	for i := range n {
-		j, err := s.Claim(context.Background(), fmt.Sprintf("agent-%d", i), 0, nil, 0)
+		j, err := s.Claim(context.Background(), fmt.Sprintf("agent-%d", i), 0, nil, pipeline.Resources{}, 0)
 		if err != nil || j == nil {
 			t.Fatalf("claim %d: %+v, %v", i+1, j, err)
 		}
@@ -89,7 +90,7 @@ func TestFairShare(t *testing.T) {
 	queue(t, st, "big", store.Scheduling{}, 3000)
 	small = queue(t, st, "small", store.Scheduling{}, 3)
 	for i := range 2 {
-		j, err := s.Claim(context.Background(), "one", 0, nil, 0)
+		j, err := s.Claim(context.Background(), "one", 0, nil, pipeline.Resources{}, 0)
 		if err != nil || j == nil {
 			t.Fatalf("claim %d: %+v, %v", i+1, j, err)
 		}
@@ -122,7 +123,7 @@ func TestProjectMaxRunningDefault(t *testing.T) {
 	if got[a.ID] != 2 || got[b.ID] != 1 || got[c.ID] != 2 {
 		t.Fatalf("5 claims: %v; want a 2, b 1 (its own cap), c 2", got)
 	}
-	if j, err := s.Claim(context.Background(), "more", 0, nil, 0); err != nil || j != nil {
+	if j, err := s.Claim(context.Background(), "more", 0, nil, pipeline.Resources{}, 0); err != nil || j != nil {
 		t.Fatalf("every project at its cap, yet claimed %+v, %v", j, err)
 	}
 }

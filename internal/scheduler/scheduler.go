@@ -68,11 +68,15 @@ type Config struct {
 	// MaxJobsPerBuild is the most jobs one .kiln.yml may define; past it
 	// the file is refused with a located error (0: pipeline.DefaultMaxJobs).
 	MaxJobsPerBuild int
+	// DefaultMax is the limits assumed of agents that reported none and,
+	// while no known agent carries a job's labels (none registered yet),
+	// what the planner checks the job's resources against.
+	DefaultMax pipeline.Resources
 }
 
 func DefaultConfig() Config {
 	return Config{Lease: 30 * time.Second, RetryDelay: 2 * time.Second, MaxAttempts: 3, PlanAttempts: 3, PollInterval: time.Second, TimeoutGrace: time.Minute, AffinityWait: 15 * time.Second,
-		Planners: 4, PlanTimeout: 10 * time.Minute, MaxJobsPerBuild: pipeline.DefaultMaxJobs,
+		Planners: 4, PlanTimeout: 10 * time.Minute, MaxJobsPerBuild: pipeline.DefaultMaxJobs, DefaultMax: pipeline.DefaultLimits,
 		QuarantineAfter: 3, QuarantineFor: time.Minute, QuarantineMax: 30 * time.Minute, RetryElsewhere: time.Minute}
 }
 
@@ -119,10 +123,12 @@ func (s *Scheduler) wakeChan() <-chan struct{} {
 
 // Claim waits up to wait for a job the agent can run and leases it to the
 // agent token with id token. It returns nil, nil when none came. A
-// quarantined agent gets nothing (see AgentState).
-func (s *Scheduler) Claim(ctx context.Context, agentID string, token int64, labels []string, wait time.Duration) (*store.Job, error) {
+// quarantined agent gets nothing (see AgentState). Only jobs whose
+// resources fit within max (the agent's limits) are handed to it.
+func (s *Scheduler) Claim(ctx context.Context, agentID string, token int64, labels []string, max pipeline.Resources, wait time.Duration) (*store.Job, error) {
 	claim := store.Claim{AgentID: agentID, Labels: labels, Lease: s.cfg.Lease, StepNames: stepNames,
-		AffinityWait: s.cfg.AffinityWait, AliveWithin: s.cfg.Lease + wait, Token: token, Order: FairShare, DefaultMaxRunning: s.cfg.ProjectMaxRunning}
+		AffinityWait: s.cfg.AffinityWait, AliveWithin: s.cfg.Lease + wait, Token: token, Order: FairShare, DefaultMaxRunning: s.cfg.ProjectMaxRunning,
+		Fits: s.fits(max)}
 	deadline := time.NewTimer(wait)
 	defer deadline.Stop()
 	tick := time.NewTicker(s.cfg.PollInterval)
@@ -350,8 +356,16 @@ func (s *Scheduler) plan(ctx context.Context, b *store.Build) {
 		return
 	}
 	pl, err := pipeline.ParseLimits(PipelineFile, data, pipeline.Limits{MaxJobs: s.cfg.MaxJobsPerBuild})
-	if err != nil {
+	if err == nil {
+		err = s.checkLimits(ctx, pl)
+	}
+	var located pipeline.Errors
+	if errors.As(err, &located) {
 		s.failPlan(ctx, b, store.StatusFailure, commit, strings.Split(err.Error(), "\n"))
+		return
+	}
+	if err != nil {
+		s.planInfraError(ctx, b, commit, "kiln: cannot read the agents' limits: "+err.Error())
 		return
 	}
 	var jobs []*store.Job

@@ -159,9 +159,10 @@ func oldestFirst(loads []ProjectLoad) {
 
 // candidatesQuery reads a project's first fairPerProject queued jobs,
 // oldest first (an index range of jobs_project_status): id, labels,
-// sticky, since (when the job became claimable). Arguments: the project,
-// now.
-var candidatesQuery = `SELECT j.id, j.labels, j.sticky, MAX(j.queued_at, COALESCE(j.not_before, 0))
+// sticky, since (when the job became claimable), the spec's resources
+// (JSON). Arguments: the project, now.
+var candidatesQuery = `SELECT j.id, j.labels, j.sticky, MAX(j.queued_at, COALESCE(j.not_before, 0)),
+	CASE WHEN json_valid(CAST(j.spec AS TEXT)) THEN COALESCE(json_extract(CAST(j.spec AS TEXT), '$.resources'), '') ELSE '' END
 	FROM jobs j WHERE j.project_id = ? AND j.status = 'queued' AND j.cancel_requested = 0 AND (j.not_before IS NULL OR j.not_before <= ?)
 	AND (j.pool = '' OR ` + poolHasRoom("j") + `) ORDER BY j.id LIMIT ` + strconv.Itoa(fairPerProject)
 

@@ -285,6 +285,9 @@ var migrations = []string{
 		max_running INTEGER,
 		weight INTEGER NOT NULL DEFAULT 1
 	);`,
+	// Agents report their limits (the most a job's sandbox may have), as
+	// JSON: the planner checks pipelines against them.
+	`ALTER TABLE agents ADD COLUMN max_resources TEXT NOT NULL DEFAULT '';`,
 }
 
 func (s *Store) migrate(ctx context.Context) error {

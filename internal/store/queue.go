@@ -121,6 +121,10 @@ type Claim struct {
 	// DefaultMaxRunning caps the running jobs of a project that sets no
 	// cap of its own (0: no cap).
 	DefaultMaxRunning int
+	// Fits, when set, says whether the agent can give a job the resources
+	// its spec asks for (resources is the spec's "resources" object as JSON,
+	// or empty); a job that does not fit is left to other agents.
+	Fits func(resources []byte) bool
 }
 
 // ClaimJob leases a runnable queued job whose labels the agent carries all
@@ -180,9 +184,9 @@ func (s *Store) claimOfProject(ctx context.Context, c Claim, projectID int64, ho
 	var candidates []int64
 	for rows.Next() {
 		var id, since int64
-		var labels string
+		var labels, resources string
 		var sticky int
-		if err := rows.Scan(&id, &labels, &sticky, &since); err != nil {
+		if err := rows.Scan(&id, &labels, &sticky, &since, &resources); err != nil {
 			rows.Close()
 			return nil, err
 		}
@@ -190,6 +194,9 @@ func (s *Store) claimOfProject(ctx context.Context, c Claim, projectID int64, ho
 		_ = json.Unmarshal([]byte(labels), &need)
 		if !hasAll(c.Labels, need) {
 			continue
+		}
+		if c.Fits != nil && !c.Fits([]byte(resources)) {
+			continue // more than this agent's limits: another agent's
 		}
 		if sticky != 0 && len(holders) > 0 && !holders[c.AgentID] && now < since+c.AffinityWait.Milliseconds() {
 			continue // leave it to a holder of its volumes, for now

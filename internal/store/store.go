@@ -382,9 +382,10 @@ func (s *Store) CountTokens(ctx context.Context, kind TokenKind) (int, error) {
 func (s *Store) UpsertAgent(ctx context.Context, a *Agent) error {
 	labels, _ := json.Marshal(a.Labels)
 	now := s.nowMS()
-	_, err := s.db.ExecContext(ctx, `INSERT INTO agents (id, name, labels, capacity, version, first_seen, last_seen) VALUES (?, ?, ?, ?, ?, ?, ?)
-		ON CONFLICT (id) DO UPDATE SET name = excluded.name, labels = excluded.labels, capacity = excluded.capacity, version = excluded.version, last_seen = excluded.last_seen`,
-		a.ID, a.Name, string(labels), a.Capacity, a.Version, now, now)
+	_, err := s.db.ExecContext(ctx, `INSERT INTO agents (id, name, labels, capacity, version, max_resources, first_seen, last_seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (id) DO UPDATE SET name = excluded.name, labels = excluded.labels, capacity = excluded.capacity, version = excluded.version,
+		max_resources = excluded.max_resources, last_seen = excluded.last_seen`,
+		a.ID, a.Name, string(labels), a.Capacity, a.Version, a.Max, now, now)
 	return err
 }
 
@@ -395,7 +396,7 @@ func (s *Store) TouchAgent(ctx context.Context, id string) error {
 }
 
 func (s *Store) ListAgents(ctx context.Context) ([]*Agent, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT id, name, labels, capacity, version, first_seen, last_seen, error_streak, last_error_at, last_ok_at FROM agents ORDER BY name`)
+	rows, err := s.db.QueryContext(ctx, `SELECT id, name, labels, capacity, version, max_resources, first_seen, last_seen, error_streak, last_error_at, last_ok_at FROM agents ORDER BY name`)
 	if err != nil {
 		return nil, err
 	}
@@ -406,7 +407,7 @@ func (s *Store) ListAgents(ctx context.Context) ([]*Agent, error) {
 		var labels string
 		var first, last int64
 		var lastErr, lastOK sql.NullInt64
-		if err := rows.Scan(&a.ID, &a.Name, &labels, &a.Capacity, &a.Version, &first, &last, &a.ErrorStreak, &lastErr, &lastOK); err != nil {
+		if err := rows.Scan(&a.ID, &a.Name, &labels, &a.Capacity, &a.Version, &a.Max, &first, &last, &a.ErrorStreak, &lastErr, &lastOK); err != nil {
 			return nil, err
 		}
 		a.LastErrorAt, a.LastOKAt = nullTime(lastErr), nullTime(lastOK)

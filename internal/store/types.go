@@ -203,11 +203,14 @@ type LogLine struct {
 }
 
 type Agent struct {
-	ID        string    `json:"id"`
-	Name      string    `json:"name"`
-	Labels    []string  `json:"labels"`
-	Capacity  int       `json:"capacity"`
-	Version   string    `json:"version"`
+	ID       string   `json:"id"`
+	Name     string   `json:"name"`
+	Labels   []string `json:"labels"`
+	Capacity int      `json:"capacity"`
+	Version  string   `json:"version"`
+	// Max is the agent's limits (protocol.RegisterRequest.Max) as JSON, or
+	// empty when it reported none.
+	Max       string    `json:"-"`
 	FirstSeen time.Time `json:"first_seen"`
 	LastSeen  time.Time `json:"last_seen"`
 	// ErrorStreak counts the agent's consecutive attempts that ended in

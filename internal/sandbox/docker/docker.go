@@ -323,6 +323,20 @@ func (r *Runtime) cleanup(ctx context.Context, ctr, net string) {
 	_ = r.cli.NetworkRemove(ctx, net)
 }
 
+// LayerSize returns the size of the sandbox's writable layer (the
+// engine's SizeRw; Docker and Podman both compute it, by walking the
+// layer's upper directory).
+func (r *Runtime) LayerSize(ctx context.Context, id string) (int64, error) {
+	c, _, err := r.cli.ContainerInspectWithRaw(ctx, id, true)
+	if err != nil {
+		return 0, r.wrap("inspect", err)
+	}
+	if c.SizeRw == nil {
+		return 0, nil
+	}
+	return *c.SizeRw, nil
+}
+
 // Destroy force-removes the container (with its anonymous volumes) and its
 // network. id is what Create returned, or an Info.ID from List, or the
 // sandbox name. A sandbox already gone is not an error, nor is a Destroy

@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/kilnci/kiln/internal/sandbox"
+	"github.com/kilnci/kiln/internal/sandbox/diskquota"
 )
 
 func testCreateExecEcho(t *testing.T, h *harness) {
@@ -160,6 +161,77 @@ func testLimits(t *testing.T, h *harness) {
 	var quota, period int
 	if _, err := fmt.Sscanf(ls[2], "%d %d", &quota, &period); err != nil || period == 0 || quota*2 != period {
 		t.Errorf("cpu quota inside the sandbox is %q, want half a CPU", ls[2])
+	}
+}
+
+// testDiskQuota mounts two directories of one quota disk (as the agent
+// does: the workspace and /tmp) and writes past the quota: the write fails
+// in the sandbox with "No space left on device", both count against the
+// one quota, and the host's disk is not touched beyond it.
+func testDiskQuota(t *testing.T, h *harness) {
+	if os.Geteuid() != 0 {
+		t.Skip("quota disks are loop mounts: they need root")
+	}
+	const quota = 8 << 20
+	root := t.TempDir()
+	d, err := diskquota.Make(h.ctx, filepath.Join(root, "ws"), filepath.Join(root, "ws.img"), quota)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := d.Remove(context.Background()); err != nil {
+			t.Errorf("remove the disk: %v", err)
+		}
+	})
+	src, tmp := filepath.Join(d.Dir, "src"), filepath.Join(d.Dir, "tmp")
+	for _, dir := range []string{src, tmp} {
+		if err := os.Mkdir(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Chmod(tmp, 0o1777); err != nil {
+		t.Fatal(err)
+	}
+	spec := h.spec("disk")
+	spec.Mounts = []sandbox.Mount{{Source: src, Target: "/workspace"}, {Source: tmp, Target: "/tmp"}}
+	id := h.create(t, spec)
+	h.sh(t, id, "dd if=/dev/zero of=/tmp/a bs=1M count=4 2>/dev/null")
+	code, out := h.exec(t, id, sandbox.ExecSpec{Cmd: []string{"/bin/sh", "-c", "dd if=/dev/zero of=/workspace/b bs=1M count=16"}})
+	if code == 0 || !strings.Contains(out, "No space left on device") {
+		t.Fatalf("writing 4 MiB to /tmp and 16 to /workspace with a quota of 8: exit %d, output %q", code, out)
+	}
+	if !d.Full() {
+		t.Errorf("the disk is not full (used %d of %d)", d.Used(), quota)
+	}
+	if used := d.Used(); used > quota {
+		t.Errorf("used %d bytes, more than the quota %d", used, quota)
+	}
+	// Room again once the job deletes what it wrote.
+	h.sh(t, id, "rm /workspace/b && dd if=/dev/zero of=/workspace/c bs=1M count=2 2>/dev/null")
+}
+
+// testLayerSize: a runtime that reports its sandboxes' writable layer
+// counts what a command wrote outside the mounts.
+func testLayerSize(t *testing.T, h *harness) {
+	ls, ok := h.rt.(sandbox.LayerSizer)
+	if !ok {
+		t.Skip("the runtime does not report writable layers")
+	}
+	id := h.create(t, h.spec("layer"))
+	before, err := ls.LayerSize(h.ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.sh(t, id, "dd if=/dev/zero of=/root/big bs=1M count=6 2>/dev/null")
+	after, err := ls.LayerSize(h.ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after-before < 6<<20 {
+		t.Fatalf("writable layer grew from %d to %d bytes after writing 6 MiB to /root", before, after)
+	}
+	if _, err := ls.LayerSize(h.ctx, "kiln-no-such-sandbox-"+randomID()); !errors.Is(err, sandbox.ErrNotFound) {
+		t.Errorf("LayerSize of a missing sandbox: %v, want ErrNotFound", err)
 	}
 }
 

@@ -49,6 +49,8 @@ func Run(t *testing.T, newRuntime func(t *testing.T) sandbox.Runtime) {
 		{"WorkDir", testWorkDir},
 		{"BindMount", testBindMount},
 		{"Limits", testLimits},
+		{"DiskQuota", testDiskQuota},
+		{"LayerSize", testLayerSize},
 		{"Privileges", testPrivileges},
 		{"OwnNetwork", testOwnNetwork},
 		{"NoEngineSocket", testNoEngineSocket},
