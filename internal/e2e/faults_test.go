@@ -64,8 +64,40 @@ func startProc(t *testing.T, env []string, args ...string) *proc {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { p.kill(); pw.Close() })
+	t.Cleanup(func() {
+		p.kill()
+		pw.Close()
+		unmountLeftovers(t, args)
+		for _, kv := range env {
+			if _, v, ok := strings.Cut(kv, "="); ok {
+				unmountLeftovers(t, []string{v})
+			}
+		}
+	})
 	return p
+}
+
+// unmountLeftovers unmounts what a SIGKILLed kiln left mounted under the
+// directories named in its arguments or environment (jobs' quota disks: a restarted agent
+// sweeps them, a test's cleanup must too, before its TempDir goes).
+func unmountLeftovers(t *testing.T, args []string) {
+	for _, a := range args {
+		if !filepath.IsAbs(a) {
+			continue
+		}
+		if st, err := os.Stat(a); err != nil || !st.IsDir() {
+			continue
+		}
+		ms, err := diskquota.MountsUnder(a)
+		if err != nil {
+			continue
+		}
+		for i := len(ms) - 1; i >= 0; i-- {
+			if err := diskquota.Unmount(context.Background(), ms[i]); err != nil {
+				t.Logf("unmount %s: %v", ms[i], err)
+			}
+		}
+	}
 }
 
 func (p *proc) kill() {
