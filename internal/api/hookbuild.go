@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/kilnci/kiln/internal/forge"
+	"github.com/kilnci/kiln/internal/gitmirror"
 	"github.com/kilnci/kiln/internal/store"
 )
 
@@ -17,6 +18,9 @@ type hookOutcome struct {
 	// unfinished builds are canceled with endReason.
 	endPR     int
 	endReason string
+	// notOurs, when set, refuses the delivery with 404 and this message:
+	// a request for a repository the project does not build.
+	notOurs string
 }
 
 // hookBuild decides what a delivery for project p asks for, by the
@@ -49,6 +53,13 @@ func hookBuild(p *store.Project, ev *forge.Event) hookOutcome {
 // the end of its builds when it is closed or merged; nothing otherwise.
 func pullRequestBuild(p *store.Project, ev *forge.Event) hookOutcome {
 	pr := ev.PullRequest
+	// A request is into a repository: when the payload's and the
+	// project's clone URLs can be compared (not a local path), they must
+	// name the same one. The build still clones the project's URL.
+	if same, comparable := gitmirror.SameRepository(p.CloneURL, pr.CloneURL); comparable && !same {
+		return hookOutcome{notOurs: fmt.Sprintf("project %q builds %s, not %s (request #%d of %s)",
+			p.Name, gitmirror.Redact(p.CloneURL), clipLog(pr.CloneURL, 200), pr.Number, clipLog(pr.BaseRepo, 200))}
+	}
 	switch {
 	case pr.Action.Ends():
 		return hookOutcome{result: fmt.Sprintf("request %s: its unfinished builds are canceled", pr.Action),

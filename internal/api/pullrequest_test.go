@@ -280,3 +280,16 @@ func TestRedeliveryUnderNewID(t *testing.T) {
 	reopened := githubPR(t, "reopened", head, "")
 	e.hook("github", "hello", githubHeader("pull_request", "reopen-1", hookSecret, reopened), reopened).want(t, http.StatusCreated, nil)
 }
+
+// A request into another repository than the project's (when the two
+// clone URLs can be compared) is 404, and nothing is stored.
+func TestPullRequestForAnotherRepository(t *testing.T) {
+	e := newEnv(t)
+	e.project("hello", "https://git.example.invalid/acme/other.git", nil)
+	body := githubPR(t, "opened", strings.Repeat("a", 40), "")
+	e.hook("github", "hello", githubHeader("pull_request", "other-1", hookSecret, body), body).
+		wantError(t, http.StatusNotFound, "not_found", "Codertocat/Hello-World")
+	if n := len(e.builds()); n != 0 || e.deliveries() != 0 {
+		t.Errorf("%d builds, %d deliveries stored", n, e.deliveries())
+	}
+}

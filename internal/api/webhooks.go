@@ -67,6 +67,13 @@ func (s *Server) webhook(w http.ResponseWriter, r *http.Request) {
 	}
 
 	out := hookBuild(p, ev)
+	if out.notOurs != "" {
+		result = "not_found"
+		s.log.Warn("webhook refused", "forge", forgeName, "project", clipLog(projectName, 128), "delivery", clipLog(ev.DeliveryID, 256),
+			"reason", "other_repository", "detail", out.notOurs, "remote", r.RemoteAddr)
+		writeError(w, http.StatusNotFound, "not_found", out.notOurs)
+		return
+	}
 	b := out.build
 	d := &store.Delivery{ID: ev.DeliveryID, Forge: ev.Forge, ProjectID: p.ID, Event: ev.Name, Result: out.result}
 	dup, err := s.store.RecordDelivery(r.Context(), d, b)

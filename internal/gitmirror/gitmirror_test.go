@@ -892,3 +892,24 @@ func TestCancelKillsFetch(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+func TestSameRepository(t *testing.T) {
+	cases := []struct {
+		a, b             string
+		same, comparable bool
+	}{
+		{"git@github.com:acme/web.git", "https://github.com/acme/web.git", true, true},
+		{"https://x-access-token:t@github.com/Acme/Web", "https://github.com/acme/web.git", true, true},
+		{"ssh://git@gitlab.example.com:2222/group/sub/web.git", "https://gitlab.example.com/group/sub/web.git", true, true},
+		{"https://github.com/acme/web.git", "https://github.com/acme/api.git", false, true},
+		{"https://github.com/acme/web.git", "https://gitlab.com/acme/web.git", false, true},
+		{"/srv/git/web", "https://github.com/acme/web.git", false, false},
+		{"file:///srv/git/web", "https://github.com/acme/web.git", false, false},
+	}
+	for _, c := range cases {
+		same, comparable := SameRepository(c.a, c.b)
+		if same != c.same || comparable != c.comparable {
+			t.Errorf("SameRepository(%q, %q) = %v, %v; want %v, %v", c.a, c.b, same, comparable, c.same, c.comparable)
+		}
+	}
+}

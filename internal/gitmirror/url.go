@@ -226,3 +226,48 @@ func isSchemeChar(c byte, first bool) bool {
 	}
 	return alpha || '0' <= c && c <= '9' || c == '+' || c == '.' || c == '-'
 }
+
+// SameRepository reports whether two repository URLs name the same
+// repository on the same host, whatever their transport and credentials:
+// "git@github.com:acme/web.git" and "https://github.com/acme/web" are the
+// same. comparable is false when either is a local path or unparsable,
+// when nothing can be said.
+func SameRepository(a, b string) (same, comparable bool) {
+	ha, pa, oka := hostPath(a)
+	hb, pb, okb := hostPath(b)
+	if !oka || !okb {
+		return false, false
+	}
+	return ha == hb && pa == pb, true
+}
+
+// hostPath is a repository URL's host (lower-case, without user or port)
+// and path (lower-case, without leading or trailing slashes or ".git").
+// Forges treat owner and repository names without regard to case.
+func hostPath(s string) (host, path string, ok bool) {
+	if isLocalPath(s) || strings.HasPrefix(s, "file:") {
+		return "", "", false
+	}
+	if strings.Contains(s, "://") {
+		u, err := url.Parse(s)
+		if err != nil || u.Hostname() == "" {
+			return "", "", false
+		}
+		host, path = u.Hostname(), u.Path
+	} else {
+		// scp-like: [user@]host:path
+		hp, p, found := strings.Cut(s, ":")
+		if !found {
+			return "", "", false
+		}
+		if _, h, at := strings.Cut(hp, "@"); at {
+			hp = h
+		}
+		host, path = hp, p
+	}
+	path = strings.TrimSuffix(strings.Trim(path, "/"), ".git")
+	if host == "" || path == "" {
+		return "", "", false
+	}
+	return strings.ToLower(host), strings.ToLower(path), true
+}
