@@ -64,8 +64,25 @@ func startProc(t *testing.T, env []string, args ...string) *proc {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { p.kill(); pw.Close() })
+	t.Cleanup(func() { p.stop(); pw.Close() })
 	return p
+}
+
+// stop ends the process at the end of a test: SIGTERM, so that an agent
+// cleans up after its jobs (unmounts their disks) as it does on a real
+// shutdown, then SIGKILL if it is still there after a while.
+func (p *proc) stop() {
+	if p.cmd.ProcessState != nil || p.cmd.Process.Signal(syscall.SIGTERM) != nil {
+		return
+	}
+	exited := make(chan struct{})
+	go func() { _ = p.cmd.Wait(); close(exited) }()
+	select {
+	case <-exited:
+	case <-time.After(time.Minute):
+		_ = p.cmd.Process.Signal(syscall.SIGKILL)
+		<-exited
+	}
 }
 
 func (p *proc) kill() {
