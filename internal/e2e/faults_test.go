@@ -78,8 +78,9 @@ func startProc(t *testing.T, env []string, args ...string) *proc {
 }
 
 // unmountLeftovers unmounts what a SIGKILLed kiln left mounted under the
-// directories named in its arguments or environment (jobs' quota disks: a restarted agent
-// sweeps them, a test's cleanup must too, before its TempDir goes).
+// directories named in its arguments or environment (jobs' quota disks:
+// a restarted agent sweeps them, a test's cleanup must too, before its
+// TempDir goes).
 func unmountLeftovers(t *testing.T, args []string) {
 	for _, a := range args {
 		if !filepath.IsAbs(a) {

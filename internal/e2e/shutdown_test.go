@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kilnci/kiln/internal/sandbox/diskquota"
 	"github.com/kilnci/kiln/internal/sandbox/docker"
 	"github.com/kilnci/kiln/internal/store"
 	"github.com/kilnci/kiln/internal/testenv"
@@ -101,6 +102,9 @@ func TestUpShutdownStopsAgentFirst(t *testing.T) {
 		}
 		if left := h.sandboxesOf(jobID); len(left) != 0 {
 			t.Fatalf("sandbox left after the shutdown: %+v", left)
+		}
+		if ms, err := diskquota.MountsUnder(dataDir); err != nil || len(ms) != 0 {
+			t.Fatalf("job disks left mounted after the shutdown: %v %v", ms, err)
 		}
 		shutdownAttempt(t, filepath.Join(dataDir, "kiln.db"), jobID, out)
 
