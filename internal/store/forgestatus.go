@@ -187,12 +187,12 @@ func statusWords(st Status) string {
 	return string(st)
 }
 
-// PendingForgeStatuses returns up to limit outbox rows still to send whose
-// next attempt is due at now, oldest first, with their project's forge
-// connection.
-func (s *Store) PendingForgeStatuses(ctx context.Context, now time.Time, limit int) ([]*ForgeStatus, map[int64]*ForgeConnection, error) {
+// PendingForgeStatuses returns up to limit outbox rows still to send
+// (whether their next attempt is due or not), oldest first, with their
+// projects' forge connections (nil: removed since).
+func (s *Store) PendingForgeStatuses(ctx context.Context, limit int) ([]*ForgeStatus, map[int64]*ForgeConnection, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT id, build_id, job_id, project_id, commit_sha, context, state, description, created_at, attempts, next_attempt_at, last_error
-		FROM forge_statuses WHERE outcome = '' AND next_attempt_at <= ? ORDER BY id LIMIT ?`, ms(now), limit)
+		FROM forge_statuses WHERE outcome = '' ORDER BY id LIMIT ?`, limit)
 	if err != nil {
 		return nil, nil, err
 	}

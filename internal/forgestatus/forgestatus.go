@@ -1,0 +1,384 @@
+// Package forgestatus sends builds' and jobs' states to their forge as
+// commit statuses (GitHub, GitLab, Gitea), from the store's outbox.
+//
+// The store writes an outbox row in the transaction of every status change
+// (see store.syncStatuses), so nothing is lost to a crash; this package
+// only reads the rows and delivers them. Per (project, commit, context)
+// only the newest undelivered state is sent (older ones are marked
+// superseded), and one round at a time, so a context's states reach the
+// forge in order. A forge that is down, slow or rate limiting never holds
+// a build up: delivery is retried with backoff in the background; a
+// refusal (another 4xx) is given up, recorded on the row and logged.
+package forgestatus
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/kilnci/kiln/internal/metrics"
+	"github.com/kilnci/kiln/internal/store"
+)
+
+// Config tunes the sender. Zero fields get the defaults.
+type Config struct {
+	// PublicURL is the server's base URL; a status links to
+	// PublicURL/api/v1/builds/ID (there is no dashboard yet).
+	PublicURL string
+	// Poll is how often the outbox is read (default 1s).
+	Poll time.Duration
+	// Workers is how many statuses are sent at once (default 8).
+	Workers int
+	// Batch bounds the rows read per round (default 500).
+	Batch int
+	// Timeout bounds one request (default 15s).
+	Timeout time.Duration
+	// MaxAttempts: a status that keeps failing (5xx, network) is given up
+	// after this many attempts (default 12).
+	MaxAttempts int
+	// Backoff is the wait before attempt n+1 after n failed ones (default
+	// 2^n seconds, at most 10 minutes).
+	Backoff func(attempts int) time.Duration
+	// Now is the clock (tests move it).
+	Now func() time.Time
+	// Client sends the requests (default: an http.Client with Timeout).
+	Client *http.Client
+}
+
+func (c *Config) defaults() {
+	if c.Poll <= 0 {
+		c.Poll = time.Second
+	}
+	if c.Workers <= 0 {
+		c.Workers = 8
+	}
+	if c.Batch <= 0 {
+		c.Batch = 500
+	}
+	if c.Timeout <= 0 {
+		c.Timeout = 15 * time.Second
+	}
+	if c.MaxAttempts <= 0 {
+		c.MaxAttempts = 12
+	}
+	if c.Backoff == nil {
+		c.Backoff = func(n int) time.Duration {
+			if n > 10 {
+				n = 10
+			}
+			return min(time.Duration(1<<n)*time.Second, 10*time.Minute)
+		}
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Client == nil {
+		c.Client = &http.Client{Timeout: c.Timeout}
+	}
+}
+
+// Sender delivers the outbox.
+type Sender struct {
+	cfg Config
+	st  *store.Store
+	m   *metrics.Metrics
+	log *slog.Logger
+}
+
+func New(cfg Config, st *store.Store, m *metrics.Metrics, log *slog.Logger) *Sender {
+	cfg.defaults()
+	return &Sender{cfg: cfg, st: st, m: m, log: log}
+}
+
+// Run delivers the outbox every Poll until ctx ends.
+func (s *Sender) Run(ctx context.Context) {
+	t := time.NewTicker(s.cfg.Poll)
+	defer t.Stop()
+	for {
+		if _, err := s.Round(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn("forge statuses: reading the outbox", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+type key struct {
+	project       int64
+	commit, ctxID string
+}
+
+// Round reads the outbox once: supersedes older states, sends the newest
+// due state of each (commit, context), and records each outcome. It
+// returns how many rows it sent (whatever the answer).
+func (s *Sender) Round(ctx context.Context) (int, error) {
+	rows, conns, err := s.st.PendingForgeStatuses(ctx, s.cfg.Batch)
+	if err != nil {
+		return 0, err
+	}
+	newest := map[key]*store.ForgeStatus{}
+	var order []key
+	var superseded []int64
+	for _, r := range rows { // oldest first
+		k := key{r.ProjectID, r.Commit, r.Context}
+		if old, ok := newest[k]; ok {
+			superseded = append(superseded, old.ID)
+			s.count(conns[old.ProjectID], "superseded")
+		} else {
+			order = append(order, k)
+		}
+		newest[k] = r
+	}
+	if err := s.st.SupersedeForgeStatuses(ctx, superseded); err != nil {
+		return 0, err
+	}
+	now := s.cfg.Now()
+	var due []*store.ForgeStatus
+	for _, k := range order {
+		if r := newest[k]; !r.NextAttempt.After(now) {
+			due = append(due, r)
+		}
+	}
+	work := make(chan *store.ForgeStatus)
+	var wg sync.WaitGroup
+	for range min(s.cfg.Workers, len(due)) {
+		wg.Go(func() {
+			for r := range work {
+				s.deliver(ctx, conns[r.ProjectID], r)
+			}
+		})
+	}
+	for _, r := range due {
+		work <- r
+	}
+	close(work)
+	wg.Wait()
+	return len(due), ctx.Err()
+}
+
+func (s *Sender) count(c *store.ForgeConnection, result string) {
+	if s.m == nil {
+		return
+	}
+	forge := "none"
+	if c != nil {
+		forge = c.Forge
+	}
+	s.m.ForgeStatuses.WithLabelValues(forge, result).Inc()
+}
+
+// deliver sends one row and records what came of it.
+func (s *Sender) deliver(ctx context.Context, c *store.ForgeConnection, r *store.ForgeStatus) {
+	log := s.log.With("build", r.BuildID, "context", r.Context, "state", r.State, "commit", r.Commit)
+	var err error
+	if c == nil {
+		err = &refused{msg: "the project has no forge connection any more"}
+	} else {
+		err = s.send(ctx, c, r)
+	}
+	var ref *refused
+	var wait *retryAt
+	switch {
+	case err == nil:
+		s.count(c, "delivered")
+		if err := s.st.ForgeStatusDelivered(ctx, r.ID, s.cfg.Now()); err != nil {
+			log.Warn("forge statuses: recording a delivery", "err", err)
+		}
+		return
+	case ctx.Err() != nil:
+		return // shutting down: the row stays to send
+	case errors.As(err, &ref) || r.Attempts+1 >= s.cfg.MaxAttempts:
+		s.count(c, "failed")
+		log.Warn("forge statuses: given up", "attempts", r.Attempts+1, "err", err)
+		if err := s.st.ForgeStatusFailed(ctx, r.ID, err.Error()); err != nil {
+			log.Warn("forge statuses: recording a failure", "err", err)
+		}
+		return
+	}
+	next := s.cfg.Now().Add(s.cfg.Backoff(r.Attempts + 1))
+	if errors.As(err, &wait) && !wait.at.IsZero() {
+		next = wait.at
+	}
+	s.count(c, "retried")
+	log.Info("forge statuses: will retry", "attempts", r.Attempts+1, "next", next, "err", err)
+	if err := s.st.ForgeStatusRetry(ctx, r.ID, err.Error(), next); err != nil {
+		log.Warn("forge statuses: recording a retry", "err", err)
+	}
+}
+
+// refused is an answer not worth retrying (a 4xx other than 429 and rate
+// limits): a bad token, a repository not found, an invalid status.
+type refused struct{ msg string }
+
+func (e *refused) Error() string { return e.msg }
+
+// retryAt is a transient failure; at (if set) is when the forge said to
+// come back.
+type retryAt struct {
+	msg string
+	at  time.Time
+}
+
+func (e *retryAt) Error() string { return e.msg }
+
+// TargetURL is where a status links to.
+func (s *Sender) TargetURL(buildID int64) string {
+	return strings.TrimRight(s.cfg.PublicURL, "/") + "/api/v1/builds/" + strconv.FormatInt(buildID, 10)
+}
+
+// Request builds the forge's request for one status.
+func (s *Sender) Request(ctx context.Context, c *store.ForgeConnection, r *store.ForgeStatus) (*http.Request, error) {
+	base := strings.TrimRight(c.APIURL, "/")
+	desc := truncate(r.Description, 140)
+	target := s.TargetURL(r.BuildID)
+	var path string
+	var body map[string]string
+	switch c.Forge {
+	case store.ForgeGitHub:
+		path = "/repos/" + c.Repo + "/statuses/" + url.PathEscape(r.Commit)
+		body = map[string]string{"state": GitHubState(r.State), "context": r.Context, "target_url": target, "description": desc}
+	case store.ForgeGitLab:
+		path = "/api/v4/projects/" + url.PathEscape(c.Repo) + "/statuses/" + url.PathEscape(r.Commit)
+		body = map[string]string{"state": GitLabState(r.State), "name": r.Context, "target_url": target, "description": desc}
+	case store.ForgeGitea:
+		path = "/api/v1/repos/" + c.Repo + "/statuses/" + url.PathEscape(r.Commit)
+		body = map[string]string{"state": GiteaState(r.State), "context": r.Context, "target_url": target, "description": desc}
+	default:
+		return nil, &refused{msg: fmt.Sprintf("unknown forge %q", c.Forge)}
+	}
+	data, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+path, bytes.NewReader(data))
+	if err != nil {
+		return nil, &refused{msg: err.Error()}
+	}
+	req.Header.Set("Content-Type", "application/json")
+	switch c.Forge {
+	case store.ForgeGitHub:
+		req.Header.Set("Accept", "application/vnd.github+json")
+		req.Header.Set("X-GitHub-Api-Version", "2022-11-28")
+		req.Header.Set("Authorization", "Bearer "+c.Token)
+	case store.ForgeGitLab:
+		req.Header.Set("PRIVATE-TOKEN", c.Token)
+	case store.ForgeGitea:
+		req.Header.Set("Accept", "application/json")
+		req.Header.Set("Authorization", "token "+c.Token)
+	}
+	return req, nil
+}
+
+func (s *Sender) send(ctx context.Context, c *store.ForgeConnection, r *store.ForgeStatus) error {
+	rctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+	defer cancel()
+	req, err := s.Request(rctx, c, r)
+	if err != nil {
+		return err
+	}
+	resp, err := s.cfg.Client.Do(req)
+	if err != nil {
+		return &retryAt{msg: fmt.Sprintf("%s: %v", c.Forge, err)}
+	}
+	defer resp.Body.Close()
+	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+	if resp.StatusCode/100 == 2 {
+		return nil
+	}
+	text := fmt.Sprintf("%s: %s: %s", c.Forge, resp.Status, strings.TrimSpace(strings.ToValidUTF8(string(msg), "?")))
+	now := s.cfg.Now()
+	switch {
+	case resp.StatusCode == http.StatusTooManyRequests:
+		return &retryAt{msg: text, at: retryAfter(resp.Header, now)}
+	case resp.StatusCode == http.StatusForbidden && resp.Header.Get("X-RateLimit-Remaining") == "0":
+		at := retryAfter(resp.Header, now)
+		if reset, err := strconv.ParseInt(resp.Header.Get("X-RateLimit-Reset"), 10, 64); at.IsZero() && err == nil {
+			at = time.Unix(reset, 0)
+		}
+		return &retryAt{msg: text, at: at}
+	case resp.StatusCode >= 500:
+		return &retryAt{msg: text}
+	}
+	return &refused{msg: text}
+}
+
+// retryAfter reads Retry-After (seconds or an HTTP date); zero when absent.
+func retryAfter(h http.Header, now time.Time) time.Time {
+	v := h.Get("Retry-After")
+	if v == "" {
+		return time.Time{}
+	}
+	if n, err := strconv.Atoi(v); err == nil && n >= 0 {
+		return now.Add(time.Duration(n) * time.Second)
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		return t
+	}
+	return time.Time{}
+}
+
+func truncate(s string, n int) string {
+	if utf8.RuneCountInString(s) <= n {
+		return s
+	}
+	r := []rune(s)
+	return string(r[:n-1]) + "…"
+}
+
+// GitHubState maps Kiln's state to GitHub's (pending, success, failure,
+// error): a canceled build is an error, a timed-out one a failure.
+func GitHubState(st store.Status) string {
+	switch st {
+	case store.StatusSuccess:
+		return "success"
+	case store.StatusFailure, store.StatusTimedOut:
+		return "failure"
+	case store.StatusError, store.StatusCanceled:
+		return "error"
+	}
+	return "pending"
+}
+
+// GitLabState maps Kiln's state to GitLab's (pending, running, success,
+// failed, canceled).
+func GitLabState(st store.Status) string {
+	switch st {
+	case store.StatusRunning:
+		return "running"
+	case store.StatusSuccess:
+		return "success"
+	case store.StatusFailure, store.StatusTimedOut, store.StatusError:
+		return "failed"
+	case store.StatusCanceled:
+		return "canceled"
+	}
+	return "pending"
+}
+
+// GiteaState maps Kiln's state to Gitea's (pending, success, error,
+// failure, warning).
+func GiteaState(st store.Status) string {
+	switch st {
+	case store.StatusSuccess:
+		return "success"
+	case store.StatusFailure, store.StatusTimedOut:
+		return "failure"
+	case store.StatusError, store.StatusCanceled:
+		return "error"
+	}
+	return "pending"
+}
