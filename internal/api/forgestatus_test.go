@@ -71,7 +71,9 @@ func TestForgeStatusesThroughServer(t *testing.T) {
 			return false
 		}
 	}
-	wait("the pending statuses", func(ss []fakegithub.CommitStatus) bool { return has("kiln", "pending")(ss) && has("kiln/test", "pending")(ss) })
+	wait("the pending statuses", func(ss []fakegithub.CommitStatus) bool {
+		return has("kiln", "pending")(ss) && has("kiln/test", "pending")(ss)
+	})
 	st := e.srv.Store
 	j, err := st.ClaimJob(t.Context(), store.Claim{AgentID: "a", Lease: time.Minute, StepNames: func([]byte) []string { return nil }})
 	if err != nil || j == nil {
@@ -80,7 +82,9 @@ func TestForgeStatusesThroughServer(t *testing.T) {
 	if _, err := st.FinishJob(t.Context(), j.ID, j.Attempt, store.StatusSuccess, nil, "", 0); err != nil {
 		t.Fatal(err)
 	}
-	wait("the successes", func(ss []fakegithub.CommitStatus) bool { return has("kiln", "success")(ss) && has("kiln/test", "success")(ss) })
+	wait("the successes", func(ss []fakegithub.CommitStatus) bool {
+		return has("kiln", "success")(ss) && has("kiln/test", "success")(ss)
+	})
 	for _, s := range gh.Statuses() {
 		if !strings.HasSuffix(s.TargetURL, "/api/v1/builds/"+itoa(b.ID)) {
 			t.Errorf("target_url %q", s.TargetURL)
