@@ -106,8 +106,16 @@ func (s *Sender) Run(ctx context.Context) {
 	t := time.NewTicker(s.cfg.Poll)
 	defer t.Stop()
 	for {
-		if _, err := s.Round(ctx); err != nil && ctx.Err() == nil {
-			s.log.Warn("forge statuses: reading the outbox", "err", err)
+		// Rounds follow each other while they send (a backlog drains at
+		// once); the ticker paces the outbox's reads when idle.
+		for {
+			n, err := s.Round(ctx)
+			if err != nil && ctx.Err() == nil {
+				s.log.Warn("forge statuses: reading the outbox", "err", err)
+			}
+			if n == 0 || err != nil {
+				break
+			}
 		}
 		select {
 		case <-ctx.Done():
