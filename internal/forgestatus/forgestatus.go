@@ -312,7 +312,9 @@ func (s *Sender) send(ctx context.Context, c *store.ForgeConnection, r *store.Fo
 	switch {
 	case resp.StatusCode == http.StatusTooManyRequests:
 		return &retryAt{msg: text, at: retryAfter(resp.Header, now)}
-	case resp.StatusCode == http.StatusForbidden && resp.Header.Get("X-RateLimit-Remaining") == "0":
+	case resp.StatusCode == http.StatusForbidden && (resp.Header.Get("X-RateLimit-Remaining") == "0" || resp.Header.Get("Retry-After") != ""):
+		// GitHub's primary rate limit (its reset) or a secondary one
+		// (Retry-After), answered 403.
 		at := retryAfter(resp.Header, now)
 		if reset, err := strconv.ParseInt(resp.Header.Get("X-RateLimit-Reset"), 10, 64); at.IsZero() && err == nil {
 			at = time.Unix(reset, 0)

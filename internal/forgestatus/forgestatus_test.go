@@ -245,13 +245,44 @@ func TestStatusesReachEachForge(t *testing.T) {
 	}
 }
 
-// No forge connection: no outbox rows, and the build runs as ever.
+// No forge connection: no outbox rows, and the build runs as ever; nor
+// for a GitHub Actions runner build (GitHub shows those itself).
 func TestNoConnectionNoRows(t *testing.T) {
 	e := newEnv(t, nil)
 	b := e.build(t, "test")
 	e.finish(t, e.claim(t, "test"), store.StatusSuccess)
 	if rows := e.rows(t, b.ID); len(rows) != 0 {
 		t.Fatalf("rows without a connection: %+v", rows)
+	}
+	if err := e.st.SetProjectForge(ctx, e.project.ID, &store.ForgeConnection{Forge: "github", Repo: "a/b", APIURL: "http://127.0.0.1:1", Token: "t"}); err != nil {
+		t.Fatal(err)
+	}
+	r := &store.Build{ProjectID: e.project.ID, Trigger: store.TriggerGitHubActions, Ref: "refs/heads/main", Commit: sha}
+	if err := e.st.CreateBuild(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	if rows := e.rows(t, r.ID); len(rows) != 0 {
+		t.Fatalf("rows of a runner build: %+v", rows)
+	}
+}
+
+// A connection removed after its rows were written: they are given up.
+func TestConnectionRemoved(t *testing.T) {
+	gt := fakeforge.New(fakeforge.Gitea, "acme/web", "tok")
+	defer gt.Close()
+	e := newEnv(t, &store.ForgeConnection{Forge: "gitea", Repo: "acme/web", APIURL: gt.URL(), Token: "tok"})
+	b := e.build(t, "test")
+	if err := e.st.SetProjectForge(ctx, e.project.ID, nil); err != nil {
+		t.Fatal(err)
+	}
+	e.flush(t)
+	for _, r := range e.rows(t, b.ID) {
+		if r.Outcome != store.OutcomeFailed || !strings.Contains(r.LastError, "no forge connection") {
+			t.Errorf("row %+v: want given up", r)
+		}
+	}
+	if gt.Calls() != 0 {
+		t.Errorf("%d calls to the forge", gt.Calls())
 	}
 }
 
@@ -375,13 +406,20 @@ func TestRefusalsGivenUp(t *testing.T) {
 	}
 }
 
-// 429 with Retry-After: tried again when the forge said, not before.
+// 429 with Retry-After (and GitHub's secondary limit answered 403 with
+// it): tried again when the forge said, not before.
 func TestRetryAfter(t *testing.T) {
+	for _, code := range []int{http.StatusTooManyRequests, http.StatusForbidden} {
+		t.Run(fmt.Sprint(code), func(t *testing.T) { testRetryAfter(t, code) })
+	}
+}
+
+func testRetryAfter(t *testing.T, code int) {
 	gh := fakegithub.New()
 	defer gh.Close()
 	gh.AddToken("tok")
 	e := newEnv(t, &store.ForgeConnection{Forge: "github", Repo: "acme/web", APIURL: strings.TrimSuffix(gh.URL(), "/"), Token: "tok"})
-	gh.SecondaryRateLimit(1, http.StatusTooManyRequests, 5*time.Minute)
+	gh.SecondaryRateLimit(1, code, 5*time.Minute)
 	b := e.build(t) // no jobs planned: the build's pending only
 	e.flush(t)
 	if n := len(gh.Statuses()); n != 0 {

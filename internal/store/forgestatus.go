@@ -91,7 +91,8 @@ const ContextBuild = "kiln"
 // syncStatuses writes into the outbox, inside tx (the transaction of the
 // change), every status of the build that differs from the last one
 // written: the build's own and each job's. It does nothing for a build
-// without a commit or whose project has no forge connection. It is called
+// without a commit, whose project has no forge connection, or that runs a
+// GitHub Actions job (GitHub shows those itself). It is called
 // wherever a build's or a job's status changes, so a crash between the
 // change and its status cannot happen.
 func (s *Store) syncStatuses(ctx context.Context, tx *sql.Tx, buildID int64) error {
@@ -99,7 +100,7 @@ func (s *Store) syncStatuses(ctx context.Context, tx *sql.Tx, buildID int64) err
 	var commit, approval string
 	var status Status
 	err := tx.QueryRowContext(ctx, `SELECT b.project_id, b.commit_sha, b.status, b.approval FROM builds b JOIN project_forges f ON f.project_id = b.project_id
-		WHERE b.id = ? AND b.commit_sha != ''`, buildID).Scan(&projectID, &commit, &status, &approval)
+		WHERE b.id = ? AND b.commit_sha != '' AND b.trigger != ?`, buildID, TriggerGitHubActions).Scan(&projectID, &commit, &status, &approval)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil
 	}
