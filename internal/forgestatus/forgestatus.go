@@ -50,6 +50,9 @@ type Config struct {
 	// Backoff is the wait before attempt n+1 after n failed ones (default
 	// 2^n seconds, at most 10 minutes).
 	Backoff func(attempts int) time.Duration
+	// Keep is how long rows done with (delivered, superseded, given up)
+	// stay in the outbox (default 7 days); they are pruned hourly.
+	Keep time.Duration
 	// Now is the clock (tests move it).
 	Now func() time.Time
 	// Client sends the requests (default: an http.Client with Timeout).
@@ -80,6 +83,9 @@ func (c *Config) defaults() {
 			return min(time.Duration(1<<n)*time.Second, 10*time.Minute)
 		}
 	}
+	if c.Keep <= 0 {
+		c.Keep = 7 * 24 * time.Hour
+	}
 	if c.Now == nil {
 		c.Now = time.Now
 	}
@@ -105,7 +111,14 @@ func New(cfg Config, st *store.Store, m *metrics.Metrics, log *slog.Logger) *Sen
 func (s *Sender) Run(ctx context.Context) {
 	t := time.NewTicker(s.cfg.Poll)
 	defer t.Stop()
+	var pruned time.Time
 	for {
+		if now := s.cfg.Now(); now.Sub(pruned) >= time.Hour {
+			pruned = now
+			if _, err := s.st.PruneForgeStatuses(ctx, now.Add(-s.cfg.Keep)); err != nil && ctx.Err() == nil {
+				s.log.Warn("forge statuses: pruning the outbox", "err", err)
+			}
+		}
 		// Rounds follow each other while they send (a backlog drains at
 		// once); the ticker paces the outbox's reads when idle.
 		for {

@@ -503,3 +503,22 @@ func counter(m *metrics.Metrics, forge, result string) float64 {
 	}
 	return d.GetCounter().GetValue()
 }
+
+// Rows done with are pruned after Keep; rows still to send are not.
+func TestPrune(t *testing.T) {
+	gt := fakeforge.New(fakeforge.Gitea, "acme/web", "tok")
+	defer gt.Close()
+	e := newEnv(t, &store.ForgeConnection{Forge: "gitea", Repo: "acme/web", APIURL: gt.URL(), Token: "tok"})
+	b := e.build(t, "test")
+	e.flush(t)
+	gt.FailNext(http.StatusServiceUnavailable, 1, nil)
+	e.claim(t, "test")
+	e.flush(t) // one of the two running rows waits for a retry
+	n, err := e.st.PruneForgeStatuses(ctx, time.Now().Add(time.Hour))
+	if err != nil || n != 3 {
+		t.Fatalf("pruned %d, %v; want 3 (2 pending delivered, 1 running delivered)", n, err)
+	}
+	if rows := e.rows(t, b.ID); len(rows) != 1 || rows[0].Outcome != "" {
+		t.Fatalf("left %+v, want the row still to send", rows)
+	}
+}

@@ -287,3 +287,14 @@ func (s *Store) OldestPendingForgeStatus(ctx context.Context) (int, time.Time, e
 	}
 	return n, fromMS(oldest.Int64), nil
 }
+
+// PruneForgeStatuses deletes outbox rows done with (delivered, superseded
+// or given up) written before before, and returns how many. A build
+// changed after its rows were pruned writes its current states again.
+func (s *Store) PruneForgeStatuses(ctx context.Context, before time.Time) (int64, error) {
+	res, err := s.db.ExecContext(ctx, `DELETE FROM forge_statuses WHERE outcome != '' AND created_at < ?`, ms(before))
+	if err != nil {
+		return 0, err
+	}
+	return res.RowsAffected()
+}
