@@ -42,11 +42,11 @@ func TestForgeStatusesThroughServer(t *testing.T) {
 		{"unknown forge", "PATCH", "/api/v1/projects/web", map[string]any{"forge": "bitbucket"}, 400, "invalid", `forge: "bitbucket": want github, gitlab or gitea`},
 		{"gitlab without url", "PATCH", "/api/v1/projects/other", map[string]any{"forge": "gitlab", "forge_repo": "g/n"}, 400, "invalid", "forge_url: required for gitlab"},
 		{"bad repo", "PATCH", "/api/v1/projects/web", map[string]any{"forge_repo": "acme"}, 400, "invalid", `forge_repo: "acme"`},
+		{"repo with a dot segment", "PATCH", "/api/v1/projects/web", map[string]any{"forge_repo": "acme/.."}, 400, "invalid", "forge_repo"},
 		{"github repo with a subgroup", "PATCH", "/api/v1/projects/web", map[string]any{"forge_repo": "a/b/c"}, 400, "invalid", "forge_repo"},
 		{"url with credentials", "PATCH", "/api/v1/projects/web", map[string]any{"forge_url": "https://u:p@example.com"}, 400, "invalid", "forge_url"},
 		{"url not http", "PATCH", "/api/v1/projects/web", map[string]any{"forge_url": "file:///etc"}, 400, "invalid", "forge_url"},
 		{"empty token", "PATCH", "/api/v1/projects/web", map[string]any{"forge_token": ""}, 400, "invalid", "forge_token: required"},
-		{"fields without a forge", "PATCH", "/api/v1/projects/hello", map[string]any{"forge_repo": "a/b"}, 404, "not_found", ""},
 	}, nil)
 
 	b := e.trigger("web", "main")

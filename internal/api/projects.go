@@ -49,6 +49,17 @@ const DefaultGitHubAPI = "https://api.github.com"
 
 var forgeRepo = regexp.MustCompile(`^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)+$`)
 
+// dotSegment reports whether a repository path has a "." or ".." segment
+// (which would move a request to another API path).
+func dotSegment(repo string) bool {
+	for _, seg := range strings.Split(repo, "/") {
+		if seg == "." || seg == ".." {
+			return true
+		}
+	}
+	return false
+}
+
 // forgeConnection applies a request's forge fields to cur (nil: none).
 func forgeConnection(cur *store.ForgeConnection, req ProjectRequest) (*store.ForgeConnection, error) {
 	if req.Forge == nil && req.ForgeRepo == nil && req.ForgeURL == nil && req.ForgeToken == nil {
@@ -90,7 +101,7 @@ func forgeConnection(cur *store.ForgeConnection, req ProjectRequest) (*store.For
 	default:
 		return nil, fmt.Errorf("forge: %q: want github, gitlab or gitea", c.Forge)
 	}
-	if !forgeRepo.MatchString(c.Repo) || (c.Forge != store.ForgeGitLab && strings.Count(c.Repo, "/") != 1) {
+	if !forgeRepo.MatchString(c.Repo) || (c.Forge != store.ForgeGitLab && strings.Count(c.Repo, "/") != 1) || dotSegment(c.Repo) {
 		return nil, fmt.Errorf("forge_repo: %q: want owner/name (GitLab: group/name, subgroups allowed)", c.Repo)
 	}
 	u, err := url.Parse(c.APIURL)
