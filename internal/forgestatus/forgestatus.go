@@ -55,7 +55,10 @@ type Config struct {
 	Keep time.Duration
 	// Now is the clock (tests move it).
 	Now func() time.Time
-	// Client sends the requests (default: an http.Client with Timeout).
+	// Client sends the requests (default: an http.Client with Timeout
+	// that follows no redirect). A client given here should not follow
+	// redirects either: GitLab's PRIVATE-TOKEN is not a header Go drops on
+	// a redirect to another host.
 	Client *http.Client
 }
 
@@ -90,7 +93,9 @@ func (c *Config) defaults() {
 		c.Now = time.Now
 	}
 	if c.Client == nil {
-		c.Client = &http.Client{Timeout: c.Timeout}
+		// The token goes to the configured API URL only: a redirect is
+		// answered as it came (a 3xx: given up, recorded).
+		c.Client = &http.Client{Timeout: c.Timeout, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -520,5 +521,34 @@ func TestPrune(t *testing.T) {
 	}
 	if rows := e.rows(t, b.ID); len(rows) != 1 || rows[0].Outcome != "" {
 		t.Fatalf("left %+v, want the row still to send", rows)
+	}
+}
+
+// A forge answering with a redirect does not get the token carried to
+// the redirect's target: the status is given up with the 3xx recorded.
+func TestNoRedirect(t *testing.T) {
+	var mu sync.Mutex
+	var elsewhere []http.Header
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		elsewhere = append(elsewhere, r.Header.Clone())
+		mu.Unlock()
+		w.WriteHeader(http.StatusCreated)
+	}))
+	defer other.Close()
+	forge := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, other.URL+r.URL.Path, http.StatusTemporaryRedirect)
+	}))
+	defer forge.Close()
+	e := newEnv(t, &store.ForgeConnection{Forge: "gitlab", Repo: "acme/web", APIURL: forge.URL, Token: "glpat-secret"})
+	b := e.build(t)
+	e.flush(t)
+	mu.Lock()
+	defer mu.Unlock()
+	if len(elsewhere) != 0 {
+		t.Fatalf("the redirect was followed: %v", elsewhere)
+	}
+	if r := e.rows(t, b.ID); len(r) != 1 || r[0].Outcome != store.OutcomeFailed || !strings.Contains(r[0].LastError, "307") {
+		t.Fatalf("rows %+v: want given up with the 307", r[0])
 	}
 }
