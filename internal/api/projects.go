@@ -105,7 +105,7 @@ func forgeConnection(cur *store.ForgeConnection, req ProjectRequest) (*store.For
 		return nil, fmt.Errorf("forge_repo: %q: want owner/name (GitLab: group/name, subgroups allowed)", c.Repo)
 	}
 	u, err := url.Parse(c.APIURL)
-	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Hostname() == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Hostname() == "" || u.User != nil || strings.ContainsAny(c.APIURL, "?#") {
 		return nil, fmt.Errorf("forge_url: %q: want an http or https URL without credentials, query or fragment", c.APIURL)
 	}
 	if c.Token == "" {

@@ -105,11 +105,24 @@ type Sender struct {
 	st  *store.Store
 	m   *metrics.Metrics
 	log *slog.Logger
+
+	mu sync.Mutex
+	// hold: a project whose forge said to wait (a rate limit) gets no
+	// request before then. In memory only: after a restart the first
+	// request learns it again.
+	hold map[int64]time.Time
 }
 
 func New(cfg Config, st *store.Store, m *metrics.Metrics, log *slog.Logger) *Sender {
 	cfg.defaults()
-	return &Sender{cfg: cfg, st: st, m: m, log: log}
+	return &Sender{cfg: cfg, st: st, m: m, log: log, hold: map[int64]time.Time{}}
+}
+
+// held reports whether project's forge asked to wait past now.
+func (s *Sender) held(project int64, now time.Time) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.hold[project].After(now)
 }
 
 // Run delivers the outbox every Poll until ctx ends.
@@ -175,7 +188,7 @@ func (s *Sender) Round(ctx context.Context) (int, error) {
 	now := s.cfg.Now()
 	var due []*store.ForgeStatus
 	for _, k := range order {
-		if r := newest[k]; !r.NextAttempt.After(now) {
+		if r := newest[k]; !r.NextAttempt.After(now) && !s.held(r.ProjectID, now) {
 			due = append(due, r)
 		}
 	}
@@ -184,6 +197,9 @@ func (s *Sender) Round(ctx context.Context) (int, error) {
 	for range min(s.cfg.Workers, len(due)) {
 		wg.Go(func() {
 			for r := range work {
+				if s.held(r.ProjectID, s.cfg.Now()) {
+					continue // rate limited meanwhile: left for a later round
+				}
 				s.deliver(ctx, conns[r.ProjectID], r)
 			}
 		})
@@ -238,6 +254,11 @@ func (s *Sender) deliver(ctx context.Context, c *store.ForgeConnection, r *store
 	next := s.cfg.Now().Add(s.cfg.Backoff(r.Attempts + 1))
 	if errors.As(err, &wait) && !wait.at.IsZero() {
 		next = wait.at
+		s.mu.Lock()
+		if next.After(s.hold[r.ProjectID]) {
+			s.hold[r.ProjectID] = next
+		}
+		s.mu.Unlock()
 	}
 	s.count(c, "retried")
 	log.Info("forge statuses: will retry", "attempts", r.Attempts+1, "next", next, "err", err)

@@ -81,9 +81,9 @@ func newEnv(t *testing.T, conn *store.ForgeConnection) *env {
 	return e
 }
 
-func (e *env) newSender(t *testing.T) {
+func (e *env) newSender(t *testing.T, workers ...int) {
 	e.m = metrics.New(nil)
-	e.sender = forgestatus.New(forgestatus.Config{PublicURL: "https://kiln.example.com", Now: e.clock.now,
+	e.sender = forgestatus.New(forgestatus.Config{PublicURL: "https://kiln.example.com", Now: e.clock.now, Workers: append(workers, 0)[0],
 		Backoff: func(int) time.Duration { return time.Minute }}, e.st, e.m, slog.New(slog.NewTextHandler(io.Discard, nil)))
 }
 
@@ -550,5 +550,26 @@ func TestNoRedirect(t *testing.T) {
 	}
 	if r := e.rows(t, b.ID); len(r) != 1 || r[0].Outcome != store.OutcomeFailed || !strings.Contains(r[0].LastError, "307") {
 		t.Fatalf("rows %+v: want given up with the 307", r[0])
+	}
+}
+
+// A rate limit holds the project's other statuses too: no request until
+// the reset.
+func TestRateLimitHoldsTheProject(t *testing.T) {
+	gh := fakegithub.New()
+	defer gh.Close()
+	gh.AddToken("tok")
+	e := newEnv(t, &store.ForgeConnection{Forge: "github", Repo: "acme/web", APIURL: strings.TrimSuffix(gh.URL(), "/"), Token: "tok"})
+	e.newSender(t, 1) // one at a time: the second waits behind the first
+	gh.RateLimit(1, e.clock.now().Add(time.Hour))
+	e.build(t, "test", "lint")
+	e.flush(t)
+	if n := gh.Calls(fakegithub.EndpointCreateStatus); n != 1 {
+		t.Fatalf("%d requests while rate limited, want 1", n)
+	}
+	e.clock.advance(61 * time.Minute)
+	e.flush(t)
+	if n := len(gh.Statuses()); n != 3 {
+		t.Fatalf("%d delivered after the reset, want 3", n)
 	}
 }
