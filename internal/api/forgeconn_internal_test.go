@@ -45,7 +45,8 @@ func FuzzForgeConnection(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if r.URL.Host != base.Host || r.URL.Scheme != base.Scheme || r.URL.User != nil || r.URL.RawQuery != "" {
+		// "h:" and "h" are the same host (an empty port is the scheme's).
+		if r.URL.Hostname() != base.Hostname() || r.URL.Port() != base.Port() || r.URL.Scheme != base.Scheme || r.URL.User != nil || r.URL.RawQuery != "" || r.URL.Fragment != "" {
 			t.Fatalf("repo %q, url %q: request goes to %s", repo, apiURL, r.URL)
 		}
 		var want string
