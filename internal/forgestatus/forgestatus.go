@@ -138,8 +138,9 @@ func (s *Sender) Run(ctx context.Context) {
 			}
 		}
 		// Rounds follow each other while they send (a backlog drains at
-		// once); the ticker paces the outbox's reads when idle.
-		for {
+		// once, up to a bound, in case recording outcomes fails); the
+		// ticker paces the outbox's reads when idle.
+		for range 100 {
 			n, err := s.Round(ctx)
 			if err != nil && ctx.Err() == nil {
 				s.log.Warn("forge statuses: reading the outbox", "err", err)
@@ -156,41 +157,24 @@ func (s *Sender) Run(ctx context.Context) {
 	}
 }
 
-type key struct {
-	project       int64
-	commit, ctxID string
-}
-
 // Round reads the outbox once: supersedes older states, sends the newest
 // due state of each (commit, context), and records each outcome. It
 // returns how many rows it sent (whatever the answer).
 func (s *Sender) Round(ctx context.Context) (int, error) {
-	rows, conns, err := s.st.PendingForgeStatuses(ctx, s.cfg.Batch)
+	superseded, err := s.st.SupersedeForgeStatuses(ctx)
 	if err != nil {
 		return 0, err
 	}
-	newest := map[key]*store.ForgeStatus{}
-	var order []key
-	var superseded []int64
-	for _, r := range rows { // oldest first
-		k := key{r.ProjectID, r.Commit, r.Context}
-		if old, ok := newest[k]; ok {
-			superseded = append(superseded, old.ID)
-			s.count(conns[old.ProjectID], "superseded")
-		} else {
-			order = append(order, k)
+	for p, n := range superseded {
+		c, _ := s.st.ProjectForge(ctx, p)
+		for range n {
+			s.count(c, "superseded")
 		}
-		newest[k] = r
-	}
-	if err := s.st.SupersedeForgeStatuses(ctx, superseded); err != nil {
-		return 0, err
 	}
 	now := s.cfg.Now()
-	var due []*store.ForgeStatus
-	for _, k := range order {
-		if r := newest[k]; !r.NextAttempt.After(now) && !s.held(r.ProjectID, now) {
-			due = append(due, r)
-		}
+	due, conns, err := s.st.PendingForgeStatuses(ctx, now, s.heldProjects(now), s.cfg.Batch)
+	if err != nil {
+		return 0, err
 	}
 	work := make(chan *store.ForgeStatus)
 	var wg sync.WaitGroup
@@ -210,6 +194,21 @@ func (s *Sender) Round(ctx context.Context) (int, error) {
 	close(work)
 	wg.Wait()
 	return len(due), ctx.Err()
+}
+
+// heldProjects lists the projects whose forge asked to wait past now.
+func (s *Sender) heldProjects(now time.Time) []int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []int64
+	for p, until := range s.hold {
+		if until.After(now) {
+			out = append(out, p)
+		} else {
+			delete(s.hold, p)
+		}
+	}
+	return out
 }
 
 func (s *Sender) count(c *store.ForgeConnection, result string) {

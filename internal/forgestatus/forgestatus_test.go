@@ -81,11 +81,16 @@ func newEnv(t *testing.T, conn *store.ForgeConnection) *env {
 	return e
 }
 
-func (e *env) newSender(t *testing.T, workers ...int) {
+func (e *env) newSender(t *testing.T, opts ...func(*forgestatus.Config)) {
 	e.m = metrics.New(nil)
-	e.sender = forgestatus.New(forgestatus.Config{PublicURL: "https://kiln.example.com", Now: e.clock.now, Workers: append(workers, 0)[0],
-		Backoff: func(int) time.Duration { return time.Minute }}, e.st, e.m, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	cfg := forgestatus.Config{PublicURL: "https://kiln.example.com", Now: e.clock.now, Backoff: func(int) time.Duration { return time.Minute }}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	e.sender = forgestatus.New(cfg, e.st, e.m, slog.New(slog.NewTextHandler(io.Discard, nil)))
 }
+
+func workers(n int) func(*forgestatus.Config) { return func(c *forgestatus.Config) { c.Workers = n } }
 
 // build creates a push build of sha with the named jobs, planned.
 func (e *env) build(t *testing.T, jobs ...string) *store.Build {
@@ -560,12 +565,52 @@ func TestRateLimitHoldsTheProject(t *testing.T) {
 	defer gh.Close()
 	gh.AddToken("tok")
 	e := newEnv(t, &store.ForgeConnection{Forge: "github", Repo: "acme/web", APIURL: strings.TrimSuffix(gh.URL(), "/"), Token: "tok"})
-	e.newSender(t, 1) // one at a time: the second waits behind the first
+	e.newSender(t, workers(1)) // one at a time: the second waits behind the first
 	gh.RateLimit(1, e.clock.now().Add(time.Hour))
 	e.build(t, "test", "lint")
 	e.flush(t)
 	if n := gh.Calls(fakegithub.EndpointCreateStatus); n != 1 {
 		t.Fatalf("%d requests while rate limited, want 1", n)
+	}
+	e.clock.advance(61 * time.Minute)
+	e.flush(t)
+	if n := len(gh.Statuses()); n != 3 {
+		t.Fatalf("%d delivered after the reset, want 3", n)
+	}
+}
+
+// A rate-limited project's backlog does not hold up another project's
+// statuses, even past one round's batch.
+func TestRateLimitedProjectDoesNotBlockOthers(t *testing.T) {
+	gh := fakegithub.New()
+	defer gh.Close()
+	gh.AddToken("tok")
+	gt := fakeforge.New(fakeforge.Gitea, "acme/lib", "tok")
+	defer gt.Close()
+	e := newEnv(t, &store.ForgeConnection{Forge: "github", Repo: "acme/web", APIURL: strings.TrimSuffix(gh.URL(), "/"), Token: "tok"})
+	e.newSender(t, workers(1), func(c *forgestatus.Config) { c.Batch = 2 })
+	gh.RateLimit(1, e.clock.now().Add(time.Hour))
+	for i := range 3 {
+		if err := e.st.CreateBuild(ctx, &store.Build{ProjectID: e.project.ID, Trigger: "push", Ref: "refs/heads/main", Branch: "main", Commit: fmt.Sprintf("%040x", i+1)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lib := &store.Project{Name: "lib", CloneURL: "/tmp/y", DefaultBranch: "main"}
+	if err := e.st.CreateProject(ctx, lib); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.st.SetProjectForge(ctx, lib.ID, &store.ForgeConnection{Forge: "gitea", Repo: "acme/lib", APIURL: gt.URL(), Token: "tok"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.st.CreateBuild(ctx, &store.Build{ProjectID: lib.ID, Trigger: "push", Ref: "refs/heads/main", Branch: "main", Commit: sha}); err != nil {
+		t.Fatal(err)
+	}
+	e.flush(t)
+	if n := gh.Calls(fakegithub.EndpointCreateStatus); n != 1 {
+		t.Errorf("%d requests to the rate-limited forge, want 1", n)
+	}
+	if got := gt.Statuses(); len(got) != 1 {
+		t.Fatalf("the other project's forge got %+v, want its pending status", got)
 	}
 	e.clock.advance(61 * time.Minute)
 	e.flush(t)

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -189,11 +190,21 @@ func statusWords(st Status) string {
 }
 
 // PendingForgeStatuses returns up to limit outbox rows still to send
-// (whether their next attempt is due or not), oldest first, with their
-// projects' forge connections (nil: removed since).
-func (s *Store) PendingForgeStatuses(ctx context.Context, limit int) ([]*ForgeStatus, map[int64]*ForgeConnection, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT id, build_id, job_id, project_id, commit_sha, context, state, description, created_at, attempts, next_attempt_at, last_error
-		FROM forge_statuses WHERE outcome = '' ORDER BY id LIMIT ?`, limit)
+// whose next attempt is due at now, oldest first, leaving out the
+// projects in skip (a forge that asked to wait), with their projects'
+// forge connections (nil: removed since). Call SupersedeForgeStatuses
+// first, so that only the newest state of each context is among them.
+func (s *Store) PendingForgeStatuses(ctx context.Context, now time.Time, skip []int64, limit int) ([]*ForgeStatus, map[int64]*ForgeConnection, error) {
+	q := `SELECT id, build_id, job_id, project_id, commit_sha, context, state, description, created_at, attempts, next_attempt_at, last_error
+		FROM forge_statuses WHERE outcome = '' AND next_attempt_at <= ?`
+	args := []any{ms(now)}
+	if len(skip) > 0 {
+		q += ` AND project_id NOT IN (?` + strings.Repeat(`, ?`, len(skip)-1) + `)`
+		for _, p := range skip {
+			args = append(args, p)
+		}
+	}
+	rows, err := s.db.QueryContext(ctx, q+` ORDER BY id LIMIT ?`, append(args, limit)...)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -226,15 +237,28 @@ func (s *Store) PendingForgeStatuses(ctx context.Context, limit int) ([]*ForgeSt
 	return out, conns, nil
 }
 
-// SupersedeForgeStatuses marks rows still to send as superseded: a newer
-// state of their commit and context is sent instead.
-func (s *Store) SupersedeForgeStatuses(ctx context.Context, ids []int64) error {
-	for _, id := range ids {
-		if _, err := s.db.ExecContext(ctx, `UPDATE forge_statuses SET outcome = ? WHERE id = ? AND outcome = ''`, OutcomeSuperseded, id); err != nil {
-			return err
-		}
+// SupersedeForgeStatuses marks every row still to send that has a newer
+// one still to send of the same project, commit and context as
+// superseded (the newer state is sent instead), and returns how many of
+// each project's it marked.
+func (s *Store) SupersedeForgeStatuses(ctx context.Context) (map[int64]int, error) {
+	rows, err := s.db.QueryContext(ctx, `UPDATE forge_statuses SET outcome = 'superseded' WHERE outcome = '' AND EXISTS
+		(SELECT 1 FROM forge_statuses n WHERE n.outcome = '' AND n.project_id = forge_statuses.project_id AND n.commit_sha = forge_statuses.commit_sha
+			AND n.context = forge_statuses.context AND n.id > forge_statuses.id)
+		RETURNING project_id`)
+	if err != nil {
+		return nil, err
 	}
-	return nil
+	defer rows.Close()
+	out := map[int64]int{}
+	for rows.Next() {
+		var p int64
+		if err := rows.Scan(&p); err != nil {
+			return nil, err
+		}
+		out[p]++
+	}
+	return out, rows.Err()
 }
 
 // ForgeStatusDelivered records that the forge took a row.

@@ -290,7 +290,7 @@ var migrations = []string{
 		last_error TEXT NOT NULL DEFAULT '',
 		delivered_at INTEGER
 	);
-	CREATE INDEX forge_statuses_pending ON forge_statuses (id) WHERE outcome = '';
+	CREATE INDEX forge_statuses_pending ON forge_statuses (project_id, commit_sha, context, id) WHERE outcome = '';
 	CREATE INDEX forge_statuses_build ON forge_statuses (build_id, context);`,
 }
 
