@@ -69,7 +69,7 @@ type ForgeStatus struct {
 	ProjectID   int64
 	Commit      string
 	Context     string
-	State       Status // Kiln's word; Queued with Waiting for a build waiting for approval
+	State       Status // Kiln's word (a build waiting for approval is queued; its description says so)
 	Description string
 	CreatedAt   time.Time
 	Attempts    int
