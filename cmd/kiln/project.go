@@ -27,7 +27,12 @@ func runProject(ctx context.Context, args []string) error {
 	var req api.ProjectRequest
 	var cloneURL, branch, secret string
 	var cancelSup, forks, drafts string
+	var forgeTokenStdin bool
 	if sub == "add" || sub == "set" {
+		fs.Func("forge", "where commit statuses go: github, gitlab or gitea (\"\": nowhere)", strFlag(&req.Forge))
+		fs.Func("forge-repo", "the forge's repository: owner/name (GitLab: group/name)", strFlag(&req.ForgeRepo))
+		fs.Func("forge-url", "the forge's API base URL (github: GitHub's public API by default; required for gitlab and gitea)", strFlag(&req.ForgeURL))
+		fs.BoolVar(&forgeTokenStdin, "forge-token-stdin", false, "read the forge API token (it may set commit statuses) from stdin")
 		fs.StringVar(&forks, "fork-pull-requests", "", "requests from forks: approve (they wait for kiln approve; the default), run, or off")
 		fs.StringVar(&drafts, "draft-pull-requests", "", "draft requests: build (the default), or wait until they are ready")
 		fs.StringVar(&cloneURL, "url", "", "clone URL (any git URL or a local path)")
@@ -63,6 +68,13 @@ func runProject(ctx context.Context, args []string) error {
 	if forks != "" {
 		req.ForkPullRequests = &forks
 	}
+	if forgeTokenStdin {
+		token, err := readSecretValue(os.Stdin, isTerminal(os.Stdin))
+		if err != nil {
+			return fmt.Errorf("forge token: %w", err)
+		}
+		req.ForgeToken = &token
+	}
 	if drafts != "" {
 		req.DraftPullRequests = &drafts
 	}
@@ -89,7 +101,7 @@ func runProject(ctx context.Context, args []string) error {
 		fmt.Printf("webhooks: %s%s (GitHub), %s%s (GitLab), %s%s (Gitea)\n", c.server, out.WebhookPaths[0], c.server, out.WebhookPaths[1], c.server, out.WebhookPaths[2])
 		return nil
 	case "set":
-		if err := need(1, "set NAME [-url URL] [-branch B] [-webhook-secret S] [-cancel-superseded true|false] [-log-retention-days N] [-log-max-bytes N] [-max-running N] [-weight N]"); err != nil {
+		if err := need(1, "set NAME [-url URL] [-branch B] [-webhook-secret S] [-cancel-superseded true|false] [-log-retention-days N] [-log-max-bytes N] [-max-running N] [-weight N] [-forge github|gitlab|gitea -forge-repo R [-forge-url URL] -forge-token-stdin]"); err != nil {
 			return err
 		}
 		if err := c.do(ctx, "PATCH", "/projects/"+url.PathEscape(pos[0]), req, &out); err != nil {
@@ -143,6 +155,9 @@ func printProject(p api.ProjectView, asJSON bool) error {
 	}
 	fmt.Printf("name:              %s\nclone url:         %s\ndefault branch:    %s\nwebhook secret:    %v\ncancel superseded: %v\nfork requests:     %s\ndraft requests:    %s\nmax running:       %s\nweight:            %d\nwebhook paths:     %s\n",
 		qs(p.Name), qs(p.CloneURL), qs(p.DefaultBranch), p.HasWebhookSecret, p.CancelSuperseded, p.ForkPullRequests, p.DraftPullRequests, maxRunning, p.Weight, strings.Join(p.WebhookPaths, ", "))
+	if p.Forge != nil {
+		fmt.Printf("forge statuses:    %s %s at %s (token set: %v)\n", p.Forge.Forge, qs(p.Forge.Repo), qs(p.Forge.APIURL), p.HasForgeToken)
+	}
 	return nil
 }
 
@@ -214,4 +229,12 @@ func projectSecret(ctx context.Context, c *apiClient, pos []string) error {
 		return c.do(ctx, "DELETE", base+"/"+url.PathEscape(pos[2]), nil, nil)
 	}
 	return errors.New(usage)
+}
+
+// strFlag sets *p to the flag's value (so an empty value is still set).
+func strFlag(p **string) func(string) error {
+	return func(v string) error {
+		*p = &v
+		return nil
+	}
 }

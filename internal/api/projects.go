@@ -4,7 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"regexp"
+	"strings"
 
 	"github.com/kilnci/kiln/internal/gitmirror"
 	"github.com/kilnci/kiln/internal/store"
@@ -36,6 +38,85 @@ type ProjectRequest struct {
 	// in the fair share across projects (1 to 100; 1 is the default).
 	MaxRunning *int `json:"max_running,omitempty"`
 	Weight     *int `json:"weight,omitempty"`
+	// The forge commit statuses go to: github, gitlab or gitea ("" removes
+	// the connection); the repository (GitHub, Gitea: owner/name; GitLab:
+	// its path, group/name); the API's base URL (github: GitHub's public
+	// API by default; required for gitlab and gitea); an API token that
+	// may set commit statuses (stored sealed, never shown).
+	Forge      *string `json:"forge,omitempty"`
+	ForgeRepo  *string `json:"forge_repo,omitempty"`
+	ForgeURL   *string `json:"forge_url,omitempty"`
+	ForgeToken *string `json:"forge_token,omitempty"`
+}
+
+// DefaultGitHubAPI is the API base URL of a github connection without one.
+const DefaultGitHubAPI = "https://api.github.com"
+
+var forgeRepo = regexp.MustCompile(`^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)+$`)
+
+// dotSegment reports whether a repository path has a "." or ".." segment
+// (which would move a request to another API path).
+func dotSegment(repo string) bool {
+	for _, seg := range strings.Split(repo, "/") {
+		if seg == "." || seg == ".." {
+			return true
+		}
+	}
+	return false
+}
+
+// forgeConnection applies a request's forge fields to cur (nil: none).
+func forgeConnection(cur *store.ForgeConnection, req ProjectRequest) (*store.ForgeConnection, error) {
+	if req.Forge == nil && req.ForgeRepo == nil && req.ForgeURL == nil && req.ForgeToken == nil {
+		return cur, nil
+	}
+	if req.Forge != nil && *req.Forge == "" {
+		return nil, nil
+	}
+	c := store.ForgeConnection{}
+	if cur != nil {
+		c = *cur
+	}
+	if req.Forge != nil {
+		if c.Forge != *req.Forge && req.ForgeURL == nil {
+			c.APIURL = "" // another forge's URL does not carry over
+		}
+		c.Forge = *req.Forge
+	}
+	if req.ForgeRepo != nil {
+		c.Repo = *req.ForgeRepo
+	}
+	if req.ForgeURL != nil {
+		c.APIURL = strings.TrimRight(*req.ForgeURL, "/")
+	}
+	if req.ForgeToken != nil {
+		c.Token = *req.ForgeToken
+	}
+	switch c.Forge {
+	case store.ForgeGitHub:
+		if c.APIURL == "" {
+			c.APIURL = DefaultGitHubAPI
+		}
+	case store.ForgeGitLab, store.ForgeGitea:
+		if c.APIURL == "" {
+			return nil, fmt.Errorf("forge_url: required for %s (its API's base URL, e.g. https://gitlab.example.com)", c.Forge)
+		}
+	case "":
+		return nil, errors.New("forge: required with forge_repo, forge_url or forge_token: github, gitlab or gitea")
+	default:
+		return nil, fmt.Errorf("forge: %q: want github, gitlab or gitea", c.Forge)
+	}
+	if !forgeRepo.MatchString(c.Repo) || (c.Forge != store.ForgeGitLab && strings.Count(c.Repo, "/") != 1) || dotSegment(c.Repo) {
+		return nil, fmt.Errorf("forge_repo: %q: want owner/name (GitLab: group/name, subgroups allowed)", c.Repo)
+	}
+	u, err := url.Parse(c.APIURL)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Hostname() == "" || u.User != nil || strings.ContainsAny(c.APIURL, "?#") {
+		return nil, fmt.Errorf("forge_url: %q: want an http or https URL without credentials, query or fragment", c.APIURL)
+	}
+	if c.Token == "" {
+		return nil, errors.New("forge_token: required: a token that may set commit statuses")
+	}
+	return &c, nil
 }
 
 // ProjectView is a project as the API shows it: the webhook secret is never
@@ -48,11 +129,18 @@ type ProjectView struct {
 	store.LogRetention
 	// Its scheduling: max_running null is the server's default.
 	store.Scheduling
+	// Where its commit statuses go (the token is never shown).
+	Forge         *store.ForgeConnection `json:"forge,omitempty"`
+	HasForgeToken bool                   `json:"has_forge_token"`
 }
 
 func view(p *store.Project) ProjectView {
 	return ProjectView{Project: p, HasWebhookSecret: p.WebhookSecret != "", Scheduling: store.SchedulingOf(nil, p.ID),
 		WebhookPaths: []string{"/hooks/github/" + p.Name, "/hooks/gitlab/" + p.Name, "/hooks/gitea/" + p.Name}}
+}
+
+func (v *ProjectView) setForge(c *store.ForgeConnection) {
+	v.Forge, v.HasForgeToken = c, c != nil && c.Token != ""
 }
 
 func (s *Server) listProjects(w http.ResponseWriter, r *http.Request) {
@@ -76,6 +164,12 @@ func (s *Server) listProjects(w http.ResponseWriter, r *http.Request) {
 		v := view(p)
 		v.LogRetention = ret[p.ID]
 		v.Scheduling = store.SchedulingOf(sched, p.ID)
+		fc, err := s.store.ProjectForge(r.Context(), p.ID)
+		if err != nil {
+			s.storeError(w, err)
+			return
+		}
+		v.setForge(fc)
 		out = append(out, v)
 	}
 	writeJSON(w, http.StatusOK, out)
@@ -104,6 +198,11 @@ func (s *Server) createProject(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "invalid", err.Error())
 		return
 	}
+	fc, err := forgeConnection(nil, req)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "invalid", err.Error())
+		return
+	}
 	sched, err := scheduling(store.SchedulingOf(nil, 0), req)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, "invalid", err.Error())
@@ -117,12 +216,17 @@ func (s *Server) createProject(w http.ResponseWriter, r *http.Request) {
 		s.storeError(w, err)
 		return
 	}
+	if err := s.store.SetProjectForge(r.Context(), p.ID, fc); err != nil {
+		s.storeError(w, err)
+		return
+	}
 	if err := s.store.SetScheduling(r.Context(), p.ID, sched); err != nil {
 		s.storeError(w, err)
 		return
 	}
 	v := view(p)
 	v.LogRetention, v.Scheduling = ret, sched
+	v.setForge(fc)
 	writeJSON(w, http.StatusCreated, v)
 }
 
@@ -245,6 +349,11 @@ func (s *Server) getProject(w http.ResponseWriter, r *http.Request) {
 			s.storeError(w, err)
 			return
 		}
+		fc, err := s.store.ProjectForge(r.Context(), p.ID)
+		if err != nil {
+			s.storeError(w, err)
+			return
+		}
 		sched, err := s.schedulingOf(r, p)
 		if err != nil {
 			s.storeError(w, err)
@@ -252,6 +361,7 @@ func (s *Server) getProject(w http.ResponseWriter, r *http.Request) {
 		}
 		v := view(p)
 		v.LogRetention, v.Scheduling = ret, sched
+		v.setForge(fc)
 		writeJSON(w, http.StatusOK, v)
 	}
 }
@@ -283,6 +393,16 @@ func (s *Server) updateProject(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "invalid", err.Error())
 		return
 	}
+	curForge, err := s.store.ProjectForge(r.Context(), p.ID)
+	if err != nil {
+		s.storeError(w, err)
+		return
+	}
+	fc, err := forgeConnection(curForge, req)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "invalid", err.Error())
+		return
+	}
 	curSched, err := s.schedulingOf(r, p)
 	if err != nil {
 		s.storeError(w, err)
@@ -301,12 +421,17 @@ func (s *Server) updateProject(w http.ResponseWriter, r *http.Request) {
 		s.storeError(w, err)
 		return
 	}
+	if err := s.store.SetProjectForge(r.Context(), p.ID, fc); err != nil {
+		s.storeError(w, err)
+		return
+	}
 	if err := s.store.SetScheduling(r.Context(), p.ID, sched); err != nil {
 		s.storeError(w, err)
 		return
 	}
 	v := view(p)
 	v.LogRetention, v.Scheduling = ret, sched
+	v.setForge(fc)
 	writeJSON(w, http.StatusOK, v)
 }
 

@@ -41,6 +41,10 @@ type Metrics struct {
 	// Webhook bodies: read (and verified) now, and spooled to disk.
 	WebhookBodiesReading prometheus.Gauge
 	WebhookBodiesSpooled prometheus.Counter
+
+	// ForgeStatuses: commit statuses sent to forges, by forge and result
+	// (delivered, retried, failed, superseded).
+	ForgeStatuses *prometheus.CounterVec
 }
 
 // BuildCounter reports builds by status (read from the store at scrape time).
@@ -92,6 +96,10 @@ func New(builds BuildCounter) *Metrics {
 		WebhookBodiesReading: prometheus.NewGauge(prometheus.GaugeOpts{Name: "kiln_webhook_bodies_reading", Help: "Webhook bodies being read and verified now (at most -webhook-concurrency)."}),
 		WebhookBodiesSpooled: prometheus.NewCounter(prometheus.CounterOpts{Name: "kiln_webhook_bodies_spooled_total", Help: "Webhook bodies too large to hold in memory while verified, spooled to a file in the data directory."}),
 	}
+	m.ForgeStatuses = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "kiln_forge_statuses_total", Help: "Commit statuses sent to forges, by forge and result: delivered, retried (a 5xx, 429, rate limit or network error: tried again later), failed (given up: another 4xx, or too many attempts), superseded (a newer state of the same commit and context was sent instead).",
+	}, []string{"forge", "result"})
+	r.MustRegister(m.ForgeStatuses)
 	r.MustRegister(m.WebhookBodiesReading, m.WebhookBodiesSpooled)
 	r.MustRegister(m.ActionsQueuedToRunning, m.ActionsJITCalls, m.ActionsReconcilerRepairs, m.ActionsUnmatchedJobs, m.ActionsWebhooks)
 	r.MustRegister(m.WebhookDeliveries, m.QueueWait, m.JobDuration, m.JobsFinished, m.LeasesExpired, m.LogLinesReceived, m.StaleWritesRefused, m.ForeignWritesRefused, m.AgentsQuarantined, m.CacheOps, m.CacheBytes,
@@ -113,6 +121,39 @@ func (m *Metrics) CountRunners(count func(ctx context.Context) (map[string]int, 
 // count at scrape time.
 func (m *Metrics) CountAgents(count func(ctx context.Context) (map[string]int, error)) {
 	m.Registry.MustRegister(&buildCollector{count: count, desc: prometheus.NewDesc("kiln_agents", "Registered agents by state: ok, quarantined (its attempts kept ending in infrastructure errors: it gets no jobs until its backoff passes), probing (it may take one job to show it recovered).", []string{"state"}, nil)})
+}
+
+// CountForgeStatuses registers the kiln_forge_statuses_pending gauge and
+// kiln_forge_statuses_oldest_pending_seconds, read with pending at scrape
+// time (how many rows of the outbox are still to send, and when the
+// oldest was written).
+func (m *Metrics) CountForgeStatuses(pending func(ctx context.Context) (int, time.Time, error)) {
+	m.Registry.MustRegister(&outboxCollector{pending: pending,
+		n:   prometheus.NewDesc("kiln_forge_statuses_pending", "Commit statuses in the outbox still to send to their forge.", nil, nil),
+		age: prometheus.NewDesc("kiln_forge_statuses_oldest_pending_seconds", "Age of the oldest commit status still to send (0: none).", nil, nil)})
+}
+
+type outboxCollector struct {
+	pending func(ctx context.Context) (int, time.Time, error)
+	n, age  *prometheus.Desc
+}
+
+func (c *outboxCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.n; ch <- c.age }
+
+func (c *outboxCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	n, oldest, err := c.pending(ctx)
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(c.n, err)
+		return
+	}
+	var age float64
+	if !oldest.IsZero() {
+		age = time.Since(oldest).Seconds()
+	}
+	ch <- prometheus.MustNewConstMetric(c.n, prometheus.GaugeValue, float64(n))
+	ch <- prometheus.MustNewConstMetric(c.age, prometheus.GaugeValue, age)
 }
 
 func (m *Metrics) Handler() http.Handler {

@@ -21,6 +21,7 @@ import (
 	"github.com/kilnci/kiln/internal/actions"
 	"github.com/kilnci/kiln/internal/api"
 	"github.com/kilnci/kiln/internal/cache"
+	"github.com/kilnci/kiln/internal/forgestatus"
 	"github.com/kilnci/kiln/internal/gitmirror"
 	"github.com/kilnci/kiln/internal/metrics"
 	"github.com/kilnci/kiln/internal/protocol"
@@ -78,6 +79,9 @@ type Config struct {
 	// Git bounds the control plane's git commands (plan-time reads) and
 	// says whether file:// clone URLs are allowed (at project add too).
 	Git gitmirror.Config
+	// ForgeStatuses tunes the sender of commit statuses (PublicURL is
+	// set from PublicURL).
+	ForgeStatuses forgestatus.Config
 }
 
 func DefaultConfig() Config {
@@ -125,10 +129,12 @@ type Server struct {
 	API     *api.Server
 	Cache   *cache.Service
 	Actions *actions.Service
-	log     *slog.Logger
-	ln      net.Listener
-	reserve *reserve
-	now     func() time.Time // log retention's clock (tests move it)
+	// Statuses sends builds' states to their forges (from the store's outbox).
+	Statuses *forgestatus.Sender
+	log      *slog.Logger
+	ln       net.Listener
+	reserve  *reserve
+	now      func() time.Time // log retention's clock (tests move it)
 }
 
 func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
@@ -213,6 +219,10 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		}
 		return out, err
 	})
+	m.CountForgeStatuses(st.OldestPendingForgeStatus)
+	fsCfg := cfg.ForgeStatuses
+	fsCfg.PublicURL = cfg.PublicURL
+	statuses := forgestatus.New(fsCfg, st, m, log.With("component", "forgestatus"))
 	sched := scheduler.New(cfg.Scheduler, st, mirrors, m, log.With("component", "scheduler"))
 	m.CountAgents(sched.AgentStates)
 	acts, err := actions.New(cfg.Actions, st, m, log.With("component", "actions"), sched.JobsChanged)
@@ -222,7 +232,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	a := api.New(api.Config{MaxWebhookBody: cfg.MaxWebhookBody, PublicURL: cfg.PublicURL, Health: diskHealth(cfg.DataDir, cfg.MinFreeBytes),
 		AllowFileRemotes: cfg.Git.AllowFileRemotes, SpoolDir: spoolDir, MetricsToken: cfg.MetricsToken,
 		WebhookConcurrency: cfg.WebhookConcurrency, WebhookQueueWait: cfg.WebhookQueueWait, WebhookReadTimeout: cfg.WebhookReadTimeout}, st, sched, m, log.With("component", "api"), cacheSvc, acts)
-	return &Server{cfg: cfg, Store: st, Sched: sched, Mirrors: mirrors, API: a, Cache: cacheSvc, Actions: acts, log: log, ln: ln, reserve: res, now: time.Now}, nil
+	return &Server{cfg: cfg, Store: st, Sched: sched, Mirrors: mirrors, API: a, Cache: cacheSvc, Actions: acts, Statuses: statuses, log: log, ln: ln, reserve: res, now: time.Now}, nil
 }
 
 // deriveKey derives a purpose-bound key from the secret key, so that one
@@ -272,6 +282,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		wg.Go(func() { s.Actions.Run(ctx) })
 		wg.Go(func() { s.retentionLoop(ctx) })
 		wg.Go(func() { s.healthLoop(ctx) })
+		wg.Go(func() { s.Statuses.Run(ctx) })
 		wg.Wait()
 	}()
 	go s.evictLoop(ctx)

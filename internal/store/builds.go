@@ -175,7 +175,7 @@ func (s *Store) insertBuild(ctx context.Context, tx *sql.Tx, b *Build) error {
 			}
 		}
 	}
-	return nil
+	return s.syncStatuses(ctx, tx, b.ID)
 }
 
 // Build returns a build with its jobs and their steps (of each job's latest attempt).
@@ -350,6 +350,9 @@ func (s *Store) PlanBuild(ctx context.Context, buildID int64, commit string, job
 		j.ID, _ = res.LastInsertId()
 		j.BuildID, j.Status, j.QueuedAt = buildID, StatusQueued, fromMS(now)
 	}
+	if err := s.syncStatuses(ctx, tx, buildID); err != nil {
+		return err
+	}
 	return tx.Commit()
 }
 
@@ -387,6 +390,9 @@ func (s *Store) FailPlan(ctx context.Context, buildID int64, status Status, comm
 		if _, err := tx.ExecContext(ctx, `INSERT INTO log_lines (job_id, attempt, seq, step, ts, text) VALUES (?, 1, ?, -1, ?, ?)`, jobID, i+1, now, l); err != nil {
 			return err
 		}
+	}
+	if err := s.syncStatuses(ctx, tx, buildID); err != nil {
+		return err
 	}
 	return tx.Commit()
 }

@@ -263,7 +263,40 @@ var migrations = []string{
 	CREATE INDEX builds_pull_request ON builds (project_id, pr_number) WHERE pr_number > 0;
 	ALTER TABLE projects ADD COLUMN fork_pull_requests TEXT NOT NULL DEFAULT 'approve';
 	ALTER TABLE projects ADD COLUMN draft_pull_requests TEXT NOT NULL DEFAULT 'build';`,
-	// 8: fair scheduling across projects. A job carries its project (set
+	// 8: agents report their limits (the most a job's sandbox may have), as
+	// JSON: the planner checks pipelines against them.
+	`ALTER TABLE agents ADD COLUMN max_resources TEXT NOT NULL DEFAULT '';`,
+	// 9: forge statuses. A project's forge connection (its API token
+	// sealed); the outbox of commit statuses, written in the transaction of
+	// the change each reports and sent by internal/forgestatus. state is
+	// Kiln's word; outcome: '' (to send), delivered, superseded (a newer
+	// state of the same commit and context came first) or failed (given up).
+	`CREATE TABLE project_forges (
+		project_id INTEGER PRIMARY KEY REFERENCES projects(id) ON DELETE CASCADE,
+		forge TEXT NOT NULL,
+		repo TEXT NOT NULL,
+		api_url TEXT NOT NULL,
+		token BLOB
+	);
+	CREATE TABLE forge_statuses (
+		id INTEGER PRIMARY KEY,
+		build_id INTEGER NOT NULL REFERENCES builds(id) ON DELETE CASCADE,
+		job_id INTEGER NOT NULL DEFAULT 0,
+		project_id INTEGER NOT NULL,
+		commit_sha TEXT NOT NULL,
+		context TEXT NOT NULL,
+		state TEXT NOT NULL,
+		description TEXT NOT NULL,
+		created_at INTEGER NOT NULL,
+		outcome TEXT NOT NULL DEFAULT '',
+		attempts INTEGER NOT NULL DEFAULT 0,
+		next_attempt_at INTEGER NOT NULL DEFAULT 0,
+		last_error TEXT NOT NULL DEFAULT '',
+		delivered_at INTEGER
+	);
+	CREATE INDEX forge_statuses_pending ON forge_statuses (project_id, commit_sha, context, id) WHERE outcome = '';
+	CREATE INDEX forge_statuses_build ON forge_statuses (build_id, context);`,
+	// 10: fair scheduling across projects. A job carries its project (set
 	// by a trigger from its build on insert, so every insert path gets it)
 	// and is indexed by (project, status, id): a claim finds each
 	// project's oldest queued job and counts its running jobs without
@@ -285,9 +318,6 @@ var migrations = []string{
 		max_running INTEGER,
 		weight INTEGER NOT NULL DEFAULT 1
 	);`,
-	// Agents report their limits (the most a job's sandbox may have), as
-	// JSON: the planner checks pipelines against them.
-	`ALTER TABLE agents ADD COLUMN max_resources TEXT NOT NULL DEFAULT '';`,
 }
 
 func (s *Store) migrate(ctx context.Context) error {

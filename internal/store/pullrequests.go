@@ -13,9 +13,20 @@ var ErrNotWaiting = errors.New("build is not waiting for approval")
 // ApproveBuild lets a build that waits for approval be planned; by names
 // who approved it.
 func (s *Store) ApproveBuild(ctx context.Context, buildID int64, by string) error {
-	res, err := s.db.ExecContext(ctx, `UPDATE builds SET approval = ?, approved_by = ? WHERE id = ? AND approval = ? AND cancel_requested = 0 AND status = 'queued'`,
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	res, err := tx.ExecContext(ctx, `UPDATE builds SET approval = ?, approved_by = ? WHERE id = ? AND approval = ? AND cancel_requested = 0 AND status = 'queued'`,
 		ApprovalApproved, by, buildID, ApprovalWaiting)
-	return s.decided(ctx, res, err, buildID)
+	if err := s.decided(ctx, res, err, buildID); err != nil {
+		return err
+	}
+	if err := s.syncStatuses(ctx, tx, buildID); err != nil {
+		return err
+	}
+	return tx.Commit()
 }
 
 // RejectBuild cancels a build that waits for approval; by names who

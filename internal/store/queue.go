@@ -643,8 +643,10 @@ func (s *Store) cancelBuildTx(ctx context.Context, tx *sql.Tx, buildID int64, re
 		return err
 	}
 	if planned == 0 {
-		_, err := tx.ExecContext(ctx, `UPDATE builds SET status = 'canceled', planned = 1, finished_at = ? WHERE id = ?`, now, buildID)
-		return err
+		if _, err := tx.ExecContext(ctx, `UPDATE builds SET status = 'canceled', planned = 1, finished_at = ? WHERE id = ?`, now, buildID); err != nil {
+			return err
+		}
+		return s.syncStatuses(ctx, tx, buildID)
 	}
 	return s.refreshBuild(ctx, tx, buildID)
 }
@@ -700,8 +702,10 @@ func (s *Store) refreshBuild(ctx context.Context, tx *sql.Tx, buildID int64) err
 	if started {
 		startedAt = now
 	}
-	_, err = tx.ExecContext(ctx, `UPDATE builds SET status = ?, started_at = COALESCE(started_at, ?), finished_at = ? WHERE id = ?`, string(status), startedAt, finished, buildID)
-	return err
+	if _, err = tx.ExecContext(ctx, `UPDATE builds SET status = ?, started_at = COALESCE(started_at, ?), finished_at = ? WHERE id = ?`, string(status), startedAt, finished, buildID); err != nil {
+		return err
+	}
+	return s.syncStatuses(ctx, tx, buildID)
 }
 
 // RunningJobs lists running jobs (for the reaper's timeout backstop).

@@ -14,6 +14,7 @@
 //	GET    /repos/{owner}/{repo}/actions/runs?status=
 //	GET    /repos/{owner}/{repo}/actions/runs/{run_id}/jobs
 //	GET    /repos/{owner}/{repo}/actions/jobs/{job_id}
+//	POST   /repos/{owner}/{repo}/statuses/{sha}            (recorded: Statuses)
 //
 // under an optional path prefix (WithPathPrefix("/api/v3") for a GitHub
 // Enterprise Server layout). Every API call but the token exchange needs an
@@ -96,6 +97,8 @@ type Server struct {
 	rateLimit *rateFault
 	used      int
 	resetAt   time.Time
+
+	statuses []CommitStatus
 }
 
 // Option configures New.
@@ -276,6 +279,7 @@ func (s *Server) route(mux *http.ServeMux) {
 	api("GET", "/repos/{owner}/{repo}/actions/runs", EndpointListRuns, s.listRuns)
 	api("GET", "/repos/{owner}/{repo}/actions/runs/{run}/jobs", EndpointListJobs, s.listJobs)
 	api("GET", "/repos/{owner}/{repo}/actions/jobs/{id}", EndpointGetJob, s.getJob)
+	api("POST", "/repos/{owner}/{repo}/statuses/{sha}", EndpointCreateStatus, s.createStatus)
 
 	broker := func(pattern, endpoint string, h http.HandlerFunc) {
 		mux.HandleFunc("POST /_fake/runner/"+pattern, func(w http.ResponseWriter, r *http.Request) {
