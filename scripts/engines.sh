@@ -234,6 +234,17 @@ repair_podman() {
 	done
 }
 
+# prune_networks ENGINE SOCK: remove the networks Kiln made that no
+# container uses any more. An agent sweeps its own when it starts again;
+# the networks of agents that were killed and never came back (test runs'
+# agents, each with an id of its own) would otherwise pile up until the
+# engine has no address pool left to give a new network.
+prune_networks() {
+	local engine=$1 sock=$2 n
+	n=$(docker -H "unix://$sock" network prune -f --filter label=dev.kiln.managed=true 2>/dev/null | grep -c '^kiln-' || true)
+	[ "$n" = 0 ] || log "$engine: removed $n networks left by agents that are gone"
+}
+
 # --- base image -----------------------------------------------------------
 
 # base_rootfs DIR: the base image's file tree, a busybox userland with every
@@ -303,10 +314,14 @@ exec 9>"$LOCK"
 flock -w "$WAIT_SECONDS" 9 || die "another engines.sh still holds $LOCK after ${WAIT_SECONDS}s"
 
 install_packages
-want docker && start_docker
+if want docker; then
+	start_docker
+	prune_networks docker "$DOCKER_SOCK"
+fi
 if want podman; then
 	start_podman
 	repair_podman
+	prune_networks podman "$PODMAN_SOCK"
 fi
 import_image
 

@@ -65,7 +65,7 @@ func startProc(t *testing.T, env []string, args ...string) *proc {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		p.kill()
+		p.stop()
 		pw.Close()
 		unmountLeftovers(t, args)
 		for _, kv := range env {
@@ -98,6 +98,23 @@ func unmountLeftovers(t *testing.T, args []string) {
 				t.Logf("unmount %s: %v", ms[i], err)
 			}
 		}
+	}
+}
+
+// stop ends the process at the end of a test: SIGTERM, so that its agent
+// cleans up after itself (its network pool, its jobs' disks) as on a real
+// shutdown, then SIGKILL if it is still there after a while.
+func (p *proc) stop() {
+	if p.cmd.ProcessState != nil || p.cmd.Process.Signal(syscall.SIGTERM) != nil {
+		return
+	}
+	exited := make(chan struct{})
+	go func() { _ = p.cmd.Wait(); close(exited) }()
+	select {
+	case <-exited:
+	case <-time.After(30 * time.Second):
+		_ = p.cmd.Process.Signal(syscall.SIGKILL)
+		<-exited
 	}
 }
 
