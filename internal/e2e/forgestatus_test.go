@@ -52,8 +52,12 @@ func TestForgeStatusesOfARealBuild(t *testing.T) {
 				last[s.Context] = s.State
 			}
 			if fmt.Sprint(last) == fmt.Sprint(final) {
-				if first["kiln"] != "pending" {
-					t.Errorf("the build's first status %q, want pending", first["kiln"])
+				// Only the newest state of a context is sent: a build that
+				// ends before the sender's first round shows only its
+				// verdict, so the first state is pending or the final one
+				// (the order itself is TestStatusesReachEachForge's).
+				if f := first["kiln"]; f != "pending" && f != final["kiln"] {
+					t.Errorf("the build's first status %q, want pending or %q", f, final["kiln"])
 				}
 				break
 			}
