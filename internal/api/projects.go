@@ -232,27 +232,28 @@ func (s *Server) createProject(w http.ResponseWriter, r *http.Request) {
 
 // logRetention applies a request's log retention fields to cur.
 func logRetention(cur store.LogRetention, req ProjectRequest) (store.LogRetention, error) {
-	if d := req.LogRetentionDays; d != nil {
-		switch {
-		case *d == -1:
-			cur.Days = nil
-		case *d < 0:
-			return cur, fmt.Errorf("log_retention_days: %d: want 0 (keep forever), a number of days, or -1 (the server's default)", *d)
-		default:
-			cur.Days = d
-		}
+	var err error
+	if cur.Days, err = overridable("log_retention_days", req.LogRetentionDays, cur.Days, "0 (keep forever), a number of days"); err != nil {
+		return cur, err
 	}
-	if b := req.LogMaxBytes; b != nil {
-		switch {
-		case *b == -1:
-			cur.MaxBytes = nil
-		case *b < 0:
-			return cur, fmt.Errorf("log_max_bytes: %d: want 0 (no limit), a number of bytes, or -1 (the server's default)", *b)
-		default:
-			cur.MaxBytes = b
-		}
+	cur.MaxBytes, err = overridable("log_max_bytes", req.LogMaxBytes, cur.MaxBytes, "0 (no limit), a number of bytes")
+	return cur, err
+}
+
+// overridable applies a request's value v of a setting that a project
+// may set for itself or leave to the server: nil keeps cur, -1 goes back
+// to the server's default (nil), any other negative is refused, naming
+// what is wanted.
+func overridable[T int | int64](field string, v, cur *T, want string) (*T, error) {
+	switch {
+	case v == nil:
+		return cur, nil
+	case *v == -1:
+		return nil, nil
+	case *v < 0:
+		return cur, fmt.Errorf("%s: %d: want %s, or -1 (the server's default)", field, *v, want)
 	}
-	return cur, nil
+	return v, nil
 }
 
 // maxWeight bounds a project's weight: enough for any sensible share,
@@ -261,15 +262,9 @@ const maxWeight = 100
 
 // scheduling applies a request's scheduling fields to cur.
 func scheduling(cur store.Scheduling, req ProjectRequest) (store.Scheduling, error) {
-	if m := req.MaxRunning; m != nil {
-		switch {
-		case *m == -1:
-			cur.MaxRunning = nil
-		case *m < 0:
-			return cur, fmt.Errorf("max_running: %d: want 0 (no cap), a number of jobs, or -1 (the server's default)", *m)
-		default:
-			cur.MaxRunning = m
-		}
+	var err error
+	if cur.MaxRunning, err = overridable("max_running", req.MaxRunning, cur.MaxRunning, "0 (no cap), a number of jobs"); err != nil {
+		return cur, err
 	}
 	if w := req.Weight; w != nil {
 		if *w < 1 || *w > maxWeight {
