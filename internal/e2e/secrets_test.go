@@ -40,25 +40,31 @@ func TestSecretsNotInEngineView(t *testing.T) {
 
 		for _, kind := range []string{"made on claim", "made ahead of time"} {
 			id := h.trigger("app", "main")
+			// The job's sandbox is the one its log names: a spare is still
+			// labelled a spare once a job has taken it, and a spare the
+			// agent drops may linger in the engine's list for a moment.
 			var box sandbox.Info
 			waitUntil(t, kind+": the job's step running in its sandbox", func() bool {
-				b := h.build(id)
-				if len(b.Jobs) == 0 {
+				log := h.logTextQuiet(id)
+				if !strings.Contains(log, "step 1/1") {
 					return false
 				}
-				boxes := h.sandboxesOf(b.Jobs[0].ID)
-				if kind == "made ahead of time" {
-					boxes = h.spares()
+				name := sandboxNameIn(log)
+				list, err := h.rt.List(context.Background(), map[string]string{sandbox.LabelManaged: "true"})
+				if err != nil {
+					t.Fatal(err)
 				}
-				if len(boxes) != 1 || !strings.Contains(h.logTextQuiet(id), "step 1/1") {
-					return false
+				for _, sb := range list {
+					if name != "" && strings.TrimPrefix(sb.Name, "/") == name {
+						box = sb
+						return true
+					}
 				}
-				box = boxes[0]
-				return true
+				return false
 			})
 			checkEngineViews(t, e, box.ID, map[string]string{"the project secret API_TOKEN": secret})
 			if _, err := h.rt.Exec(context.Background(), box.ID, sandbox.ExecSpec{Cmd: []string{"touch", "/tmp/kiln-go"}, Output: io.Discard}); err != nil {
-				t.Fatal(err)
+				t.Fatalf("%s: %v; the build is %s:\n%s", kind, err, h.build(id).Status, h.logText(id))
 			}
 			b := h.waitDone(id)
 			log := h.logText(id)
@@ -73,6 +79,19 @@ func TestSecretsNotInEngineView(t *testing.T) {
 			}
 		}
 	})
+}
+
+// sandboxNameIn returns the name of the sandbox a job's log says it runs
+// in ("sandbox NAME (image ...").
+func sandboxNameIn(log string) string {
+	for _, line := range strings.Split(log, "\n") {
+		if _, rest, ok := strings.Cut(line, "sandbox "); ok {
+			if name, _, ok := strings.Cut(rest, " (image "); ok && !strings.Contains(name, " ") {
+				return name
+			}
+		}
+	}
+	return ""
 }
 
 // checkEngineViews fails if a secret value appears in what the engine
