@@ -33,6 +33,7 @@ func runProject(ctx context.Context, args []string) error {
 		fs.Func("forge-repo", "the forge's repository: owner/name (GitLab: group/name)", strFlag(&req.ForgeRepo))
 		fs.Func("forge-url", "the forge's API base URL (github: GitHub's public API by default; required for gitlab and gitea)", strFlag(&req.ForgeURL))
 		fs.BoolVar(&forgeTokenStdin, "forge-token-stdin", false, "read the forge API token (it may set commit statuses) from stdin")
+		fs.Func("forge-installation", "github: the id of the server's GitHub App installation on the repository, instead of a token (0: none)", int64Flag(&req.ForgeInstallationID))
 		fs.StringVar(&forks, "fork-pull-requests", "", "requests from forks: approve (they wait for kiln approve; the default), run, or off")
 		fs.StringVar(&drafts, "draft-pull-requests", "", "draft requests: build (the default), or wait until they are ready")
 		fs.StringVar(&cloneURL, "url", "", "clone URL (any git URL or a local path)")
@@ -101,7 +102,7 @@ func runProject(ctx context.Context, args []string) error {
 		fmt.Printf("webhooks: %s%s (GitHub), %s%s (GitLab), %s%s (Gitea)\n", c.server, out.WebhookPaths[0], c.server, out.WebhookPaths[1], c.server, out.WebhookPaths[2])
 		return nil
 	case "set":
-		if err := need(1, "set NAME [-url URL] [-branch B] [-webhook-secret S] [-cancel-superseded true|false] [-log-retention-days N] [-log-max-bytes N] [-max-running N] [-weight N] [-forge github|gitlab|gitea -forge-repo R [-forge-url URL] -forge-token-stdin]"); err != nil {
+		if err := need(1, "set NAME [-url URL] [-branch B] [-webhook-secret S] [-cancel-superseded true|false] [-log-retention-days N] [-log-max-bytes N] [-max-running N] [-weight N] [-forge github|gitlab|gitea -forge-repo R [-forge-url URL] -forge-token-stdin|-forge-installation ID]"); err != nil {
 			return err
 		}
 		if err := c.do(ctx, "PATCH", "/projects/"+url.PathEscape(pos[0]), req, &out); err != nil {
@@ -156,7 +157,11 @@ func printProject(p api.ProjectView, asJSON bool) error {
 	fmt.Printf("name:              %s\nclone url:         %s\ndefault branch:    %s\nwebhook secret:    %v\ncancel superseded: %v\nfork requests:     %s\ndraft requests:    %s\nmax running:       %s\nweight:            %d\nwebhook paths:     %s\n",
 		qs(p.Name), qs(p.CloneURL), qs(p.DefaultBranch), p.HasWebhookSecret, p.CancelSuperseded, p.ForkPullRequests, p.DraftPullRequests, maxRunning, p.Weight, strings.Join(p.WebhookPaths, ", "))
 	if p.Forge != nil {
-		fmt.Printf("forge statuses:    %s %s at %s (token set: %v)\n", p.Forge.Forge, qs(p.Forge.Repo), qs(p.Forge.APIURL), p.HasForgeToken)
+		cred := fmt.Sprintf("token set: %v", p.HasForgeToken)
+		if p.Forge.InstallationID != 0 {
+			cred = fmt.Sprintf("GitHub App installation %d", p.Forge.InstallationID)
+		}
+		fmt.Printf("forge:             %s %s at %s (%s)\n", p.Forge.Forge, qs(p.Forge.Repo), qs(p.Forge.APIURL), cred)
 	}
 	return nil
 }

@@ -49,6 +49,9 @@ type Config struct {
 	// MetricsToken, when set, is the bearer token /metrics requires;
 	// empty: /metrics is open.
 	MetricsToken string
+	// GitHubApp says the server has a GitHub App (its id and key), so a
+	// project may connect to GitHub through one of its installations.
+	GitHubApp bool
 }
 
 type Server struct {

@@ -33,7 +33,7 @@ func FuzzForgeConnection(f *testing.F) {
 		if apiURL != "" {
 			req.ForgeURL = &apiURL
 		}
-		c, err := forgeConnection(nil, req)
+		c, err := forgeConnection(nil, req, false)
 		if err != nil || c == nil {
 			return
 		}
@@ -67,4 +67,46 @@ func FuzzForgeConnection(f *testing.F) {
 			}
 		}
 	})
+}
+
+// A GitHub connection has a token or an installation of the server's App,
+// never both; an installation needs an App and a github connection; a
+// PATCH with one replaces the other.
+func TestForgeConnectionInstallation(t *testing.T) {
+	s := func(v string) *string { return &v }
+	n := func(v int64) *int64 { return &v }
+	gh := ProjectRequest{Forge: s("github"), ForgeRepo: s("acme/web")}
+	for _, tc := range []struct {
+		name    string
+		req     ProjectRequest
+		app     bool
+		wantErr string
+	}{
+		{"installation without an App", ProjectRequest{Forge: gh.Forge, ForgeRepo: gh.ForgeRepo, ForgeInstallationID: n(7)}, false, "no GitHub App"},
+		{"installation and token", ProjectRequest{Forge: gh.Forge, ForgeRepo: gh.ForgeRepo, ForgeInstallationID: n(7), ForgeToken: s("t")}, true, "set one"},
+		{"installation on gitea", ProjectRequest{Forge: s("gitea"), ForgeRepo: gh.ForgeRepo, ForgeURL: s("https://g"), ForgeInstallationID: n(7)}, true, "only a github"},
+		{"negative installation", ProjectRequest{Forge: gh.Forge, ForgeRepo: gh.ForgeRepo, ForgeInstallationID: n(-1)}, true, "want the GitHub App"},
+		{"neither", gh, true, "forge_token: required"},
+		{"installation", ProjectRequest{Forge: gh.Forge, ForgeRepo: gh.ForgeRepo, ForgeInstallationID: n(7)}, true, ""},
+	} {
+		c, err := forgeConnection(nil, tc.req, tc.app)
+		if tc.wantErr == "" {
+			if err != nil || !c.App() || c.InstallationID != 7 {
+				t.Errorf("%s: %+v, %v", tc.name, c, err)
+			}
+			continue
+		}
+		if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+			t.Errorf("%s: err %v, want %q", tc.name, err, tc.wantErr)
+		}
+	}
+	cur := &store.ForgeConnection{Forge: "github", Repo: "acme/web", APIURL: "https://api.github.com", Token: "old"}
+	c, err := forgeConnection(cur, ProjectRequest{ForgeInstallationID: n(9)}, true)
+	if err != nil || c.Token != "" || c.InstallationID != 9 {
+		t.Fatalf("installation over a token: %+v, %v", c, err)
+	}
+	c, err = forgeConnection(c, ProjectRequest{ForgeToken: s("new")}, true)
+	if err != nil || c.Token != "new" || c.InstallationID != 0 {
+		t.Fatalf("token over an installation: %+v, %v", c, err)
+	}
 }

@@ -42,11 +42,14 @@ type ProjectRequest struct {
 	// the connection); the repository (GitHub, Gitea: owner/name; GitLab:
 	// its path, group/name); the API's base URL (github: GitHub's public
 	// API by default; required for gitlab and gitea); an API token that
-	// may set commit statuses (stored sealed, never shown).
-	Forge      *string `json:"forge,omitempty"`
-	ForgeRepo  *string `json:"forge_repo,omitempty"`
-	ForgeURL   *string `json:"forge_url,omitempty"`
-	ForgeToken *string `json:"forge_token,omitempty"`
+	// may set commit statuses (stored sealed, never shown), or on GitHub
+	// the installation id of the server's GitHub App (-github-app-id) on
+	// the repository instead of a token (0 removes it).
+	Forge               *string `json:"forge,omitempty"`
+	ForgeRepo           *string `json:"forge_repo,omitempty"`
+	ForgeURL            *string `json:"forge_url,omitempty"`
+	ForgeToken          *string `json:"forge_token,omitempty"`
+	ForgeInstallationID *int64  `json:"forge_installation_id,omitempty"`
 }
 
 // DefaultGitHubAPI is the API base URL of a github connection without one.
@@ -65,9 +68,10 @@ func dotSegment(repo string) bool {
 	return false
 }
 
-// forgeConnection applies a request's forge fields to cur (nil: none).
-func forgeConnection(cur *store.ForgeConnection, req ProjectRequest) (*store.ForgeConnection, error) {
-	if req.Forge == nil && req.ForgeRepo == nil && req.ForgeURL == nil && req.ForgeToken == nil {
+// forgeConnection applies a request's forge fields to cur (nil: none);
+// app says whether the server has a GitHub App (for an installation).
+func forgeConnection(cur *store.ForgeConnection, req ProjectRequest, app bool) (*store.ForgeConnection, error) {
+	if req.Forge == nil && req.ForgeRepo == nil && req.ForgeURL == nil && req.ForgeToken == nil && req.ForgeInstallationID == nil {
 		return cur, nil
 	}
 	if req.Forge != nil && *req.Forge == "" {
@@ -91,6 +95,15 @@ func forgeConnection(cur *store.ForgeConnection, req ProjectRequest) (*store.For
 	}
 	if req.ForgeToken != nil {
 		c.Token = *req.ForgeToken
+		if req.ForgeInstallationID == nil && c.Token != "" {
+			c.InstallationID = 0 // a token replaces an installation
+		}
+	}
+	if req.ForgeInstallationID != nil {
+		c.InstallationID = *req.ForgeInstallationID
+		if req.ForgeToken == nil && c.InstallationID != 0 {
+			c.Token = "" // an installation replaces a token
+		}
 	}
 	switch c.Forge {
 	case store.ForgeGitHub:
@@ -113,8 +126,17 @@ func forgeConnection(cur *store.ForgeConnection, req ProjectRequest) (*store.For
 	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Hostname() == "" || u.User != nil || strings.ContainsAny(c.APIURL, "?#") {
 		return nil, fmt.Errorf("forge_url: %q: want an http or https URL without credentials, query or fragment", c.APIURL)
 	}
-	if c.Token == "" {
-		return nil, errors.New("forge_token: required: a token that may set commit statuses")
+	switch {
+	case c.InstallationID < 0:
+		return nil, fmt.Errorf("forge_installation_id: %d: want the GitHub App installation's id", c.InstallationID)
+	case c.InstallationID != 0 && c.Forge != store.ForgeGitHub:
+		return nil, fmt.Errorf("forge_installation_id: only a github connection has a GitHub App installation, not %s", c.Forge)
+	case c.InstallationID != 0 && c.Token != "":
+		return nil, errors.New("forge_token, forge_installation_id: set one: a token or the GitHub App's installation")
+	case c.InstallationID != 0 && !app:
+		return nil, errors.New("forge_installation_id: this server has no GitHub App (start it with -github-app-id and -github-app-key)")
+	case c.InstallationID == 0 && c.Token == "":
+		return nil, errors.New("forge_token: required: a token that may set commit statuses (on GitHub, or forge_installation_id)")
 	}
 	return &c, nil
 }
@@ -198,7 +220,7 @@ func (s *Server) createProject(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "invalid", err.Error())
 		return
 	}
-	fc, err := forgeConnection(nil, req)
+	fc, err := forgeConnection(nil, req, s.cfg.GitHubApp)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, "invalid", err.Error())
 		return
@@ -393,7 +415,7 @@ func (s *Server) updateProject(w http.ResponseWriter, r *http.Request) {
 		s.storeError(w, err)
 		return
 	}
-	fc, err := forgeConnection(curForge, req)
+	fc, err := forgeConnection(curForge, req, s.cfg.GitHubApp)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, "invalid", err.Error())
 		return

@@ -16,15 +16,21 @@ const (
 	ForgeGitea  = "gitea"
 )
 
-// ForgeConnection is where a project's commit statuses go: the forge, the
-// repository (GitHub and Gitea owner/name, GitLab group/name), the API's
-// base URL and a token (sealed at rest, never shown).
+// ForgeConnection is how Kiln reaches a project's repository on its
+// forge: the forge, the repository (GitHub and Gitea owner/name, GitLab
+// group/name), the API's base URL, and the credentials: a token (sealed at
+// rest, never shown) or, on GitHub, the installation of the server's
+// GitHub App (InstallationID, tokens minted from the App's key).
 type ForgeConnection struct {
-	Forge  string `json:"forge"`
-	Repo   string `json:"repo"`
-	APIURL string `json:"api_url"`
-	Token  string `json:"-"`
+	Forge          string `json:"forge"`
+	Repo           string `json:"repo"`
+	APIURL         string `json:"api_url"`
+	InstallationID int64  `json:"installation_id,omitempty"`
+	Token          string `json:"-"`
 }
+
+// App reports whether the connection is a GitHub App installation.
+func (c *ForgeConnection) App() bool { return c != nil && c.Forge == ForgeGitHub && c.InstallationID != 0 }
 
 // SetProjectForge stores a project's forge connection; nil removes it.
 func (s *Store) SetProjectForge(ctx context.Context, projectID int64, c *ForgeConnection) error {
@@ -36,9 +42,10 @@ func (s *Store) SetProjectForge(ctx context.Context, projectID int64, c *ForgeCo
 	if err != nil {
 		return err
 	}
-	_, err = s.db.ExecContext(ctx, `INSERT INTO project_forges (project_id, forge, repo, api_url, token) VALUES (?, ?, ?, ?, ?)
-		ON CONFLICT (project_id) DO UPDATE SET forge = excluded.forge, repo = excluded.repo, api_url = excluded.api_url, token = excluded.token`,
-		projectID, c.Forge, c.Repo, c.APIURL, token)
+	_, err = s.db.ExecContext(ctx, `INSERT INTO project_forges (project_id, forge, repo, api_url, token, installation_id) VALUES (?, ?, ?, ?, ?, ?)
+		ON CONFLICT (project_id) DO UPDATE SET forge = excluded.forge, repo = excluded.repo, api_url = excluded.api_url, token = excluded.token,
+			installation_id = excluded.installation_id`,
+		projectID, c.Forge, c.Repo, c.APIURL, token, c.InstallationID)
 	return err
 }
 
@@ -46,8 +53,8 @@ func (s *Store) SetProjectForge(ctx context.Context, projectID int64, c *ForgeCo
 func (s *Store) ProjectForge(ctx context.Context, projectID int64) (*ForgeConnection, error) {
 	var c ForgeConnection
 	var token []byte
-	err := s.db.QueryRowContext(ctx, `SELECT forge, repo, api_url, token FROM project_forges WHERE project_id = ?`, projectID).
-		Scan(&c.Forge, &c.Repo, &c.APIURL, &token)
+	err := s.db.QueryRowContext(ctx, `SELECT forge, repo, api_url, token, installation_id FROM project_forges WHERE project_id = ?`, projectID).
+		Scan(&c.Forge, &c.Repo, &c.APIURL, &token, &c.InstallationID)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil
 	}

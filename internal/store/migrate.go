@@ -318,6 +318,9 @@ var migrations = []string{
 		max_running INTEGER,
 		weight INTEGER NOT NULL DEFAULT 1
 	);`,
+	// 11: a project connected to GitHub through the GitHub App (its
+	// installation) rather than a token.
+	`ALTER TABLE project_forges ADD COLUMN installation_id INTEGER NOT NULL DEFAULT 0;`,
 }
 
 func (s *Store) migrate(ctx context.Context) error {
