@@ -30,7 +30,9 @@ type ForgeConnection struct {
 }
 
 // App reports whether the connection is a GitHub App installation.
-func (c *ForgeConnection) App() bool { return c != nil && c.Forge == ForgeGitHub && c.InstallationID != 0 }
+func (c *ForgeConnection) App() bool {
+	return c != nil && c.Forge == ForgeGitHub && c.InstallationID != 0
+}
 
 // SetProjectForge stores a project's forge connection; nil removes it.
 func (s *Store) SetProjectForge(ctx context.Context, projectID int64, c *ForgeConnection) error {
