@@ -59,6 +59,13 @@ func testLogger(t *testing.T) *slog.Logger {
 // agents are noticed within seconds.
 func startServer(t *testing.T, engine testenv.Engine) *harness {
 	t.Helper()
+	return startServerWith(t, engine, nil)
+}
+
+// startServerWith is startServer with tune applied to the server's
+// configuration (nil: none).
+func startServerWith(t *testing.T, engine testenv.Engine, tune func(*server.Config)) *harness {
+	t.Helper()
 	cfg := server.DefaultConfig()
 	cfg.DataDir = t.TempDir()
 	cfg.Listen = "127.0.0.1:0"
@@ -69,6 +76,9 @@ func startServer(t *testing.T, engine testenv.Engine) *harness {
 	cfg.Scheduler.Lease = 10 * time.Second
 	cfg.Scheduler.RetryDelay = 200 * time.Millisecond
 	cfg.Scheduler.PollInterval = 200 * time.Millisecond
+	if tune != nil {
+		tune(&cfg)
+	}
 	h, rt := serve(t, engine, cfg)
 	// As kiln agent does: pooled networks on Docker (Podman needs none).
 	rt.EnableNetworkPool(fmt.Sprintf("e2e-%d", time.Now().UnixNano()), 2, nil)
