@@ -173,10 +173,7 @@ func (r *Runtime) Create(ctx context.Context, spec sandbox.Spec) (string, error)
 	case pooled != "":
 		netName = pooled
 	default:
-		_, netErr = r.cli.NetworkCreate(ctx, spec.Name, network.CreateOptions{
-			Driver: network.NetworkBridge,
-			Labels: labels,
-		})
+		netErr = r.createNetwork(ctx, spec.Name, labels)
 	}
 	// A network of that name that existed before is not ours to remove;
 	// after any other failure (a canceled call, say) ours may exist.
@@ -320,7 +317,9 @@ func (r *Runtime) cleanup(ctx context.Context, ctr, net string) {
 	if ctr != "" {
 		_ = r.cli.ContainerRemove(ctx, ctr, container.RemoveOptions{Force: true, RemoveVolumes: true})
 	}
-	_ = r.cli.NetworkRemove(ctx, net)
+	if net != "" {
+		_ = r.networkRemove(ctx, net)
+	}
 }
 
 // LayerSize returns the size of the sandbox's writable layer (the
@@ -433,9 +432,39 @@ func (r *Runtime) removeOrphanNetwork(ctx context.Context, name string) error {
 	return r.removeNetwork(ctx, n.ID)
 }
 
+// networkChanges serializes, per engine, the network creations and
+// removals of every Runtime in this process. Docker's bridge driver
+// updates the firewall rules that isolate one bridge network from another
+// by checking, then changing: two changes at once have been seen here to
+// leave two sandboxes' networks able to reach each other
+// (TestConformancePooledNetworks/docker/OwnNetwork, on Docker 20.10, in 2
+// of some 6 full runs while a pool filled beside a sandbox's teardown).
+// A network change takes 100-300 ms and is off a job's critical path when
+// networks are pooled.
+var networkChanges sync.Map // engine host -> *sync.Mutex
+
+func (r *Runtime) networkLock() func() {
+	mu, _ := networkChanges.LoadOrStore(r.host, &sync.Mutex{})
+	mu.(*sync.Mutex).Lock()
+	return mu.(*sync.Mutex).Unlock
+}
+
+// createNetwork creates a bridge network, one change at a time.
+func (r *Runtime) createNetwork(ctx context.Context, name string, labels map[string]string) error {
+	defer r.networkLock()()
+	_, err := r.cli.NetworkCreate(ctx, name, network.CreateOptions{Driver: network.NetworkBridge, Labels: labels})
+	return err
+}
+
+// networkRemove removes a network, one change at a time.
+func (r *Runtime) networkRemove(ctx context.Context, name string) error {
+	defer r.networkLock()()
+	return r.cli.NetworkRemove(ctx, name)
+}
+
 // removeNetwork removes a sandbox network; one already gone is fine.
 func (r *Runtime) removeNetwork(ctx context.Context, name string) error {
-	err := r.cli.NetworkRemove(ctx, name)
+	err := r.networkRemove(ctx, name)
 	if err == nil || cerrdefs.IsNotFound(err) {
 		return nil
 	}

@@ -78,7 +78,7 @@ func (p *netPool) put(name string) {
 	if !keep {
 		ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
 		defer cancel()
-		_ = p.r.cli.NetworkRemove(ctx, name)
+		_ = p.r.networkRemove(ctx, name)
 	}
 }
 
@@ -110,10 +110,7 @@ func (p *netPool) fill() {
 		var b [6]byte
 		_, _ = rand.Read(b[:])
 		name := "kiln-net-" + p.owner + "-" + hex.EncodeToString(b[:])
-		if _, err := p.r.cli.NetworkCreate(ctx, name, network.CreateOptions{
-			Driver: network.NetworkBridge,
-			Labels: map[string]string{sandbox.LabelManaged: "true", LabelNetPool: p.owner},
-		}); err != nil {
+		if err := p.r.createNetwork(ctx, name, map[string]string{sandbox.LabelManaged: "true", LabelNetPool: p.owner}); err != nil {
 			if p.log != nil {
 				p.log.Warn("network pool: create", "err", err)
 			}
@@ -149,7 +146,7 @@ func (p *netPool) adopt(ctx context.Context) {
 			continue
 		}
 		if full {
-			_ = p.r.cli.NetworkRemove(ctx, n.ID)
+			_ = p.r.networkRemove(ctx, n.ID)
 			continue
 		}
 		p.mu.Lock()
@@ -173,7 +170,7 @@ func (r *Runtime) DrainNetworkPool(ctx context.Context) {
 	p.idle, p.size = nil, 0
 	p.mu.Unlock()
 	for _, n := range idle {
-		_ = r.cli.NetworkRemove(ctx, n)
+		_ = r.networkRemove(ctx, n)
 	}
 }
 
