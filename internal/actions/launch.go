@@ -122,9 +122,16 @@ func (s *Service) Launch(ctx context.Context, j *store.Job) (*Launch, error) {
 // runner job to the job its runner took); then the job this runner job
 // now serves is checked, once. When a warm runner took the job, this
 // runner job becomes a warm one (it serves no job): nil, nil.
+//
+// Each hand-over is followed, not just the first: in a burst GitHub may
+// have given the job this runner job now serves to a runner too, and
+// stopping there would cancel this runner job while the job handed to it
+// still waits, with no runner ever started for it.
 func (s *Service) checkQueued(ctx context.Context, c *github.Client, j *store.Job, r *store.RunnerJob) (*store.WorkflowJob, error) {
 	target := r.GHJobID
-	for range 2 {
+	seen := map[int64]bool{}
+	for len(seen) < maxHandOvers {
+		seen[target] = true
 		w, err := s.store.WorkflowJob(ctx, target)
 		if err != nil {
 			return nil, err
@@ -161,10 +168,17 @@ func (s *Service) checkQueued(ctx context.Context, c *github.Client, j *store.Jo
 			return nil, nil
 		}
 		s.log.Info("actions: GitHub gave this runner's job to another runner: serving the job that runner was for", "job", j.ID, "from", target, "to", cur.GHJobID)
+		if seen[cur.GHJobID] {
+			break // handed back to a job already found taken
+		}
 		target = cur.GHJobID
 	}
-	return nil, s.end(ctx, j, store.StatusCanceled, fmt.Sprintf("GitHub job %d is no longer queued: no runner started", target), 0)
+	return nil, s.end(ctx, j, store.StatusCanceled, fmt.Sprintf("GitHub job %d is no longer queued (after %d hand-overs): no runner started", target, len(seen)-1), 0)
 }
+
+// maxHandOvers bounds the hand-overs checkQueued follows (each is a
+// GitHub API call); a burst of a hundred jobs here needed at most a few.
+const maxHandOvers = 16
 
 // errRunnerBusy: a runner of the launch's name is registered and busy
 // (an earlier attempt's runner runs a job): do not start another.

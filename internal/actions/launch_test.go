@@ -228,3 +228,44 @@ func dumpJSON(v any) string {
 	b, _ := json.Marshal(v)
 	return string(b)
 }
+
+// A launch follows every hand-over GitHub made, not just the first: its
+// job went to a second runner, whose job went to a third; the third's job
+// still waits, so the launch serves it (before, it gave up after two and
+// that job never got a runner: the burst test's lost job).
+func TestLaunchFollowsAChainOfHandOvers(t *testing.T) {
+	h := newHarness(t)
+	h.pool("linux", 5)
+	a, b, c := h.queue(), h.queue(), h.queue()
+	for _, j := range []fakegithub.Job{a, b, c} {
+		h.mustDeliver(j, "queued", actions.OutcomeRunner)
+	}
+	ja, jb, jc := h.claim("a1"), h.claim("a2"), h.claim("a3")
+	if ja == nil || jb == nil || jc == nil {
+		t.Fatal("three runner jobs to claim")
+	}
+	// The runners for b and c start first; GitHub gives them the oldest
+	// jobs: a, then b.
+	for _, j := range []*store.Job{jb, jc} {
+		l, err := h.svc.Launch(ctx, j)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.register(l)
+	}
+	for _, id := range []int64{a.ID, b.ID} {
+		if got, _ := h.gh.Job(id); got.Status != "in_progress" {
+			t.Fatalf("job %d: %+v", id, got)
+		}
+	}
+	l, err := h.svc.Launch(ctx, ja)
+	if err != nil || l == nil {
+		t.Fatalf("the launch of a's runner job: %+v, %v (%s)", l, err, h.job(ja.ID).Error)
+	}
+	if a := h.register(l); a.JobID != c.ID {
+		t.Fatalf("the runner took job %d, want c (%d)", a.JobID, c.ID)
+	}
+	if got := h.job(ja.ID); got.Status.Terminal() {
+		t.Fatalf("runner job %s: %q", got.Status, got.Error)
+	}
+}
