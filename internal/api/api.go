@@ -104,6 +104,7 @@ func New(cfg Config, st *store.Store, sched *scheduler.Scheduler, m *metrics.Met
 
 	s.mux.Handle("GET /api/v1/builds", admin(s.listBuilds))
 	s.mux.Handle("GET /api/v1/builds/{id}", admin(s.getBuild))
+	s.mux.HandleFunc("GET /builds/{id}", s.buildPageHandler)
 	s.mux.Handle("POST /api/v1/builds/{id}/cancel", admin(s.cancelBuild))
 	s.mux.Handle("POST /api/v1/builds/{id}/retry", admin(s.retryBuild))
 	s.mux.Handle("POST /api/v1/builds/{id}/approve", admin(s.approveBuild))

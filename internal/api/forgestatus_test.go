@@ -86,7 +86,7 @@ func TestForgeStatusesThroughServer(t *testing.T) {
 		return has("kiln", "success")(ss) && has("kiln/test", "success")(ss)
 	})
 	for _, s := range gh.Statuses() {
-		if !strings.HasSuffix(s.TargetURL, "/api/v1/builds/"+itoa(b.ID)) {
+		if !strings.HasSuffix(s.TargetURL, api.BuildPagePath(b.ID)) {
 			t.Errorf("target_url %q", s.TargetURL)
 		}
 	}

@@ -33,8 +33,8 @@ import (
 
 // Config tunes the sender. Zero fields get the defaults.
 type Config struct {
-	// PublicURL is the server's base URL; a status links to
-	// PublicURL/api/v1/builds/ID (there is no dashboard yet).
+	// PublicURL is the server's base URL; a status links to the build's
+	// page there, PublicURL/builds/ID (api.BuildPagePath).
 	PublicURL string
 	// Poll is how often the outbox is read (default 1s).
 	Poll time.Duration
@@ -285,7 +285,7 @@ func (e *retryAt) Error() string { return e.msg }
 
 // TargetURL is where a status links to.
 func (s *Sender) TargetURL(buildID int64) string {
-	return strings.TrimRight(s.cfg.PublicURL, "/") + "/api/v1/builds/" + strconv.FormatInt(buildID, 10)
+	return strings.TrimRight(s.cfg.PublicURL, "/") + "/builds/" + strconv.FormatInt(buildID, 10)
 }
 
 // Request builds the forge's request for one status.

@@ -233,7 +233,7 @@ func TestStatusesReachEachForge(t *testing.T) {
 			if g := byContext(got); fmt.Sprint(g) != fmt.Sprint(f.want) {
 				t.Errorf("statuses by context:\n got %v\nwant %v", g, f.want)
 			}
-			wantTarget := fmt.Sprintf("https://kiln.example.com/api/v1/builds/%d", b.ID)
+			wantTarget := fmt.Sprintf("https://kiln.example.com/builds/%d", b.ID)
 			for _, s := range got {
 				if s.sha != sha || s.repo != f.conn().Repo || s.target != wantTarget || s.desc == "" {
 					t.Errorf("status %+v: want sha %s, repo %s, target %s and a description", s, sha, f.conn().Repo, wantTarget)
