@@ -561,7 +561,23 @@ func TestActionsServerRestart(t *testing.T) {
 			jobs = append(jobs, j)
 		}
 		waitUntil(t, "a runner registered", func() bool { return len(gh.tap.Registers()) > 0 }, k.state)
+		agents := k.agentIDs()
 		up.kill()
+		// The host goes down with Kiln: its sandboxes go too. Left
+		// running, a runner the dead agent started takes one of the jobs
+		// queued below and may be in the middle of it when the restarted
+		// agent sweeps its sandbox away; GitHub fails a job whose runner
+		// vanished, and no CI can bring that one back (a case apart from
+		// this test's, which is that nothing queued is lost).
+		left, err := listSandboxes(rt, agents, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, sb := range left {
+			if err := rt.Destroy(context.Background(), sb.ID); err != nil {
+				t.Fatal(err)
+			}
+		}
 		// Queued while Kiln is down: their webhooks are lost.
 		for range 2 {
 			jobs = append(jobs, gh.QueueJob(ghOwner, ghRepo, runnerLabels))
