@@ -188,14 +188,19 @@ const (
 )
 
 // apiHeaders sets Accept to MediaType where a library asks for the
-// generic v3 media type (or none), and X-GitHub-Api-Version when missing;
-// any other media type (a preview, raw contents) is left as asked.
+// generic v3 media type (or none, or a preview that has graduated), and
+// X-GitHub-Api-Version when missing; any other media type (raw contents)
+// is left as asked.
 type apiHeaders struct{ next http.RoundTripper }
+
+// graduated are previews now part of the API that go-github still asks
+// for: the checks API (antiope), documented with MediaType.
+var graduated = map[string]bool{"application/vnd.github.antiope-preview+json": true}
 
 func (a apiHeaders) RoundTrip(r *http.Request) (*http.Response, error) {
 	generic := true
 	for _, v := range r.Header.Values("Accept") {
-		if v != "" && v != "application/vnd.github.v3+json" && v != MediaType {
+		if v != "" && v != "application/vnd.github.v3+json" && v != MediaType && !graduated[v] {
 			generic = false
 		}
 	}
