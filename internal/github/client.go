@@ -13,6 +13,7 @@
 package github
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -251,4 +252,12 @@ func (c *Client) done(op string, resp *gh.Response, err error) error {
 		return nil
 	}
 	return classify(op, err, c.now())
+}
+
+// Paced marks ctx's calls as made by a caller that holds back on
+// ErrRateLimited by its own clock: go-github's own hold (until the reset
+// or Retry-After it last saw, on the real clock, answered without a
+// request) is skipped, so that the caller's is the one policy.
+func Paced(ctx context.Context) context.Context {
+	return context.WithValue(ctx, gh.BypassRateLimitCheck, true)
 }
