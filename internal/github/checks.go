@@ -3,6 +3,8 @@ package github
 import (
 	"context"
 	"fmt"
+	"net/http"
+	"net/url"
 	"regexp"
 	"slices"
 	"time"
@@ -123,10 +125,17 @@ func (c *Client) CreateCheckRun(ctx context.Context, owner, repo string, r Check
 	return run.GetID(), nil
 }
 
-// UpdateCheckRun changes check run id: its status, conclusion, output,
-// details link. HeadSHA is not sent (a check run stays on its commit);
-// StartedAt neither (GitHub's update takes none). A check run that is
-// gone, or of another App, is ErrNotFound.
+// updateCheckRun is go-github's update with started_at, which GitHub's
+// update takes and go-github's options lack: a check run created queued
+// starts when its job does.
+type updateCheckRun struct {
+	gh.UpdateCheckRunOptions
+	StartedAt *gh.Timestamp `json:"started_at,omitempty"`
+}
+
+// UpdateCheckRun changes check run id: its status, conclusion, start,
+// output, details link. HeadSHA is not sent (a check run stays on its
+// commit). A check run that is gone, or of another App, is ErrNotFound.
 func (c *Client) UpdateCheckRun(ctx context.Context, owner, repo string, id int64, r CheckRun) error {
 	op := fmt.Sprintf("update check run %d (%q) on %s/%s", id, r.Name, owner, repo)
 	if err := (Scope{Owner: owner, Repo: repo}).validate(); err != nil || repo == "" {
@@ -138,11 +147,15 @@ func (c *Client) UpdateCheckRun(ctx context.Context, owner, repo string, id int6
 	if err := r.validate(false); err != nil {
 		return &Error{Kind: ErrValidation, Op: op, Message: err.Error()}
 	}
-	opts := gh.UpdateCheckRunOptions{Name: r.Name, DetailsURL: optional(r.DetailsURL), ExternalID: optional(r.ExternalID),
-		Status: optional(r.Status), Conclusion: optional(r.Conclusion), Output: r.output()}
+	body := updateCheckRun{UpdateCheckRunOptions: gh.UpdateCheckRunOptions{Name: r.Name, DetailsURL: optional(r.DetailsURL), ExternalID: optional(r.ExternalID),
+		Status: optional(r.Status), Conclusion: optional(r.Conclusion), Output: r.output()}, StartedAt: stamp(r.StartedAt)}
 	if r.Conclusion != "" {
-		opts.CompletedAt = stamp(r.CompletedAt)
+		body.CompletedAt = stamp(r.CompletedAt)
 	}
-	_, resp, err := c.gh.Checks.UpdateCheckRun(ctx, owner, repo, id, opts)
+	req, err := c.gh.NewRequest(ctx, http.MethodPatch, fmt.Sprintf("repos/%s/%s/check-runs/%d", url.PathEscape(owner), url.PathEscape(repo), id), body)
+	if err != nil {
+		return &Error{Kind: ErrValidation, Op: op, Err: err}
+	}
+	resp, err := c.gh.Do(req, nil)
 	return c.done(op, resp, err)
 }

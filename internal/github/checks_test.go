@@ -28,7 +28,7 @@ func TestCheckRuns(t *testing.T) {
 	if err != nil || id == 0 {
 		t.Fatalf("create: %d, %v", id, err)
 	}
-	if err := c.UpdateCheckRun(ctx, "acme", "app", id, github.CheckRun{Name: "kiln/test", Status: github.CheckInProgress}); err != nil {
+	if err := c.UpdateCheckRun(ctx, "acme", "app", id, github.CheckRun{Name: "kiln/test", Status: github.CheckInProgress, StartedAt: started}); err != nil {
 		t.Fatalf("in progress: %v", err)
 	}
 	if err := c.UpdateCheckRun(ctx, "acme", "app", id, github.CheckRun{Name: "kiln/test", Status: github.CheckCompleted, Conclusion: github.ConclusionFailure,
@@ -48,7 +48,7 @@ func TestCheckRuns(t *testing.T) {
 	}
 	r := runs[0]
 	if r.ID != id || r.Name != "kiln/test" || r.HeadSHA != headSHA || r.DetailsURL != "https://kiln.example/builds/7" || r.ExternalID != "7" ||
-		r.Title != "failed at step 'test'" || r.Summary != "last lines" || r.Text != "more" || !r.CompletedAt.Equal(started.Add(time.Minute)) {
+		r.Title != "failed at step 'test'" || r.Summary != "last lines" || r.Text != "more" || !r.CompletedAt.Equal(started.Add(time.Minute)) || !r.StartedAt.Equal(started) {
 		t.Errorf("run: %+v", r)
 	}
 
