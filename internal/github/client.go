@@ -1,6 +1,7 @@
 // Package github is Kiln's client for the few GitHub REST endpoints that
 // ephemeral Actions runners need: just-in-time runner configurations, the
-// runners list, and queued workflow jobs. It wraps google/go-github and, for
+// runners list, and queued workflow jobs; and for check runs (checks.go),
+// which report builds to a GitHub App's installations. It wraps google/go-github and, for
 // a GitHub App, bradleyfalzon/ghinstallation.
 //
 // Every method makes a bounded number of requests and never retries or
