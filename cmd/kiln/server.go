@@ -14,8 +14,9 @@ import (
 // serverOptions are the control plane's flags: a server.Config, and the
 // files read once the flags are parsed.
 type serverOptions struct {
-	cfg        server.Config
-	appKeyFile string
+	cfg              server.Config
+	appKeyFile       string
+	checkRunLogLines int
 }
 
 // serverFlags binds the control plane's flags to a server.Config.
@@ -49,6 +50,7 @@ func serverFlags(fs *flag.FlagSet) *serverOptions {
 	fs.Var(daysValue{&cfg.LogRetention.MaxAge}, "log-retention", "delete a finished build's logs after this long, e.g. 30d (0: keep forever; a project may set its own)")
 	fs.Int64Var(&cfg.LogRetention.MaxBytes, "log-max-bytes", cfg.LogRetention.MaxBytes, "bytes of logs each project keeps; older builds' logs are deleted first (0: no limit; a project may set its own)")
 	fs.Int64Var(&cfg.ReserveBytes, "disk-reserve", cfg.ReserveBytes, "bytes kept in DATA_DIR/reserve and released when the disk is full, so deletes can still run (0: none)")
+	fs.IntVar(&o.checkRunLogLines, "check-run-log-lines", 20, "last log lines of a failed step shown in its GitHub check run, to whoever can read the repository (0: none)")
 	githubFlags(fs, o)
 	return o
 }
@@ -79,6 +81,10 @@ func githubFlags(fs *flag.FlagSet, o *serverOptions) {
 // config returns the server configuration, with the files the flags name read.
 func (o *serverOptions) config() (server.Config, error) {
 	cfg := o.cfg
+	cfg.ForgeStatuses.LogLines = o.checkRunLogLines
+	if o.checkRunLogLines <= 0 {
+		cfg.ForgeStatuses.LogLines = -1 // none
+	}
 	if o.appKeyFile != "" {
 		key, err := os.ReadFile(o.appKeyFile)
 		if err != nil {

@@ -1,5 +1,7 @@
 // Package forgestatus sends builds' and jobs' states to their forge as
-// commit statuses (GitHub, GitLab, Gitea), from the store's outbox.
+// commit statuses (GitHub, GitLab, Gitea), or as check runs on GitHub for
+// a project connected through a GitHub App installation (checkruns.go),
+// from the store's outbox.
 //
 // The store writes an outbox row in the transaction of every status change
 // (see store.syncStatuses), so nothing is lost to a crash; this package
@@ -27,6 +29,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/kilnci/kiln/internal/github"
 	"github.com/kilnci/kiln/internal/metrics"
 	"github.com/kilnci/kiln/internal/store"
 )
@@ -62,6 +65,14 @@ type Config struct {
 	// redirects either: GitLab's PRIVATE-TOKEN is not a header Go drops on
 	// a redirect to another host.
 	Client *http.Client
+	// AppID and AppPrivateKeyPEM are the server's GitHub App: a project
+	// connected through one of its installations gets check runs.
+	AppID            int64
+	AppPrivateKeyPEM []byte
+	// LogLines is how many of a failed step's last log lines its check
+	// run shows (default 20; negative: none). They are as stored, secrets
+	// masked; whoever can read the repository on GitHub sees them.
+	LogLines int
 }
 
 func (c *Config) defaults() {
@@ -88,6 +99,9 @@ func (c *Config) defaults() {
 			return min(time.Duration(1<<n)*time.Second, 10*time.Minute)
 		}
 	}
+	if c.LogLines == 0 {
+		c.LogLines = 20
+	}
 	if c.Keep <= 0 {
 		c.Keep = 7 * 24 * time.Hour
 	}
@@ -113,11 +127,13 @@ type Sender struct {
 	// request before then. In memory only: after a restart the first
 	// request learns it again.
 	hold map[int64]time.Time
+	// clients are the GitHub App's, per API URL and installation.
+	clients map[clientKey]*github.Client
 }
 
 func New(cfg Config, st *store.Store, m *metrics.Metrics, log *slog.Logger) *Sender {
 	cfg.defaults()
-	return &Sender{cfg: cfg, st: st, m: m, log: log, hold: map[int64]time.Time{}}
+	return &Sender{cfg: cfg, st: st, m: m, log: log, hold: map[int64]time.Time{}, clients: map[clientKey]*github.Client{}}
 }
 
 // held reports whether project's forge asked to wait past now.
@@ -137,6 +153,9 @@ func (s *Sender) Run(ctx context.Context) {
 			pruned = now
 			if _, err := s.st.PruneForgeStatuses(ctx, now.Add(-s.cfg.Keep)); err != nil && ctx.Err() == nil {
 				s.log.Warn("forge statuses: pruning the outbox", "err", err)
+			}
+			if _, err := s.st.PruneCheckRuns(ctx, now.Add(-s.cfg.Keep)); err != nil && ctx.Err() == nil {
+				s.log.Warn("forge statuses: pruning check run ids", "err", err)
 			}
 		}
 		// Rounds follow each other while they send (a backlog drains at
@@ -331,7 +350,13 @@ func (s *Sender) Request(ctx context.Context, c *store.ForgeConnection, r *store
 	return req, nil
 }
 
+// send delivers one row: a check run for a GitHub App installation, else
+// a commit status with the connection's token. Either answers refused or
+// retryAt, and deliver decides alike.
 func (s *Sender) send(ctx context.Context, c *store.ForgeConnection, r *store.ForgeStatus) error {
+	if c.App() {
+		return s.sendCheckRun(ctx, c, r)
+	}
 	rctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
 	req, err := s.Request(rctx, c, r)

@@ -1,6 +1,7 @@
 // Package github is Kiln's client for the few GitHub REST endpoints that
 // ephemeral Actions runners need: just-in-time runner configurations, the
-// runners list, and queued workflow jobs. It wraps google/go-github and, for
+// runners list, and queued workflow jobs; and for check runs (checks.go),
+// which report builds to a GitHub App's installations. It wraps google/go-github and, for
 // a GitHub App, bradleyfalzon/ghinstallation.
 //
 // Every method makes a bounded number of requests and never retries or
@@ -13,6 +14,7 @@
 package github
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -188,14 +190,19 @@ const (
 )
 
 // apiHeaders sets Accept to MediaType where a library asks for the
-// generic v3 media type (or none), and X-GitHub-Api-Version when missing;
-// any other media type (a preview, raw contents) is left as asked.
+// generic v3 media type (or none, or a preview that has graduated), and
+// X-GitHub-Api-Version when missing; any other media type (raw contents)
+// is left as asked.
 type apiHeaders struct{ next http.RoundTripper }
+
+// graduated are previews now part of the API that go-github still asks
+// for: the checks API (antiope), documented with MediaType.
+var graduated = map[string]bool{"application/vnd.github.antiope-preview+json": true}
 
 func (a apiHeaders) RoundTrip(r *http.Request) (*http.Response, error) {
 	generic := true
 	for _, v := range r.Header.Values("Accept") {
-		if v != "" && v != "application/vnd.github.v3+json" && v != MediaType {
+		if v != "" && v != "application/vnd.github.v3+json" && v != MediaType && !graduated[v] {
 			generic = false
 		}
 	}
@@ -246,4 +253,12 @@ func (c *Client) done(op string, resp *gh.Response, err error) error {
 		return nil
 	}
 	return classify(op, err, c.now())
+}
+
+// Paced marks ctx's calls as made by a caller that holds back on
+// ErrRateLimited by its own clock: go-github's own hold (until the reset
+// or Retry-After it last saw, on the real clock, answered without a
+// request) is skipped, so that the caller's is the one policy.
+func Paced(ctx context.Context) context.Context {
+	return context.WithValue(ctx, gh.BypassRateLimitCheck, true)
 }

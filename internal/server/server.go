@@ -79,8 +79,8 @@ type Config struct {
 	// Git bounds the control plane's git commands (plan-time reads) and
 	// says whether file:// clone URLs are allowed (at project add too).
 	Git gitmirror.Config
-	// ForgeStatuses tunes the sender of commit statuses (PublicURL is
-	// set from PublicURL).
+	// ForgeStatuses tunes the sender of commit statuses and check runs
+	// (PublicURL is set from PublicURL, the GitHub App from Actions).
 	ForgeStatuses forgestatus.Config
 }
 
@@ -222,6 +222,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	m.CountForgeStatuses(st.OldestPendingForgeStatus)
 	fsCfg := cfg.ForgeStatuses
 	fsCfg.PublicURL = cfg.PublicURL
+	// The GitHub App that runs Actions jobs also writes check runs for
+	// projects connected through its installations.
+	fsCfg.AppID, fsCfg.AppPrivateKeyPEM = cfg.Actions.GitHub.AppID, cfg.Actions.GitHub.PrivateKeyPEM
 	statuses := forgestatus.New(fsCfg, st, m, log.With("component", "forgestatus"))
 	sched := scheduler.New(cfg.Scheduler, st, mirrors, m, log.With("component", "scheduler"))
 	m.CountAgents(sched.AgentStates)

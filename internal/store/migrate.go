@@ -321,6 +321,18 @@ var migrations = []string{
 	// 11: a project connected to GitHub through the GitHub App (its
 	// installation) rather than a token.
 	`ALTER TABLE project_forges ADD COLUMN installation_id INTEGER NOT NULL DEFAULT 0;`,
+	// 12: GitHub check runs. The check run a (project, commit, context)
+	// was last given on GitHub, and the build it was for, so a state
+	// change updates it rather than creating another.
+	`CREATE TABLE check_runs (
+		project_id INTEGER NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+		commit_sha TEXT NOT NULL,
+		context TEXT NOT NULL,
+		build_id INTEGER NOT NULL,
+		check_run_id INTEGER NOT NULL,
+		updated_at INTEGER NOT NULL,
+		PRIMARY KEY (project_id, commit_sha, context)
+	);`,
 }
 
 func (s *Store) migrate(ctx context.Context) error {

@@ -12,6 +12,7 @@
 package termtext
 
 import (
+	"regexp"
 	"strconv"
 	"strings"
 	"unicode"
@@ -192,4 +193,17 @@ func Visible(s string) string {
 		i++
 	}
 	return b.String()
+}
+
+// sgr matches the SGR sequences Log keeps.
+var sgr = regexp.MustCompile("\x1b\\[[0-9;:]*m")
+
+// Plain is Log without the colours: text for a page that is not a
+// terminal (a forge's check run), with no escape sequence at all.
+func Plain(s string) string {
+	s = Log(s)
+	if strings.IndexByte(s, 0x1b) < 0 {
+		return s
+	}
+	return sgr.ReplaceAllString(s, "")
 }

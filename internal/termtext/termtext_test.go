@@ -84,3 +84,18 @@ func TestVisible(t *testing.T) {
 		t.Fatalf("Visible = %q", got)
 	}
 }
+
+func TestPlain(t *testing.T) {
+	for in, want := range map[string]string{
+		"plain":                           "plain",
+		"\x1b[31mred\x1b[0m text":         "red text",
+		"\x1b]0;title\x07after":           "after",
+		"progress 10%\rprogress 100%":     "progress 100%",
+		"bell\x07 and \u202eoverride":     `bell\a and \u202eoverride`,
+		"\x1b[1;38:5:196mbold\x1b[m done": "bold done",
+	} {
+		if got := Plain(in); got != want {
+			t.Errorf("Plain(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

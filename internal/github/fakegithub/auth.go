@@ -100,8 +100,10 @@ func (s *Server) accessToken(w http.ResponseWriter, r *http.Request) {
 		"permissions": map[string]string{
 			"actions":                          "read",
 			"administration":                   "write",
+			"checks":                           "write",
 			"metadata":                         "read",
 			"organization_self_hosted_runners": "write",
+			"statuses":                         "write",
 		},
 		"repository_selection": "all",
 	})

@@ -15,6 +15,9 @@
 //	GET    /repos/{owner}/{repo}/actions/runs/{run_id}/jobs
 //	GET    /repos/{owner}/{repo}/actions/jobs/{job_id}
 //	POST   /repos/{owner}/{repo}/statuses/{sha}            (recorded: Statuses)
+//	POST   /repos/{owner}/{repo}/check-runs                (installation tokens only; recorded: CheckRunEvents)
+//	PATCH  /repos/{owner}/{repo}/check-runs/{id}
+//	GET    /repos/{owner}/{repo}/check-runs/{id}
 //
 // under an optional path prefix (WithPathPrefix("/api/v3") for a GitHub
 // Enterprise Server layout). Every API call but the token exchange needs an
@@ -90,7 +93,7 @@ type Server struct {
 	jobs     map[int64]*Job
 	labelIDs map[string]int64
 	repoIDs  map[string]int64
-	lastID   struct{ runner, run, job int64 }
+	lastID   struct{ runner, run, job, checkRun int64 }
 
 	calls     map[string]int
 	faults    []*fault
@@ -98,7 +101,9 @@ type Server struct {
 	used      int
 	resetAt   time.Time
 
-	statuses []CommitStatus
+	statuses    []CommitStatus
+	checkRuns   map[int64]*CheckRun
+	checkEvents []CheckRunEvent
 }
 
 // Option configures New.
@@ -145,10 +150,11 @@ func New(opts ...Option) *Server {
 		labelIDs:      map[string]int64{},
 		repoIDs:       map[string]int64{},
 		calls:         map[string]int{},
+		checkRuns:     map[int64]*CheckRun{},
 	}
 	// Ids start far apart, and job ids past 2^32 as GitHub's are, so that a
 	// runner id used as a job id, or an int32 somewhere, shows.
-	s.lastID.runner, s.lastID.run, s.lastID.job = 0, 5_000_000_000, 14_000_000_000
+	s.lastID.runner, s.lastID.run, s.lastID.job, s.lastID.checkRun = 0, 5_000_000_000, 14_000_000_000, 30_000_000_000
 	s.resetAt = s.now().Add(time.Hour).Truncate(time.Second)
 
 	mux := http.NewServeMux()
@@ -280,6 +286,9 @@ func (s *Server) route(mux *http.ServeMux) {
 	api("GET", "/repos/{owner}/{repo}/actions/runs/{run}/jobs", EndpointListJobs, s.listJobs)
 	api("GET", "/repos/{owner}/{repo}/actions/jobs/{id}", EndpointGetJob, s.getJob)
 	api("POST", "/repos/{owner}/{repo}/statuses/{sha}", EndpointCreateStatus, s.createStatus)
+	api("POST", "/repos/{owner}/{repo}/check-runs", EndpointCreateCheckRun, s.createCheckRun)
+	api("PATCH", "/repos/{owner}/{repo}/check-runs/{id}", EndpointUpdateCheckRun, s.updateCheckRun)
+	api("GET", "/repos/{owner}/{repo}/check-runs/{id}", EndpointGetCheckRun, s.getCheckRun)
 
 	broker := func(pattern, endpoint string, h http.HandlerFunc) {
 		mux.HandleFunc("POST /_fake/runner/"+pattern, func(w http.ResponseWriter, r *http.Request) {
