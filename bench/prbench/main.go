@@ -16,13 +16,19 @@
 //   - a signed `pull_request` `opened` webhook (the real example of
 //     @octokit/webhooks-examples, its head a new commit under
 //     refs/pull/N/head) is sent to Kiln; the clock stops when the fake
-//     GitHub receives the first status of context "kiln" (pending) and
-//     when it receives the final "success";
+//     GitHub receives the first status of context "kiln" (pending; none
+//     when the build ended before the sender's next round, which then
+//     sends only the newest state) and when it receives the final
+//     "success";
 //   - kilnbench's measure: a signed `push` webhook of a new commit on
 //     main, to the first output line of the build's first step at the
 //     server (the live log stream), and on to its "success" at the fake;
 //   - kilnbench's baseline: `docker run --rm IMAGE echo hello` (or
 //     podman, on the same engine), from process start to its first line.
+//
+// Each webhook is sent after a random part of the sender's poll, so that
+// webhooks do not arrive in step with its ticker. PRBENCH_TRACE=1 prints
+// each build's timeline on stderr; PRBENCH_VERBOSE=1, the server's log.
 //
 // outbox: the statuses sender (forgestatus.Sender, the real SQLite
 // store) drains a backlog of -statuses pending statuses (one per build,
@@ -38,6 +44,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
@@ -126,6 +133,16 @@ func roundTrip(ctx context.Context, engine, cliName string, n int, poll time.Dur
 		cliName, image, n, engine, pollText)
 	var pr, push []timeline
 	var bare []time.Duration
+	// Each webhook waits a random part of the sender's poll first: the
+	// loop waits for a status, which arrives on the sender's tick, so
+	// without it every webhook would come at the same phase of the
+	// ticker, and the figures would show that phase, not the spread a
+	// webhook arriving at any time sees.
+	period := poll
+	if period <= 0 {
+		period = time.Second // forgestatus.Config's default Poll
+	}
+	jitter := func() { time.Sleep(rand.N(period)) }
 	// One warm-up of each, not counted: the first run pays one-time costs
 	// (the git mirrors' creation, the engine's caches) that a long-running
 	// installation does not.
@@ -139,6 +156,7 @@ func roundTrip(ctx context.Context, engine, cliName string, n int, poll time.Dur
 		if err != nil {
 			return err
 		}
+		jitter()
 		p, err := k.run("pull_request", fmt.Sprintf("pr-%d", number), sha, body)
 		if err != nil {
 			return fmt.Errorf("pull request %d: %w", number, err)
@@ -149,6 +167,7 @@ func roundTrip(ctx context.Context, engine, cliName string, n int, poll time.Dur
 		if body, err = k.push(sha); err != nil {
 			return err
 		}
+		jitter()
 		q, err := k.run("push", fmt.Sprintf("push-%d", i), sha, body)
 		if err != nil {
 			return fmt.Errorf("push %d: %w", i, err)
@@ -156,6 +175,11 @@ func roundTrip(ctx context.Context, engine, cliName string, n int, poll time.Dur
 		b, err := bareRun(cli)
 		if err != nil {
 			return err
+		}
+		if os.Getenv("PRBENCH_TRACE") != "" {
+			for _, t := range []timeline{p, q} {
+				fmt.Fprintf(os.Stderr, "sent %s +pending %s(%s) +line %s +finished %s +success %s\n", t.sent.Format("05.000"), ms(t.firstStatus.Sub(t.sent)), t.firstState, ms(t.firstLine.Sub(t.sent)), ms(t.finished.Sub(t.sent)), ms(t.success.Sub(t.sent)))
+			}
 		}
 		if i >= 0 {
 			pr, push, bare = append(pr, p), append(push, q), append(bare, b)
@@ -180,6 +204,7 @@ func roundTrip(ctx context.Context, engine, cliName string, n int, poll time.Dur
 			coalesced++
 		}
 	}
+	prFirst := since(pr, func(t timeline) time.Time { return t.firstStatus }, sent)
 	prLine := since(pr, func(t timeline) time.Time { return t.firstLine }, sent)
 	prSuccess := since(pr, func(t timeline) time.Time { return t.success }, sent)
 	pushLine := since(push, func(t timeline) time.Time { return t.firstLine }, sent)
@@ -193,13 +218,15 @@ func roundTrip(ctx context.Context, engine, cliName string, n int, poll time.Dur
 		fmt.Printf("  %-52s %8.2fx %8.2fx\n", what, ratioOf(pct(a, 50), pct(b, 50)), ratioOf(pct(a, 95), pct(b, 95)))
 	}
 	fmt.Printf("  %-52s %9s %9s\n", "", "p50", "p95")
-	row("PR opened → first status at the forge (pending)", prPending)
+	row(fmt.Sprintf("PR opened → first status at the forge, pending (%d/%d)", len(prPending), len(pr)), prPending)
+	row("PR opened → first status at the forge, any state", prFirst)
 	row("PR opened → first step line at the server", prLine)
 	row("PR opened → final status at the forge (success)", prSuccess)
 	row("push → first step line at the server (kilnbench)", pushLine)
 	row("push → final status at the forge (success)", pushSuccess)
 	row(cliName+" run: start → first line (kilnbench's baseline)", bare)
 	ratio("ratio PR → pending / push → first step line", prPending, pushLine)
+	ratio("ratio PR → first status / push → first step line", prFirst, pushLine)
 	ratio("ratio PR → success / push → first step line", prSuccess, pushLine)
 	ratio("ratio PR → success / push → success", prSuccess, pushSuccess)
 	ratio("ratio PR → pending / "+cliName+" run", prPending, bare)
@@ -207,7 +234,7 @@ func roundTrip(ctx context.Context, engine, cliName string, n int, poll time.Dur
 	ratio("ratio push → first step line / "+cliName+" run (kilnbench)", pushLine, bare)
 	row("PR build finished → success at the forge (outbox lag)", prLag)
 	if coalesced > 0 {
-		fmt.Printf("  %d of %d requests got no pending status: the build ended before the sender's next round, which sent only its newest state\n", coalesced, len(pr))
+		fmt.Printf("  %d of %d requests got no pending status: the build ended before the sender's next round, which sent only its newest state (success)\n", coalesced, len(pr))
 	}
 	return nil
 }
