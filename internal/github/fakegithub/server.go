@@ -31,7 +31,7 @@
 //	POST /_fake/runner/acquire   {"runner_id": N}
 //	POST /_fake/runner/complete  {"runner_id": N, "conclusion": "success"}
 //
-// See broker.go. Test controls (QueueJob, CancelRun, FailNext, RateLimit,
+// See broker.go. Test controls (QueueJob, CancelRun, FailNext, SetLatency, RateLimit,
 // Calls, ...) drive and observe it. All methods are safe for concurrent use.
 package fakegithub
 
@@ -104,6 +104,7 @@ type Server struct {
 	statuses    []CommitStatus
 	checkRuns   map[int64]*CheckRun
 	checkEvents []CheckRunEvent
+	latencies   []latency // SetLatency
 }
 
 // Option configures New.
@@ -335,11 +336,12 @@ func checkAPIHeaders(h http.Header) string {
 	return ""
 }
 
-// apiHandler counts the call, checks the documented headers (400), authenticates it (but the token exchange,
+// apiHandler waits out any SetLatency, counts the call, checks the documented headers (400), authenticates it (but the token exchange,
 // which checks its own JWT), applies injected rate limits and faults, sets
 // the rate-limit headers GitHub sends, and runs h.
 func (s *Server) apiHandler(endpoint string, h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
+		s.wait(endpoint)
 		s.mu.Lock()
 		s.calls[endpoint]++
 		if msg := checkAPIHeaders(r.Header); msg != "" {

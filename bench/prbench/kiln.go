@@ -1,0 +1,349 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/kilnci/kiln/internal/agent"
+	"github.com/kilnci/kiln/internal/apiclient"
+	"github.com/kilnci/kiln/internal/github/fakegithub"
+	"github.com/kilnci/kiln/internal/gitmirror"
+	"github.com/kilnci/kiln/internal/sandbox/docker"
+	"github.com/kilnci/kiln/internal/server"
+	"github.com/kilnci/kiln/internal/store"
+)
+
+const (
+	image         = "localhost/kiln/busybox:latest"
+	project       = "bench"
+	webhookSecret = "prbench-webhook-secret-0123"
+	ghToken       = "ghp_prbench"
+	ghRepo        = "acme/app"
+)
+
+// kiln is a control plane and one agent in this process, as `kiln up`
+// runs them (the agent speaks HTTP to the server on loopback), and one
+// project whose commit statuses go to the fake GitHub gh with a token.
+type kiln struct {
+	gh         *fakegithub.Server
+	url, admin string
+	repo       string // the project's clone URL: a local repository
+	fixtures   string // internal/forge/testdata/github
+	stop       func()
+}
+
+func startKiln(ctx context.Context, engine string, poll time.Duration, gh *fakegithub.Server, fixtures string) (*kiln, error) {
+	dir, err := os.MkdirTemp("", "prbench")
+	if err != nil {
+		return nil, err
+	}
+	var logOut io.Writer = io.Discard
+	if os.Getenv("PRBENCH_VERBOSE") != "" {
+		logOut = os.Stderr
+	}
+	log := slog.New(slog.NewTextHandler(logOut, nil))
+	cfg := server.DefaultConfig()
+	cfg.DataDir, cfg.Listen = filepath.Join(dir, "server"), "127.0.0.1:0"
+	cfg.ForgeStatuses.Poll = poll // 0: the sender's default
+	ctx, cancel := context.WithCancel(ctx)
+	k := &kiln{gh: gh, repo: filepath.Join(dir, "repo"), fixtures: fixtures}
+	var done []chan struct{}
+	var rt *docker.Runtime
+	k.stop = func() {
+		cancel()
+		for _, d := range done {
+			<-d
+		}
+		if rt != nil {
+			rt.DrainNetworkPool(context.Background())
+		}
+		os.RemoveAll(dir)
+	}
+	fail := func(err error) (*kiln, error) { k.stop(); return nil, err }
+	srv, err := server.New(ctx, cfg, log)
+	if err != nil {
+		return fail(err)
+	}
+	ln, err := srv.Listen()
+	if err != nil {
+		srv.Close()
+		return fail(err)
+	}
+	done = append(done, make(chan struct{}))
+	go func(d chan struct{}) { defer close(d); _ = srv.Serve(ctx, ln); srv.Close() }(done[0])
+	k.url = "http://" + ln.Addr().String()
+	if k.admin, _, err = srv.EnsureAdminToken(ctx); err != nil {
+		return fail(err)
+	}
+	agentTok, err := srv.LocalAgentToken(ctx)
+	if err != nil {
+		return fail(err)
+	}
+	if rt, err = docker.New(engine); err != nil {
+		return fail(err)
+	}
+	// As `kiln agent` and `kiln up` run it: per-job bridge networks made
+	// ahead of time (Docker; Podman sandboxes use slirp4netns).
+	capacity := agent.DefaultConfig().Capacity
+	rt.EnableNetworkPool("prbench-agent", capacity, log)
+	mirrors, err := gitmirror.New(filepath.Join(dir, "agent", "git"))
+	if err != nil {
+		return fail(err)
+	}
+	acfg := agent.DefaultConfig()
+	acfg.Server, acfg.Token, acfg.ID = k.url, agentTok, "prbench-agent"
+	acfg.WorkDir, acfg.Labels, acfg.DefaultMemory = filepath.Join(dir, "agent", "work"), []string{"linux"}, 256<<20
+	a, err := agent.New(acfg, rt, mirrors, nil, log)
+	if err != nil {
+		return fail(err)
+	}
+	done = append(done, make(chan struct{}))
+	go func(d chan struct{}) { defer close(d); _ = a.Run(ctx) }(done[1])
+
+	if err := makeRepo(k.repo, "image: "+image+"\nsteps:\n  - run: echo hello\n"); err != nil {
+		return fail(err)
+	}
+	if err := k.api("POST", "/api/v1/projects", map[string]any{"name": project, "clone_url": k.repo, "default_branch": "main", "webhook_secret": webhookSecret}, nil); err != nil {
+		return fail(err)
+	}
+	// Connected as `kiln project set -forge github …` does: statuses with a
+	// token, to the fake's API.
+	forge := map[string]any{"forge": "github", "forge_repo": ghRepo, "forge_url": strings.TrimSuffix(gh.URL(), "/"), "forge_token": ghToken}
+	if err := k.api("PATCH", "/api/v1/projects/"+project, forge, nil); err != nil {
+		return fail(err)
+	}
+	return k, nil
+}
+
+func (k *kiln) api(method, path string, in, out any) error {
+	return apiclient.Client{URL: k.url, Token: k.admin}.Do(context.Background(), method, path, in, out)
+}
+
+func makeRepo(dir, pipeline string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, ".kiln.yml"), []byte(pipeline), 0o644); err != nil {
+		return err
+	}
+	for _, args := range [][]string{{"init", "-q", "-b", "main"}, {"add", "-A"}, {"commit", "-q", "-m", "bench"}} {
+		if _, err := git(dir, args...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func git(dir string, args ...string) (string, error) {
+	cmd := exec.Command("git", append([]string{"-C", dir}, args...)...)
+	cmd.Env = append(os.Environ(), "GIT_AUTHOR_NAME=b", "GIT_AUTHOR_EMAIL=b@b", "GIT_COMMITTER_NAME=b", "GIT_COMMITTER_EMAIL=b@b")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("git %v: %v: %s", args, err, stderr.Bytes())
+	}
+	return strings.TrimSpace(string(out)), nil
+}
+
+// newCommit makes a commit on main's tree (each request and push builds a
+// commit of its own, so that its statuses are told apart by commit) and
+// points ref at it: refs/pull/N/head for a request (on no branch, as the
+// forge keeps a request's head), refs/heads/main for a push.
+func (k *kiln) newCommit(ref, msg string) (string, error) {
+	sha, err := git(k.repo, "commit-tree", "main^{tree}", "-p", "main", "-m", msg)
+	if err != nil {
+		return "", err
+	}
+	_, err = git(k.repo, "update-ref", ref, sha)
+	return sha, err
+}
+
+// fixture is a real GitHub webhook example (@octokit/webhooks-examples,
+// see internal/forge/testdata/README.md), decoded.
+func (k *kiln) fixture(name string) (map[string]any, error) {
+	data, err := os.ReadFile(filepath.Join(k.fixtures, name))
+	if err != nil {
+		return nil, err
+	}
+	var m map[string]any
+	return m, json.Unmarshal(data, &m)
+}
+
+// prOpened is the real `pull_request` `opened` example for request number
+// at head, from a branch of the base repository (trusted: it builds at
+// once), into main.
+func (k *kiln) prOpened(number int, head string) ([]byte, error) {
+	m, err := k.fixture("pull_request.opened.json")
+	if err != nil {
+		return nil, err
+	}
+	pr, ok := m["pull_request"].(map[string]any)
+	if !ok {
+		return nil, errors.New("pull_request.opened.json: no pull_request")
+	}
+	m["number"], pr["number"] = number, number
+	pr["head"].(map[string]any)["sha"] = head
+	pr["base"].(map[string]any)["ref"] = "main"
+	return json.Marshal(m)
+}
+
+// push is the real `push` example, of main to after.
+func (k *kiln) push(after string) ([]byte, error) {
+	m, err := k.fixture("push.0.json")
+	if err != nil {
+		return nil, err
+	}
+	m["ref"], m["after"], m["deleted"] = "refs/heads/main", after, false
+	if hc, ok := m["head_commit"].(map[string]any); ok {
+		hc["id"] = after // as in every real push of a branch
+	}
+	return json.Marshal(m)
+}
+
+// deliver sends a signed webhook (as GitHub signs it) and returns the
+// build's id.
+func (k *kiln) deliver(event, delivery string, body []byte) (int64, error) {
+	mac := hmac.New(sha256.New, []byte(webhookSecret))
+	mac.Write(body)
+	req, _ := http.NewRequest("POST", k.url+"/hooks/github/"+project, bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("X-GitHub-Event", event)
+	req.Header.Set("X-GitHub-Delivery", delivery)
+	req.Header.Set("X-Hub-Signature-256", "sha256="+hex.EncodeToString(mac.Sum(nil)))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	var out struct {
+		BuildID int64 `json:"build_id"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil || out.BuildID == 0 {
+		return 0, fmt.Errorf("%s webhook: HTTP %d: no build (%v)", event, resp.StatusCode, err)
+	}
+	return out.BuildID, nil
+}
+
+// stream follows the build's live log: it sends the time the first line
+// of step 0 arrives on first, and returns the build when it ends.
+func (k *kiln) stream(id int64, first chan<- time.Time) (*store.Build, error) {
+	req, _ := http.NewRequest("GET", fmt.Sprintf("%s/api/v1/builds/%d/logs/stream", k.url, id), nil)
+	req.Header.Set("Authorization", "Bearer "+k.admin)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	event, sent := "", false
+	for sc.Scan() {
+		line := sc.Text()
+		if e, ok := strings.CutPrefix(line, "event: "); ok {
+			event = e
+			continue
+		}
+		data, ok := strings.CutPrefix(line, "data: ")
+		if !ok {
+			continue
+		}
+		switch event {
+		case "line":
+			var l struct{ Step int }
+			if json.Unmarshal([]byte(data), &l) == nil && l.Step == 0 && !sent {
+				first <- time.Now()
+				sent = true
+			}
+		case "end":
+			var b store.Build
+			return &b, json.Unmarshal([]byte(data), &b)
+		}
+	}
+	return nil, fmt.Errorf("build %d: the log stream ended early: %v", id, sc.Err())
+}
+
+// timeline is one build's, from its webhook's sending: the first line of
+// step 0 at the server, the build's end (its record), and the fake
+// GitHub's arrivals of the first status of context "kiln" (pending, unless
+// the sender coalesced it away) and of the final success.
+type timeline struct {
+	sent, firstLine, finished, firstStatus, success time.Time
+	firstState                                      string
+}
+
+// run delivers one webhook and follows its build to the final status at
+// the forge.
+func (k *kiln) run(event, delivery, sha string, body []byte) (timeline, error) {
+	var tl timeline
+	tl.sent = time.Now()
+	id, err := k.deliver(event, delivery, body)
+	if err != nil {
+		return tl, err
+	}
+	first := make(chan time.Time, 1)
+	b, err := k.stream(id, first)
+	if err != nil {
+		return tl, err
+	}
+	select {
+	case tl.firstLine = <-first:
+	default:
+		return tl, fmt.Errorf("build %d ended (%s) without a step line", id, b.Status)
+	}
+	if b.Status != store.StatusSuccess || b.FinishedAt == nil {
+		return tl, fmt.Errorf("build %d: %s", id, b.Status)
+	}
+	tl.finished = *b.FinishedAt
+	deadline := time.Now().Add(time.Minute) // a safety net, not a measure
+	for {
+		if done, err := tl.statuses(k.gh.Statuses(), sha); done || err != nil {
+			if err != nil {
+				err = fmt.Errorf("build %d: %w", id, err)
+			}
+			return tl, err
+		}
+		if time.Now().After(deadline) {
+			return tl, fmt.Errorf("build %d: no success status at the forge a minute after the build ended", id)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// statuses reads the build's "kiln" statuses at the fake, in arrival
+// order, into tl; done once the success has come.
+func (tl *timeline) statuses(all []fakegithub.CommitStatus, sha string) (done bool, err error) {
+	tl.firstStatus, tl.firstState = time.Time{}, ""
+	for _, s := range all {
+		if s.SHA != sha || s.Context != store.ContextBuild {
+			continue
+		}
+		if tl.firstStatus.IsZero() {
+			tl.firstStatus, tl.firstState = s.At, s.State
+		}
+		switch s.State {
+		case "success":
+			tl.success = s.At
+			return true, nil
+		case "pending":
+		default:
+			return false, fmt.Errorf("status %q at the forge", s.State)
+		}
+	}
+	return false, nil
+}
