@@ -21,9 +21,16 @@ fi
 
 eval "$(scripts/engines.sh --env)"
 export KILN_REQUIRE_ENGINES=1
+# A PostgreSQL server on a socket of its own (KILN_TEST_POSTGRES): the
+# tests that need one (two replicas on one database) run in the first
+# pass; the second pass runs every package that opens a store again, on
+# PostgreSQL (storetest gives each test a database of its own there).
+eval "$(scripts/postgres.sh --env)"
 
 go vet ./...
 # -p 1: one package at a time. The end-to-end, conformance and cache suites
 # each start many containers; side by side on a 2-core machine they starve
 # each other (heartbeats, exec) and take longer in total than in turn.
 go test -p 1 -count=1 -timeout 45m "$@" ./...
+KILN_TEST_STORE=postgres go test -p 1 -count=1 -timeout 20m "$@" \
+	./internal/store/... ./internal/cache/ ./internal/cacheclient/ ./internal/scheduler/ ./internal/actions/ ./internal/forgestatus/ ./internal/api/ ./internal/server/

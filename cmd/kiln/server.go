@@ -24,6 +24,7 @@ func serverFlags(fs *flag.FlagSet) *serverOptions {
 	o := &serverOptions{cfg: server.DefaultConfig()}
 	cfg := &o.cfg
 	fs.StringVar(&cfg.DataDir, "data-dir", defaultDataDir(), "directory for the database, secret key, git mirrors and tokens ($KILN_HOME)")
+	fs.StringVar(&cfg.Database, "database", os.Getenv("KILN_DATABASE"), "the store: a postgres:// URL (PostgreSQL; several servers may share it) or a SQLite file (default: DATA_DIR/kiln.db) ($KILN_DATABASE)")
 	fs.StringVar(&cfg.Listen, "listen", envOr("KILN_LISTEN", cfg.Listen), "address to serve the API, webhooks and agent protocol on")
 	fs.StringVar(&cfg.SecretKey, "secret-key", os.Getenv("KILN_SECRET_KEY"), "64 hex chars encrypting secrets at rest (default: DATA_DIR/secret.key)")
 	fs.Int64Var(&cfg.MaxWebhookBody, "max-webhook-body", cfg.MaxWebhookBody, "largest webhook body accepted, in bytes")

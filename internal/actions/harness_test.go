@@ -19,10 +19,11 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/kilnci/kiln/internal/store/storetest"
 
 	"github.com/kilnci/kiln/internal/actions"
 	"github.com/kilnci/kiln/internal/forge"
@@ -115,15 +116,15 @@ func (l *logSink) records(t *testing.T, msg string) []map[string]any {
 }
 
 type harness struct {
-	t     *testing.T
-	logs  logSink
-	gh    *fakegithub.Server
-	dbDir string
-	st    *store.Store
-	m     *metrics.Metrics
-	cfg   actions.Config
-	svc   *actions.Service
-	clock *clock
+	t        *testing.T
+	logs     logSink
+	gh       *fakegithub.Server
+	database string // reopened on a restart
+	st       *store.Store
+	m        *metrics.Metrics
+	cfg      actions.Config
+	svc      *actions.Service
+	clock    *clock
 }
 
 func newHarness(t *testing.T, opts ...func(*actions.Config)) *harness {
@@ -132,7 +133,7 @@ func newHarness(t *testing.T, opts ...func(*actions.Config)) *harness {
 	t.Cleanup(gh.Close)
 	k := key(t)
 	gh.RegisterApp(appID, &k.PublicKey, installation)
-	h := &harness{t: t, gh: gh, dbDir: t.TempDir(), clock: &clock{t: time.Now().Truncate(time.Millisecond)}}
+	h := &harness{t: t, gh: gh, database: storetest.Database(t), clock: &clock{t: time.Now().Truncate(time.Millisecond)}}
 	h.cfg = actions.DefaultConfig()
 	h.cfg.GitHub = actions.Connection{BaseURL: gh.URL(), AppID: appID, PrivateKeyPEM: pemOf(k), WebhookSecret: hookSecret}
 	h.cfg.Now = h.clock.now
@@ -150,7 +151,7 @@ func (h *harness) open() {
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	st, err := store.OpenSQLite(ctx, filepath.Join(h.dbDir, "kiln.db"), box)
+	st, err := store.Open(ctx, h.database, box)
 	if err != nil {
 		h.t.Fatal(err)
 	}

@@ -25,6 +25,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kilnci/kiln/internal/store/storetest"
+
 	"github.com/kilnci/kiln/internal/api"
 	"github.com/kilnci/kiln/internal/logs"
 	"github.com/kilnci/kiln/internal/protocol"
@@ -70,6 +72,7 @@ func startEnv(t *testing.T, log *slog.Logger, opts ...func(*server.Config)) *env
 	t.Helper()
 	cfg := server.DefaultConfig()
 	cfg.DataDir = t.TempDir()
+	cfg.Database = storetest.Database(t)
 	cfg.Listen = "127.0.0.1:0"
 	cfg.MaxWebhookBody = 64 << 10
 	cfg.Scheduler.Lease = 30 * time.Second
@@ -358,7 +361,7 @@ func (e *env) wantBuilds(n int) []*store.Build {
 func (e *env) deliveries() int {
 	e.t.Helper()
 	var n int
-	if err := e.srv.Store.DB().QueryRow(`SELECT COUNT(*) FROM deliveries`).Scan(&n); err != nil {
+	if err := e.srv.Store.DB().QueryRowContext(context.Background(), `SELECT COUNT(*) FROM deliveries`).Scan(&n); err != nil {
 		e.t.Fatal(err)
 	}
 	return n

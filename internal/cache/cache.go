@@ -21,8 +21,6 @@
 package cache
 
 import (
-	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -158,7 +156,7 @@ type Entry struct {
 // Service is the cache service. It is safe for concurrent use.
 type Service struct {
 	cfg   Config
-	db    *sql.DB
+	db    DB
 	files files
 	log   *slog.Logger
 	now   func() time.Time
@@ -171,9 +169,9 @@ type Service struct {
 	evictMu sync.Mutex
 }
 
-// New validates cfg, creates its tables (prefix cache_) in db and its
-// directories under cfg.Dir.
-func New(cfg Config, db *sql.DB) (*Service, error) {
+// New validates cfg and creates its directories under cfg.Dir; its table
+// is the store's (db is the store's handle).
+func New(cfg Config, db DB) (*Service, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -189,9 +187,6 @@ func New(cfg Config, db *sql.DB) (*Service, error) {
 		s.disk = statDisk
 	}
 	if err := s.files.init(); err != nil {
-		return nil, err
-	}
-	if err := createTables(context.Background(), db); err != nil {
 		return nil, err
 	}
 	return s, nil

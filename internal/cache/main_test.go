@@ -1,7 +1,8 @@
 package cache
 
 import (
-	"database/sql"
+	"bytes"
+	"context"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -13,7 +14,9 @@ import (
 	"testing"
 	"time"
 
-	_ "modernc.org/sqlite"
+	"github.com/kilnci/kiln/internal/secretbox"
+	"github.com/kilnci/kiln/internal/store"
+	"github.com/kilnci/kiln/internal/store/storetest"
 )
 
 // TestMain installs the real @actions/cache clients (testdata/client/v1
@@ -54,7 +57,7 @@ var testKey = []byte("kiln-cache-test-signing-key-0123456789")
 type testEnv struct {
 	svc *Service
 	srv *httptest.Server
-	db  *sql.DB
+	db  DB
 	dir string
 	rec *recorder
 }
@@ -63,11 +66,7 @@ type testEnv struct {
 func newTestEnv(t *testing.T, mutate func(*Config)) *testEnv {
 	t.Helper()
 	tmp := t.TempDir()
-	db, err := sql.Open("sqlite", "file:"+filepath.Join(tmp, "kiln.db")+"?_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
+	db := storeDB(t)
 	te := &testEnv{db: db, dir: filepath.Join(tmp, "cache"), rec: newRecorder()}
 	var handler http.Handler
 	te.srv = httptest.NewServer(te.rec.wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -81,6 +80,7 @@ func newTestEnv(t *testing.T, mutate func(*Config)) *testEnv {
 	if mutate != nil {
 		mutate(&cfg)
 	}
+	var err error
 	te.svc, err = New(cfg, db)
 	if err != nil {
 		t.Fatal(err)
@@ -197,4 +197,20 @@ func (rec *recorder) waitFor(match func(request) bool) request {
 
 func pathIs(method, suffix string) func(request) bool {
 	return func(r request) bool { return r.Method == method && strings.HasSuffix(r.Path, suffix) }
+}
+
+// storeDB is the handle of a new store's database (SQLite, or PostgreSQL
+// when the run tests it: storetest), where the cache's table lives.
+func storeDB(t testing.TB) DB {
+	t.Helper()
+	box, err := secretbox.New(bytes.Repeat([]byte{7}, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.Open(context.Background(), storetest.Database(t), box)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st.DB()
 }

@@ -9,44 +9,28 @@ import (
 	"unicode/utf8"
 )
 
-// Metadata lives in SQL. The SQL is kept plain (? placeholders, substr,
-// RETURNING) so a PostgreSQL port only has to change the id column's type.
-// Times are Unix nanoseconds.
+// Metadata lives in the store's database, in the table cache_entries,
+// made by the store's migrations (internal/store/migrate.go) on SQLite and
+// PostgreSQL alike. The SQL is kept plain (? placeholders, which the
+// store's handle turns into the dialect's, substr, RETURNING). Times are
+// Unix nanoseconds.
 //
 // An entry is "reserved" from CreateCacheEntry / POST caches until it is
 // finalized, and only "ready" entries are ever matched. The unique index
 // makes (project, scope, key, version) creatable once.
-var schema = []string{
-	`CREATE TABLE IF NOT EXISTS cache_entries (
-		id INTEGER PRIMARY KEY AUTOINCREMENT,
-		project TEXT NOT NULL,
-		scope TEXT NOT NULL,
-		cache_key TEXT NOT NULL,
-		version TEXT NOT NULL,
-		state TEXT NOT NULL,
-		size BIGINT NOT NULL DEFAULT 0,
-		declared_size BIGINT NOT NULL DEFAULT 0,
-		created_at BIGINT NOT NULL,
-		finalized_at BIGINT NOT NULL DEFAULT 0,
-		last_used BIGINT NOT NULL
-	)`,
-	`CREATE UNIQUE INDEX IF NOT EXISTS cache_entries_identity ON cache_entries (project, scope, cache_key, version)`,
-	`CREATE INDEX IF NOT EXISTS cache_entries_lru ON cache_entries (state, last_used)`,
+
+// DB is what the service needs of the database: the store's handle
+// (store.Store.DB), which speaks the dialect.
+type DB interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 }
 
 const (
 	stateReserved = "reserved"
 	stateReady    = "ready"
 )
-
-func createTables(ctx context.Context, db *sql.DB) error {
-	for _, q := range schema {
-		if _, err := db.ExecContext(ctx, q); err != nil {
-			return fmt.Errorf("cache: create tables: %w", err)
-		}
-	}
-	return nil
-}
 
 type entryRow struct {
 	ID, Size, Declared           int64

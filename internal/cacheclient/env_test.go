@@ -1,8 +1,9 @@
 package cacheclient
 
 import (
+	"bytes"
+	"context"
 	"crypto/sha256"
-	"database/sql"
 	"encoding/hex"
 	"io"
 	"io/fs"
@@ -18,8 +19,10 @@ import (
 	"time"
 
 	"github.com/kilnci/kiln/internal/cache"
+	"github.com/kilnci/kiln/internal/secretbox"
+	"github.com/kilnci/kiln/internal/store"
+	"github.com/kilnci/kiln/internal/store/storetest"
 	"golang.org/x/sys/unix"
-	_ "modernc.org/sqlite"
 )
 
 // testEnv is the real cache service (internal/cache) on a real TCP port,
@@ -41,11 +44,16 @@ type hook = func(w http.ResponseWriter, r *http.Request) bool
 func newTestEnv(t *testing.T) *testEnv {
 	t.Helper()
 	tmp := t.TempDir()
-	db, err := sql.Open("sqlite", "file:"+filepath.Join(tmp, "kiln.db")+"?_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)")
+	box, err := secretbox.New(bytes.Repeat([]byte{7}, 32))
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { db.Close() })
+	st, err := store.Open(context.Background(), storetest.Database(t), box)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	db := st.DB()
 	te := &testEnv{}
 	var handler http.Handler
 	te.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -78,7 +78,7 @@ func (h *harness) agentView(id string) *api.AgentView {
 // attemptsOf lists, per job of the build, the agents its attempts ran on.
 func (h *harness) attemptsOf(buildID int64) map[int64][]string {
 	h.t.Helper()
-	rows, err := h.srv.Store.DB().Query(`SELECT a.job_id, a.agent_id FROM job_attempts a JOIN jobs j ON j.id = a.job_id WHERE j.build_id = ? ORDER BY a.job_id, a.attempt`, buildID)
+	rows, err := h.srv.Store.DB().QueryContext(context.Background(), `SELECT a.job_id, a.agent_id FROM job_attempts a JOIN jobs j ON j.id = a.job_id WHERE j.build_id = ? ORDER BY a.job_id, a.attempt`, buildID)
 	if err != nil {
 		h.t.Fatal(err)
 	}

@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kilnci/kiln/internal/store/storetest"
+
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/kilnci/kiln/internal/forgestatus"
@@ -41,13 +43,27 @@ func (c *clock) advance(d time.Duration) {
 	c.t = c.t.Add(d)
 }
 
+// databases are the PostgreSQL databases of a PostgreSQL run (storetest),
+// by the directory a test keeps its store in: opened again on a restart.
+var databases sync.Map
+
+// openStore opens the store kept in dir (SQLite), or the database that
+// stands for dir in a PostgreSQL run.
 func openStore(t testing.TB, dir string) *store.Store {
 	t.Helper()
 	box, err := secretbox.New(bytes.Repeat([]byte{7}, 32))
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := store.OpenSQLite(ctx, filepath.Join(dir, "kiln.db"), box)
+	database := filepath.Join(dir, "kiln.db")
+	if storetest.Postgres() {
+		db, ok := databases.Load(dir)
+		if !ok {
+			db, _ = databases.LoadOrStore(dir, storetest.PostgresDatabase(t))
+		}
+		database = db.(string)
+	}
+	st, err := store.Open(ctx, database, box)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,8 +6,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"path/filepath"
 	"testing"
+
+	"github.com/kilnci/kiln/internal/store/storetest"
 
 	"github.com/kilnci/kiln/internal/metrics"
 	"github.com/kilnci/kiln/internal/pipeline"
@@ -23,7 +24,7 @@ func newScheduler(t *testing.T) (*Scheduler, *store.Store) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := store.OpenSQLite(context.Background(), filepath.Join(t.TempDir(), "kiln.db"), box)
+	st, err := store.Open(context.Background(), storetest.Database(t), box)
 	if err != nil {
 		t.Fatal(err)
 	}

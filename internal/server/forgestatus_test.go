@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kilnci/kiln/internal/store/storetest"
+
 	"github.com/kilnci/kiln/internal/github/fakegithub"
 	"github.com/kilnci/kiln/internal/store"
 )
@@ -18,6 +20,7 @@ func TestRestartDeliversForgeStatuses(t *testing.T) {
 	gh.AddToken("tok")
 	cfg := DefaultConfig()
 	cfg.DataDir = t.TempDir()
+	cfg.Database = storetest.Database(t)
 	cfg.Listen = "127.0.0.1:0"
 	cfg.ReserveBytes = 0
 	cfg.ForgeStatuses.Poll = 20 * time.Millisecond

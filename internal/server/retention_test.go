@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kilnci/kiln/internal/store/storetest"
+
 	"github.com/kilnci/kiln/internal/store"
 )
 
@@ -19,6 +21,7 @@ func newRetentionServer(t *testing.T, policy RetentionPolicy) (*Server, *time.Ti
 	t.Helper()
 	cfg := DefaultConfig()
 	cfg.DataDir = t.TempDir()
+	cfg.Database = storetest.Database(t)
 	cfg.Listen = "127.0.0.1:0"
 	cfg.LogRetention = policy
 	cfg.ReserveBytes = 0

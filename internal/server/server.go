@@ -33,6 +33,10 @@ import (
 type Config struct {
 	// DataDir holds the database, the secret key, git mirrors and tokens.
 	DataDir string
+	// Database is the store: a postgres:// URL for PostgreSQL (several
+	// servers may share one), else a SQLite file's path; "" is
+	// DataDir/kiln.db.
+	Database string
 	// Listen is the address to serve on, e.g. 127.0.0.1:8080.
 	Listen string
 	// SecretKey (64 hex characters) encrypts secrets at rest; when empty,
@@ -153,8 +157,14 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	if err := os.Mkdir(spoolDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
-	if err := createPrivate(filepath.Join(cfg.DataDir, "kiln.db")); err != nil {
-		return nil, err
+	database := cfg.Database
+	if database == "" {
+		database = filepath.Join(cfg.DataDir, "kiln.db")
+	}
+	if !store.IsPostgres(database) {
+		if err := createPrivate(database); err != nil {
+			return nil, err
+		}
 	}
 	var key []byte
 	var err error
@@ -179,7 +189,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	if cfg.PublicURL == "" {
 		cfg.PublicURL = "http://" + ln.Addr().String()
 	}
-	st, err := store.OpenSQLite(ctx, filepath.Join(cfg.DataDir, "kiln.db"), box)
+	st, err := store.Open(ctx, database, box)
 	if err != nil {
 		ln.Close()
 		return nil, err

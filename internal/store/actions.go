@@ -266,7 +266,7 @@ func (s *Store) RecordWorkflowJob(ctx context.Context, u WorkflowJobUpdate) (*Wo
 	return res, nil
 }
 
-func (s *Store) recordWorkflowJobTx(ctx context.Context, tx *sql.Tx, u WorkflowJobUpdate) (*WorkflowJobResult, error) {
+func (s *Store) recordWorkflowJobTx(ctx context.Context, tx *dbTx, u WorkflowJobUpdate) (*WorkflowJobResult, error) {
 	now := s.nowMS()
 	g := u.Job
 	res := &WorkflowJobResult{}
@@ -394,7 +394,7 @@ func (s *Store) recordWorkflowJobTx(ctx context.Context, tx *sql.Tx, u WorkflowJ
 // and the pool has an idle warm runner no other job expects, it starts one.
 // It reports whether a runner job must be made now, and whether the job
 // waits for a warm runner.
-func (s *Store) expectWarmTx(ctx context.Context, tx *sql.Tx, w *WorkflowJob, l *LaunchSpec, now int64) (need, warm bool, err error) {
+func (s *Store) expectWarmTx(ctx context.Context, tx *dbTx, w *WorkflowJob, l *LaunchSpec, now int64) (need, warm bool, err error) {
 	var until sql.NullInt64
 	if err := tx.QueryRowContext(ctx, `SELECT warm_until FROM actions_jobs WHERE gh_job_id = ?`, w.ID).Scan(&until); err != nil {
 		return false, false, err
@@ -423,7 +423,7 @@ const warmAvailableSQL = `SELECT
 
 // idleWarmTx is the number of a pool's warm runners no job expects yet
 // (negative when more jobs expect one than there are).
-func idleWarmTx(ctx context.Context, tx *sql.Tx, pool string) (int, error) {
+func idleWarmTx(ctx context.Context, tx *dbTx, pool string) (int, error) {
 	var n int
 	err := tx.QueryRowContext(ctx, warmAvailableSQL, pool, pool).Scan(&n)
 	return n, err
@@ -495,7 +495,7 @@ func (s *Store) TopUpWarm(ctx context.Context, l *LaunchSpec) ([]*RunnerJob, err
 // swapRunnerJobs makes the runner job whose runner is named runnerName
 // serve job ghJobID, and gives that job's former runner job (if any) to the
 // job the runner was started for.
-func (s *Store) swapRunnerJobs(ctx context.Context, tx *sql.Tx, ghJobID int64, runnerName string, now int64) (bool, error) {
+func (s *Store) swapRunnerJobs(ctx context.Context, tx *dbTx, ghJobID int64, runnerName string, now int64) (bool, error) {
 	var runnerJob, other int64
 	err := tx.QueryRowContext(ctx, `SELECT job_id, gh_job_id FROM actions_runners WHERE name = ?`, runnerName).Scan(&runnerJob, &other)
 	if errors.Is(err, sql.ErrNoRows) || (err == nil && other == ghJobID) {
@@ -540,7 +540,7 @@ func (s *Store) swapRunnerJobs(ctx context.Context, tx *sql.Tx, ghJobID int64, r
 }
 
 // createRunnerJob makes the build, job and runner record of a launch.
-func (s *Store) createRunnerJob(ctx context.Context, tx *sql.Tx, w *WorkflowJob, u WorkflowJobUpdate, now int64) (int64, error) {
+func (s *Store) createRunnerJob(ctx context.Context, tx *dbTx, w *WorkflowJob, u WorkflowJobUpdate, now int64) (int64, error) {
 	l := u.Launch
 	b := &Build{Trigger: TriggerGitHubActions, Forge: "github", DeliveryID: u.DeliveryID,
 		Branch: w.HeadBranch, Commit: w.HeadSHA, Message: l.Message, Author: "github-actions"}
@@ -561,7 +561,7 @@ func (s *Store) createRunnerJob(ctx context.Context, tx *sql.Tx, w *WorkflowJob,
 // insertRunnerJob makes build b (in the project of l) with its one runner
 // job and the runner record (for GitHub job ghJobID, 0 for a warm runner),
 // named by name from the Kiln job's id.
-func (s *Store) insertRunnerJob(ctx context.Context, tx *sql.Tx, l *LaunchSpec, b *Build, ghJobID int64, name func(int64) string, now int64) (int64, error) {
+func (s *Store) insertRunnerJob(ctx context.Context, tx *dbTx, l *LaunchSpec, b *Build, ghJobID int64, name func(int64) string, now int64) (int64, error) {
 	projectID, err := s.repoProject(ctx, tx, l)
 	if err != nil {
 		return 0, err
@@ -578,12 +578,9 @@ func (s *Store) insertRunnerJob(ctx context.Context, tx *sql.Tx, l *LaunchSpec, 
 	if maxAttempts <= 0 {
 		maxAttempts = 3
 	}
-	r, err := tx.ExecContext(ctx, `INSERT INTO jobs (build_id, name, status, spec, labels, timeout_seconds, max_attempts, queued_at, pool) VALUES (?, 'runner', 'queued', ?, ?, ?, ?, ?, ?)`,
-		b.ID, l.Spec, marshalLabels(l.Pool.AgentLabels), l.Pool.TimeoutSeconds, maxAttempts, now, l.Pool.Name)
-	if err != nil {
-		return 0, fmt.Errorf("create runner job: %w", err)
-	}
-	jobID, err := r.LastInsertId()
+	var jobID int64
+	err = tx.QueryRowContext(ctx, `INSERT INTO jobs (build_id, project_id, name, status, spec, labels, timeout_seconds, max_attempts, queued_at, pool) VALUES (?, ?, 'runner', 'queued', ?, ?, ?, ?, ?, ?) RETURNING id`,
+		b.ID, b.ProjectID, l.Spec, marshalLabels(l.Pool.AgentLabels), l.Pool.TimeoutSeconds, maxAttempts, now, l.Pool.Name).Scan(&jobID)
 	if err != nil {
 		return 0, err
 	}
@@ -598,7 +595,7 @@ func (s *Store) insertRunnerJob(ctx context.Context, tx *sql.Tx, l *LaunchSpec, 
 // without .git), or makes one named l.ProjectName (or -2, -3, ... when
 // that name is taken by another repository). It has no webhook secret:
 // pushes to it are not built unless the user sets one.
-func (s *Store) repoProject(ctx context.Context, tx *sql.Tx, l *LaunchSpec) (int64, error) {
+func (s *Store) repoProject(ctx context.Context, tx *dbTx, l *LaunchSpec) (int64, error) {
 	bare := strings.TrimSuffix(l.CloneURL, ".git")
 	var id int64
 	err := tx.QueryRowContext(ctx, `SELECT id FROM projects WHERE lower(clone_url) IN (lower(?), lower(?)) ORDER BY id LIMIT 1`, bare, bare+".git").Scan(&id)
@@ -622,15 +619,18 @@ func (s *Store) repoProject(ctx context.Context, tx *sql.Tx, l *LaunchSpec) (int
 			suffix := fmt.Sprintf("-%d", i)
 			name = name[:min(len(name), 63-len(suffix))] + suffix
 		}
-		res, err := tx.ExecContext(ctx, `INSERT INTO projects (name, clone_url, default_branch, webhook_secret, cancel_superseded, created_at) VALUES (?, ?, ?, ?, 0, ?)`,
-			name, l.CloneURL, branch, secret, s.nowMS())
-		if isUniqueViolation(err) {
+		// A name taken is no row (not an error: on PostgreSQL that would
+		// abort the transaction).
+		err := tx.QueryRowContext(ctx, `INSERT INTO projects (name, clone_url, default_branch, webhook_secret, cancel_superseded, created_at) VALUES (?, ?, ?, ?, 0, ?)
+			ON CONFLICT (name) DO NOTHING RETURNING id`,
+			name, l.CloneURL, branch, secret, s.nowMS()).Scan(&id)
+		if errors.Is(err, sql.ErrNoRows) {
 			continue
 		}
 		if err != nil {
 			return 0, fmt.Errorf("create project %s: %w", name, err)
 		}
-		return res.LastInsertId()
+		return id, nil
 	}
 	return 0, fmt.Errorf("create project for %s: every name like %q is taken: %w", l.CloneURL, l.ProjectName, ErrConflict)
 }

@@ -48,7 +48,7 @@ func record(t *testing.T, s *Store, u WorkflowJobUpdate) *WorkflowJobResult {
 func countRunnerJobs(t *testing.T, s *Store) int {
 	t.Helper()
 	var n int
-	if err := s.db.QueryRow(`SELECT COUNT(*) FROM jobs WHERE pool != ''`).Scan(&n); err != nil {
+	if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM jobs WHERE pool != ''`).Scan(&n); err != nil {
 		t.Fatal(err)
 	}
 	return n
@@ -179,7 +179,7 @@ func TestPoolMaxRunnersBoundsClaims(t *testing.T) {
 	assertRunning := func(want int) {
 		t.Helper()
 		var n int
-		if err := s.db.QueryRow(`SELECT COUNT(*) FROM jobs WHERE pool = 'linux' AND status = 'running'`).Scan(&n); err != nil || n != want {
+		if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM jobs WHERE pool = 'linux' AND status = 'running'`).Scan(&n); err != nil || n != want {
 			t.Fatalf("%d running runner jobs (%v), want %d", n, err, want)
 		}
 	}
@@ -313,7 +313,7 @@ func TestWorkflowJobsSurviveReopen(t *testing.T) {
 	first := record(t, s, WorkflowJobUpdate{Job: ghJob(1, GHQueued), DeliveryID: "a", Launch: launchOf(p)}).Created
 	s.Close()
 	box, _ := secretbox.New(bytes.Repeat([]byte{1}, 32))
-	s2, err := OpenSQLite(ctx, path, box)
+	s2, err := Open(ctx, path, box)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -73,7 +73,7 @@ func (w AgentWrites) FinishJob(ctx context.Context, jobID int64, attempt int, st
 // streak of consecutive errors and stamps its time; an attempt that ran to
 // a verdict (success, failure, timed out) ends the streak; a canceled one
 // says nothing. What a streak means is the scheduler's policy.
-func (s *Store) noteAgentOutcome(ctx context.Context, tx *sql.Tx, jobID int64, status Status) error {
+func (s *Store) noteAgentOutcome(ctx context.Context, tx *dbTx, jobID int64, status Status) error {
 	var q string
 	switch status {
 	case StatusError:

@@ -120,7 +120,7 @@ func (s *Store) CreateBuild(ctx context.Context, b *Build) error {
 	return tx.Commit()
 }
 
-func (s *Store) insertBuild(ctx context.Context, tx *sql.Tx, b *Build) error {
+func (s *Store) insertBuild(ctx context.Context, tx *dbTx, b *Build) error {
 	var cancelSuperseded int
 	if err := tx.QueryRowContext(ctx, `SELECT next_build_number, cancel_superseded, name FROM projects WHERE id = ?`, b.ProjectID).
 		Scan(&b.Number, &cancelSuperseded, &b.Project); err != nil {
@@ -138,16 +138,13 @@ func (s *Store) insertBuild(ctx context.Context, tx *sql.Tx, b *Build) error {
 	if b.PullRequest != nil {
 		pr = *b.PullRequest
 	}
-	res, err := tx.ExecContext(ctx, `INSERT INTO builds (project_id, number, status, trigger, forge, delivery_id, ref, branch, commit_sha, message, author, created_at,
+	err := tx.QueryRowContext(ctx, `INSERT INTO builds (project_id, number, status, trigger, forge, delivery_id, ref, branch, commit_sha, message, author, created_at,
 			event, pr_number, pr_title, head_branch, base_branch, fork, approval, forge_action)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`,
 		b.ProjectID, b.Number, string(b.Status), b.Trigger, b.Forge, b.DeliveryID, b.Ref, b.Branch, b.Commit, b.Message, b.Author, ms(b.CreatedAt),
-		b.Event, pr.Number, pr.Title, pr.HeadBranch, pr.BaseBranch, boolInt(pr.Fork), b.Approval, b.ForgeAction)
+		b.Event, pr.Number, pr.Title, pr.HeadBranch, pr.BaseBranch, boolInt(pr.Fork), b.Approval, b.ForgeAction).Scan(&b.ID)
 	if err != nil {
 		return fmt.Errorf("create build: %w", err)
-	}
-	if b.ID, err = res.LastInsertId(); err != nil {
-		return err
 	}
 	// Runner builds (one per GitHub Actions job) never supersede, nor are
 	// superseded: the jobs of one workflow run share a branch. A request's
@@ -342,12 +339,12 @@ func (s *Store) PlanBuild(ctx context.Context, buildID int64, commit string, job
 		if j.MaxAttempts <= 0 {
 			j.MaxAttempts = 3
 		}
-		res, err := tx.ExecContext(ctx, `INSERT INTO jobs (build_id, name, status, spec, labels, sticky, timeout_seconds, max_attempts, queued_at) VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?)`,
-			buildID, j.Name, j.Spec, labels, boolInt(j.Sticky), j.TimeoutSeconds, j.MaxAttempts, now)
+		err := tx.QueryRowContext(ctx, `INSERT INTO jobs (build_id, project_id, name, status, spec, labels, sticky, timeout_seconds, max_attempts, queued_at)
+			VALUES (?, (SELECT project_id FROM builds WHERE id = ?), ?, 'queued', ?, ?, ?, ?, ?, ?) RETURNING id`,
+			buildID, buildID, j.Name, j.Spec, labels, boolInt(j.Sticky), j.TimeoutSeconds, j.MaxAttempts, now).Scan(&j.ID)
 		if err != nil {
 			return fmt.Errorf("plan build: %w", err)
 		}
-		j.ID, _ = res.LastInsertId()
 		j.BuildID, j.Status, j.QueuedAt = buildID, StatusQueued, fromMS(now)
 	}
 	if err := s.syncStatuses(ctx, tx, buildID); err != nil {
@@ -380,12 +377,12 @@ func (s *Store) FailPlan(ctx context.Context, buildID int64, status Status, comm
 	if err := mustAffect(res, err, "unplanned build"); err != nil {
 		return err
 	}
-	res, err = tx.ExecContext(ctx, `INSERT INTO jobs (build_id, name, status, spec, timeout_seconds, attempt, max_attempts, error, queued_at, started_at, finished_at)
-		VALUES (?, 'pipeline', ?, '{}', 0, 1, 1, ?, ?, ?, ?)`, buildID, string(status), msg, now, now, now)
+	var jobID int64
+	err = tx.QueryRowContext(ctx, `INSERT INTO jobs (build_id, project_id, name, status, spec, timeout_seconds, attempt, max_attempts, error, queued_at, started_at, finished_at)
+		VALUES (?, (SELECT project_id FROM builds WHERE id = ?), 'pipeline', ?, ?, 0, 1, 1, ?, ?, ?, ?) RETURNING id`, buildID, buildID, string(status), []byte("{}"), msg, now, now, now).Scan(&jobID)
 	if err != nil {
 		return err
 	}
-	jobID, _ := res.LastInsertId()
 	for i, l := range lines {
 		if _, err := tx.ExecContext(ctx, `INSERT INTO log_lines (job_id, attempt, seq, step, ts, text) VALUES (?, 1, ?, -1, ?, ?)`, jobID, i+1, now, l); err != nil {
 			return err

@@ -128,7 +128,7 @@ func (s *Store) projectLoads(ctx context.Context, now int64, defaultCap int) ([]
 			(SELECT q.id FROM jobs q WHERE q.project_id = p.id AND q.status = 'queued' AND q.cancel_requested = 0
 				AND (q.not_before IS NULL OR q.not_before <= ?) ORDER BY q.id LIMIT 1) AS oldest,
 			(SELECT MAX(c.started_at) FROM jobs c WHERE c.project_id = p.id) AS last_claim
-		FROM projects p LEFT JOIN project_scheduling s ON s.project_id = p.id)
+		FROM projects p LEFT JOIN project_scheduling s ON s.project_id = p.id) AS loads
 		WHERE oldest IS NOT NULL AND (max_running <= 0 OR running < max_running)`, defaultCap, now)
 	if err != nil {
 		return nil, err
@@ -159,10 +159,10 @@ func oldestFirst(loads []ProjectLoad) {
 
 // candidatesQuery reads a project's first fairPerProject queued jobs,
 // oldest first (an index range of jobs_project_status): id, labels,
-// sticky, since (when the job became claimable), the spec's resources
-// (JSON). Arguments: the project, now.
-var candidatesQuery = `SELECT j.id, j.labels, j.sticky, MAX(j.queued_at, COALESCE(j.not_before, 0)),
-	CASE WHEN json_valid(CAST(j.spec AS TEXT)) THEN COALESCE(json_extract(CAST(j.spec AS TEXT), '$.resources'), '') ELSE '' END
+// sticky, since (when the job became claimable), the spec (JSON: its
+// resources are read in Go, the same on every database). Arguments: the
+// project, now.
+var candidatesQuery = `SELECT j.id, j.labels, j.sticky, CASE WHEN j.not_before > j.queued_at THEN j.not_before ELSE j.queued_at END, j.spec
 	FROM jobs j WHERE j.project_id = ? AND j.status = 'queued' AND j.cancel_requested = 0 AND (j.not_before IS NULL OR j.not_before <= ?)
 	AND (j.pool = '' OR ` + poolHasRoom("j") + `) ORDER BY j.id LIMIT ` + strconv.Itoa(fairPerProject)
 

@@ -105,7 +105,7 @@ const ContextBuild = "kiln"
 // GitHub Actions job (GitHub shows those itself). It is called
 // wherever a build's or a job's status changes, so a crash between the
 // change and its status cannot happen.
-func (s *Store) syncStatuses(ctx context.Context, tx *sql.Tx, buildID int64) error {
+func (s *Store) syncStatuses(ctx context.Context, tx *dbTx, buildID int64) error {
 	var projectID int64
 	var commit, approval string
 	var status Status

@@ -184,9 +184,10 @@ func (s *Store) claimOfProject(ctx context.Context, c Claim, projectID int64, ho
 	var candidates []int64
 	for rows.Next() {
 		var id, since int64
-		var labels, resources string
+		var labels string
+		var spec []byte
 		var sticky int
-		if err := rows.Scan(&id, &labels, &sticky, &since, &resources); err != nil {
+		if err := rows.Scan(&id, &labels, &sticky, &since, &spec); err != nil {
 			rows.Close()
 			return nil, err
 		}
@@ -195,7 +196,7 @@ func (s *Store) claimOfProject(ctx context.Context, c Claim, projectID int64, ho
 		if !hasAll(c.Labels, need) {
 			continue
 		}
-		if c.Fits != nil && !c.Fits([]byte(resources)) {
+		if c.Fits != nil && !c.Fits(specResources(spec)) {
 			continue // more than this agent's limits: another agent's
 		}
 		if sticky != 0 && len(holders) > 0 && !holders[c.AgentID] && now < since+c.AffinityWait.Milliseconds() {
@@ -320,7 +321,7 @@ func (s *Store) claimOne(ctx context.Context, id int64, c Claim, now int64) (*Jo
 // token claimed it: an attempt is written only by the agent that holds it.
 // A write of another attempt is ErrStaleAttempt; a write of the current
 // attempt by another agent token is ErrNotYourLease.
-func fence(ctx context.Context, tx *sql.Tx, jobID int64, attempt int, by int64) (buildID int64, cancel bool, err error) {
+func fence(ctx context.Context, tx *dbTx, jobID int64, attempt int, by int64) (buildID int64, cancel bool, err error) {
 	var status, agent string
 	var cur, c int
 	var holder int64
@@ -501,7 +502,7 @@ func (s *Store) finishJob(ctx context.Context, jobID int64, attempt int, status 
 	return final, tx.Commit()
 }
 
-func (s *Store) finishTx(ctx context.Context, tx *sql.Tx, jobID int64, attempt int, status Status, exitCode *int, msg string, retryDelay time.Duration) (Status, error) {
+func (s *Store) finishTx(ctx context.Context, tx *dbTx, jobID int64, attempt int, status Status, exitCode *int, msg string, retryDelay time.Duration) (Status, error) {
 	buildID, cancel, err := fence(ctx, tx, jobID, attempt, 0)
 	if err != nil {
 		return "", err
@@ -619,7 +620,7 @@ func (s *Store) CancelBuild(ctx context.Context, buildID int64, reason string) e
 	return tx.Commit()
 }
 
-func (s *Store) cancelBuildTx(ctx context.Context, tx *sql.Tx, buildID int64, reason string) error {
+func (s *Store) cancelBuildTx(ctx context.Context, tx *dbTx, buildID int64, reason string) error {
 	var status string
 	var planned int
 	err := tx.QueryRowContext(ctx, `SELECT status, planned FROM builds WHERE id = ?`, buildID).Scan(&status, &planned)
@@ -653,10 +654,10 @@ func (s *Store) cancelBuildTx(ctx context.Context, tx *sql.Tx, buildID int64, re
 
 // refreshBuild derives a build's status from its jobs. Precedence when all
 // jobs are done: error, timed_out, failure, canceled, success.
-func (s *Store) refreshBuild(ctx context.Context, tx *sql.Tx, buildID int64) error {
+func (s *Store) refreshBuild(ctx context.Context, tx *dbTx, buildID int64) error {
 	// Counted in SQL, not read job by job: every claim and finish calls
 	// this, and a build may hold up to -max-jobs-per-build jobs.
-	rows, err := tx.QueryContext(ctx, `SELECT status, COUNT(*), MAX(attempt > 0) FROM jobs WHERE build_id = ? GROUP BY status`, buildID)
+	rows, err := tx.QueryContext(ctx, `SELECT status, COUNT(*), MAX(CASE WHEN attempt > 0 THEN 1 ELSE 0 END) FROM jobs WHERE build_id = ? GROUP BY status`, buildID)
 	if err != nil {
 		return err
 	}
@@ -731,4 +732,16 @@ func (s *Store) RunningJobs(ctx context.Context) ([]*Job, error) {
 func (s *Store) TimeOutJob(ctx context.Context, jobID int64, attempt int, msg string) error {
 	_, err := s.FinishJob(ctx, jobID, attempt, StatusTimedOut, nil, msg, 0)
 	return err
+}
+
+// specResources is the resources member of a job's spec (JSON), nil when
+// it has none or the spec is not JSON (a plan's failure record).
+func specResources(spec []byte) []byte {
+	var s struct {
+		Resources json.RawMessage `json:"resources"`
+	}
+	if json.Unmarshal(spec, &s) != nil || string(s.Resources) == "null" {
+		return nil
+	}
+	return s.Resources
 }

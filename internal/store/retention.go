@@ -75,7 +75,7 @@ func (s *Store) KeptBuildLogs(ctx context.Context, projectID int64) ([]BuildLogs
 	// A few builds per transaction: the first pass over a database full of
 	// unmeasured builds must not hold the write lock for a whole scan.
 	for {
-		res, err := s.db.ExecContext(ctx, `UPDATE builds SET log_bytes = (SELECT COALESCE(SUM(length(CAST(l.text AS BLOB))), 0)
+		res, err := s.db.ExecContext(ctx, `UPDATE builds SET log_bytes = (SELECT COALESCE(SUM(octet_length(l.text)), 0)
 				FROM log_lines l JOIN jobs j ON j.id = l.job_id WHERE j.build_id = builds.id)
 			WHERE id IN (SELECT id FROM builds WHERE project_id = ? AND finished_at IS NOT NULL AND log_bytes IS NULL AND logs_pruned_at IS NULL LIMIT 20)`, projectID)
 		if err != nil {
@@ -120,7 +120,7 @@ func (s *Store) PruneBuildLogs(ctx context.Context, buildID int64) (deleted int6
 		return 0, false, fmt.Errorf("build %d has not finished: its logs are not pruned", buildID)
 	}
 	err = s.deleting(func() error {
-		res, err := s.db.ExecContext(ctx, `DELETE FROM log_lines WHERE rowid IN (SELECT l.rowid FROM log_lines l JOIN jobs j ON j.id = l.job_id WHERE j.build_id = ? LIMIT ?)`,
+		res, err := s.db.ExecContext(ctx, `DELETE FROM log_lines WHERE (job_id, attempt, seq) IN (SELECT l.job_id, l.attempt, l.seq FROM log_lines l JOIN jobs j ON j.id = l.job_id WHERE j.build_id = ? LIMIT ?)`,
 			buildID, pruneBatch)
 		if err == nil {
 			deleted, err = res.RowsAffected()

@@ -10,25 +10,42 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
-	_ "modernc.org/sqlite" // the pure-Go SQLite driver, registered as "sqlite"
+	_ "github.com/jackc/pgx/v5/stdlib" // PostgreSQL through pgx, registered as "pgx"
+	_ "modernc.org/sqlite"             // the pure-Go SQLite driver, registered as "sqlite"
 )
 
 // Store is Kiln's persistence over database/sql. Times are stored as Unix
 // milliseconds so that comparisons in SQL (lease expiry, retry backoff) are
 // exact integers on every database.
 type Store struct {
-	db     *sql.DB
+	db     *db
 	sealer Sealer
 	now    func() time.Time
 	// health remembers failed writes (health.go); reserve is released
 	// for deletes on a full disk.
 	health  writeHealth
 	reserve Reserve
+}
+
+// Open opens the store a -database setting names: a postgres:// or
+// postgresql:// URL is PostgreSQL, anything else the path of a SQLite
+// file.
+func Open(ctx context.Context, database string, sealer Sealer) (*Store, error) {
+	if IsPostgres(database) {
+		return OpenPostgres(ctx, database, sealer)
+	}
+	return OpenSQLite(ctx, database, sealer)
+}
+
+// IsPostgres reports whether a -database setting names PostgreSQL.
+func IsPostgres(database string) bool {
+	return strings.HasPrefix(database, "postgres://") || strings.HasPrefix(database, "postgresql://")
 }
 
 // OpenSQLite opens (creating if needed) the SQLite database at path and
@@ -41,26 +58,75 @@ func OpenSQLite(ctx context.Context, path string, sealer Sealer) (*Store, error)
 		return nil, fmt.Errorf("open store: %w", err)
 	}
 	dsn := "file:" + path + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=foreign_keys(1)&_pragma=synchronous(NORMAL)&_txlock=immediate"
-	db, err := sql.Open("sqlite", dsn)
+	sqldb, err := sql.Open("sqlite", dsn)
 	if err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
-	db.SetMaxOpenConns(4)
-	s := &Store{db: db, sealer: sealer, now: time.Now}
-	if err := db.PingContext(ctx); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("open store %s: %w", path, err)
+	sqldb.SetMaxOpenConns(4)
+	return open(ctx, &db{sql: sqldb, d: dialectSQLite}, path, sealer)
+}
+
+// OpenPostgres connects to the PostgreSQL database at url (pgx) and
+// applies its migrations. Transactions take one advisory lock (see
+// writeLock), so several servers on one database never interleave the
+// store's read-then-write transactions.
+func OpenPostgres(ctx context.Context, url string, sealer Sealer) (*Store, error) {
+	sqldb, err := sql.Open("pgx", url)
+	if err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	sqldb.SetMaxOpenConns(16)
+	return open(ctx, &db{sql: sqldb, d: dialectPostgres}, RedactDatabase(url), sealer)
+}
+
+func open(ctx context.Context, conn *db, name string, sealer Sealer) (*Store, error) {
+	s := &Store{db: conn, sealer: sealer, now: time.Now}
+	if err := conn.PingContext(ctx); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("open store %s: %w", name, err)
 	}
 	if err := s.migrate(ctx); err != nil {
-		db.Close()
+		conn.Close()
 		return nil, err
 	}
 	return s, nil
 }
 
-// DB exposes the database for components that keep their own tables (the
-// cache service).
-func (s *Store) DB() *sql.DB { return s.db }
+// RedactDatabase is a -database setting fit for logs and errors: a
+// PostgreSQL URL without its password.
+func RedactDatabase(database string) string {
+	if !IsPostgres(database) {
+		return database
+	}
+	u, err := url.Parse(database)
+	if err != nil {
+		return "postgres://…"
+	}
+	return u.Redacted()
+}
+
+// Dialect names the database: "sqlite" or "postgres".
+func (s *Store) Dialect() string { return s.db.d.String() }
+
+// DB is the database handle for components with tables of their own in
+// the store's migrations (the cache service): database/sql's calls, with
+// ? placeholders in either dialect.
+func (s *Store) DB() *DBHandle { return &DBHandle{c: s.db} }
+
+// DBHandle is Store.DB's handle.
+type DBHandle struct{ c *db }
+
+func (h *DBHandle) ExecContext(ctx context.Context, q string, args ...any) (sql.Result, error) {
+	return h.c.ExecContext(ctx, q, args...)
+}
+
+func (h *DBHandle) QueryContext(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
+	return h.c.QueryContext(ctx, q, args...)
+}
+
+func (h *DBHandle) QueryRowContext(ctx context.Context, q string, args ...any) *sql.Row {
+	return h.c.QueryRowContext(ctx, q, args...)
+}
 
 func (s *Store) Close() error { return s.db.Close() }
 
@@ -119,10 +185,6 @@ func (s *Store) open(v []byte) (string, error) {
 	return string(p), nil
 }
 
-func isUniqueViolation(err error) bool {
-	return err != nil && (strings.Contains(err.Error(), "UNIQUE constraint") || strings.Contains(err.Error(), "constraint failed: UNIQUE"))
-}
-
 // --- projects ---
 
 const projectCols = `id, name, clone_url, default_branch, webhook_secret, cancel_superseded, fork_pull_requests, draft_pull_requests, created_at`
@@ -156,17 +218,16 @@ func (s *Store) CreateProject(ctx context.Context, p *Project) error {
 	p.CreatedAt = fromMS(s.nowMS())
 	p.ForkPullRequests = cmp.Or(p.ForkPullRequests, ForkApprove)
 	p.DraftPullRequests = cmp.Or(p.DraftPullRequests, DraftBuild)
-	res, err := s.db.ExecContext(ctx, `INSERT INTO projects (name, clone_url, default_branch, webhook_secret, cancel_superseded, fork_pull_requests, draft_pull_requests, created_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
-		p.Name, p.CloneURL, p.DefaultBranch, secret, boolInt(p.CancelSuperseded), p.ForkPullRequests, p.DraftPullRequests, ms(p.CreatedAt))
+	err = s.db.QueryRowContext(ctx, `INSERT INTO projects (name, clone_url, default_branch, webhook_secret, cancel_superseded, fork_pull_requests, draft_pull_requests, created_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`,
+		p.Name, p.CloneURL, p.DefaultBranch, secret, boolInt(p.CancelSuperseded), p.ForkPullRequests, p.DraftPullRequests, ms(p.CreatedAt)).Scan(&p.ID)
 	if isUniqueViolation(err) {
 		return fmt.Errorf("project %q: %w", p.Name, ErrConflict)
 	}
 	if err != nil {
 		return fmt.Errorf("create project: %w", err)
 	}
-	p.ID, err = res.LastInsertId()
-	return err
+	return nil
 }
 
 // UpdateProject writes every field of p (found by ID).
@@ -213,7 +274,7 @@ func (s *Store) DeleteProject(ctx context.Context, id int64) error {
 	for {
 		var n int64
 		err := s.deleting(func() error {
-			res, err := s.db.ExecContext(ctx, `DELETE FROM log_lines WHERE rowid IN (SELECT l.rowid FROM log_lines l JOIN jobs j ON j.id = l.job_id JOIN builds b ON b.id = j.build_id
+			res, err := s.db.ExecContext(ctx, `DELETE FROM log_lines WHERE (job_id, attempt, seq) IN (SELECT l.job_id, l.attempt, l.seq FROM log_lines l JOIN jobs j ON j.id = l.job_id JOIN builds b ON b.id = j.build_id
 				WHERE b.project_id = ? LIMIT ?)`, id, pruneBatch)
 			if err == nil {
 				n, err = res.RowsAffected()
@@ -309,11 +370,10 @@ func (s *Store) CreateToken(ctx context.Context, name string, kind TokenKind) (*
 	}
 	plain := TokenPrefix + string(kind) + "_" + hex.EncodeToString(b[:])
 	t := &Token{Name: name, Kind: kind, CreatedAt: fromMS(s.nowMS())}
-	res, err := s.db.ExecContext(ctx, `INSERT INTO tokens (name, kind, hash, created_at) VALUES (?, ?, ?, ?)`, name, string(kind), hashToken(plain), ms(t.CreatedAt))
+	err := s.db.QueryRowContext(ctx, `INSERT INTO tokens (name, kind, hash, created_at) VALUES (?, ?, ?, ?) RETURNING id`, name, string(kind), hashToken(plain), ms(t.CreatedAt)).Scan(&t.ID)
 	if err != nil {
 		return nil, "", fmt.Errorf("create token: %w", err)
 	}
-	t.ID, _ = res.LastInsertId()
 	return t, plain, nil
 }
 

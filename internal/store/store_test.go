@@ -4,22 +4,25 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/kilnci/kiln/internal/secretbox"
+	"github.com/kilnci/kiln/internal/store/storetest"
 )
+
+// testingPostgres: this run's stores are PostgreSQL (storetest).
+func testingPostgres() bool { return storetest.Postgres() }
 
 func newStore(t testing.TB) (*Store, string) {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "kiln.db")
+	path := storetest.Database(t)
 	box, err := secretbox.New(bytes.Repeat([]byte{1}, 32))
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := OpenSQLite(context.Background(), path, box)
+	s, err := Open(context.Background(), path, box)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,13 +97,13 @@ func TestProjectsAndSecretsEncryptedAtRest(t *testing.T) {
 		t.Fatalf("Secrets = %+v, %v", got, err)
 	}
 	var raw []byte
-	if err := s.db.QueryRow(`SELECT value FROM secrets`).Scan(&raw); err != nil {
+	if err := s.db.QueryRowContext(ctx, `SELECT value FROM secrets`).Scan(&raw); err != nil {
 		t.Fatal(err)
 	}
 	if bytes.Contains(raw, []byte("very-secret-value")) {
 		t.Fatal("secret stored in plaintext")
 	}
-	if err := s.db.QueryRow(`SELECT webhook_secret FROM projects`).Scan(&raw); err != nil {
+	if err := s.db.QueryRowContext(ctx, `SELECT webhook_secret FROM projects`).Scan(&raw); err != nil {
 		t.Fatal(err)
 	}
 	if bytes.Contains(raw, []byte("s3cret-hook")) {
@@ -512,7 +515,7 @@ func TestSurvivesReopen(t *testing.T) {
 	b := mkBuild(t, s, p, "main")
 	s.Close()
 	box, _ := secretbox.New(bytes.Repeat([]byte{1}, 32))
-	s2, err := OpenSQLite(ctx, path, box)
+	s2, err := Open(ctx, path, box)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -553,5 +556,33 @@ func TestStickyAffinityIsBounded(t *testing.T) {
 	mkBuild(t, s, p, "main", &Job{Name: "plain", Spec: []byte(`{}`), TimeoutSeconds: 60})
 	if j, _ := s.ClaimJob(ctx, claim("other", nil, time.Minute)); j == nil {
 		t.Fatal("a plain job was held back")
+	}
+}
+
+// A log line may hold any bytes a job printed; PostgreSQL's text holds
+// neither NUL nor invalid UTF-8, so there they come back as U+FFFD, and
+// on SQLite as they went in. Either way the line is kept, not refused.
+func TestLogLineWithAnyBytes(t *testing.T) {
+	s, _ := newStore(t)
+	p := mkProject(t, s, "bytes", false)
+	b := mkJobs(t, s, p, 1)
+	j := mustClaim(t, s, "a")
+	if j == nil || j.BuildID != b.ID {
+		t.Fatalf("claimed %+v", j)
+	}
+	text := "nul\x00 and \xff\xfe invalid"
+	if err := s.AppendLogs(ctx, j.ID, j.Attempt, []LogLine{{Seq: 1, Step: 0, Time: time.Now(), Text: text}}); err != nil {
+		t.Fatal(err)
+	}
+	lines, err := s.Logs(ctx, j.ID, j.Attempt, 0, 10)
+	if err != nil || len(lines) != 1 {
+		t.Fatalf("lines %+v, %v", lines, err)
+	}
+	want := text
+	if testingPostgres() {
+		want = "nul\uFFFD and \uFFFD invalid"
+	}
+	if lines[0].Text != want {
+		t.Fatalf("text %q, want %q", lines[0].Text, want)
 	}
 }
