@@ -15,6 +15,7 @@
 //	GET    /repos/{owner}/{repo}/actions/runs/{run_id}/jobs
 //	GET    /repos/{owner}/{repo}/actions/jobs/{job_id}
 //	POST   /repos/{owner}/{repo}/statuses/{sha}            (recorded: Statuses)
+//	git    /{owner}/{repo}.git/...                         (ServeRepository: smart HTTP, a live token as the password)
 //
 // under an optional path prefix (WithPathPrefix("/api/v3") for a GitHub
 // Enterprise Server layout). Every API call but the token exchange needs an
@@ -99,6 +100,9 @@ type Server struct {
 	resetAt   time.Time
 
 	statuses []CommitStatus
+
+	gitRepos  map[string]string // lower-case owner/repo → directory (git.go)
+	gitServed int
 }
 
 // Option configures New.
@@ -145,6 +149,7 @@ func New(opts ...Option) *Server {
 		labelIDs:      map[string]int64{},
 		repoIDs:       map[string]int64{},
 		calls:         map[string]int{},
+		gitRepos:      map[string]string{},
 	}
 	// Ids start far apart, and job ids past 2^32 as GitHub's are, so that a
 	// runner id used as a job id, or an int32 somewhere, shows.
@@ -280,6 +285,10 @@ func (s *Server) route(mux *http.ServeMux) {
 	api("GET", "/repos/{owner}/{repo}/actions/runs/{run}/jobs", EndpointListJobs, s.listJobs)
 	api("GET", "/repos/{owner}/{repo}/actions/jobs/{id}", EndpointGetJob, s.getJob)
 	api("POST", "/repos/{owner}/{repo}/statuses/{sha}", EndpointCreateStatus, s.createStatus)
+
+	mux.HandleFunc("GET /{owner}/{repo}/info/refs", s.gitHandler)
+	mux.HandleFunc("POST /{owner}/{repo}/git-upload-pack", s.gitHandler)
+	mux.HandleFunc("POST /{owner}/{repo}/git-receive-pack", s.gitHandler)
 
 	broker := func(pattern, endpoint string, h http.HandlerFunc) {
 		mux.HandleFunc("POST /_fake/runner/"+pattern, func(w http.ResponseWriter, r *http.Request) {
