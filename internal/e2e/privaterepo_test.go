@@ -61,6 +61,8 @@ func TestPrivateRepository(t *testing.T) {
 		h := startServerWith(t, e, func(cfg *server.Config) {
 			cfg.Actions.GitHub = actions.Connection{BaseURL: gh.URL(), AppID: privateAppID, PrivateKeyPEM: keyPEM}
 			cfg.Actions.ReconcileInterval = time.Hour
+			// The revoked token's job is retried on its one agent at once.
+			cfg.Scheduler.RetryElsewhere = time.Millisecond
 		})
 		h.startAgent("a1", nil)
 		api := strings.TrimSuffix(gh.URL(), "/")
@@ -132,11 +134,34 @@ func TestPrivateRepository(t *testing.T) {
 		}
 		green(int64(id), "pull_request")
 
+		// A token revoked between planning and the checkout: the agent's
+		// fetch is refused; the job ends in error (retried, then given
+		// up), its log saying so, without the token. Its job waits for
+		// an agent with label "late" until the token is changed.
+		late, _ := newRepo(t, map[string]string{".kiln.yml": pipelineFile("runs-on: [linux, late]\n", "echo never")})
+		gh.ServeRepository("acme", "late", late)
+		h.addProject("revoked", gh.GitRemote("acme", "late"), projectOpts{})
+		if code := h.do("PATCH", "/api/v1/projects/revoked", map[string]any{"forge": "github", "forge_repo": "acme/late", "forge_url": api, "forge_token": privatePAT}, nil); code != http.StatusOK {
+			t.Fatalf("connect revoked: HTTP %d", code)
+		}
+		rid := h.trigger("revoked", "main")
+		h.waitFor(rid, "planned", func(b *store.Build) bool { return b.Planned && len(b.Jobs) > 0 })
+		if code := h.do("PATCH", "/api/v1/projects/revoked", map[string]any{"forge_token": "ghp_revokedToken777"}, nil); code != http.StatusOK {
+			t.Fatalf("change token: HTTP %d", code)
+		}
+		h.startAgent("a2", nil, "late")
+		b := h.waitDone(rid)
+		log := h.logText(rid) + b.Error
+		if b.Status != store.StatusError || !strings.Contains(log, "checkout failed") || !strings.Contains(log, "refused the credentials") ||
+			strings.Contains(log, "ghp_revokedToken777") || strings.Contains(log, base64.StdEncoding.EncodeToString([]byte("x-access-token:ghp_revokedToken777"))) {
+			t.Errorf("revoked token: %s\n%s", dump(b), log)
+		}
+
 		// A wrong token: an error at planning, saying so, without it.
 		connect("wrong", map[string]any{"forge_token": "ghp_wrongToken999"})
 		wid := h.trigger("wrong", "main")
-		b := h.waitDone(wid)
-		log := h.logText(wid) + b.Error
+		b = h.waitDone(wid)
+		log = h.logText(wid) + b.Error
 		if b.Status != store.StatusError || !strings.Contains(log, "refused the fetch") || !strings.Contains(log, "forge_token") || strings.Contains(log, "ghp_wrongToken999") {
 			t.Errorf("wrong token: %s\n%s", dump(b), log)
 		}
