@@ -27,13 +27,15 @@ func (c Credentials) String() string { return "gitmirror.Credentials{***}" }
 func (c Credentials) LogValue() slog.Value { return slog.StringValue("***") }
 
 // Secrets are the values a log or an error must never show: the password,
-// or a user name standing alone (a token).
+// or a user name standing alone (a token), and the basic credentials
+// git's header carries.
 func (c Credentials) Secrets() []string {
-	if c.Password != "" {
-		return []string{c.Password}
-	}
-	if c.Username != "" {
-		return []string{c.Username}
+	basic := base64.StdEncoding.EncodeToString([]byte(c.Username + ":" + c.Password))
+	switch {
+	case c.Password != "":
+		return []string{c.Password, basic}
+	case c.Username != "":
+		return []string{c.Username, basic}
 	}
 	return nil
 }
