@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kilnci/kiln/internal/gitmirror"
 	"github.com/kilnci/kiln/internal/logs"
 	"github.com/kilnci/kiln/internal/protocol"
 	"github.com/kilnci/kiln/internal/sandbox"
@@ -105,6 +106,7 @@ func (a *Agent) runJob(ctx, life context.Context, asg *protocol.Assignment) {
 	for _, v := range asg.Secrets {
 		j.secrets = append(j.secrets, v)
 	}
+	j.secrets = append(j.secrets, gitCredentials(asg).Secrets()...)
 	j.batcher = logs.NewBatcher(func(ctx context.Context, lines []logs.Line) error {
 		return a.api.sendLogs(ctx, asg.JobID, asg.Attempt, lines)
 	}, logs.Options{MaxBatchBytes: logs.MaxBatchBytes(protocol.MaxLogBatchBytes), MaxJobBytes: a.cfg.LogMaxBytes, MaxJobLines: a.cfg.LogMaxLines})
@@ -266,16 +268,20 @@ func (j *job) execute(ctx context.Context) (status string, exit *int, msg string
 		checkout <- nil
 	} else {
 		j.sys("checking out %s at %s", redact(asg.CloneURL), asg.Commit)
+		// The forge connection's credentials go to git's environment for
+		// the fetch; the checkout's origin is the URL without them, and
+		// the job's environment never has them.
+		auth := gitmirror.WithCredentials(gitCredentials(asg))
 		go func() {
 			t0 := time.Now()
 			var err error
 			if asg.PullRequest > 0 {
 				// A request's head may be on no branch of the repository (a
 				// fork's): the forge serves it under the request's ref.
-				err = a.mirrors.FetchRef(ctx, asg.CloneURL, asg.Ref, asg.Commit)
+				err = a.mirrors.FetchRef(ctx, asg.CloneURL, asg.Ref, asg.Commit, auth)
 			}
 			if err == nil {
-				err = a.mirrors.Checkout(ctx, asg.CloneURL, asg.Commit, src)
+				err = a.mirrors.Checkout(ctx, asg.CloneURL, asg.Commit, src, auth)
 			}
 			if err == nil {
 				j.sys("checked out in %s", time.Since(t0).Round(time.Millisecond))
@@ -595,4 +601,13 @@ func nameSafe(s string) string {
 		b = b[len(b)-24:]
 	}
 	return string(b)
+}
+
+// gitCredentials are the assignment's git credentials for gitmirror (a
+// zero value: none).
+func gitCredentials(asg *protocol.Assignment) *gitmirror.Credentials {
+	if asg.Git == nil {
+		return &gitmirror.Credentials{}
+	}
+	return &gitmirror.Credentials{Username: asg.Git.Username, Password: asg.Git.Password}
 }

@@ -166,6 +166,18 @@ func (s *Server) assignment(r *http.Request, j *store.Job) (*protocol.Assignment
 			a.Secrets[sec.Name] = sec.Value
 		}
 	}
+	if j.Pool == "" {
+		// The checkout's credentials: the project's forge connection's,
+		// for a fork's request too (a read of the base repository's
+		// refs/pull/N/head); the agent keeps them out of the sandbox.
+		creds, _, err := s.sched.GitCredentials(r.Context(), p)
+		if err != nil {
+			return nil, fmt.Errorf("the credentials of the project's forge connection: %w", err)
+		}
+		if creds != nil {
+			a.Git = &protocol.GitCredentials{Username: creds.Username, Password: creds.Password}
+		}
+	}
 	return a, nil
 }
 

@@ -123,12 +123,20 @@ func Open(dir string, cfg Config) (*Mirrors, error) {
 	}, nil
 }
 
-// remote checks url against the allowed transports and parses it.
-func (m *Mirrors) remote(url string) (*remote, error) {
+// remote checks url against the allowed transports and parses it, with
+// the credentials of opts.
+func (m *Mirrors) remote(url string, opts []Option) (*remote, error) {
 	if err := CheckURL(url, m.cfg.AllowFileRemotes); err != nil {
 		return nil, fmt.Errorf("gitmirror: %w", err)
 	}
-	return parseRemote(url)
+	r, err := parseRemote(url)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.withCredentials(opts); err != nil {
+		return nil, err
+	}
+	return r, nil
 }
 
 // Fetches returns how many git fetch commands this Mirrors has run.
@@ -175,8 +183,8 @@ var (
 // any other full ref name, or a SHA. A full SHA already in the mirror is
 // returned without fetching; a short one is looked up after fetching.
 // Branches come before tags of the same name.
-func (m *Mirrors) Resolve(ctx context.Context, url, ref string) (string, error) {
-	r, err := m.remote(url)
+func (m *Mirrors) Resolve(ctx context.Context, url, ref string, opts ...Option) (string, error) {
+	r, err := m.remote(url, opts)
 	if err != nil {
 		return "", err
 	}
@@ -238,8 +246,8 @@ func (m *Mirrors) Resolve(ctx context.Context, url, ref string) (string, error) 
 // an error that wraps ErrFileNotFound; a commit that is not in the
 // repository after fetching, ErrCommitNotFound. A symbolic link is not
 // followed: it gives a *SymlinkError (which wraps ErrSymlink).
-func (m *Mirrors) ReadFile(ctx context.Context, url, commit, path string) ([]byte, error) {
-	r, err := m.remote(url)
+func (m *Mirrors) ReadFile(ctx context.Context, url, commit, path string, opts ...Option) ([]byte, error) {
+	r, err := m.remote(url, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -301,8 +309,8 @@ func parseBatch(out []byte) ([]byte, error) {
 // mirror and no hard links to its files, so dest can be bind-mounted into a
 // sandbox whose job may write anything in it without touching the mirror.
 // Its origin is url without credentials.
-func (m *Mirrors) Checkout(ctx context.Context, url, commit, dest string) error {
-	r, err := m.remote(url)
+func (m *Mirrors) Checkout(ctx context.Context, url, commit, dest string, opts ...Option) error {
+	r, err := m.remote(url, opts)
 	if err != nil {
 		return err
 	}
@@ -388,8 +396,8 @@ func (m *Mirrors) cloneAt(ctx context.Context, r *remote, mr *mirror, commit, de
 // fork. The ref is kept in the mirror under its own name. When the ref,
 // fetched, does not have commit (force-pushed since), the error wraps
 // ErrCommitGone and names where the ref points now.
-func (m *Mirrors) FetchRef(ctx context.Context, url, ref, commit string) error {
-	r, err := m.remote(url)
+func (m *Mirrors) FetchRef(ctx context.Context, url, ref, commit string, opts ...Option) error {
+	r, err := m.remote(url, opts)
 	if err != nil {
 		return err
 	}
@@ -422,7 +430,7 @@ func (m *Mirrors) FetchRef(ctx context.Context, url, ref, commit string) error {
 		return nil
 	}
 	if err := m.fetchRefspecs(ctx, r, mr, false, "+"+ref+":"+ref); err != nil {
-		return fmt.Errorf("gitmirror: %w: %s of %s: %w", ErrFetch, ref, r.redacted, err)
+		return fetchError(ref+" of "+r.redacted, err)
 	}
 	if m.hasCommit(ctx, mr, commit) {
 		return nil
@@ -507,12 +515,21 @@ func (m *Mirrors) fetch(ctx context.Context, r *remote, mr *mirror) error {
 		}
 	}
 	if err != nil {
-		return fmt.Errorf("gitmirror: %w: %s: %w", ErrFetch, r.redacted, err)
+		return fetchError(r.redacted, err)
 	}
 	m.mu.Lock()
 	mr.lastGoodFetch = n
 	m.mu.Unlock()
 	return nil
+}
+
+// fetchError is a failed fetch of what: ErrFetch, and ErrAuth too when
+// the remote wanted credentials it did not get.
+func fetchError(what string, err error) error {
+	if authFailure(err) {
+		return fmt.Errorf("gitmirror: %w: %w: %s: %w", ErrFetch, ErrAuth, what, err)
+	}
+	return fmt.Errorf("gitmirror: %w: %s: %w", ErrFetch, what, err)
 }
 
 // branchesAndTags is what a mirror holds of its repository.

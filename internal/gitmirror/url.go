@@ -2,7 +2,6 @@ package gitmirror
 
 import (
 	"crypto/sha256"
-	"encoding/base64"
 	"encoding/hex"
 	"fmt"
 	"net/url"
@@ -49,19 +48,10 @@ func parseRemote(rawURL string) (*remote, error) {
 	r.fetchURL = r.raw
 	if u, err := url.Parse(r.raw); err == nil && u.User != nil && isHTTP(u.Scheme) {
 		pass, _ := u.User.Password()
-		basic := base64.StdEncoding.EncodeToString([]byte(u.User.Username() + ":" + pass))
-		r.fetchURL = r.public
-		r.fetchEnv = []string{"GIT_CONFIG_COUNT=1", "GIT_CONFIG_KEY_0=http.extraHeader", "GIT_CONFIG_VALUE_0=Authorization: Basic " + basic}
-		r.secrets = append(r.secrets, basic)
-	}
-	if u, err := url.Parse(r.raw); err == nil && u.User != nil {
-		// Whatever of the userinfo is secret, in the forms git may print:
-		// the password, or for http(s) a user name alone (a token).
+		r.setBasic(u.User.Username(), pass)
+	} else if err == nil && u.User != nil {
 		if p, ok := u.User.Password(); ok {
 			r.secrets = append(r.secrets, p, url.QueryEscape(p), url.PathEscape(p))
-		} else if isHTTP(u.Scheme) && u.User.Username() != "" {
-			n := u.User.Username()
-			r.secrets = append(r.secrets, n, url.QueryEscape(n), url.PathEscape(n))
 		}
 	}
 

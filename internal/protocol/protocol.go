@@ -17,6 +17,8 @@
 package protocol
 
 import (
+	"log/slog"
+
 	"github.com/kilnci/kiln/internal/logs"
 	"github.com/kilnci/kiln/internal/pipeline"
 )
@@ -109,7 +111,25 @@ type Assignment struct {
 	// empty). Set for GitHub Actions runner jobs: the runner fetches the
 	// repository itself, with GitHub's credentials.
 	SkipCheckout bool `json:"skip_checkout,omitempty"`
+	// Git is what the agent fetches the job's repository with: the HTTP
+	// credentials of the project's forge connection (nil: none). A
+	// secret: masked in the job's log, given to git in its environment
+	// only, never to the sandbox (a fork's request too is fetched with
+	// them, from the base repository, and gets none of them).
+	Git *GitCredentials `json:"git_credentials,omitempty"`
 }
+
+// GitCredentials are HTTP basic credentials for git: a token as the
+// password (GitHub's x-access-token, GitLab's and Gitea's oauth2). They
+// print as "***".
+type GitCredentials struct {
+	Username string `json:"username"`
+	Password string `json:"password"`
+}
+
+func (c GitCredentials) String() string { return "***" }
+
+func (c GitCredentials) LogValue() slog.Value { return slog.StringValue("***") }
 
 // CacheAccess is what the cache service's clients need: the base URL
 // (ACTIONS_RESULTS_URL) and a job token (ACTIONS_RUNTIME_TOKEN).

@@ -21,6 +21,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kilnci/kiln/internal/gitauth"
 	"github.com/kilnci/kiln/internal/gitmirror"
 	"github.com/kilnci/kiln/internal/metrics"
 	"github.com/kilnci/kiln/internal/pipeline"
@@ -86,6 +87,7 @@ type Scheduler struct {
 	mirrors *gitmirror.Mirrors
 	metrics *metrics.Metrics
 	log     *slog.Logger
+	creds   *gitauth.Source
 
 	mu       sync.Mutex
 	jobWake  chan struct{} // closed and replaced when a job may have become claimable
@@ -93,7 +95,24 @@ type Scheduler struct {
 }
 
 func New(cfg Config, st *store.Store, mirrors *gitmirror.Mirrors, m *metrics.Metrics, log *slog.Logger) *Scheduler {
-	return &Scheduler{cfg: cfg, store: st, mirrors: mirrors, metrics: m, log: log, jobWake: make(chan struct{}), planKick: make(chan struct{}, 1)}
+	return &Scheduler{cfg: cfg, store: st, mirrors: mirrors, metrics: m, log: log, creds: gitauth.New(nil), jobWake: make(chan struct{}), planKick: make(chan struct{}, 1)}
+}
+
+// UseGitCredentials sets where fetches of a project's repository get its
+// forge connection's credentials (with the server's GitHub App, for
+// installations; by default tokens only). Call it before Run.
+func (s *Scheduler) UseGitCredentials(src *gitauth.Source) { s.creds = src }
+
+// GitCredentials returns the credentials a fetch of p's repository
+// carries (nil: none), for the planner and for a job's checkout, and the
+// project's forge connection (nil: none).
+func (s *Scheduler) GitCredentials(ctx context.Context, p *store.Project) (*gitmirror.Credentials, *store.ForgeConnection, error) {
+	conn, err := s.store.ProjectForge(ctx, p.ID)
+	if err != nil {
+		return nil, nil, err
+	}
+	c, err := s.creds.For(ctx, p.CloneURL, conn)
+	return c, conn, err
 }
 
 // Config returns the scheduler's settings (the agent protocol reports the lease).
@@ -309,18 +328,35 @@ func (s *Scheduler) plan(ctx context.Context, b *store.Build) {
 		log.Error("plan: load project", "err", err)
 		return
 	}
+	creds, conn, err := s.GitCredentials(ctx, p)
+	if err != nil {
+		s.planInfraError(ctx, b, "", "kiln: the credentials of the project's forge connection: "+err.Error())
+		return
+	}
+	auth := gitmirror.WithCredentials(creds)
+	// refused is the message of a fetch the repository refused for want
+	// of credentials: not retried (a token does not heal), and it says
+	// with what it was asked.
+	refused := func(err error) []string {
+		return []string{fmt.Sprintf("kiln: %s refused the fetch: it asks for credentials, and got none it accepts", gitmirror.Redact(p.CloneURL)),
+			"kiln: " + gitauth.Describe(p.CloneURL, conn),
+			hide("kiln: "+strings.TrimPrefix(err.Error(), "gitmirror: "), creds)}
+	}
 	commit := b.Commit
 	if commit == "" {
 		ref := b.Ref
 		if ref == "" {
 			ref = p.DefaultBranch
 		}
-		if commit, err = s.mirrors.Resolve(ctx, p.CloneURL, ref); err != nil {
-			if errors.Is(err, gitmirror.ErrRefNotFound) {
+		if commit, err = s.mirrors.Resolve(ctx, p.CloneURL, ref, auth); err != nil {
+			switch {
+			case errors.Is(err, gitmirror.ErrRefNotFound):
 				s.failPlan(ctx, b, store.StatusFailure, "", []string{fmt.Sprintf("kiln: no branch or tag %q in %s", ref, gitmirror.Redact(p.CloneURL))})
-				return
+			case errors.Is(err, gitmirror.ErrAuth):
+				s.failPlan(ctx, b, store.StatusError, "", refused(err))
+			default:
+				s.planInfraError(ctx, b, "", hide(fmt.Sprintf("kiln: cannot resolve %q in %s: %v", ref, gitmirror.Redact(p.CloneURL), err), creds))
 			}
-			s.planInfraError(ctx, b, "", fmt.Sprintf("kiln: cannot resolve %q in %s: %v", ref, gitmirror.Redact(p.CloneURL), err))
 			return
 		}
 	}
@@ -328,17 +364,20 @@ func (s *Scheduler) plan(ctx context.Context, b *store.Build) {
 		// The request's head may be on no branch (a fork's): fetch the
 		// forge's ref of it. A head force-pushed away since the event is
 		// gone for good: the build ends in error, saying so.
-		err := s.mirrors.FetchRef(ctx, p.CloneURL, b.Ref, commit)
+		err := s.mirrors.FetchRef(ctx, p.CloneURL, b.Ref, commit, auth)
 		switch {
 		case errors.Is(err, gitmirror.ErrCommitGone):
-			s.failPlan(ctx, b, store.StatusError, commit, []string{"kiln: " + strings.TrimPrefix(err.Error(), "gitmirror: ")})
+			s.failPlan(ctx, b, store.StatusError, commit, []string{hide("kiln: "+strings.TrimPrefix(err.Error(), "gitmirror: "), creds)})
+			return
+		case errors.Is(err, gitmirror.ErrAuth):
+			s.failPlan(ctx, b, store.StatusError, commit, refused(err))
 			return
 		case err != nil:
-			s.planInfraError(ctx, b, commit, fmt.Sprintf("kiln: cannot fetch %s of %s: %v", b.Ref, gitmirror.Redact(p.CloneURL), err))
+			s.planInfraError(ctx, b, commit, hide(fmt.Sprintf("kiln: cannot fetch %s of %s: %v", b.Ref, gitmirror.Redact(p.CloneURL), err), creds))
 			return
 		}
 	}
-	data, err := s.mirrors.ReadFile(ctx, p.CloneURL, commit, PipelineFile)
+	data, err := s.mirrors.ReadFile(ctx, p.CloneURL, commit, PipelineFile, auth)
 	switch {
 	case errors.Is(err, gitmirror.ErrFileNotFound):
 		s.failPlan(ctx, b, store.StatusFailure, commit, []string{fmt.Sprintf("%s: no such file at commit %s", PipelineFile, short(commit))})
@@ -348,11 +387,14 @@ func (s *Scheduler) plan(ctx context.Context, b *store.Build) {
 		errors.As(err, &se)
 		s.failPlan(ctx, b, store.StatusFailure, commit, []string{fmt.Sprintf("%s: is a symlink (to %q) at commit %s: Kiln reads the pipeline file only as a regular file; commit the file itself", PipelineFile, se.Target, short(commit))})
 		return
+	case errors.Is(err, gitmirror.ErrAuth):
+		s.failPlan(ctx, b, store.StatusError, commit, refused(err))
+		return
 	case errors.Is(err, gitmirror.ErrCommitNotFound):
 		s.failPlan(ctx, b, store.StatusFailure, commit, []string{fmt.Sprintf("kiln: commit %s not found in %s", commit, gitmirror.Redact(p.CloneURL))})
 		return
 	case err != nil:
-		s.planInfraError(ctx, b, commit, fmt.Sprintf("kiln: cannot read %s at %s: %v", PipelineFile, short(commit), err))
+		s.planInfraError(ctx, b, commit, hide(fmt.Sprintf("kiln: cannot read %s at %s: %v", PipelineFile, short(commit), err), creds))
 		return
 	}
 	pl, err := pipeline.ParseLimits(PipelineFile, data, pipeline.Limits{MaxJobs: s.cfg.MaxJobsPerBuild})
@@ -389,6 +431,17 @@ func (s *Scheduler) plan(ctx context.Context, b *store.Build) {
 	}
 	log.Info("build planned", "commit", short(commit), "jobs", len(jobs))
 	s.JobsChanged()
+}
+
+// hide removes the credentials' secrets from msg: gitmirror's errors
+// never hold them; this is for whatever else might.
+func hide(msg string, c *gitmirror.Credentials) string {
+	if c != nil {
+		for _, secret := range c.Secrets() {
+			msg = strings.ReplaceAll(msg, secret, "***")
+		}
+	}
+	return msg
 }
 
 func (s *Scheduler) planInfraError(ctx context.Context, b *store.Build, commit, msg string) {

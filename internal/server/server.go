@@ -22,6 +22,7 @@ import (
 	"github.com/kilnci/kiln/internal/api"
 	"github.com/kilnci/kiln/internal/cache"
 	"github.com/kilnci/kiln/internal/forgestatus"
+	"github.com/kilnci/kiln/internal/gitauth"
 	"github.com/kilnci/kiln/internal/gitmirror"
 	"github.com/kilnci/kiln/internal/metrics"
 	"github.com/kilnci/kiln/internal/protocol"
@@ -237,6 +238,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	fsCfg.AppID, fsCfg.AppPrivateKeyPEM = cfg.Actions.GitHub.AppID, cfg.Actions.GitHub.PrivateKeyPEM
 	statuses := forgestatus.New(fsCfg, st, m, log.With("component", "forgestatus"))
 	sched := scheduler.New(cfg.Scheduler, st, mirrors, m, log.With("component", "scheduler"))
+	sched.UseGitCredentials(gitauth.ForApp(cfg.Actions.GitHub.AppID, cfg.Actions.GitHub.PrivateKeyPEM, cfg.Actions.GitHub.HTTPClient))
 	m.CountAgents(sched.AgentStates)
 	acts, err := actions.New(cfg.Actions, st, m, log.With("component", "actions"), sched.JobsChanged)
 	if err != nil {

@@ -18,6 +18,7 @@
 //	POST   /repos/{owner}/{repo}/check-runs                (installation tokens only; recorded: CheckRunEvents)
 //	PATCH  /repos/{owner}/{repo}/check-runs/{id}
 //	GET    /repos/{owner}/{repo}/check-runs/{id}
+//	git    /{owner}/{repo}.git/...                         (ServeRepository: smart HTTP, a live token as the password)
 //
 // under an optional path prefix (WithPathPrefix("/api/v3") for a GitHub
 // Enterprise Server layout). Every API call but the token exchange needs an
@@ -105,6 +106,9 @@ type Server struct {
 	checkRuns   map[int64]*CheckRun
 	checkEvents []CheckRunEvent
 	latencies   []latency // SetLatency
+
+	gitRepos  map[string]string // lower-case owner/repo → directory (git.go)
+	gitServed int
 }
 
 // Option configures New.
@@ -152,6 +156,7 @@ func New(opts ...Option) *Server {
 		repoIDs:       map[string]int64{},
 		calls:         map[string]int{},
 		checkRuns:     map[int64]*CheckRun{},
+		gitRepos:      map[string]string{},
 	}
 	// Ids start far apart, and job ids past 2^32 as GitHub's are, so that a
 	// runner id used as a job id, or an int32 somewhere, shows.
@@ -290,6 +295,10 @@ func (s *Server) route(mux *http.ServeMux) {
 	api("POST", "/repos/{owner}/{repo}/check-runs", EndpointCreateCheckRun, s.createCheckRun)
 	api("PATCH", "/repos/{owner}/{repo}/check-runs/{id}", EndpointUpdateCheckRun, s.updateCheckRun)
 	api("GET", "/repos/{owner}/{repo}/check-runs/{id}", EndpointGetCheckRun, s.getCheckRun)
+
+	mux.HandleFunc("GET /{owner}/{repo}/info/refs", s.gitHandler)
+	mux.HandleFunc("POST /{owner}/{repo}/git-upload-pack", s.gitHandler)
+	mux.HandleFunc("POST /{owner}/{repo}/git-receive-pack", s.gitHandler)
 
 	broker := func(pattern, endpoint string, h http.HandlerFunc) {
 		mux.HandleFunc("POST /_fake/runner/"+pattern, func(w http.ResponseWriter, r *http.Request) {
