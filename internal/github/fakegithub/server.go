@@ -15,6 +15,8 @@
 //	GET    /repos/{owner}/{repo}/actions/runs/{run_id}/jobs
 //	GET    /repos/{owner}/{repo}/actions/jobs/{job_id}
 //	POST   /repos/{owner}/{repo}/statuses/{sha}            (recorded: Statuses)
+//	GET    /repos/{owner}/{repo}                           (AddRepo)
+//	GET    /repos/{owner}/{repo}/hooks, POST …/hooks, PATCH …/hooks/{id}  (recorded: Hooks)
 //
 // under an optional path prefix (WithPathPrefix("/api/v3") for a GitHub
 // Enterprise Server layout). Every API call but the token exchange needs an
@@ -99,6 +101,7 @@ type Server struct {
 	resetAt   time.Time
 
 	statuses []CommitStatus
+	repos    repoTable
 }
 
 // Option configures New.
@@ -280,6 +283,10 @@ func (s *Server) route(mux *http.ServeMux) {
 	api("GET", "/repos/{owner}/{repo}/actions/runs/{run}/jobs", EndpointListJobs, s.listJobs)
 	api("GET", "/repos/{owner}/{repo}/actions/jobs/{id}", EndpointGetJob, s.getJob)
 	api("POST", "/repos/{owner}/{repo}/statuses/{sha}", EndpointCreateStatus, s.createStatus)
+	api("GET", "/repos/{owner}/{repo}", EndpointGetRepo, s.getRepo)
+	api("GET", "/repos/{owner}/{repo}/hooks", EndpointListHooks, s.listHooks)
+	api("POST", "/repos/{owner}/{repo}/hooks", EndpointCreateHook, s.createHook)
+	api("PATCH", "/repos/{owner}/{repo}/hooks/{id}", EndpointEditHook, s.editHook)
 
 	broker := func(pattern, endpoint string, h http.HandlerFunc) {
 		mux.HandleFunc("POST /_fake/runner/"+pattern, func(w http.ResponseWriter, r *http.Request) {
