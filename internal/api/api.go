@@ -52,6 +52,18 @@ type Config struct {
 	// GitHubApp says the server has a GitHub App (its id and key), so a
 	// project may connect to GitHub through one of its installations.
 	GitHubApp bool
+	// GitHubAppID and GitHubAppKey are that App, for onboarding a
+	// repository through one of its installations (forgeapi).
+	GitHubAppID  int64
+	GitHubAppKey []byte
+	// HookBaseURL is the public URL the operator gave (-public-url),
+	// where forges deliver webhooks: "" when none was given, and then
+	// Kiln creates no webhook (the default, the listen address, is
+	// rarely one a forge reaches).
+	HookBaseURL string
+	// ForgeHTTPClient carries onboarding's requests to forges (nil: one
+	// with a 30s timeout that follows no redirect).
+	ForgeHTTPClient *http.Client
 }
 
 type Server struct {
