@@ -1,10 +1,16 @@
 package api_test
 
 import (
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/pem"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/kilnci/kiln/internal/actions"
 	"github.com/kilnci/kiln/internal/api"
 	"github.com/kilnci/kiln/internal/forgestatus/fakeforge"
 	"github.com/kilnci/kiln/internal/github/fakegithub"
@@ -85,6 +91,13 @@ func TestOnboardGitHub(t *testing.T) {
 	r.want(t, http.StatusCreated, &p)
 	if p.CloneURL != dir+"/.git" || p.DefaultBranch != "dev" || len(gh.Hooks("acme/web")) != 2 {
 		t.Fatalf("given url and branch: %s", r.body)
+	}
+	// Removed and added again: the hook Kiln left on GitHub is updated, with the new secret.
+	e.api("DELETE", "/api/v1/projects/web", nil).want(t, http.StatusNoContent, nil)
+	r = e.api("POST", "/api/v1/projects", onboardGitHub("web", gh, token))
+	r.want(t, http.StatusCreated, &p)
+	if hooks := gh.Hooks("acme/web"); p.Webhook.Action != "updated" || len(hooks) != 2 || hooks[0].Secret == rotated || len(hooks[0].Secret) < 16 {
+		t.Fatalf("added again: %s; hooks %+v", r.body, hooks)
 	}
 }
 
@@ -232,4 +245,37 @@ func TestOnboardGitLabAndGitea(t *testing.T) {
 	} else if !strings.Contains(err.Error(), store.ErrNotFound.Error()) {
 		t.Fatal(err)
 	}
+}
+
+// Through the server's GitHub App: the installation's token, minted by
+// the server, looks the repository up and creates the hook.
+func TestOnboardGitHubApp(t *testing.T) {
+	ghKeyOnce.Do(func() {
+		k, err := rsa.GenerateKey(rand.Reader, 2048)
+		if err != nil {
+			panic(err)
+		}
+		ghKey = k
+	})
+	gh := fakegithub.New()
+	defer gh.Close()
+	gh.RegisterApp(ghAppID, &ghKey.PublicKey, ghInstallation)
+	dir, _ := newRepo(t)
+	gh.AddRepo(fakegithub.Repo{FullName: "acme/web", CloneURL: dir})
+	e := newEnv(t, withPublicURL, func(c *server.Config) {
+		c.Actions.GitHub = actions.Connection{BaseURL: gh.URL(), AppID: ghAppID, WebhookSecret: ghSecret,
+			PrivateKeyPEM: pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(ghKey)})}
+		c.Actions.ReconcileInterval, c.Actions.ReapInterval = time.Hour, time.Hour
+	})
+	req := onboardGitHub("web", gh, "")
+	delete(req, "forge_token")
+	req["forge_installation_id"] = ghInstallation
+	var p api.ProjectView
+	e.api("POST", "/api/v1/projects", req).want(t, http.StatusCreated, &p)
+	if p.CloneURL != dir || p.Forge.InstallationID != ghInstallation || p.HasForgeToken || len(gh.Hooks("acme/web")) != 1 || gh.TokensIssued() == 0 {
+		t.Fatalf("created %s; hooks %+v", dump(p), gh.Hooks("acme/web"))
+	}
+	req["name"], req["forge_installation_id"] = "other", ghInstallation+1
+	e.api("POST", "/api/v1/projects", req).wantError(t, 422, "forge_unauthorized", "installation token")
+	e.api("GET", "/api/v1/projects/other", nil).wantError(t, http.StatusNotFound, "not_found")
 }
