@@ -44,9 +44,9 @@ func (s *Server) writeRequestError(w http.ResponseWriter, err error) {
 	s.storeError(w, err)
 }
 
-// HookURL is where the forge delivers a project's webhooks: the server's
+// hookURL is where the forge delivers a project's webhooks: the server's
 // public URL, /hooks/FORGE/PROJECT.
-func HookURL(publicURL, forge, project string) string {
+func hookURL(publicURL, forge, project string) string {
 	return strings.TrimRight(publicURL, "/") + "/hooks/" + forge + "/" + project
 }
 
@@ -87,7 +87,7 @@ func (s *Server) onboard(ctx context.Context, p *store.Project, fc *store.ForgeC
 	if p.WebhookSecret == "" {
 		p.WebhookSecret = rand.Text()
 	}
-	url := HookURL(s.cfg.HookBaseURL, fc.Forge, p.Name)
+	url := hookURL(s.cfg.HookBaseURL, fc.Forge, p.Name)
 	hook, err := client.EnsureWebhook(ctx, url, p.WebhookSecret, forgeapi.KilnEvents)
 	if err != nil {
 		return nil, forgeRefusal(err)

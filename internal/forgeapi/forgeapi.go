@@ -197,6 +197,10 @@ func hint(forge string, kind error, hooks bool) string {
 		}
 		return "the token was refused: check it and that it has not expired"
 	case ErrNotFound:
+		if hooks {
+			// GitHub answers 404, not 403, to a classic token without the scope.
+			return "the token may not manage the repository's webhooks: give it admin rights there"
+		}
 		return "no such repository, or the token may not see it"
 	case ErrForbidden:
 		if !hooks {
