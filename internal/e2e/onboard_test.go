@@ -13,6 +13,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/kilnci/kiln/internal/forgestatus/fakeforge"
 	"github.com/kilnci/kiln/internal/github/fakegithub"
 	"github.com/kilnci/kiln/internal/server"
 	"github.com/kilnci/kiln/internal/store"
@@ -132,6 +133,72 @@ func TestOnboardGitHubRepository(t *testing.T) {
 		}
 		if hooks := gh.Hooks("acme/web"); len(hooks) != 1 || hooks[0].Secret != hook.Secret {
 			t.Fatalf("hooks after the second add: %+v", hooks)
+		}
+	})
+}
+
+// The same on Gitea, the token piped to the command: `kiln project add
+// lib -gitea owner/lib -gitea-url … -forge-token-stdin`, then a push Gitea
+// signs with the hook's secret builds, and succeeds.
+func TestOnboardGiteaRepository(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, e testenv.Engine) {
+		const token = "gitea_onboard_e2e_token"
+		fg := fakeforge.New(fakeforge.Gitea, "owner/lib", token)
+		defer fg.Close()
+		repo, head := newRepo(t, map[string]string{".kiln.yml": pipelineFile("", `echo "onboarded from gitea"`)})
+		fg.SetRepository(repo, "main")
+		addr := freeAddr(t)
+		h := startServerWith(t, e, func(cfg *server.Config) {
+			cfg.Listen = addr
+			cfg.PublicURL = "http://" + addr
+		})
+		h.startAgent("a1", nil)
+
+		cmd := exec.Command(kilnBin, "project", "add", "lib", "-gitea", "owner/lib", "-gitea-url", fg.URL(), "-forge-token-stdin")
+		cmd.Env = append(os.Environ(), "KILN_SERVER="+h.url, "KILN_TOKEN="+h.admin, "KILN_FORGE_TOKEN=")
+		cmd.Stdin = strings.NewReader(token + "\n")
+		out, err := cmd.CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "webhook created on gitea") {
+			t.Fatalf("kiln project add: %v\n%s", err, out)
+		}
+		hooks := fg.Hooks()
+		if len(hooks) != 1 || hooks[0].URL != "http://"+addr+"/hooks/gitea/lib" || hooks[0].Type != "gitea" || !hooks[0].Active {
+			t.Fatalf("the hook Gitea recorded: %+v", hooks)
+		}
+		// Gitea delivers a push: its signature (hex HMAC-SHA256) and GitHub's.
+		raw, err := os.ReadFile("../forge/testdata/gitea/push.json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var m map[string]any
+		if err := json.Unmarshal(raw, &m); err != nil {
+			t.Fatal(err)
+		}
+		m["ref"], m["after"] = "refs/heads/main", head
+		m["head_commit"].(map[string]any)["id"] = head
+		body, _ := json.Marshal(m)
+		sig := strings.TrimPrefix(sign(hooks[0].Secret, body), "sha256=")
+		req, _ := http.NewRequest("POST", hooks[0].URL, bytes.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("X-Gitea-Event", "push")
+		req.Header.Set("X-Gitea-Event-Type", "push")
+		req.Header.Set("X-Gitea-Delivery", "0b1c8a52-5f0e-4d4b-9d36-3d1f4f2f7e11")
+		req.Header.Set("X-Gitea-Signature", sig)
+		req.Header.Set("X-GitHub-Event", "push")
+		req.Header.Set("X-Hub-Signature-256", "sha256="+sig)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got map[string]any
+		_ = json.NewDecoder(resp.Body).Decode(&got)
+		resp.Body.Close()
+		id, ok := got["build_id"].(float64)
+		if resp.StatusCode != http.StatusCreated || !ok {
+			t.Fatalf("push: HTTP %d %v", resp.StatusCode, got)
+		}
+		if b := h.waitDone(int64(id)); b.Status != store.StatusSuccess || !strings.Contains(h.logText(int64(id)), "onboarded from gitea") {
+			t.Fatalf("the push's build: %s\n%s", dump(b), h.logText(int64(id)))
 		}
 	})
 }
