@@ -83,6 +83,10 @@ type Server struct {
 	// verified with: random, so it matches nothing.
 	hookSlots   chan struct{}
 	dummySecret string
+	// onboarding is held from an onboarding's forge calls until its
+	// project is stored, so that two at once cannot leave the forge's
+	// hook with one secret and the project with the other.
+	onboarding sync.Mutex
 }
 
 // New builds the HTTP edge. acts serves GitHub Actions pools (its

@@ -5,6 +5,7 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/pem"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -278,4 +279,35 @@ func TestOnboardGitHubApp(t *testing.T) {
 	req["name"], req["forge_installation_id"] = "other", ghInstallation+1
 	e.api("POST", "/api/v1/projects", req).wantError(t, 422, "forge_unauthorized", "installation token")
 	e.api("GET", "/api/v1/projects/other", nil).wantError(t, http.StatusNotFound, "not_found")
+}
+
+// Two onboardings of one name at once: one is refused, and the secret
+// GitHub's hook has is the one the project kept.
+func TestOnboardAtOnce(t *testing.T) {
+	gh := fakegithub.New()
+	defer gh.Close()
+	const token = "ghp_at_once"
+	gh.AddToken(token)
+	dir, head := newRepo(t)
+	gh.AddRepo(fakegithub.Repo{FullName: "acme/web", CloneURL: dir})
+	e := newEnv(t, withPublicURL)
+	rs := e.sendAll(8, func(i int) (string, string, string, any, http.Header) {
+		return e.admin, "POST", "/api/v1/projects", withFields(onboardGitHub("web", gh, token), map[string]any{"webhook_secret": fmt.Sprintf("secret-number-%d-0123456789", i)}), nil
+	})
+	created := 0
+	for _, r := range rs {
+		switch r.code {
+		case http.StatusCreated:
+			created++
+		case http.StatusConflict:
+		default:
+			t.Errorf("HTTP %d %s", r.code, r.body)
+		}
+	}
+	hooks := gh.Hooks("acme/web")
+	if created != 1 || len(hooks) != 1 {
+		t.Fatalf("%d created, hooks %+v", created, hooks)
+	}
+	body := githubPush(t, "main", head)
+	e.hook("github", "web", githubHeader("push", "d-1", hooks[0].Secret, body), body).want(t, http.StatusCreated, nil)
 }

@@ -243,6 +243,8 @@ func (s *Server) createProject(w http.ResponseWriter, r *http.Request) {
 	}
 	var hook *WebhookView
 	if req.ForgeWebhook {
+		s.onboarding.Lock()
+		defer s.onboarding.Unlock()
 		// A taken name is refused before the forge is asked.
 		if _, err := s.store.ProjectByName(r.Context(), p.Name); err == nil {
 			s.storeError(w, fmt.Errorf("project %q: %w", p.Name, store.ErrConflict))
@@ -459,6 +461,8 @@ func (s *Server) updateProject(w http.ResponseWriter, r *http.Request) {
 	}
 	var hook *WebhookView
 	if req.ForgeWebhook {
+		s.onboarding.Lock()
+		defer s.onboarding.Unlock()
 		if hook, err = s.onboard(r.Context(), p, fc, false, false); err != nil {
 			s.writeRequestError(w, err)
 			return
