@@ -61,9 +61,6 @@ type Config struct {
 	// Kiln creates no webhook (the default, the listen address, is
 	// rarely one a forge reaches).
 	HookBaseURL string
-	// ForgeHTTPClient carries onboarding's requests to forges (nil: one
-	// with a 30s timeout that follows no redirect).
-	ForgeHTTPClient *http.Client
 }
 
 type Server struct {

@@ -64,7 +64,7 @@ func (s *Server) onboard(ctx context.Context, p *store.Project, fc *store.ForgeC
 			text: "forge_webhook: this server has no public URL to give the forge: start it with -public-url https://kiln.example.com (the address the forge delivers webhooks to)"}
 	}
 	client, err := forgeapi.New(forgeapi.Config{Forge: fc.Forge, APIURL: fc.APIURL, Repo: fc.Repo, Token: fc.Token,
-		AppID: s.cfg.GitHubAppID, AppKey: s.cfg.GitHubAppKey, InstallationID: fc.InstallationID, HTTPClient: s.cfg.ForgeHTTPClient})
+		AppID: s.cfg.GitHubAppID, AppKey: s.cfg.GitHubAppKey, InstallationID: fc.InstallationID})
 	if err != nil {
 		return nil, invalid("%v", err)
 	}
