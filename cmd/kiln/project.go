@@ -28,7 +28,9 @@ func runProject(ctx context.Context, args []string) error {
 	var cloneURL, branch, secret string
 	var cancelSup, forks, drafts string
 	var forgeTokenStdin bool
+	var onboard *onboardFlags
 	if sub == "add" || sub == "set" {
+		onboard = addOnboardFlags(fs)
 		fs.Func("forge", "where commit statuses go: github, gitlab or gitea (\"\": nowhere)", strFlag(&req.Forge))
 		fs.Func("forge-repo", "the forge's repository: owner/name (GitLab: group/name)", strFlag(&req.ForgeRepo))
 		fs.Func("forge-url", "the forge's API base URL (github: GitHub's public API by default; required for gitlab and gitea)", strFlag(&req.ForgeURL))
@@ -79,6 +81,11 @@ func runProject(ctx context.Context, args []string) error {
 	if drafts != "" {
 		req.DraftPullRequests = &drafts
 	}
+	if onboard != nil {
+		if err := onboard.apply(&req, sub, forgeTokenStdin || req.ForgeInstallationID != nil, os.Getenv); err != nil {
+			return err
+		}
+	}
 	need := func(n int, usage string) error {
 		if len(pos) != n {
 			return fmt.Errorf("usage: kiln project %s", usage)
@@ -88,7 +95,7 @@ func runProject(ctx context.Context, args []string) error {
 	var out api.ProjectView
 	switch sub {
 	case "add":
-		if err := need(1, "add NAME -url URL [-branch B] [-webhook-secret S] [-cancel-superseded true]"); err != nil {
+		if err := need(1, "add NAME -url URL [-branch B] [-webhook-secret S] [-cancel-superseded true] | add NAME -github OWNER/NAME [-github-url API] | -gitlab GROUP/NAME -gitlab-url URL | -gitea OWNER/NAME -gitea-url URL (token: $"+forgeTokenEnv+", -forge-token-stdin or -forge-installation ID)"); err != nil {
 			return err
 		}
 		req.Name = pos[0]
@@ -99,16 +106,24 @@ func runProject(ctx context.Context, args []string) error {
 			return printJSON(out)
 		}
 		fmt.Printf("project %s added (clone %s, default branch %s)\n", qs(out.Name), qs(out.CloneURL), qs(out.DefaultBranch))
+		if out.Webhook != nil {
+			printWebhook(out)
+			return nil
+		}
 		fmt.Printf("webhooks: %s%s (GitHub), %s%s (GitLab), %s%s (Gitea)\n", c.server, out.WebhookPaths[0], c.server, out.WebhookPaths[1], c.server, out.WebhookPaths[2])
 		return nil
 	case "set":
-		if err := need(1, "set NAME [-url URL] [-branch B] [-webhook-secret S] [-cancel-superseded true|false] [-log-retention-days N] [-log-max-bytes N] [-max-running N] [-weight N] [-forge github|gitlab|gitea -forge-repo R [-forge-url URL] -forge-token-stdin|-forge-installation ID]"); err != nil {
+		if err := need(1, "set NAME [-url URL] [-branch B] [-webhook-secret S] [-cancel-superseded true|false] [-log-retention-days N] [-log-max-bytes N] [-max-running N] [-weight N] [-forge github|gitlab|gitea -forge-repo R [-forge-url URL] -forge-token-stdin|-forge-installation ID] [-github|-gitlab|-gitea REPO …] [-forge-webhook]"); err != nil {
 			return err
 		}
 		if err := c.do(ctx, "PATCH", "/projects/"+url.PathEscape(pos[0]), req, &out); err != nil {
 			return err
 		}
-		return printProject(out, *asJSON)
+		if err := printProject(out, *asJSON); err != nil || *asJSON {
+			return err
+		}
+		printWebhook(out)
+		return nil
 	case "show":
 		if err := need(1, "show NAME"); err != nil {
 			return err

@@ -43,7 +43,7 @@ func serverFlags(fs *flag.FlagSet) *serverOptions {
 	fs.IntVar(&cfg.Scheduler.ProjectMaxRunning, "project-max-running", cfg.Scheduler.ProjectMaxRunning, "jobs one project may run at once, unless it sets its own cap (0: no cap); claims are fair across projects either way")
 	fs.IntVar(&cfg.Scheduler.MaxJobsPerBuild, "max-jobs-per-build", cfg.Scheduler.MaxJobsPerBuild, "most jobs one .kiln.yml may define; past it the build fails with a located error")
 	gitFlags(fs, &cfg.Git)
-	fs.StringVar(&cfg.PublicURL, "public-url", "", "base URL agents and jobs reach this server at (default: http:// + the listen address)")
+	fs.StringVar(&cfg.PublicURL, "public-url", "", "base `URL` agents, jobs and forges reach this server at: forge statuses link to it, and onboarding (kiln project add -github …) gives forges URL/hooks/… (default: http:// + the listen address, and no webhook is created)")
 	fs.StringVar(&cfg.MetricsToken, "metrics-token", os.Getenv("KILN_METRICS_TOKEN"), "bearer token /metrics requires, e.g. from a Prometheus scrape config (default: none, /metrics is open) ($KILN_METRICS_TOKEN)")
 	fs.DurationVar(&cfg.Cache.MaxAge, "cache-max-age", cfg.Cache.MaxAge, "evict cache entries unused for this long")
 	fs.Int64Var(&cfg.Cache.ProjectBudgetBytes, "cache-project-budget", cfg.Cache.ProjectBudgetBytes, "bytes of cache one project may hold (least recently used evicted first)")

@@ -52,6 +52,15 @@ type Config struct {
 	// GitHubApp says the server has a GitHub App (its id and key), so a
 	// project may connect to GitHub through one of its installations.
 	GitHubApp bool
+	// GitHubAppID and GitHubAppKey are that App, for onboarding a
+	// repository through one of its installations (forgeapi).
+	GitHubAppID  int64
+	GitHubAppKey []byte
+	// HookBaseURL is the public URL the operator gave (-public-url),
+	// where forges deliver webhooks: "" when none was given, and then
+	// Kiln creates no webhook (the default, the listen address, is
+	// rarely one a forge reaches).
+	HookBaseURL string
 }
 
 type Server struct {
@@ -71,6 +80,10 @@ type Server struct {
 	// verified with: random, so it matches nothing.
 	hookSlots   chan struct{}
 	dummySecret string
+	// onboarding is held from an onboarding's forge calls until its
+	// project is stored, so that two at once cannot leave the forge's
+	// hook with one secret and the project with the other.
+	onboarding sync.Mutex
 }
 
 // New builds the HTTP edge. acts serves GitHub Actions pools (its

@@ -50,6 +50,15 @@ type ProjectRequest struct {
 	ForgeURL            *string `json:"forge_url,omitempty"`
 	ForgeToken          *string `json:"forge_token,omitempty"`
 	ForgeInstallationID *int64  `json:"forge_installation_id,omitempty"`
+	// ForgeWebhook onboards the repository through the forge connection,
+	// before anything is stored: the forge's API is asked for the
+	// repository (its clone URL and default branch fill in clone_url and
+	// default_branch when they are not given), a webhook secret is made
+	// when the project has none, and Kiln's webhook is created on the
+	// repository (or updated: the one whose URL is PUBLIC_URL/hooks/FORGE/NAME)
+	// for pushes, tags and pull or merge requests. A forge's refusal
+	// stores nothing. Needs the server's -public-url.
+	ForgeWebhook bool `json:"forge_webhook,omitempty"`
 }
 
 // DefaultGitHubAPI is the API base URL of a github connection without one.
@@ -154,6 +163,8 @@ type ProjectView struct {
 	// Where its commit statuses go (the token is never shown).
 	Forge         *store.ForgeConnection `json:"forge,omitempty"`
 	HasForgeToken bool                   `json:"has_forge_token"`
+	// Webhook is the webhook a forge_webhook request made sure of.
+	Webhook *WebhookView `json:"webhook,omitempty"`
 }
 
 func view(p *store.Project) ProjectView {
@@ -211,8 +222,8 @@ func (s *Server) createProject(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "invalid", fmt.Sprintf("name %q: want lower-case letters, digits, '.', '_' or '-', starting with a letter or digit, at most 63", p.Name))
 		return
 	}
-	if p.CloneURL == "" {
-		writeError(w, http.StatusBadRequest, "invalid", "clone_url: required")
+	if p.CloneURL == "" && !req.ForgeWebhook {
+		writeError(w, http.StatusBadRequest, "invalid", "clone_url: required (or forge_webhook, to take it from the forge)")
 		return
 	}
 	ret, err := logRetention(store.LogRetention{}, req)
@@ -229,6 +240,23 @@ func (s *Server) createProject(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		writeError(w, http.StatusBadRequest, "invalid", err.Error())
 		return
+	}
+	var hook *WebhookView
+	if req.ForgeWebhook {
+		s.onboarding.Lock()
+		defer s.onboarding.Unlock()
+		// A taken name is refused before the forge is asked.
+		if _, err := s.store.ProjectByName(r.Context(), p.Name); err == nil {
+			s.storeError(w, fmt.Errorf("project %q: %w", p.Name, store.ErrConflict))
+			return
+		} else if !errors.Is(err, store.ErrNotFound) {
+			s.storeError(w, err)
+			return
+		}
+		if hook, err = s.onboard(r.Context(), p, fc, req.CloneURL == nil, req.DefaultBranch == nil); err != nil {
+			s.writeRequestError(w, err)
+			return
+		}
 	}
 	if err := s.store.CreateProject(r.Context(), p); err != nil {
 		s.storeError(w, err)
@@ -249,6 +277,7 @@ func (s *Server) createProject(w http.ResponseWriter, r *http.Request) {
 	v := view(p)
 	v.LogRetention, v.Scheduling = ret, sched
 	v.setForge(fc)
+	v.Webhook = hook
 	writeJSON(w, http.StatusCreated, v)
 }
 
@@ -430,6 +459,15 @@ func (s *Server) updateProject(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "invalid", err.Error())
 		return
 	}
+	var hook *WebhookView
+	if req.ForgeWebhook {
+		s.onboarding.Lock()
+		defer s.onboarding.Unlock()
+		if hook, err = s.onboard(r.Context(), p, fc, false, false); err != nil {
+			s.writeRequestError(w, err)
+			return
+		}
+	}
 	if err := s.store.UpdateProject(r.Context(), p); err != nil {
 		s.storeError(w, err)
 		return
@@ -449,6 +487,7 @@ func (s *Server) updateProject(w http.ResponseWriter, r *http.Request) {
 	v := view(p)
 	v.LogRetention, v.Scheduling = ret, sched
 	v.setForge(fc)
+	v.Webhook = hook
 	writeJSON(w, http.StatusOK, v)
 }
 

@@ -8,6 +8,8 @@
 //	        {"state": pending|running|success|failed|canceled, "name", "target_url", "description"}
 //	Gitea:  POST /api/v1/repos/{owner}/{repo}/statuses/{sha}          Authorization: token TOKEN
 //	        {"state": pending|success|error|failure|warning, "context", "target_url", "description"}
+//
+// and the repository and its webhooks (repos.go).
 package fakeforge
 
 import (
@@ -55,6 +57,7 @@ type Server struct {
 	faults   []*fault
 	calls    int
 	delay    time.Duration
+	repos    repoState
 }
 
 var fullSHA = regexp.MustCompile(`^[0-9a-f]{40}$`)
@@ -72,6 +75,7 @@ func New(kind, repo, token string) *Server {
 	default:
 		panic("fakeforge: unknown kind " + kind)
 	}
+	s.routeRepos(mux) // repos.go
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.mu.Lock()
 		s.calls++

@@ -19,6 +19,8 @@
 //	PATCH  /repos/{owner}/{repo}/check-runs/{id}
 //	GET    /repos/{owner}/{repo}/check-runs/{id}
 //	git    /{owner}/{repo}.git/...                         (ServeRepository: smart HTTP, a live token as the password)
+//	GET    /repos/{owner}/{repo}                           (AddRepo)
+//	GET    /repos/{owner}/{repo}/hooks, POST …/hooks, PATCH …/hooks/{id}  (recorded: Hooks)
 //
 // under an optional path prefix (WithPathPrefix("/api/v3") for a GitHub
 // Enterprise Server layout). Every API call but the token exchange needs an
@@ -109,6 +111,7 @@ type Server struct {
 
 	gitRepos  map[string]string // lower-case owner/repo → directory (git.go)
 	gitServed int
+	repos     repoTable
 }
 
 // Option configures New.
@@ -299,6 +302,10 @@ func (s *Server) route(mux *http.ServeMux) {
 	mux.HandleFunc("GET /{owner}/{repo}/info/refs", s.gitHandler)
 	mux.HandleFunc("POST /{owner}/{repo}/git-upload-pack", s.gitHandler)
 	mux.HandleFunc("POST /{owner}/{repo}/git-receive-pack", s.gitHandler)
+	api("GET", "/repos/{owner}/{repo}", EndpointGetRepo, s.getRepo)
+	api("GET", "/repos/{owner}/{repo}/hooks", EndpointListHooks, s.listHooks)
+	api("POST", "/repos/{owner}/{repo}/hooks", EndpointCreateHook, s.createHook)
+	api("PATCH", "/repos/{owner}/{repo}/hooks/{id}", EndpointEditHook, s.editHook)
 
 	broker := func(pattern, endpoint string, h http.HandlerFunc) {
 		mux.HandleFunc("POST /_fake/runner/"+pattern, func(w http.ResponseWriter, r *http.Request) {
