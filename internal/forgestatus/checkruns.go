@@ -55,29 +55,17 @@ func CheckRunState(st store.Status) (status, conclusion string) {
 	return github.CheckQueued, ""
 }
 
-type clientKey struct {
-	apiURL       string
-	installation int64
-}
-
-// appClient is the GitHub client of a connection's installation: one per
-// API URL and installation, kept, as each caches its installation token.
+// appClient is the GitHub client of a connection's installation (the
+// App's Installations keep one per API URL and installation, each caching
+// its installation token).
 func (s *Sender) appClient(c *store.ForgeConnection) (*github.Client, error) {
-	if s.cfg.AppID == 0 || len(s.cfg.AppPrivateKeyPEM) == 0 {
+	if !s.cfg.App.Configured() {
 		return nil, &refused{msg: "github: the project is connected through a GitHub App installation, and this server has no GitHub App (start it with -github-app-id and -github-app-key)"}
 	}
-	k := clientKey{c.APIURL, c.InstallationID}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if cl, ok := s.clients[k]; ok {
-		return cl, nil
-	}
-	cl, err := github.New(github.Config{BaseURL: c.APIURL, AppID: s.cfg.AppID, PrivateKeyPEM: s.cfg.AppPrivateKeyPEM, InstallationID: c.InstallationID,
-		HTTPClient: s.cfg.Client, Now: s.cfg.Now})
+	cl, err := s.cfg.App.Client(c.APIURL, c.InstallationID)
 	if err != nil {
 		return nil, &refused{msg: err.Error()}
 	}
-	s.clients[k] = cl
 	return cl, nil
 }
 

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/kilnci/kiln/internal/forgestatus"
+	"github.com/kilnci/kiln/internal/github"
 	"github.com/kilnci/kiln/internal/github/fakegithub"
 	"github.com/kilnci/kiln/internal/store"
 )
@@ -31,8 +32,8 @@ var appKey = sync.OnceValue(func() *rsa.PrivateKey {
 })
 
 func withApp(c *forgestatus.Config) {
-	c.AppID = appID
-	c.AppPrivateKeyPEM = pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(appKey())})
+	c.App = github.NewInstallations(github.Config{AppID: appID, Now: c.Now,
+		PrivateKeyPEM: pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(appKey())})})
 }
 
 // appEnv is a project connected through the App's installation on a

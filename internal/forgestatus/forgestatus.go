@@ -65,10 +65,10 @@ type Config struct {
 	// redirects either: GitLab's PRIVATE-TOKEN is not a header Go drops on
 	// a redirect to another host.
 	Client *http.Client
-	// AppID and AppPrivateKeyPEM are the server's GitHub App: a project
-	// connected through one of its installations gets check runs.
-	AppID            int64
-	AppPrivateKeyPEM []byte
+	// App is the server's GitHub App, its clients per installation
+	// (shared with the clones' credentials): a project connected through
+	// one of its installations gets check runs. Nil: no App.
+	App *github.Installations
 	// LogLines is how many of a failed step's last log lines its check
 	// run shows (default 20; negative: none). They are as stored, secrets
 	// masked; whoever can read the repository on GitHub sees them.
@@ -127,13 +127,11 @@ type Sender struct {
 	// request before then. In memory only: after a restart the first
 	// request learns it again.
 	hold map[int64]time.Time
-	// clients are the GitHub App's, per API URL and installation.
-	clients map[clientKey]*github.Client
 }
 
 func New(cfg Config, st *store.Store, m *metrics.Metrics, log *slog.Logger) *Sender {
 	cfg.defaults()
-	return &Sender{cfg: cfg, st: st, m: m, log: log, hold: map[int64]time.Time{}, clients: map[clientKey]*github.Client{}}
+	return &Sender{cfg: cfg, st: st, m: m, log: log, hold: map[int64]time.Time{}}
 }
 
 // held reports whether project's forge asked to wait past now.

@@ -15,7 +15,6 @@ package gitauth
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"net/url"
 	"strings"
 
@@ -44,15 +43,6 @@ type Source struct {
 // New makes a Source; apps mints installation tokens (nil: the server has
 // no GitHub App, and an installation connection gets an error).
 func New(apps *github.Installations) *Source { return &Source{apps: apps} }
-
-// ForApp is New with the installations of the GitHub App appID (none when
-// appID is 0), its requests carried by hc (nil: a 30s-timeout client).
-func ForApp(appID int64, key []byte, hc *http.Client) *Source {
-	if appID == 0 || len(key) == 0 {
-		return New(nil)
-	}
-	return New(github.NewInstallations(github.Config{AppID: appID, PrivateKeyPEM: key, HTTPClient: hc}))
-}
 
 // For returns the credentials to fetch cloneURL with under conn, nil when
 // none apply: no connection, a clone URL with its own credentials, not

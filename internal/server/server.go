@@ -23,6 +23,7 @@ import (
 	"github.com/kilnci/kiln/internal/cache"
 	"github.com/kilnci/kiln/internal/forgestatus"
 	"github.com/kilnci/kiln/internal/gitauth"
+	"github.com/kilnci/kiln/internal/github"
 	"github.com/kilnci/kiln/internal/gitmirror"
 	"github.com/kilnci/kiln/internal/metrics"
 	"github.com/kilnci/kiln/internal/protocol"
@@ -236,10 +237,16 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	fsCfg.PublicURL = cfg.PublicURL
 	// The GitHub App that runs Actions jobs also writes check runs for
 	// projects connected through its installations.
-	fsCfg.AppID, fsCfg.AppPrivateKeyPEM = cfg.Actions.GitHub.AppID, cfg.Actions.GitHub.PrivateKeyPEM
+	// One set of the App's installation clients (each caching its token)
+	// for check runs and for clones.
+	var apps *github.Installations
+	if gh := cfg.Actions.GitHub; gh.AppID != 0 && len(gh.PrivateKeyPEM) > 0 {
+		apps = github.NewInstallations(github.Config{AppID: gh.AppID, PrivateKeyPEM: gh.PrivateKeyPEM, HTTPClient: gh.HTTPClient})
+	}
+	fsCfg.App = apps
 	statuses := forgestatus.New(fsCfg, st, m, log.With("component", "forgestatus"))
 	sched := scheduler.New(cfg.Scheduler, st, mirrors, m, log.With("component", "scheduler"))
-	sched.UseGitCredentials(gitauth.ForApp(cfg.Actions.GitHub.AppID, cfg.Actions.GitHub.PrivateKeyPEM, cfg.Actions.GitHub.HTTPClient))
+	sched.UseGitCredentials(gitauth.New(apps))
 	m.CountAgents(sched.AgentStates)
 	acts, err := actions.New(cfg.Actions, st, m, log.With("component", "actions"), sched.JobsChanged)
 	if err != nil {
