@@ -39,8 +39,11 @@ type Config struct {
 	// PublicURL is the server's base URL; a status links to the build's
 	// page there, PublicURL/builds/ID (api.BuildPagePath).
 	PublicURL string
-	// Poll is how often the outbox is read (default 1s).
-	Poll time.Duration
+	// Poll is how often the outbox is read (default 1s) when no Wake
+	// came; after a Wake the next round comes Settle later (default
+	// 50ms).
+	Poll   time.Duration
+	Settle time.Duration
 	// Workers is how many statuses are sent at once (default 8).
 	Workers int
 	// Batch bounds the rows read per round (default 500).
@@ -78,6 +81,9 @@ type Config struct {
 func (c *Config) defaults() {
 	if c.Poll <= 0 {
 		c.Poll = time.Second
+	}
+	if c.Settle <= 0 {
+		c.Settle = 50 * time.Millisecond
 	}
 	if c.Workers <= 0 {
 		c.Workers = 8
@@ -127,11 +133,22 @@ type Sender struct {
 	// request before then. In memory only: after a restart the first
 	// request learns it again.
 	hold map[int64]time.Time
+	// wake: a status was written (Wake); one pending wake-up is enough.
+	wake chan struct{}
 }
 
 func New(cfg Config, st *store.Store, m *metrics.Metrics, log *slog.Logger) *Sender {
 	cfg.defaults()
-	return &Sender{cfg: cfg, st: st, m: m, log: log, hold: map[int64]time.Time{}}
+	return &Sender{cfg: cfg, st: st, m: m, log: log, hold: map[int64]time.Time{}, wake: make(chan struct{}, 1)}
+}
+
+// Wake says the outbox has new rows (store.OnForgeStatus): the next round
+// comes after Settle rather than at the next poll. Never blocks.
+func (s *Sender) Wake() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
 }
 
 // held reports whether project's forge asked to wait past now.
@@ -172,6 +189,16 @@ func (s *Sender) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-s.wake:
+			// Let the states of one change settle (a build's and its
+			// jobs' rows come from a few transactions in a row): they go
+			// in one round, and a context changed twice meanwhile is sent
+			// once.
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(s.cfg.Settle):
+			}
 		}
 	}
 }

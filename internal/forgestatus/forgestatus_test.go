@@ -688,3 +688,36 @@ func TestGivenUpAfterADay(t *testing.T) {
 		t.Error("no status counted as given up")
 	}
 }
+
+// A status written wakes the running sender: it is delivered without
+// waiting for the next poll (an hour here), so a pull request shows
+// pending while its build is still queued.
+func TestWakeDeliversBeforeThePoll(t *testing.T) {
+	gh := fakegithub.New()
+	t.Cleanup(gh.Close)
+	gh.AddToken("ghp_wake")
+	e := newEnv(t, &store.ForgeConnection{Forge: "github", Repo: "acme/web", APIURL: strings.TrimSuffix(gh.URL(), "/"), Token: "ghp_wake"})
+	e.newSender(t, func(c *forgestatus.Config) { c.Poll = time.Hour })
+	e.st.OnForgeStatus(e.sender.Wake)
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); e.sender.Run(runCtx) }()
+	t.Cleanup(func() { stop(); <-done })
+
+	delivered := func(what string, n int) {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for len(gh.Statuses()) < n {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: %d statuses delivered, want %d (the poll is an hour: only a wake-up sends them)", what, len(gh.Statuses()), n)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	e.build(t, "test")
+	delivered("queued build", 2) // kiln, kiln/test
+	j := e.claim(t, "test")
+	delivered("running job", 4) // both running
+	e.finish(t, j, store.StatusSuccess)
+	delivered("finished job", 6)
+}

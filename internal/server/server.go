@@ -245,6 +245,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	}
 	fsCfg.App = apps
 	statuses := forgestatus.New(fsCfg, st, m, log.With("component", "forgestatus"))
+	st.OnForgeStatus(statuses.Wake)
 	sched := scheduler.New(cfg.Scheduler, st, mirrors, m, log.With("component", "scheduler"))
 	sched.UseGitCredentials(gitauth.New(apps))
 	m.CountAgents(sched.AgentStates)

@@ -123,9 +123,29 @@ func (c *db) BeginTx(ctx context.Context, opts *sql.TxOptions) (*dbTx, error) {
 type dbTx struct {
 	tx *sql.Tx
 	d  dialect
+	// committed run once the transaction has committed: hints to those
+	// waiting on what it wrote (never for what a rollback undid).
+	committed []func()
 }
 
-func (t *dbTx) Commit() error   { return t.tx.Commit() }
+// Commit commits, then runs the transaction's onCommit hints.
+func (t *dbTx) Commit() error {
+	if err := t.tx.Commit(); err != nil {
+		return err
+	}
+	for _, f := range t.committed {
+		f()
+	}
+	return nil
+}
+
+// onCommit runs f after the transaction commits (nil f: nothing).
+func (t *dbTx) onCommit(f func()) {
+	if f != nil {
+		t.committed = append(t.committed, f)
+	}
+}
+
 func (t *dbTx) Rollback() error { return t.tx.Rollback() }
 
 func (t *dbTx) ExecContext(ctx context.Context, q string, args ...any) (sql.Result, error) {

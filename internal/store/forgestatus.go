@@ -159,9 +159,15 @@ func (s *Store) syncStatuses(ctx context.Context, tx *dbTx, buildID int64) error
 			buildID, w.job, projectID, commit, w.context, string(w.state), w.desc, now); err != nil {
 			return fmt.Errorf("forge statuses: %w", err)
 		}
+		tx.onCommit(s.outboxHint)
 	}
 	return nil
 }
+
+// OnForgeStatus sets f to be called after each transaction that wrote
+// the outbox commits: a hint (the sender still polls), so f must not
+// block.
+func (s *Store) OnForgeStatus(f func()) { s.outboxHint = f }
 
 func buildDescription(st Status, approval string) string {
 	if st == StatusQueued && approval == ApprovalWaiting {

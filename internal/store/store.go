@@ -31,6 +31,8 @@ type Store struct {
 	// for deletes on a full disk.
 	health  writeHealth
 	reserve Reserve
+	// outboxHint is OnForgeStatus's: set once, before use.
+	outboxHint func()
 }
 
 // Open opens the store a -database setting names: a postgres:// or

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -584,5 +585,25 @@ func TestLogLineWithAnyBytes(t *testing.T) {
 	}
 	if lines[0].Text != want {
 		t.Fatalf("text %q, want %q", lines[0].Text, want)
+	}
+}
+
+// OnForgeStatus's hint comes after a transaction that wrote the outbox
+// commits, and not for one that wrote nothing there.
+func TestForgeStatusHint(t *testing.T) {
+	s, _ := newStore(t)
+	var hints atomic.Int32
+	s.OnForgeStatus(func() { hints.Add(1) })
+	p := mkProject(t, s, "hinted", false)
+	mkJobs(t, s, p, 1) // no forge connection: no outbox rows
+	if n := hints.Load(); n != 0 {
+		t.Fatalf("%d hints without a forge connection", n)
+	}
+	if err := s.SetProjectForge(ctx, p.ID, &ForgeConnection{Forge: ForgeGitHub, Repo: "acme/web", APIURL: "https://api.github.com", Token: "t"}); err != nil {
+		t.Fatal(err)
+	}
+	mkJobs(t, s, p, 1)
+	if n := hints.Load(); n == 0 {
+		t.Fatal("no hint after a build's statuses were written")
 	}
 }
