@@ -190,12 +190,24 @@ func (d dialect) args(args []any) []any {
 	}
 	out := args
 	for i, a := range args {
-		if v, ok := a.(string); ok && (strings.IndexByte(v, 0) >= 0 || !utf8.ValidString(v)) {
+		if v, ok := a.(string); ok && !pgHoldsText(v) {
 			if &out[0] == &args[0] {
 				out = slices.Clone(args) // the caller's slice stays as it was
 			}
-			out[i] = strings.ReplaceAll(strings.ToValidUTF8(v, "\uFFFD"), "\x00", "\uFFFD")
+			out[i] = pgText(v)
 		}
 	}
 	return out
+}
+
+// pgHoldsText reports whether PostgreSQL's text can hold v as it is.
+func pgHoldsText(v string) bool { return strings.IndexByte(v, 0) < 0 && utf8.ValidString(v) }
+
+// pgText is v as PostgreSQL's text holds it: NUL and invalid UTF-8 made
+// U+FFFD.
+func pgText(v string) string {
+	if pgHoldsText(v) {
+		return v
+	}
+	return strings.ReplaceAll(strings.ToValidUTF8(v, "\uFFFD"), "\x00", "\uFFFD")
 }
