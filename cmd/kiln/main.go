@@ -24,6 +24,7 @@ var commands = []command{
 	{"up", "run the control plane and one agent in one process (SQLite, local files, local engine)", runUp},
 	{"server", "run the control plane", runServer},
 	{"agent", "run a host agent against a control plane", runAgent},
+	{"migrate", "copy a SQLite installation's database into an empty PostgreSQL one", runMigrate},
 	{"lint", "validate a .kiln.yml", runLint},
 	{"project", "manage projects: add, ls, show, set, rm, secret", runProject},
 	{"trigger", "start a build of a project's branch or commit", runTrigger},
