@@ -167,7 +167,13 @@ type ProjectView struct {
 	Webhook *WebhookView `json:"webhook,omitempty"`
 }
 
+// view is what the API shows of a project: never its secrets, and its
+// clone URL without the password or token a URL may carry (the view of a
+// copy: the caller's row keeps its credentials).
 func view(p *store.Project) ProjectView {
+	shown := *p
+	shown.CloneURL = gitmirror.Redact(p.CloneURL)
+	p = &shown
 	return ProjectView{Project: p, HasWebhookSecret: p.WebhookSecret != "", Scheduling: store.SchedulingOf(nil, p.ID),
 		WebhookPaths: []string{"/hooks/github/" + p.Name, "/hooks/gitlab/" + p.Name, "/hooks/gitea/" + p.Name}}
 }

@@ -1,6 +1,8 @@
 package api_test
 
 import (
+	"context"
+	"encoding/json"
 	"net/http"
 	"strings"
 	"testing"
@@ -162,5 +164,34 @@ func TestSecrets(t *testing.T) {
 	e.api("GET", "/api/v1/projects/web/secrets", nil).want(t, http.StatusOK, &names)
 	if strings.Join(names.Names, ",") != "DEPLOY_KEY" {
 		t.Errorf("names after delete %v", names.Names)
+	}
+}
+
+// A clone URL may carry a token (https://x-access-token:TOKEN@host/…):
+// the project's view shows it without, in every answer that shows the
+// project, while fetches still use it.
+func TestProjectViewHidesCloneURLCredentials(t *testing.T) {
+	e := newEnv(t)
+	const token = "ghp_CloneURLTokenNeverShown"
+	created := e.api("POST", "/api/v1/projects", map[string]any{"name": "private", "clone_url": "https://x-access-token:" + token + "@git.example.com/acme/private.git", "default_branch": "main"})
+	if created.code != http.StatusCreated {
+		t.Fatalf("create: HTTP %d %s", created.code, created.body)
+	}
+	one := e.api("GET", "/api/v1/projects/private", nil)
+	all := e.api("GET", "/api/v1/projects", nil)
+	for what, r := range map[string]*response{"create": created, "get": one, "list": all} {
+		if strings.Contains(string(r.body), token) {
+			t.Errorf("%s shows the clone URL's token: %s", what, r.body)
+		}
+	}
+	var v struct {
+		CloneURL string `json:"clone_url"`
+	}
+	if err := json.Unmarshal(one.body, &v); err != nil || v.CloneURL != "https://x-access-token:***@git.example.com/acme/private.git" {
+		t.Errorf("clone_url %q, %v", v.CloneURL, err)
+	}
+	p, err := e.srv.Store.ProjectByName(context.Background(), "private")
+	if err != nil || !strings.Contains(p.CloneURL, token) {
+		t.Fatalf("the stored clone URL lost its credentials: %v %v", p, err)
 	}
 }
