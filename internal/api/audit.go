@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -63,7 +64,9 @@ func (s *Server) audited(r *http.Request, action, target string, detail func() a
 // change).
 func (s *Server) record(r *http.Request, action, target string, detail any) {
 	ev := s.auditEvent(r, action, target, detail)
-	if err := s.store.AppendAudit(r.Context(), ev); err != nil {
+	// Not canceled with the request: a client gone after its change
+	// still leaves the change's event.
+	if err := s.store.AppendAudit(context.WithoutCancel(r.Context()), ev); err != nil {
 		s.log.Error("audit log: event not written", "action", action, "target", target, "actor", ev.ActorName, "remote_addr", ev.RemoteAddr, "err", err)
 	}
 }
