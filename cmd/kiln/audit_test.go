@@ -2,6 +2,9 @@ package main
 
 import (
 	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
 	"strings"
 	"testing"
 	"time"
@@ -54,5 +57,22 @@ func TestPrintAudit(t *testing.T) {
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	if len(lines) != 3 || !strings.HasPrefix(lines[0], "ID") || !strings.Contains(lines[1], "build.cancel") || !strings.Contains(lines[2], `{"k":"v"}`) {
 		t.Errorf("table:\n%s", out)
+	}
+}
+
+// -trusted-proxies takes CIDRs and addresses; anything else stops the
+// server before it starts.
+func TestTrustedProxiesFlag(t *testing.T) {
+	fs := flag.NewFlagSet("kiln server", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	o := serverFlags(fs)
+	if err := fs.Parse([]string{"-trusted-proxies", "10.0.0.0/8, 192.0.2.1"}); err != nil || fmt.Sprint(o.cfg.TrustedProxies) != "[10.0.0.0/8 192.0.2.1/32]" {
+		t.Errorf("parsed %v, %v", o.cfg.TrustedProxies, err)
+	}
+	fs = flag.NewFlagSet("kiln server", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	serverFlags(fs)
+	if err := fs.Parse([]string{"-trusted-proxies", "lb.example.com"}); err == nil || !strings.Contains(err.Error(), "want a CIDR") {
+		t.Errorf("a host name: %v, want a clear error", err)
 	}
 }
