@@ -42,7 +42,7 @@ func (c *apiClient) do(ctx context.Context, method, path string, in, out any) er
 }
 
 func (c *apiClient) api() apiclient.Client {
-	return apiclient.Client{URL: c.server, Token: c.token, HTTP: c.http}
+	return apiclient.Client{URL: c.server, Token: c.token, HTTP: c.http, UserAgent: "kiln-cli/" + version}
 }
 
 // printJSON prints v indented (for -json output).

@@ -36,6 +36,7 @@ var commands = []command{
 	{"approve", "let a fork's build that waits for approval run", runApprove},
 	{"reject", "cancel a fork's build that waits for approval", runReject},
 	{"token", "manage API tokens: create, ls, revoke", runToken},
+	{"audit", "the audit log: who changed what, when, from where", runAudit},
 	{"cache", "keyed cache entries: ls, rm, prune", runCache},
 	{"agents", "list agents", runAgents},
 	{"pool", "GitHub Actions runner pools: add, ls, show, rm", runPool},

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 
+	"github.com/kilnci/kiln/internal/api"
 	"github.com/kilnci/kiln/internal/gitmirror"
 	"github.com/kilnci/kiln/internal/server"
 )
@@ -52,6 +53,11 @@ func serverFlags(fs *flag.FlagSet) *serverOptions {
 	fs.Int64Var(&cfg.LogRetention.MaxBytes, "log-max-bytes", cfg.LogRetention.MaxBytes, "bytes of logs each project keeps; older builds' logs are deleted first (0: no limit; a project may set its own)")
 	fs.Int64Var(&cfg.ReserveBytes, "disk-reserve", cfg.ReserveBytes, "bytes kept in DATA_DIR/reserve and released when the disk is full, so deletes can still run (0: none)")
 	fs.IntVar(&o.checkRunLogLines, "check-run-log-lines", 20, "last log lines of a failed step shown in its GitHub check run, to whoever can read the repository (0: none)")
+	fs.Func("trusted-proxies", "`CIDR,...` of reverse proxies whose X-Forwarded-For names the client the audit log records (default: none; the TCP peer is the client)", func(v string) error {
+		p, err := api.ParseTrustedProxies(v)
+		cfg.TrustedProxies = p
+		return err
+	})
 	githubFlags(fs, o)
 	return o
 }

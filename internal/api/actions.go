@@ -132,6 +132,7 @@ func (s *Server) createPool(w http.ResponseWriter, r *http.Request) {
 		s.storeError(w, err)
 		return
 	}
+	s.record(r, "pool.create", "pool:"+p.Name, p)
 	if p.Warm > 0 {
 		// Start its warm runners now (the Warm pass would, later).
 		if err := s.actions.PoolChanged(r.Context(), p.Name); err != nil {
@@ -185,6 +186,7 @@ func (s *Server) updatePool(w http.ResponseWriter, r *http.Request) {
 		s.storeError(w, err)
 		return
 	}
+	s.record(r, "pool.update", "pool:"+p.Name, map[string]any{"warm": p.Warm})
 	if err := s.actions.PoolChanged(r.Context(), p.Name); err != nil {
 		s.log.Warn("actions: balance warm runners: the next pass retries", "pool", p.Name, "err", err)
 	}
@@ -202,7 +204,8 @@ func (s *Server) getPool(w http.ResponseWriter, r *http.Request) {
 
 // deletePool removes a pool and cancels its unfinished runner jobs.
 func (s *Server) deletePool(w http.ResponseWriter, r *http.Request) {
-	canceled, err := s.store.DeletePool(r.Context(), r.PathValue("name"))
+	name := r.PathValue("name")
+	canceled, err := s.audited(r, "pool.delete", "pool:"+name, nil).DeletePool(r.Context(), name)
 	if err != nil {
 		s.storeError(w, err)
 		return

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -61,6 +62,10 @@ type Config struct {
 	// Kiln creates no webhook (the default, the listen address, is
 	// rarely one a forge reaches).
 	HookBaseURL string
+	// TrustedProxies are the proxies whose X-Forwarded-For names the
+	// client the audit log records (-trusted-proxies); none: the TCP
+	// peer is the client.
+	TrustedProxies []netip.Prefix
 }
 
 type Server struct {
@@ -138,6 +143,7 @@ func New(cfg Config, st *store.Store, sched *scheduler.Scheduler, m *metrics.Met
 	s.mux.Handle("PATCH /api/v1/pools/{name}", admin(s.updatePool))
 	s.mux.Handle("DELETE /api/v1/pools/{name}", admin(s.deletePool))
 	s.mux.Handle("GET /api/v1/runners", admin(s.listRunners))
+	s.mux.Handle("GET /api/v1/audit", admin(s.listAudit))
 
 	s.mux.Handle("POST "+protocol.Prefix+"/register", agent(s.agentRegister))
 	s.mux.Handle("POST "+protocol.Prefix+"/claim", agent(s.agentClaim))

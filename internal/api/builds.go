@@ -46,7 +46,10 @@ func (s *Server) triggerBuild(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	b := &store.Build{ProjectID: p.ID, Trigger: "api", Event: store.EventAPI, Ref: "refs/heads/" + req.Branch, Branch: req.Branch, Commit: req.Commit}
-	if err := s.store.CreateBuild(r.Context(), b); err != nil {
+	audit := s.audited(r, "build.trigger", "project:"+p.Name, func() any {
+		return map[string]any{"build": b.ID, "number": b.Number, "branch": b.Branch, "commit": b.Commit}
+	})
+	if err := audit.CreateBuild(r.Context(), b); err != nil {
 		s.storeError(w, err)
 		return
 	}
@@ -126,7 +129,7 @@ func (s *Server) cancelBuild(w http.ResponseWriter, r *http.Request) {
 	if tok != nil {
 		reason = "canceled by token " + strconv.Quote(tok.Name)
 	}
-	if err := s.store.CancelBuild(r.Context(), id, reason); err != nil {
+	if err := s.audited(r, "build.cancel", buildTarget(id), nil).CancelBuild(r.Context(), id, reason); err != nil {
 		s.storeError(w, err)
 		return
 	}
@@ -161,13 +164,19 @@ func (s *Server) retryBuild(w http.ResponseWriter, r *http.Request) {
 		// build retried is approved now).
 		b.Approval, b.ApprovedBy = store.ApprovalApproved, tokenName(r)
 	}
-	if err := s.store.CreateBuild(r.Context(), b); err != nil {
+	audit := s.audited(r, "build.retry", buildTarget(id), func() any {
+		return map[string]any{"build": b.ID, "number": b.Number, "approved": b.Approval == store.ApprovalApproved}
+	})
+	if err := audit.CreateBuild(r.Context(), b); err != nil {
 		s.storeError(w, err)
 		return
 	}
 	s.sched.BuildQueued()
 	writeJSON(w, http.StatusCreated, b)
 }
+
+// buildTarget is a build as the audit log names it.
+func buildTarget(id int64) string { return "build:" + strconv.FormatInt(id, 10) }
 
 // tokenName names the admin token that made r, for records of who did
 // what.
@@ -196,9 +205,9 @@ func (s *Server) decideBuild(w http.ResponseWriter, r *http.Request, approve boo
 	by := tokenName(r)
 	var err error
 	if approve {
-		err = s.store.ApproveBuild(r.Context(), id, by)
+		err = s.audited(r, "build.approve", buildTarget(id), nil).ApproveBuild(r.Context(), id, by)
 	} else {
-		err = s.store.RejectBuild(r.Context(), id, by)
+		err = s.audited(r, "build.reject", buildTarget(id), nil).RejectBuild(r.Context(), id, by)
 	}
 	if errors.Is(err, store.ErrNotWaiting) {
 		writeError(w, http.StatusConflict, "not_waiting", err.Error())

@@ -3,6 +3,7 @@ package api
 import (
 	"errors"
 	"net/http"
+	"strconv"
 
 	"github.com/kilnci/kiln/internal/cache"
 )
@@ -41,6 +42,7 @@ func (s *Server) deleteCache(w http.ResponseWriter, r *http.Request) {
 		s.storeError(w, err)
 		return
 	}
+	s.record(r, "cache.delete", "cache:"+p.Name+"/"+strconv.FormatInt(id, 10), map[string]any{"project": p.Name})
 	w.WriteHeader(http.StatusNoContent)
 }
 
@@ -51,5 +53,6 @@ func (s *Server) pruneCaches(w http.ResponseWriter, r *http.Request) {
 		s.storeError(w, err)
 		return
 	}
+	s.record(r, "cache.prune", "caches", st)
 	writeJSON(w, http.StatusOK, st)
 }

@@ -280,6 +280,7 @@ func (s *Server) createProject(w http.ResponseWriter, r *http.Request) {
 		s.storeError(w, err)
 		return
 	}
+	s.record(r, "project.create", "project:"+p.Name, projectChanges(req, hook))
 	v := view(p)
 	v.LogRetention, v.Scheduling = ret, sched
 	v.setForge(fc)
@@ -490,6 +491,7 @@ func (s *Server) updateProject(w http.ResponseWriter, r *http.Request) {
 		s.storeError(w, err)
 		return
 	}
+	s.record(r, "project.update", "project:"+p.Name, projectChanges(req, hook))
 	v := view(p)
 	v.LogRetention, v.Scheduling = ret, sched
 	v.setForge(fc)
@@ -506,6 +508,7 @@ func (s *Server) deleteProject(w http.ResponseWriter, r *http.Request) {
 		s.storeError(w, err)
 		return
 	}
+	s.record(r, "project.delete", "project:"+p.Name, nil)
 	w.WriteHeader(http.StatusNoContent)
 }
 
@@ -550,6 +553,7 @@ func (s *Server) setSecret(w http.ResponseWriter, r *http.Request) {
 		s.storeError(w, err)
 		return
 	}
+	s.record(r, "secret.set", secretTarget(p.Name, name), nil)
 	w.WriteHeader(http.StatusNoContent)
 }
 
@@ -562,5 +566,64 @@ func (s *Server) deleteSecret(w http.ResponseWriter, r *http.Request) {
 		s.storeError(w, err)
 		return
 	}
+	s.record(r, "secret.delete", secretTarget(p.Name, r.PathValue("name")), nil)
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// secretTarget is a project's secret as the audit log names it (the name
+// only: a secret's value is never logged).
+func secretTarget(project, name string) string { return "secret:" + project + "/" + name }
+
+// withoutCredentials is a clone URL with its user and password (which
+// may be a token) replaced by "REDACTED".
+func withoutCredentials(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.User == nil {
+		return raw
+	}
+	u.User = url.User("REDACTED")
+	return u.String()
+}
+
+// projectChanges is a project request as the audit log records it: the
+// fields it set, with the sealed ones (the webhook secret, the forge
+// token) only "set" or "removed", and the webhook an onboarding made
+// sure of.
+func projectChanges(req ProjectRequest, hook *WebhookView) map[string]any {
+	d := map[string]any{}
+	sealed := func(key string, v *string) {
+		if v != nil {
+			d[key] = "set"
+			if *v == "" {
+				d[key] = "removed"
+			}
+		}
+	}
+	plain := func(key string, set bool, v any) {
+		if set {
+			d[key] = v
+		}
+	}
+	if req.CloneURL != nil {
+		d["clone_url"] = withoutCredentials(*req.CloneURL)
+	}
+	plain("default_branch", req.DefaultBranch != nil, req.DefaultBranch)
+	sealed("webhook_secret", req.WebhookSecret)
+	plain("cancel_superseded", req.CancelSuperseded != nil, req.CancelSuperseded)
+	plain("fork_pull_requests", req.ForkPullRequests != nil, req.ForkPullRequests)
+	plain("draft_pull_requests", req.DraftPullRequests != nil, req.DraftPullRequests)
+	plain("log_retention_days", req.LogRetentionDays != nil, req.LogRetentionDays)
+	plain("log_max_bytes", req.LogMaxBytes != nil, req.LogMaxBytes)
+	plain("max_running", req.MaxRunning != nil, req.MaxRunning)
+	plain("weight", req.Weight != nil, req.Weight)
+	plain("forge", req.Forge != nil, req.Forge)
+	plain("forge_repo", req.ForgeRepo != nil, req.ForgeRepo)
+	plain("forge_url", req.ForgeURL != nil, req.ForgeURL)
+	sealed("forge_token", req.ForgeToken)
+	plain("forge_installation_id", req.ForgeInstallationID != nil, req.ForgeInstallationID)
+	if hook != nil {
+		// Onboarding: Kiln's webhook on the forge (its secret is sealed).
+		d["forge_webhook"] = hook
+	}
+	return d
 }

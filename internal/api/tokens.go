@@ -44,6 +44,7 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request) {
 		s.storeError(w, err)
 		return
 	}
+	s.record(r, "token.create", "token:"+strconv.FormatInt(t.ID, 10), map[string]any{"name": t.Name, "kind": t.Kind})
 	writeJSON(w, http.StatusCreated, map[string]any{"token": t, "secret": plain})
 }
 
@@ -60,6 +61,7 @@ func (s *Server) revokeToken(w http.ResponseWriter, r *http.Request) {
 		s.storeError(w, err)
 		return
 	}
+	s.record(r, "token.revoke", "token:"+strconv.FormatInt(id, 10), nil)
 	w.WriteHeader(http.StatusNoContent)
 }
 

@@ -21,6 +21,9 @@ import (
 type Client struct {
 	URL, Token string
 	HTTP       *http.Client // nil: http.DefaultClient
+	// UserAgent, when set, names the client to the server (whose audit
+	// log records it).
+	UserAgent string
 }
 
 // Do sends in (nil: no body) as JSON to URL+path and decodes a successful
@@ -40,6 +43,9 @@ func (c Client) Do(ctx context.Context, method, path string, in, out any) error 
 		return err
 	}
 	req.Header.Set("Authorization", "Bearer "+c.Token)
+	if c.UserAgent != "" {
+		req.Header.Set("User-Agent", c.UserAgent)
+	}
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -58,6 +59,10 @@ type Config struct {
 	PublicURL string
 	// MetricsToken, when set, is the bearer token /metrics requires.
 	MetricsToken string
+	// TrustedProxies are the reverse proxies whose X-Forwarded-For the
+	// audit log believes for a request's client address; none: the TCP
+	// peer's address.
+	TrustedProxies []netip.Prefix
 	// Cache configures the cache service; Dir and SigningKey are set from
 	// DataDir and the secret key.
 	Cache cache.Config
@@ -254,7 +259,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		return fail(err)
 	}
 	a := api.New(api.Config{MaxWebhookBody: cfg.MaxWebhookBody, PublicURL: cfg.PublicURL, Health: diskHealth(cfg.DataDir, cfg.MinFreeBytes),
-		AllowFileRemotes: cfg.Git.AllowFileRemotes, SpoolDir: spoolDir, MetricsToken: cfg.MetricsToken,
+		AllowFileRemotes: cfg.Git.AllowFileRemotes, SpoolDir: spoolDir, MetricsToken: cfg.MetricsToken, TrustedProxies: cfg.TrustedProxies,
 		GitHubApp:          cfg.Actions.GitHub.AppID != 0 && len(cfg.Actions.GitHub.PrivateKeyPEM) > 0,
 		WebhookConcurrency: cfg.WebhookConcurrency, WebhookQueueWait: cfg.WebhookQueueWait, WebhookReadTimeout: cfg.WebhookReadTimeout,
 		GitHubAppID: cfg.Actions.GitHub.AppID, GitHubAppKey: cfg.Actions.GitHub.PrivateKeyPEM, HookBaseURL: hookBase}, st, sched, m, log.With("component", "api"), cacheSvc, acts)

@@ -109,12 +109,19 @@ func (s *Store) RecordDelivery(ctx context.Context, d *Delivery, b *Build) (dupl
 
 // CreateBuild stores a build triggered through the API.
 func (s *Store) CreateBuild(ctx context.Context, b *Build) error {
+	return s.createBuild(ctx, b, nil)
+}
+
+func (s *Store) createBuild(ctx context.Context, b *Build, audit func() *AuditEvent) error {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
 	defer tx.Rollback()
 	if err := s.insertBuild(ctx, tx, b); err != nil {
+		return err
+	}
+	if err := s.auditTx(ctx, tx, audit); err != nil {
 		return err
 	}
 	return tx.Commit()

@@ -90,6 +90,10 @@ func (s *Store) ListPools(ctx context.Context) ([]*Pool, error) {
 // finished (queued ones at once, running ones through their agent's next
 // heartbeat, which destroys the sandbox). It returns the canceled builds.
 func (s *Store) DeletePool(ctx context.Context, name string) ([]int64, error) {
+	return s.deletePool(ctx, name, nil)
+}
+
+func (s *Store) deletePool(ctx context.Context, name string, audit func() *AuditEvent) ([]int64, error) {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return nil, err
@@ -107,6 +111,9 @@ func (s *Store) DeletePool(ctx context.Context, name string) ([]int64, error) {
 		if err := s.cancelBuildTx(ctx, tx, id, fmt.Sprintf("pool %s was deleted", name)); err != nil {
 			return nil, err
 		}
+	}
+	if err := s.auditTx(ctx, tx, audit); err != nil {
+		return nil, err
 	}
 	return ids, tx.Commit()
 }

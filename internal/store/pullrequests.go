@@ -13,6 +13,10 @@ var ErrNotWaiting = errors.New("build is not waiting for approval")
 // ApproveBuild lets a build that waits for approval be planned; by names
 // who approved it.
 func (s *Store) ApproveBuild(ctx context.Context, buildID int64, by string) error {
+	return s.approveBuild(ctx, buildID, by, nil)
+}
+
+func (s *Store) approveBuild(ctx context.Context, buildID int64, by string, audit func() *AuditEvent) error {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
@@ -26,12 +30,19 @@ func (s *Store) ApproveBuild(ctx context.Context, buildID int64, by string) erro
 	if err := s.syncStatuses(ctx, tx, buildID); err != nil {
 		return err
 	}
+	if err := s.auditTx(ctx, tx, audit); err != nil {
+		return err
+	}
 	return tx.Commit()
 }
 
 // RejectBuild cancels a build that waits for approval; by names who
 // rejected it.
 func (s *Store) RejectBuild(ctx context.Context, buildID int64, by string) error {
+	return s.rejectBuild(ctx, buildID, by, nil)
+}
+
+func (s *Store) rejectBuild(ctx context.Context, buildID int64, by string, audit func() *AuditEvent) error {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
@@ -43,6 +54,9 @@ func (s *Store) RejectBuild(ctx context.Context, buildID int64, by string) error
 		return err
 	}
 	if err := s.cancelBuildTx(ctx, tx, buildID, "rejected by "+by); err != nil {
+		return err
+	}
+	if err := s.auditTx(ctx, tx, audit); err != nil {
 		return err
 	}
 	return tx.Commit()

@@ -609,12 +609,19 @@ func (s *Store) failRunning(ctx context.Context, cond string, args []any, reason
 // CancelBuild asks for a build to stop: queued jobs end canceled at once,
 // running ones when their agent next heartbeats.
 func (s *Store) CancelBuild(ctx context.Context, buildID int64, reason string) error {
+	return s.cancelBuild(ctx, buildID, reason, nil)
+}
+
+func (s *Store) cancelBuild(ctx context.Context, buildID int64, reason string, audit func() *AuditEvent) error {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
 	defer tx.Rollback()
 	if err := s.cancelBuildTx(ctx, tx, buildID, reason); err != nil {
+		return err
+	}
+	if err := s.auditTx(ctx, tx, audit); err != nil {
 		return err
 	}
 	return tx.Commit()
