@@ -182,7 +182,9 @@ func (e *Elector) lead(ctx context.Context, token int64, work func(context.Conte
 			e.release(ctx, log)
 			return false
 		case <-done:
-			log.Warn("leader lease: the background work returned on its own; giving the lease up")
+			if ctx.Err() == nil {
+				log.Warn("leader lease: the background work returned on its own; giving the lease up")
+			}
 			e.release(ctx, log)
 			return false
 		case <-t.C:
