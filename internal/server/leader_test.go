@@ -83,8 +83,9 @@ const (
 
 // Two servers on one PostgreSQL database: one holds the leader lease and
 // runs the background work, so each commit status reaches GitHub once,
-// sent by it alone; stopped, it hands the lease over and the other sends
-// the statuses written after.
+// sent by it alone, and only its reaper ends an expired job lease;
+// stopped, it hands the lease over and the other sends the statuses
+// written after.
 func TestReplicasRunBackgroundWorkOnce(t *testing.T) {
 	if !storetest.HavePostgres() {
 		t.Skipf("%s is not set: no PostgreSQL server to test (scripts/postgres.sh starts one)", storetest.Env)
@@ -145,6 +146,29 @@ func TestReplicasRunBackgroundWorkOnce(t *testing.T) {
 	}
 	if got := follow.metric(t, deliveredSample); got != 0 {
 		t.Errorf("the other server delivered %v statuses, want none", got)
+	}
+
+	// The reaper too: a job whose lease ran out is ended by the leader.
+	q := &store.Project{Name: "api", CloneURL: "/tmp/y", DefaultBranch: "main"}
+	if err := follow.Store.CreateProject(ctx, q); err != nil {
+		t.Fatal(err)
+	}
+	jb := &store.Build{ProjectID: q.ID, Trigger: "api", Ref: "refs/heads/main", Branch: "main"}
+	if err := follow.Store.CreateBuild(ctx, jb); err != nil {
+		t.Fatal(err)
+	}
+	if err := follow.Store.PlanBuild(ctx, jb.ID, "abc", []*store.Job{{Name: "test", Spec: []byte(`{}`), TimeoutSeconds: 60, MaxAttempts: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if j, err := follow.Store.ClaimJob(ctx, store.Claim{AgentID: "gone", Lease: time.Millisecond, StepNames: func([]byte) []string { return nil }, AliveWithin: time.Minute}); err != nil || j == nil {
+		t.Fatalf("claim: %v %v", j, err)
+	}
+	waitFor(t, "the reaper ended the job", func() bool {
+		got, err := follow.Store.Build(ctx, jb.ID)
+		return err == nil && got.Status == store.StatusError
+	})
+	if l, f := lead.metric(t, "kiln_leases_expired_total"), follow.metric(t, "kiln_leases_expired_total"); l != 1 || f != 0 {
+		t.Errorf("leases expired: %v by the leader, %v by the other, want 1 and 0", l, f)
 	}
 
 	// The leader stops: it releases the lease, and the other takes over
