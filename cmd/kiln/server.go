@@ -52,6 +52,7 @@ func serverFlags(fs *flag.FlagSet) *serverOptions {
 	fs.Var(daysValue{&cfg.LogRetention.MaxAge}, "log-retention", "delete a finished build's logs after this long, e.g. 30d (0: keep forever; a project may set its own)")
 	fs.Int64Var(&cfg.LogRetention.MaxBytes, "log-max-bytes", cfg.LogRetention.MaxBytes, "bytes of logs each project keeps; older builds' logs are deleted first (0: no limit; a project may set its own)")
 	fs.Int64Var(&cfg.ReserveBytes, "disk-reserve", cfg.ReserveBytes, "bytes kept in DATA_DIR/reserve and released when the disk is full, so deletes can still run (0: none)")
+	fs.DurationVar(&cfg.LeaderTTL, "leader-ttl", cfg.LeaderTTL, "life of the leader lease without a renewal: servers sharing a database run the background work (reapers, GitHub reconciler, warm runners, cache eviction, forge statuses, log retention) on one of them, and another takes it over within this long when it dies (at once when it stops)")
 	fs.IntVar(&o.checkRunLogLines, "check-run-log-lines", 20, "last log lines of a failed step shown in its GitHub check run, to whoever can read the repository (0: none)")
 	fs.Func("trusted-proxies", "`CIDR,...` of reverse proxies whose X-Forwarded-For names the client the audit log records (default: none; the TCP peer is the client)", func(v string) error {
 		p, err := api.ParseTrustedProxies(v)

@@ -74,6 +74,16 @@ func (s *Service) Evict(ctx context.Context) (EvictStats, error) {
 	return st, err
 }
 
+// RemoveOrphans removes this service's files that no entry owns, the last
+// part of Evict alone. Servers sharing a database each keep their own
+// files: one of them (the leader) evicts entries, and every other removes
+// the files the entries it evicted left here.
+func (s *Service) RemoveOrphans(ctx context.Context) (int, error) {
+	s.evictMu.Lock()
+	defer s.evictMu.Unlock()
+	return s.removeOrphans(ctx)
+}
+
 // admit makes room for need more bytes of upload e before they are
 // accepted.
 func (s *Service) admit(ctx context.Context, e entryRow, need int64) error {

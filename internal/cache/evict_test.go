@@ -217,6 +217,35 @@ func TestEvictAbandonedUploadsAndOrphans(t *testing.T) {
 	a.save("abandoned", []byte("second try"))
 }
 
+// RemoveOrphans (what a server that is not the leader runs) removes files
+// no entry owns and evicts nothing.
+func TestRemoveOrphansOnly(t *testing.T) {
+	clock := &fakeClock{now: time.Now()}
+	te := newTestEnv(t, func(c *Config) { c.Now = clock.Now; c.UploadTTL = time.Hour; c.MaxAge = time.Hour })
+	a := te.api(t, mainScope)
+	a.save("done", []byte("kept"))
+	a.putBlock(a.create("abandoned"), blockID(1), []byte("partial"))
+	os.WriteFile(filepath.Join(te.dir, "blobs", "99999"), []byte("orphan"), 0o644)
+	clock.Add(2 * time.Hour) // past the upload TTL and the entry's age: Evict would take both
+	n, err := te.svc.RemoveOrphans(t.Context())
+	if err != nil || n != 1 {
+		t.Fatalf("removed %d, %v", n, err)
+	}
+	if entries, _ := te.svc.List(t.Context(), "acme"); len(entries) != 1 {
+		t.Fatalf("entries %+v", entries)
+	}
+	staged := false
+	for _, f := range te.files(t) {
+		if strings.HasSuffix(f, "99999") {
+			t.Fatalf("orphan left: %v", te.files(t))
+		}
+		staged = staged || strings.HasPrefix(f, "staging/")
+	}
+	if !staged {
+		t.Fatalf("the abandoned upload's files went: %v", te.files(t))
+	}
+}
+
 func TestStaleReservationDoesNotBlockTheKey(t *testing.T) {
 	clock := &fakeClock{now: time.Now()}
 	te := newTestEnv(t, func(c *Config) { c.Now = clock.Now; c.UploadTTL = time.Hour })

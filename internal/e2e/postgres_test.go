@@ -13,9 +13,10 @@ import (
 
 // Two control planes on one PostgreSQL database, as replicas behind a
 // load balancer are: a push delivered to one is built by an agent of the
-// other, in a real sandbox, and either shows the build and its log. (The
-// background work the replicas both run today — planning, reaping,
-// status delivery — is fenced by the store: leases on plans and jobs.)
+// other, in a real sandbox, and either shows the build and its log. (Both
+// plan, each build under a lease of its own; the background work runs on
+// the holder of the leader lease: internal/server's
+// TestReplicasRunBackgroundWorkOnce.)
 func TestTwoServersShareOnePostgres(t *testing.T) {
 	if !storetest.HavePostgres() {
 		t.Skipf("%s is not set: no PostgreSQL server to test (scripts/postgres.sh starts one)", storetest.Env)

@@ -45,6 +45,10 @@ type Metrics struct {
 	// ForgeStatuses: commit statuses sent to forges, by forge and result
 	// (delivered, retried, failed, superseded).
 	ForgeStatuses *prometheus.CounterVec
+
+	// Leader is 1 on the server holding a leader lease (internal/leader),
+	// 0 on the others, by lease.
+	Leader *prometheus.GaugeVec
 }
 
 // BuildCounter reports builds by status (read from the store at scrape time).
@@ -100,6 +104,10 @@ func New(builds BuildCounter) *Metrics {
 		Name: "kiln_forge_statuses_total", Help: "Commit statuses sent to forges, by forge and result: delivered, retried (a 5xx, 429, rate limit or network error: tried again later), failed (given up: another 4xx, or too many attempts), superseded (a newer state of the same commit and context was sent instead).",
 	}, []string{"forge", "result"})
 	r.MustRegister(m.ForgeStatuses)
+	m.Leader = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "kiln_leader", Help: "1 on the server that holds the leader lease and runs its background work (the reapers, the GitHub reconciler, warm runners, cache eviction, the forge status sender, log retention), 0 on the others.",
+	}, []string{"lease"})
+	r.MustRegister(m.Leader)
 	r.MustRegister(m.WebhookBodiesReading, m.WebhookBodiesSpooled)
 	r.MustRegister(m.ActionsQueuedToRunning, m.ActionsJITCalls, m.ActionsReconcilerRepairs, m.ActionsUnmatchedJobs, m.ActionsWebhooks)
 	r.MustRegister(m.WebhookDeliveries, m.QueueWait, m.JobDuration, m.JobsFinished, m.LeasesExpired, m.LogLinesReceived, m.StaleWritesRefused, m.ForeignWritesRefused, m.AgentsQuarantined, m.CacheOps, m.CacheBytes,

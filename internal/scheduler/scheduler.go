@@ -200,11 +200,19 @@ func stepNames(spec []byte) []string {
 // Run runs the planner and the reaper until ctx ends.
 func (s *Scheduler) Run(ctx context.Context) {
 	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); s.planLoop(ctx) }()
-	go func() { defer wg.Done(); s.reapLoop(ctx) }()
+	wg.Go(func() { s.RunPlanner(ctx) })
+	wg.Go(func() { s.RunReaper(ctx) })
 	wg.Wait()
 }
+
+// RunPlanner plans builds until ctx ends. Every replica may run it: each
+// build is planned under a lease of its own in the store (ClaimPlan).
+func (s *Scheduler) RunPlanner(ctx context.Context) { s.planLoop(ctx) }
+
+// RunReaper ends expired leases and overdue jobs every poll until ctx
+// ends. Its writes are fenced, so two replicas running it would do no
+// harm, only the work twice: the server runs it on the leader.
+func (s *Scheduler) RunReaper(ctx context.Context) { s.reapLoop(ctx) }
 
 // planLoop hands builds to at most cfg.Planners planners at once, never
 // two of one project: a project whose forge hangs holds one planner for at

@@ -26,6 +26,7 @@ import (
 	"github.com/kilnci/kiln/internal/gitauth"
 	"github.com/kilnci/kiln/internal/github"
 	"github.com/kilnci/kiln/internal/gitmirror"
+	"github.com/kilnci/kiln/internal/leader"
 	"github.com/kilnci/kiln/internal/metrics"
 	"github.com/kilnci/kiln/internal/protocol"
 	"github.com/kilnci/kiln/internal/scheduler"
@@ -93,6 +94,10 @@ type Config struct {
 	// ForgeStatuses tunes the sender of commit statuses and check runs
 	// (PublicURL is set from PublicURL, the GitHub App from Actions).
 	ForgeStatuses forgestatus.Config
+	// LeaderTTL is the life of the leader lease without a renewal: when
+	// the server running the background work dies, another takes it
+	// over within this long (at once when it shuts down cleanly).
+	LeaderTTL time.Duration
 }
 
 func DefaultConfig() Config {
@@ -100,7 +105,8 @@ func DefaultConfig() Config {
 		Scheduler: scheduler.DefaultConfig(), Cache: cache.DefaultConfig(), EvictEvery: 10 * time.Minute,
 		Actions: actions.DefaultConfig(), ShutdownTimeout: 10 * time.Second,
 		LogRetention: RetentionPolicy{MaxAge: 90 * 24 * time.Hour, MaxBytes: 1 << 30}, RetentionEvery: 10 * time.Minute,
-		ReserveBytes: 64 << 20, HealthEvery: 10 * time.Second, MinFreeBytes: 16 << 20, Git: gitmirror.DefaultConfig()}
+		ReserveBytes: 64 << 20, HealthEvery: 10 * time.Second, MinFreeBytes: 16 << 20, Git: gitmirror.DefaultConfig(),
+		LeaderTTL: leader.DefaultTTL}
 }
 
 // Validate reports the first invalid field.
@@ -128,6 +134,8 @@ func (c Config) Validate() error {
 		return errors.New("plan-timeout: at least 1s")
 	case c.Git.FetchTimeout < 0, c.Git.LocalTimeout < 0:
 		return errors.New("git-fetch-timeout, git-local-timeout: must not be negative")
+	case c.LeaderTTL != 0 && c.LeaderTTL < time.Second:
+		return errors.New("leader-ttl: at least 1s")
 	}
 	return c.Actions.Validate()
 }
@@ -142,10 +150,13 @@ type Server struct {
 	Actions *actions.Service
 	// Statuses sends builds' states to their forges (from the store's outbox).
 	Statuses *forgestatus.Sender
-	log      *slog.Logger
-	ln       net.Listener
-	reserve  *reserve
-	now      func() time.Time // log retention's clock (tests move it)
+	// Leader holds (or waits for) the lease under which the background
+	// work runs, once across the servers sharing the database.
+	Leader  *leader.Elector
+	log     *slog.Logger
+	ln      net.Listener
+	reserve *reserve
+	now     func() time.Time // log retention's clock (tests move it)
 }
 
 func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
@@ -258,12 +269,19 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return fail(err)
 	}
+	holder := leader.NewHolderID()
+	elector, err := leader.New(st, leader.Config{Name: backgroundLease, Holder: holder, TTL: cfg.LeaderTTL,
+		Log: log.With("component", "leader"), Gauge: m.Leader.WithLabelValues(backgroundLease)})
+	if err != nil {
+		return fail(err)
+	}
+	log.Info("leader election: the background work runs on the holder of the lease", "lease", backgroundLease, "holder", holder, "ttl", cfg.LeaderTTL)
 	a := api.New(api.Config{MaxWebhookBody: cfg.MaxWebhookBody, PublicURL: cfg.PublicURL, Health: diskHealth(cfg.DataDir, cfg.MinFreeBytes),
 		AllowFileRemotes: cfg.Git.AllowFileRemotes, SpoolDir: spoolDir, MetricsToken: cfg.MetricsToken, TrustedProxies: cfg.TrustedProxies,
 		GitHubApp:          cfg.Actions.GitHub.AppID != 0 && len(cfg.Actions.GitHub.PrivateKeyPEM) > 0,
 		WebhookConcurrency: cfg.WebhookConcurrency, WebhookQueueWait: cfg.WebhookQueueWait, WebhookReadTimeout: cfg.WebhookReadTimeout,
 		GitHubAppID: cfg.Actions.GitHub.AppID, GitHubAppKey: cfg.Actions.GitHub.PrivateKeyPEM, HookBaseURL: hookBase}, st, sched, m, log.With("component", "api"), cacheSvc, acts)
-	return &Server{cfg: cfg, Store: st, Sched: sched, Mirrors: mirrors, API: a, Cache: cacheSvc, Actions: acts, Statuses: statuses, log: log, ln: ln, reserve: res, now: time.Now}, nil
+	return &Server{cfg: cfg, Store: st, Sched: sched, Mirrors: mirrors, API: a, Cache: cacheSvc, Actions: acts, Statuses: statuses, Leader: elector, log: log, ln: ln, reserve: res, now: time.Now}, nil
 }
 
 // deriveKey derives a purpose-bound key from the secret key, so that one
@@ -304,19 +322,20 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	})
 	hs := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
 	schedDone := make(chan struct{})
-	// The scheduler's loops and the Actions reconciler and reaper (when
-	// GitHub is configured) use the store: Serve returns after them.
+	// The loops use the store: Serve returns after them.
 	go func() {
 		defer close(schedDone)
 		var wg sync.WaitGroup
-		wg.Go(func() { s.Sched.Run(ctx) })
-		wg.Go(func() { s.Actions.Run(ctx) })
-		wg.Go(func() { s.retentionLoop(ctx) })
+		// On every server: the planner (each build planned under a lease
+		// of its own), this server's store probe and disk reserve, and
+		// the cache files of entries the leader evicted.
+		wg.Go(func() { s.Sched.RunPlanner(ctx) })
 		wg.Go(func() { s.healthLoop(ctx) })
-		wg.Go(func() { s.Statuses.Run(ctx) })
+		wg.Go(func() { s.evictLoop(ctx, false) })
+		// Once across the servers: on the leader lease's holder.
+		wg.Go(func() { s.Leader.Run(ctx, s.background) })
 		wg.Wait()
 	}()
-	go s.evictLoop(ctx)
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
 	select {
@@ -349,8 +368,29 @@ func (s *Server) Close() error {
 	return err
 }
 
-// evictLoop runs the cache service's eviction now and then periodically.
-func (s *Server) evictLoop(ctx context.Context) {
+// backgroundLease names the leader lease of the background work.
+const backgroundLease = "background"
+
+// background is the work that runs once across the servers sharing a
+// database, on the holder of the leader lease, until ctx ends (shutdown,
+// or the lease lost). Each loop is also safe when two servers run it for
+// a moment (a lease lost is noticed within a fraction of its TTL): their
+// writes are conditional.
+func (s *Server) background(ctx context.Context) {
+	var wg sync.WaitGroup
+	wg.Go(func() { s.Sched.RunReaper(ctx) })
+	wg.Go(func() { s.Actions.Run(ctx) }) // reconciler, reaper, warm runners
+	wg.Go(func() { s.Statuses.Run(ctx) })
+	wg.Go(func() { s.retentionLoop(ctx) })
+	wg.Go(func() { s.evictLoop(ctx, true) })
+	wg.Wait()
+}
+
+// evictLoop runs the cache service's eviction (the leader: every rule,
+// entries and files) or its removal of files no entry owns (every
+// server: the leader evicts entries, their files may be here) now and
+// then periodically.
+func (s *Server) evictLoop(ctx context.Context, leading bool) {
 	every := s.cfg.EvictEvery
 	if every <= 0 {
 		every = 10 * time.Minute
@@ -358,7 +398,13 @@ func (s *Server) evictLoop(ctx context.Context) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
-		if st, err := s.Cache.Evict(ctx); err != nil && ctx.Err() == nil {
+		if !leading {
+			if n, err := s.Cache.RemoveOrphans(ctx); err != nil && ctx.Err() == nil {
+				s.log.Warn("cache: removing files no entry owns", "err", err)
+			} else if n > 0 {
+				s.log.Debug("cache: removed files no entry owns", "files", n)
+			}
+		} else if st, err := s.Cache.Evict(ctx); err != nil && ctx.Err() == nil {
 			s.log.Warn("cache eviction", "err", err)
 		} else if err == nil {
 			s.log.Debug("cache eviction", "stats", st)
