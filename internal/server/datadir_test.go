@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -37,7 +38,7 @@ func TestDataDirPrivate(t *testing.T) {
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	start := func(log *slog.Logger) {
+	start := func(log *slog.Logger) (stop func()) {
 		t.Helper()
 		cfg := DefaultConfig()
 		cfg.DataDir = dir
@@ -55,8 +56,9 @@ func TestDataDirPrivate(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { srv.Close() })
+		return func() { srv.Close() }
 	}
-	files := []string{"kiln.db", "kiln.db-wal", "kiln.db-shm", "secret.key", "admin-token", "agent-token", "reserve"}
+	files := []string{"kiln.db", "kiln.db-wal", "kiln.db-shm", "secret.key", "admin-token", "agent-token", "reserve", "server.id"}
 	dirs := []string{".", "tmp", "git", "cache", "cache/blobs"}
 	check := func() {
 		t.Helper()
@@ -68,8 +70,9 @@ func TestDataDirPrivate(t *testing.T) {
 		}
 	}
 
-	start(testLogger())
+	stop := start(testLogger())
 	check()
+	stop() // one server per data dir (TestOneServerPerDataDir)
 
 	// As an older Kiln left it: everything readable by everyone, a blob too.
 	blob := filepath.Join(dir, "cache", "blobs", "1")
@@ -78,8 +81,10 @@ func TestDataDirPrivate(t *testing.T) {
 	}
 	widened := map[string]bool{}
 	for _, f := range append(files, "cache/blobs/1") {
-		os.Chmod(filepath.Join(dir, f), 0o644)
-		widened[filepath.Join(dir, f)] = true
+		// (SQLite removed its -wal and -shm when the server closed.)
+		if os.Chmod(filepath.Join(dir, f), 0o644) == nil {
+			widened[filepath.Join(dir, f)] = true
+		}
 	}
 	for _, d := range dirs {
 		os.Chmod(filepath.Join(dir, d), 0o755)
@@ -117,5 +122,33 @@ func wantMode(t *testing.T, path string, want fs.FileMode) {
 	}
 	if got := fi.Mode().Perm(); got != want {
 		t.Errorf("%s: mode %v, want %v", path, got, want)
+	}
+}
+
+// A second server on a data dir another one uses is refused (they would
+// share the SQLite file, the mirrors and the leader lease's holder id);
+// once the first has closed, a server on it is the same holder again.
+func TestOneServerPerDataDir(t *testing.T) {
+	dir := t.TempDir()
+	cfg := DefaultConfig()
+	cfg.DataDir = dir
+	cfg.Listen = "127.0.0.1:0"
+	cfg.ReserveBytes = 0
+	first, err := New(context.Background(), cfg, testLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, _ := os.ReadFile(filepath.Join(dir, "server.id"))
+	if _, err := New(context.Background(), cfg, testLogger()); err == nil || !strings.Contains(err.Error(), "in use by another kiln server") {
+		t.Fatalf("a second server on the data dir: %v", err)
+	}
+	first.Close()
+	again, err := New(context.Background(), cfg, testLogger())
+	if err != nil {
+		t.Fatalf("after the first closed: %v", err)
+	}
+	defer again.Close()
+	if id2, _ := os.ReadFile(filepath.Join(dir, "server.id")); len(id) == 0 || string(id2) != string(id) {
+		t.Fatalf("server id %q, then %q", id, id2)
 	}
 }

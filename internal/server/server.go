@@ -157,6 +157,8 @@ type Server struct {
 	ln      net.Listener
 	reserve *reserve
 	now     func() time.Time // log retention's clock (tests move it)
+	// releaseDir unlocks the data dir (claimDataDir) at Close.
+	releaseDir func()
 }
 
 func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
@@ -269,10 +271,21 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return fail(err)
 	}
-	holder := leader.NewHolderID()
+	holder, releaseDir, err := claimDataDir(cfg.DataDir)
+	if err != nil {
+		return fail(err)
+	}
+	// The lease this id may still hold is a dead process's (the data dir
+	// was free): given up, so the next acquisition is a new tenure (a new
+	// fencing token) and comes at once.
+	if err := st.ReleaseLease(ctx, backgroundLease, holder); err != nil {
+		releaseDir()
+		return fail(err)
+	}
 	elector, err := leader.New(st, leader.Config{Name: backgroundLease, Holder: holder, TTL: cfg.LeaderTTL,
 		Log: log.With("component", "leader"), Gauge: m.Leader.WithLabelValues(backgroundLease)})
 	if err != nil {
+		releaseDir()
 		return fail(err)
 	}
 	log.Info("leader election: the background work runs on the holder of the lease", "lease", backgroundLease, "holder", holder, "ttl", cfg.LeaderTTL)
@@ -281,7 +294,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		GitHubApp:          cfg.Actions.GitHub.AppID != 0 && len(cfg.Actions.GitHub.PrivateKeyPEM) > 0,
 		WebhookConcurrency: cfg.WebhookConcurrency, WebhookQueueWait: cfg.WebhookQueueWait, WebhookReadTimeout: cfg.WebhookReadTimeout,
 		GitHubAppID: cfg.Actions.GitHub.AppID, GitHubAppKey: cfg.Actions.GitHub.PrivateKeyPEM, HookBaseURL: hookBase}, st, sched, m, log.With("component", "api"), cacheSvc, acts)
-	return &Server{cfg: cfg, Store: st, Sched: sched, Mirrors: mirrors, API: a, Cache: cacheSvc, Actions: acts, Statuses: statuses, Leader: elector, log: log, ln: ln, reserve: res, now: time.Now}, nil
+	return &Server{cfg: cfg, Store: st, Sched: sched, Mirrors: mirrors, API: a, Cache: cacheSvc, Actions: acts, Statuses: statuses, Leader: elector, log: log, ln: ln, reserve: res, now: time.Now, releaseDir: releaseDir}, nil
 }
 
 // deriveKey derives a purpose-bound key from the secret key, so that one
@@ -365,6 +378,7 @@ func (s *Server) Close() error {
 	s.ln.Close()
 	err := s.Store.Close()
 	s.log.Info("shutdown: store closed")
+	s.releaseDir()
 	return err
 }
 
