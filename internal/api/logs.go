@@ -234,6 +234,8 @@ func writeEvent(w http.ResponseWriter, event string, v any) {
 type watcher struct {
 	mu sync.Mutex
 	ch map[int64]chan struct{}
+	// publish tells the other servers (Server.PublishBuilds); nil: none.
+	publish func(buildID int64)
 }
 
 func newWatcher() *watcher { return &watcher{ch: map[int64]chan struct{}{}} }
@@ -250,6 +252,14 @@ func (w *watcher) wait(buildID int64) <-chan struct{} {
 }
 
 func (w *watcher) notify(buildID int64) {
+	w.notifyHere(buildID)
+	if w.publish != nil {
+		w.publish(buildID)
+	}
+}
+
+// notifyHere wakes this server's waiters on the build only.
+func (w *watcher) notifyHere(buildID int64) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if c, ok := w.ch[buildID]; ok {
@@ -257,3 +267,12 @@ func (w *watcher) notify(buildID int64) {
 		delete(w.ch, buildID)
 	}
 }
+
+// PublishBuilds makes every change of a build this server sees a hint to
+// the other servers too (their log streams wake): f must not block. Set
+// before serving.
+func (s *Server) PublishBuilds(f func(buildID int64)) { s.watch.publish = f }
+
+// BuildChanged wakes this server's log streams of the build (a hint from
+// another server).
+func (s *Server) BuildChanged(buildID int64) { s.watch.notifyHere(buildID) }

@@ -88,6 +88,7 @@ type Scheduler struct {
 	metrics *metrics.Metrics
 	log     *slog.Logger
 	creds   *gitauth.Source
+	publish func() // PublishJobsChanged's
 
 	mu       sync.Mutex
 	jobWake  chan struct{} // closed and replaced when a job may have become claimable
@@ -126,8 +127,22 @@ func (s *Scheduler) BuildQueued() {
 	}
 }
 
-// JobsChanged wakes every waiting claim.
+// JobsChanged wakes every waiting claim, here and (PublishJobsChanged)
+// on the other servers.
 func (s *Scheduler) JobsChanged() {
+	s.JobsChangedHere()
+	if s.publish != nil {
+		s.publish()
+	}
+}
+
+// PublishJobsChanged makes JobsChanged a hint to the other servers too:
+// f must not block. Set before use.
+func (s *Scheduler) PublishJobsChanged(f func()) { s.publish = f }
+
+// JobsChangedHere wakes this server's waiting claims only (a hint from
+// another server).
+func (s *Scheduler) JobsChangedHere() {
 	s.mu.Lock()
 	close(s.jobWake)
 	s.jobWake = make(chan struct{})

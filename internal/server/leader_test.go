@@ -24,6 +24,12 @@ type replica struct {
 
 func startReplica(t *testing.T, database string) *replica {
 	t.Helper()
+	return startReplicaWith(t, database, nil)
+}
+
+// startReplicaWith is startReplica with tune applied to its config.
+func startReplicaWith(t *testing.T, database string, tune func(*Config)) *replica {
+	t.Helper()
 	cfg := DefaultConfig()
 	cfg.DataDir = t.TempDir()
 	cfg.Database = database
@@ -32,6 +38,9 @@ func startReplica(t *testing.T, database string) *replica {
 	cfg.ReserveBytes = 0
 	cfg.ForgeStatuses.Poll = 20 * time.Millisecond
 	cfg.LeaderTTL = 3 * time.Second // a try every second
+	if tune != nil {
+		tune(&cfg)
+	}
 	srv, err := New(context.Background(), cfg, testLogger())
 	if err != nil {
 		t.Fatal(err)

@@ -159,6 +159,8 @@ type Server struct {
 	now     func() time.Time // log retention's clock (tests move it)
 	// releaseDir unlocks the data dir (claimDataDir) at Close.
 	releaseDir func()
+	// hintPub sends wake-ups to the other servers (hints.go).
+	hintPub *hintPublisher
 }
 
 func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
@@ -263,9 +265,19 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	}
 	fsCfg.App = apps
 	statuses := forgestatus.New(fsCfg, st, m, log.With("component", "forgestatus"))
-	st.OnForgeStatus(statuses.Wake)
+	hintPub := newHintPublisher(st, log.With("component", "hints"))
+	shared := st.Dialect() == "postgres" // other servers may share the database
+	st.OnForgeStatus(func() {
+		statuses.Wake()
+		if shared {
+			hintPub.Publish(store.HintOutbox, 0) // the leader's sender may be another server's
+		}
+	})
 	sched := scheduler.New(cfg.Scheduler, st, mirrors, m, log.With("component", "scheduler"))
 	sched.UseGitCredentials(gitauth.New(apps))
+	if shared {
+		sched.PublishJobsChanged(func() { hintPub.Publish(store.HintJobs, 0) })
+	}
 	m.CountAgents(sched.AgentStates)
 	acts, err := actions.New(cfg.Actions, st, m, log.With("component", "actions"), sched.JobsChanged)
 	if err != nil {
@@ -294,7 +306,10 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		GitHubApp:          cfg.Actions.GitHub.AppID != 0 && len(cfg.Actions.GitHub.PrivateKeyPEM) > 0,
 		WebhookConcurrency: cfg.WebhookConcurrency, WebhookQueueWait: cfg.WebhookQueueWait, WebhookReadTimeout: cfg.WebhookReadTimeout,
 		GitHubAppID: cfg.Actions.GitHub.AppID, GitHubAppKey: cfg.Actions.GitHub.PrivateKeyPEM, HookBaseURL: hookBase}, st, sched, m, log.With("component", "api"), cacheSvc, acts)
-	return &Server{cfg: cfg, Store: st, Sched: sched, Mirrors: mirrors, API: a, Cache: cacheSvc, Actions: acts, Statuses: statuses, Leader: elector, log: log, ln: ln, reserve: res, now: time.Now, releaseDir: releaseDir}, nil
+	if shared {
+		a.PublishBuilds(func(id int64) { hintPub.Publish(store.HintBuild, id) })
+	}
+	return &Server{hintPub: hintPub, cfg: cfg, Store: st, Sched: sched, Mirrors: mirrors, API: a, Cache: cacheSvc, Actions: acts, Statuses: statuses, Leader: elector, log: log, ln: ln, reserve: res, now: time.Now, releaseDir: releaseDir}, nil
 }
 
 // deriveKey derives a purpose-bound key from the secret key, so that one
@@ -345,6 +360,8 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		wg.Go(func() { s.Sched.RunPlanner(ctx) })
 		wg.Go(func() { s.healthLoop(ctx) })
 		wg.Go(func() { s.evictLoop(ctx, false) })
+		// Wake-ups to and from the other servers on the database.
+		wg.Go(func() { s.hints(ctx) })
 		// Once across the servers: on the leader lease's holder.
 		wg.Go(func() { s.Leader.Run(ctx, s.background) })
 		wg.Wait()

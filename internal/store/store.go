@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // PostgreSQL through pgx, registered as "pgx"
@@ -33,6 +34,9 @@ type Store struct {
 	reserve Reserve
 	// outboxHint is OnForgeStatus's: set once, before use.
 	outboxHint func()
+	// originID names this store in the hints it publishes (hints.go).
+	originOnce sync.Once
+	originID   string
 }
 
 // Open opens the store a -database setting names: a postgres:// or
