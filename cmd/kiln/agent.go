@@ -99,14 +99,13 @@ func (l *serverList) String() string {
 }
 
 func (l *serverList) Set(v string) error {
+	if l.set {
+		v = *l.s + "," + v
+	}
 	if _, err := agent.ServerURLs(v); err != nil {
 		return err
 	}
-	if l.set {
-		*l.s += "," + v
-	} else {
-		*l.s, l.set = v, true
-	}
+	*l.s, l.set = v, true
 	return nil
 }
 
