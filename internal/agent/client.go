@@ -85,6 +85,8 @@ func (c *client) post(ctx context.Context, path string, in, out any) (bool, erro
 
 // postWithin is post with each server given at most within (0: no bound
 // but the HTTP client's), so that one that hangs is failed over in time.
+// With one server there is nowhere else to go: a slow answer is better
+// than none, and it is not bounded.
 func (c *client) postWithin(ctx context.Context, path string, in, out any, within time.Duration) (bool, error) {
 	body, err := json.Marshal(in)
 	if err != nil {
@@ -94,7 +96,7 @@ func (c *client) postWithin(ctx context.Context, path string, in, out any, withi
 		i := c.cur.Load()
 		var ok bool
 		actx, cancel := ctx, context.CancelFunc(func() {})
-		if within > 0 {
+		if within > 0 && len(c.bases) > 1 {
 			actx, cancel = context.WithTimeout(ctx, within)
 		}
 		ok, err = c.postTo(actx, c.bases[i], path, body, out)
@@ -211,8 +213,8 @@ func (c *client) claim(ctx context.Context, req protocol.ClaimRequest) (*protoco
 
 func jobPath(id int64, what string) string { return fmt.Sprintf("/jobs/%d/%s", id, what) }
 
-// heartbeat renews the attempt's lease, giving each server at most
-// within: a hung one must not hold the lease's renewal until it expires.
+// heartbeat renews the attempt's lease, giving each of several servers at
+// most within: a hung one must not hold the renewal until the lease expires.
 func (c *client) heartbeat(ctx context.Context, jobID int64, attempt int, within time.Duration) (cancel bool, err error) {
 	var resp protocol.HeartbeatResponse
 	_, err = c.postWithin(ctx, jobPath(jobID, "heartbeat"), protocol.Fence{Attempt: attempt}, &resp, within)
