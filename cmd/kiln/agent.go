@@ -60,7 +60,8 @@ func agentFlags(fs *flag.FlagSet, local bool) *agentOptions {
 	o := &agentOptions{cfg: agent.DefaultConfig(), git: gitmirror.DefaultConfig()}
 	if !local {
 		gitFlags(fs, &o.git)
-		fs.StringVar(&o.cfg.Server, "server", envOr("KILN_SERVER", "http://127.0.0.1:8080"), "control plane URL ($KILN_SERVER)")
+		o.cfg.Server = envOr("KILN_SERVER", "http://127.0.0.1:8080")
+		fs.Var(&serverList{s: &o.cfg.Server}, "server", "control plane URL ($KILN_SERVER); several, comma-separated or the flag repeated, are replicas the agent fails over between")
 		fs.StringVar(&o.cfg.Token, "token", os.Getenv("KILN_AGENT_TOKEN"), "agent token, from 'kiln token create --kind agent' ($KILN_AGENT_TOKEN)")
 		fs.StringVar(&o.dataDir, "data-dir", filepath.Join(defaultDataDir(), "agent"), "agent state: its id, git mirrors, job workspaces")
 	}
@@ -83,8 +84,33 @@ func agentFlags(fs *flag.FlagSet, local bool) *agentOptions {
 	return o
 }
 
+// serverList is -server: the first given replaces the default (or
+// $KILN_SERVER), the next ones add to it.
+type serverList struct {
+	s   *string
+	set bool
+}
+
+func (l *serverList) String() string {
+	if l.s == nil {
+		return ""
+	}
+	return *l.s
+}
+
+func (l *serverList) Set(v string) error {
+	if l.set {
+		v = *l.s + "," + v
+	}
+	if _, err := agent.ServerURLs(v); err != nil {
+		return err
+	}
+	*l.s, l.set = v, true
+	return nil
+}
+
 // guard makes the sandbox firewall -sandbox-firewall asks for (nil: off).
-// Sandboxes may reach the server's address (its cache service), the
+// Sandboxes may reach the servers' addresses (their cache service), the
 // public URL's, and -sandbox-allow.
 func (o *agentOptions) guard(ctx context.Context) (*netguard.Guard, error) {
 	switch o.firewall {
@@ -95,7 +121,8 @@ func (o *agentOptions) guard(ctx context.Context) (*netguard.Guard, error) {
 		return nil, fmt.Errorf("-sandbox-firewall %q: want on or off", o.firewall)
 	}
 	var endpoints []string
-	for _, u := range []string{o.cfg.Server, o.publicURL} {
+	for _, u := range append(strings.Split(o.cfg.Server, ","), o.publicURL) {
+		u = strings.TrimSpace(u)
 		if u == "" {
 			continue
 		}

@@ -10,6 +10,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/kilnci/kiln/internal/protocol"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -57,6 +59,7 @@ func main() {
 		usage()
 		os.Exit(2)
 	}
+	protocol.KilnVersion = version
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	// The first signal starts a graceful shutdown; a second one ends the

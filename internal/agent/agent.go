@@ -24,7 +24,10 @@ import (
 )
 
 type Config struct {
-	Server   string // control plane base URL
+	// Server is the control plane's base URL, or several, comma-separated:
+	// replicas of one control plane, which the agent fails over between
+	// (see client).
+	Server   string
 	Token    string // agent token
 	ID       string // stable across restarts, so the server can release what a crashed run left
 	Name     string
@@ -108,12 +111,17 @@ func New(cfg Config, rt sandbox.Runtime, mirrors *gitmirror.Mirrors, volumes *st
 	if cfg.ClaimWait <= 0 {
 		cfg.ClaimWait = 30 * time.Second
 	}
+	servers, err := ServerURLs(cfg.Server)
+	if err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
 	// A claim is held by the server for up to ClaimWait: the client must wait longer.
 	hc := cfg.HTTPClient
 	if hc == nil {
 		hc = &http.Client{Timeout: cfg.ClaimWait + 30*time.Second}
 	}
-	return &Agent{cfg: cfg, rt: rt, mirrors: mirrors, volumes: volumes, api: newClient(cfg.Server, cfg.Token, hc), log: log.With("agent", cfg.ID)}, nil
+	log = log.With("agent", cfg.ID)
+	return &Agent{cfg: cfg, rt: rt, mirrors: mirrors, volumes: volumes, api: newClient(servers, cfg.Token, hc, log), log: log}, nil
 }
 
 // Run registers, cleans up what a previous run left behind, and claims and
@@ -168,6 +176,12 @@ func (a *Agent) Run(ctx context.Context) error {
 			WaitSeconds: int(a.cfg.ClaimWait / time.Second), Warm: warm, Max: a.limits()})
 		if err != nil || asg == nil {
 			<-slots
+			if _, ok := errors.AsType[*VersionError](err); ok {
+				// A replica of another version (mid-upgrade, or one
+				// rolled back): this agent cannot work with it.
+				a.log.Error("the server refused this agent's protocol version; stopping", "err", err)
+				return err
+			}
 			if err != nil && ctx.Err() == nil {
 				a.log.Warn("claim failed", "err", err, "retry_in", backoff)
 				sleep(ctx, backoff)
@@ -242,8 +256,12 @@ func (a *Agent) register(ctx context.Context) error {
 			if len(resp.Released) > 0 {
 				a.log.Warn("jobs this agent ran before it restarted were ended as errors and will be retried", "jobs", resp.Released)
 			}
-			a.log.Info("registered", "server", a.cfg.Server, "capacity", a.cfg.Capacity, "labels", a.cfg.Labels)
+			a.log.Info("registered", "server", a.api.server(), "protocol", protocol.Version, "capacity", a.cfg.Capacity, "labels", a.cfg.Labels)
 			return nil
+		}
+		if _, ok := errors.AsType[*VersionError](err); ok {
+			a.log.Error("the server refused this agent's protocol version; stopping", "err", err)
+			return fmt.Errorf("agent: register: %w", err)
 		}
 		if permanent(err) {
 			return fmt.Errorf("agent: register: %w", err)

@@ -7,8 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
+	"net/url"
+	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/kilnci/kiln/internal/logs"
@@ -19,33 +23,115 @@ import (
 // holds the job's lease (it expired, or the job was retried elsewhere).
 var ErrStale = errors.New("attempt no longer holds the lease")
 
-// client speaks the agent protocol to the control plane.
+// client speaks the agent protocol to the control plane: to one of its
+// replicas, bases, moving on to the next when one cannot be reached.
 type client struct {
-	base  string
+	bases []string
+	// cur is the index in bases of the replica requests go to: the same
+	// one until it fails (a connection error or a 5xx), then the next.
+	// Any replica takes any request (the leases are in the shared
+	// database), so a job's heartbeats and reports follow too.
+	cur   atomic.Int64
 	token string
 	http  *http.Client
+	log   *slog.Logger
+	// proto is the protocol version sent: protocol.Version (tests play
+	// agents of other versions against a real server).
+	proto string
 }
 
-func newClient(base, token string, hc *http.Client) *client {
+// ServerURLs parses the agent's -server: one control plane URL, or
+// several (replicas of one control plane) separated by commas.
+func ServerURLs(s string) ([]string, error) {
+	var out []string
+	for _, u := range strings.Split(s, ",") {
+		u = strings.TrimRight(strings.TrimSpace(u), "/")
+		if u == "" {
+			continue
+		}
+		p, err := url.Parse(u)
+		if err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
+			return nil, fmt.Errorf("server URL %q: want http(s)://host[:port]", u)
+		}
+		if slices.Contains(out, u) {
+			return nil, fmt.Errorf("server URL %q given twice", u)
+		}
+		out = append(out, u)
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no server URL")
+	}
+	return out, nil
+}
+
+func newClient(bases []string, token string, hc *http.Client, log *slog.Logger) *client {
 	if hc == nil {
 		hc = &http.Client{}
 	}
-	return &client{base: strings.TrimRight(base, "/"), token: token, http: hc}
+	return &client{bases: bases, token: token, http: hc, log: log, proto: protocol.Version}
 }
 
+// server is the URL requests go to now.
+func (c *client) server() string { return c.bases[c.cur.Load()] }
+
 // post sends in as JSON and decodes a 200 answer into out. It returns
-// (false, nil) on 204.
+// (false, nil) on 204. A request that cannot reach the current server,
+// or gets a 5xx from it, goes to the next one, and so on, each at most
+// once: a caller's backoff is across the whole list. A 4xx is an answer
+// (every replica would give it).
 func (c *client) post(ctx context.Context, path string, in, out any) (bool, error) {
+	return c.postWithin(ctx, path, in, out, 0)
+}
+
+// postWithin is post with each server given at most within (0: no bound
+// but the HTTP client's), so that one that hangs is failed over in time.
+// With one server there is nowhere else to go: a slow answer is better
+// than none, and it is not bounded.
+func (c *client) postWithin(ctx context.Context, path string, in, out any, within time.Duration) (bool, error) {
 	body, err := json.Marshal(in)
 	if err != nil {
 		return false, err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+protocol.Prefix+path, bytes.NewReader(body))
+	for range c.bases {
+		i := c.cur.Load()
+		var ok bool
+		actx, cancel := ctx, context.CancelFunc(func() {})
+		if within > 0 && len(c.bases) > 1 {
+			actx, cancel = context.WithTimeout(ctx, within)
+		}
+		ok, err = c.postTo(actx, c.bases[i], path, body, out)
+		cancel()
+		if err == nil || !failover(err) || ctx.Err() != nil || len(c.bases) == 1 {
+			return ok, err
+		}
+		// Unless another request moved on already.
+		next := (i + 1) % int64(len(c.bases))
+		if c.cur.CompareAndSwap(i, next) {
+			c.log.Warn("server failed; switching to the next", "from", c.bases[i], "to", c.bases[next], "err", err)
+		}
+	}
+	return false, err
+}
+
+// failover reports whether a request's error is the server's, not the
+// request's: it could not be reached, or answered 5xx.
+func failover(err error) bool {
+	var he *httpError
+	if errors.As(err, &he) {
+		return he.status >= 500
+	}
+	var ve *VersionError
+	return !errors.Is(err, ErrStale) && !errors.As(err, &ve)
+}
+
+func (c *client) postTo(ctx context.Context, base, path string, body []byte, out any) (bool, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+protocol.Prefix+path, bytes.NewReader(body))
 	if err != nil {
 		return false, err
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Authorization", "Bearer "+c.token)
+	req.Header.Set(protocol.Header, c.proto)
 	resp, err := c.http.Do(req)
 	if err != nil {
 		return false, err
@@ -58,20 +144,41 @@ func (c *client) post(ctx context.Context, path string, in, out any) (bool, erro
 		if out == nil {
 			return true, nil
 		}
+		// Not strict: a server one minor newer may send fields this agent
+		// does not know (see protocol's package comment).
 		return true, json.NewDecoder(resp.Body).Decode(out)
 	}
 	var e protocol.Error
 	data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	_ = json.Unmarshal(data, &e)
-	if resp.StatusCode == http.StatusConflict && e.Code == protocol.CodeStaleAttempt ||
-		resp.StatusCode == http.StatusForbidden && e.Code == protocol.CodeNotYourLease {
+	switch {
+	case resp.StatusCode == http.StatusConflict && e.Code == protocol.CodeStaleAttempt,
+		resp.StatusCode == http.StatusForbidden && e.Code == protocol.CodeNotYourLease:
 		// Either way the attempt is not (or no longer) this agent's.
 		return false, fmt.Errorf("%s: %w", e.Error, ErrStale)
+	case e.Code == protocol.CodeAgentTooOld || e.Code == protocol.CodeServerTooOld:
+		return false, &VersionError{Server: base, Code: e.Code, Msg: e.Error}
+	case path == "/register" && resp.StatusCode == http.StatusBadRequest && strings.Contains(e.Error, `unknown field "protocol"`):
+		// A server from before the protocol had versions (1.0).
+		return false, &VersionError{Server: base, Code: protocol.CodeServerTooOld,
+			Msg: fmt.Sprintf("agent speaks protocol %s; the server speaks %s (it predates protocol versions): upgrade the servers first, then the agents", c.proto, protocol.Unversioned)}
 	}
 	if e.Error == "" {
 		e.Error = strings.TrimSpace(string(data))
 	}
 	return false, &httpError{status: resp.StatusCode, msg: e.Error}
+}
+
+// VersionError is a server's refusal of this agent's protocol version:
+// the agent cannot work with it, and stops.
+type VersionError struct {
+	Server string // the URL that refused
+	Code   string // protocol.CodeAgentTooOld or protocol.CodeServerTooOld
+	Msg    string // the server's explanation, saying what to upgrade
+}
+
+func (e *VersionError) Error() string {
+	return fmt.Sprintf("server %s refused this agent (%s): %s", e.Server, e.Code, e.Msg)
 }
 
 type httpError struct {
@@ -84,10 +191,12 @@ func (e *httpError) Error() string { return fmt.Sprintf("server answered %d: %s"
 // permanent reports whether retrying the same request cannot help.
 func permanent(err error) bool {
 	var he *httpError
-	return errors.As(err, &he) && he.status >= 400 && he.status < 500 && he.status != http.StatusTooManyRequests
+	var ve *VersionError
+	return errors.As(err, &he) && he.status >= 400 && he.status < 500 && he.status != http.StatusTooManyRequests || errors.As(err, &ve)
 }
 
 func (c *client) register(ctx context.Context, req protocol.RegisterRequest) (*protocol.RegisterResponse, error) {
+	req.Protocol = c.proto
 	var resp protocol.RegisterResponse
 	_, err := c.post(ctx, "/register", req, &resp)
 	return &resp, err
@@ -104,9 +213,11 @@ func (c *client) claim(ctx context.Context, req protocol.ClaimRequest) (*protoco
 
 func jobPath(id int64, what string) string { return fmt.Sprintf("/jobs/%d/%s", id, what) }
 
-func (c *client) heartbeat(ctx context.Context, jobID int64, attempt int) (cancel bool, err error) {
+// heartbeat renews the attempt's lease, giving each of several servers at
+// most within: a hung one must not hold the renewal until the lease expires.
+func (c *client) heartbeat(ctx context.Context, jobID int64, attempt int, within time.Duration) (cancel bool, err error) {
 	var resp protocol.HeartbeatResponse
-	_, err = c.post(ctx, jobPath(jobID, "heartbeat"), protocol.Fence{Attempt: attempt}, &resp)
+	_, err = c.postWithin(ctx, jobPath(jobID, "heartbeat"), protocol.Fence{Attempt: attempt}, &resp, within)
 	return resp.Cancel, err
 }
 
@@ -170,6 +281,6 @@ func (c *client) cacheEvent(ctx context.Context, jobID int64, ev protocol.CacheE
 // sends its lines to the server at base: the agent's own, for tests that
 // drive a Batcher against a real server.
 func LogSender(base, token string, hc *http.Client, jobID int64, attempt int) func(context.Context, []logs.Line) error {
-	c := newClient(base, token, hc)
+	c := newClient([]string{strings.TrimRight(base, "/")}, token, hc, slog.New(slog.DiscardHandler))
 	return func(ctx context.Context, lines []logs.Line) error { return c.sendLogs(ctx, jobID, attempt, lines) }
 }

@@ -176,7 +176,7 @@ func (a *Agent) heartbeatLoop(ctx context.Context, cancel context.CancelCauseFun
 			return
 		case <-t.C:
 		}
-		cancelled, err := a.api.heartbeat(ctx, asg.JobID, asg.Attempt)
+		cancelled, err := a.api.heartbeat(ctx, asg.JobID, asg.Attempt, every)
 		switch {
 		case errors.Is(err, ErrStale):
 			cancel(errLost)

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,12 +18,21 @@ import (
 )
 
 func (s *Server) agentRegister(w http.ResponseWriter, r *http.Request) {
+	// The header first: a newer agent's registration may have fields this
+	// server does not know, and should hear that the server is too old
+	// rather than that its body is invalid.
+	if r.Header.Get(protocol.Header) != "" && !s.checkProtocol(w, r, "", "") {
+		return
+	}
 	var req protocol.RegisterRequest
 	if !decode(w, r, &req) {
 		return
 	}
 	if req.ID == "" || req.Capacity <= 0 {
 		writeError(w, http.StatusBadRequest, "invalid", "id and a positive capacity are required")
+		return
+	}
+	if !s.checkProtocol(w, r, req.Protocol, req.ID) {
 		return
 	}
 	if req.Name == "" {
@@ -58,6 +68,49 @@ func (s *Server) agentRegister(w http.ResponseWriter, r *http.Request) {
 		s.sched.JobsChanged()
 	}
 	writeJSON(w, http.StatusOK, resp)
+}
+
+// agentProtocol refuses a request whose Kiln-Agent-Protocol header names
+// a version this server does not speak (see protocol.Check); no header is
+// protocol.Unversioned.
+func (s *Server) agentProtocol(next http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if s.checkProtocol(w, r, "", "") {
+			next(w, r)
+		}
+	}
+}
+
+// checkProtocol checks the agent protocol version of r: body's (the
+// registration's field) or else its header's; when both are given they
+// must agree. It answers a refusal and returns false, or returns true.
+func (s *Server) checkProtocol(w http.ResponseWriter, r *http.Request, body, agentID string) bool {
+	header := r.Header.Get(protocol.Header)
+	if body != "" && header != "" && body != header {
+		writeError(w, http.StatusBadRequest, "invalid", fmt.Sprintf("protocol %q and the %s header %q differ", body, protocol.Header, header))
+		return false
+	}
+	given := cmp.Or(body, header, protocol.Unversioned)
+	v, err := protocol.ParseVersion(given)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "invalid", err.Error())
+		return false
+	}
+	verr := protocol.Check(protocol.Current, v)
+	if verr == nil {
+		return true
+	}
+	tok := agentToken(r)
+	s.log.Warn("agent refused: it speaks another version of the agent protocol", "code", verr.Code, "agent", agentID, "agent_protocol", v.String(),
+		"server_protocol", protocol.Version, "path", r.URL.Path, "token", tok.ID, "token_name", tok.Name)
+	status := http.StatusBadRequest
+	if verr.Code == protocol.CodeAgentTooOld {
+		// The agent is to switch to another protocol: 426, naming it.
+		status = http.StatusUpgradeRequired
+		w.Header().Set("Upgrade", "kiln-agent/"+protocol.Version)
+	}
+	writeError(w, status, verr.Code, verr.Error())
+	return false
 }
 
 func leaseSeconds(d time.Duration) int { return max(1, int(d/time.Second)) }
@@ -259,7 +312,11 @@ func (s *Server) agentLogs(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var req protocol.LogBatch
-	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, MaxLogBatchBytes)).Decode(&req); err != nil {
+	// Strict, as decode is: an agent this server accepts sends no field
+	// it does not know (see protocol's package comment).
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, MaxLogBatchBytes))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
 		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
 			writeError(w, http.StatusRequestEntityTooLarge, protocol.CodeTooLarge, fmt.Sprintf("log batch larger than %d bytes", MaxLogBatchBytes))
 			return

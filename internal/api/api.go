@@ -103,7 +103,10 @@ func New(cfg Config, st *store.Store, sched *scheduler.Scheduler, m *metrics.Met
 	s := &Server{cfg: cfg, store: st, sched: sched, metrics: m, caches: caches, actions: acts, watch: newWatcher(), log: log, mux: http.NewServeMux(),
 		hookSlots: make(chan struct{}, cfg.WebhookConcurrency), dummySecret: rand.Text()}
 	admin := func(h http.HandlerFunc) http.Handler { return s.auth(store.TokenAdmin, h) }
-	agent := func(h http.HandlerFunc) http.Handler { return s.auth(store.TokenAgent, h) }
+	// Every agent request but the registration (which checks its body's
+	// version too) is refused when its protocol version is not one this
+	// server speaks.
+	agent := func(h http.HandlerFunc) http.Handler { return s.auth(store.TokenAgent, s.agentProtocol(h)) }
 
 	s.mux.HandleFunc("GET /healthz", s.healthz)
 	s.mux.Handle("GET /metrics", s.metricsAuth(m.Handler()))
@@ -145,7 +148,7 @@ func New(cfg Config, st *store.Store, sched *scheduler.Scheduler, m *metrics.Met
 	s.mux.Handle("GET /api/v1/runners", admin(s.listRunners))
 	s.mux.Handle("GET /api/v1/audit", admin(s.listAudit))
 
-	s.mux.Handle("POST "+protocol.Prefix+"/register", agent(s.agentRegister))
+	s.mux.Handle("POST "+protocol.Prefix+"/register", s.auth(store.TokenAgent, s.agentRegister))
 	s.mux.Handle("POST "+protocol.Prefix+"/claim", agent(s.agentClaim))
 	s.mux.Handle("POST "+protocol.Prefix+"/jobs/{id}/heartbeat", agent(s.agentHeartbeat))
 	s.mux.Handle("POST "+protocol.Prefix+"/jobs/{id}/steps", agent(s.agentStep))

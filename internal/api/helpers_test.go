@@ -199,10 +199,11 @@ func (e *env) api(method, path string, body any) *response {
 	return e.do(e.admin, method, path, body, nil)
 }
 
-// agentAPI calls the agent protocol with the agent token.
+// agentAPI calls the agent protocol with the agent token, as an agent of
+// this protocol version does.
 func (e *env) agentAPI(path string, body any) *response {
 	e.t.Helper()
-	return e.do(e.agent, "POST", protocol.Prefix+path, body, nil)
+	return e.do(e.agent, "POST", protocol.Prefix+path, body, http.Header{protocol.Header: {protocol.Version}})
 }
 
 // want checks the status code and decodes the JSON body into out (when not nil).
@@ -512,7 +513,7 @@ func (e *env) runningJob() (*store.Build, *protocol.Assignment) {
 func (e *env) register(id string) protocol.RegisterResponse {
 	e.t.Helper()
 	var rr protocol.RegisterResponse
-	e.agentAPI("/register", protocol.RegisterRequest{ID: id, Capacity: 1, Labels: []string{"linux"}, Version: "test"}).want(e.t, http.StatusOK, &rr)
+	e.agentAPI("/register", protocol.RegisterRequest{ID: id, Capacity: 1, Labels: []string{"linux"}, Version: "test", Protocol: protocol.Version}).want(e.t, http.StatusOK, &rr)
 	return rr
 }
 

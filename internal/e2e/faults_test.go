@@ -48,7 +48,13 @@ type proc struct {
 
 func startProc(t *testing.T, env []string, args ...string) *proc {
 	t.Helper()
-	cmd := exec.Command(kilnBin, args...)
+	return startProcOf(t, kilnBin, env, args...)
+}
+
+// startProcOf is startProc with another kiln binary (an older release).
+func startProcOf(t *testing.T, bin string, env []string, args ...string) *proc {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), env...)
 	pr, pw := io.Pipe()
 	cmd.Stdout, cmd.Stderr = pw, pw

@@ -18,6 +18,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -46,6 +47,9 @@ type harness struct {
 	// agentConfig, when set, adjusts the configuration of every agent
 	// startAgent starts after the harness's defaults.
 	agentConfig func(*agent.Config)
+	// stop shuts the control plane down before the test ends (a replica
+	// lost); the test's cleanup calls it too.
+	stop func()
 }
 
 func testLogger(t *testing.T) *slog.Logger {
@@ -101,7 +105,8 @@ func serve(t *testing.T, engine testenv.Engine, cfg server.Config) (*harness, *d
 	}
 	done := make(chan struct{})
 	go func() { defer close(done); _ = srv.Serve(ctx, ln) }()
-	t.Cleanup(func() { cancel(); <-done; srv.Close() })
+	stop := sync.OnceFunc(func() { cancel(); <-done; srv.Close() })
+	t.Cleanup(stop)
 	tok, _, err := srv.EnsureAdminToken(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -110,7 +115,7 @@ func serve(t *testing.T, engine testenv.Engine, cfg server.Config) (*harness, *d
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &harness{t: t, engine: engine, srv: srv, url: "http://" + ln.Addr().String(), admin: tok, dataDir: cfg.DataDir, rt: rt}, rt
+	return &harness{t: t, engine: engine, srv: srv, url: "http://" + ln.Addr().String(), admin: tok, dataDir: cfg.DataDir, rt: rt, stop: stop}, rt
 }
 
 // startAgent runs an in-process agent with its own data dir; the returned

@@ -14,10 +14,38 @@
 // code CodeStaleAttempt: the agent must kill its sandbox and stop reporting.
 // A write of an attempt another agent token claimed is refused with 403 and
 // CodeNotYourLease.
+//
+// # Versions
+//
+// The protocol has a version, major.minor (Version), that an agent sends
+// in the Kiln-Agent-Protocol header of every request and in its
+// registration. A server accepts agents of its own major version and of
+// its minor or the one before: an agent older than that is refused with
+// 426 and CodeAgentTooOld, an agent newer than the server with 400 and
+// CodeServerTooOld (see Check). So a fleet is upgraded servers first,
+// then agents, and each side may be one minor apart meanwhile.
+//
+// What that asks of a change:
+//   - Within a major, a request message never loses a field: the server
+//     decodes requests strictly (an unknown field is refused), so a field
+//     an accepted older agent still sends must stay known (unused
+//     perhaps, never removed).
+//   - The agent decodes answers leniently: a server one minor newer may
+//     send fields the agent does not know. An answer field an agent must
+//     act on, not merely may use, is sent only to agents whose header
+//     says they speak the minor that introduced it.
+//   - A new optional answer field, a new optional request field, a new
+//     endpoint: bump the minor. Anything an agent one minor older cannot
+//     work with (a field removed or changing meaning, a required new
+//     request field, a new step of the exchange an agent must take): bump
+//     the major, which refuses every agent of the old major at once.
 package protocol
 
 import (
+	"fmt"
 	"log/slog"
+	"strconv"
+	"strings"
 
 	"github.com/kilnci/kiln/internal/logs"
 	"github.com/kilnci/kiln/internal/pipeline"
@@ -41,14 +69,111 @@ const (
 	MaxLogBatchBytes = 8 << 20
 	// CodeTooLarge is the error code of a 413 answer.
 	CodeTooLarge = "too_large"
+
+	// Version is the agent protocol this kiln speaks, major.minor. Bump
+	// the minor for a change an agent one minor older still works with,
+	// the major for one it does not (see the package comment).
+	//	1.0  the protocol before it carried a version
+	//	1.1  Kiln-Agent-Protocol header; RegisterRequest.Protocol
+	Version = "1.1"
+	// Unversioned is what an agent that sends no version speaks: the
+	// protocol as it was before it had one.
+	Unversioned = "1.0"
+	// Header carries the agent's protocol version on every request.
+	Header = "Kiln-Agent-Protocol"
+	// CodeAgentTooOld is the error code of a 426 answer to an agent whose
+	// protocol this server no longer speaks.
+	CodeAgentTooOld = "agent_too_old"
+	// CodeServerTooOld is the error code of a 400 answer to an agent whose
+	// protocol is newer than this server's.
+	CodeServerTooOld = "server_too_old"
 )
+
+// KilnVersion is the kiln release this binary is (cmd/kiln sets it from
+// its build version), named in a refusal's advice on what to upgrade to.
+var KilnVersion = "dev"
+
+// ProtoVersion is a parsed protocol version.
+type ProtoVersion struct{ Major, Minor int }
+
+// ParseVersion parses "major.minor".
+func ParseVersion(s string) (ProtoVersion, error) {
+	maj, min, ok := strings.Cut(s, ".")
+	v := ProtoVersion{}
+	var err1, err2 error
+	v.Major, err1 = strconv.Atoi(maj)
+	v.Minor, err2 = strconv.Atoi(min)
+	if !ok || err1 != nil || err2 != nil || v.Major < 0 || v.Minor < 0 {
+		return ProtoVersion{}, fmt.Errorf("agent protocol version %q: want major.minor, e.g. %s", s, Version)
+	}
+	return v, nil
+}
+
+func (v ProtoVersion) String() string { return fmt.Sprintf("%d.%d", v.Major, v.Minor) }
+
+// Less reports whether v is older than w.
+func (v ProtoVersion) Less(w ProtoVersion) bool {
+	return v.Major < w.Major || v.Major == w.Major && v.Minor < w.Minor
+}
+
+// Oldest is the oldest agent protocol a server speaking v accepts: v's
+// minor and the one before.
+func (v ProtoVersion) Oldest() ProtoVersion {
+	return ProtoVersion{v.Major, max(v.Minor-1, 0)}
+}
+
+// Current is Version, parsed.
+var Current = mustParse(Version)
+
+func mustParse(s string) ProtoVersion {
+	v, err := ParseVersion(s)
+	if err != nil {
+		panic(err)
+	}
+	return v
+}
+
+// VersionError is a server's refusal of an agent's protocol version.
+type VersionError struct {
+	Code          string // CodeAgentTooOld or CodeServerTooOld
+	Agent, Server ProtoVersion
+}
+
+func (e *VersionError) Error() string {
+	if e.Code == CodeServerTooOld {
+		return fmt.Sprintf("agent speaks protocol %s; this server (kiln %s) speaks %s: upgrade the servers first, then the agents", e.Agent, KilnVersion, e.Server)
+	}
+	to := "the kiln this server runs"
+	if KilnVersion != "" && KilnVersion != "dev" {
+		to = "kiln " + KilnVersion
+	}
+	return fmt.Sprintf("agent speaks protocol %s; this server needs %s or newer: upgrade the agent to %s or later", e.Agent, e.Server.Oldest(), to)
+}
+
+// Check is whether a server speaking server accepts an agent speaking
+// agent: nil, or the refusal.
+func Check(server, agent ProtoVersion) *VersionError {
+	switch {
+	case agent.Less(server.Oldest()):
+		return &VersionError{Code: CodeAgentTooOld, Agent: agent, Server: server}
+	case server.Less(agent):
+		return &VersionError{Code: CodeServerTooOld, Agent: agent, Server: server}
+	}
+	return nil
+}
 
 type RegisterRequest struct {
 	ID       string   `json:"id"`
 	Name     string   `json:"name"`
 	Labels   []string `json:"labels"`
 	Capacity int      `json:"capacity"`
-	Version  string   `json:"version"`
+	// Version is the agent's kiln release, shown in the agents list.
+	Version string `json:"version"`
+	// Protocol is the agent protocol the agent speaks (Version), as in
+	// its Kiln-Agent-Protocol header. A server older than protocol
+	// versioning refuses the field as unknown: so it, too, refuses an
+	// agent newer than itself. Empty: Unversioned.
+	Protocol string `json:"protocol,omitempty"`
 	// Max is the most a job's sandbox may have on this agent (its limits);
 	// the planner refuses a pipeline no agent can run, and claims skip jobs
 	// asking for more. A zero field: not reported (the server assumes its
