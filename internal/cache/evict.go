@@ -242,12 +242,15 @@ func (s *Service) removeOrphans(ctx context.Context) (int, error) {
 	}
 	n := 0
 	for _, name := range blobs {
-		if !live[idOf(name)] {
-			if err := s.blobs.Delete(ctx, name); err != nil {
-				s.log.Warn("cache: delete orphan blob failed", "name", name, "err", err)
-			}
-			n++
+		// A bucket may hold others' objects beside the prefix's; only
+		// names the cache makes (entry ids) are its to remove there.
+		if id := idOf(name); id < 0 && !s.blobsOnDisk || live[id] {
+			continue
 		}
+		if err := s.blobs.Delete(ctx, name); err != nil {
+			s.log.Warn("cache: delete orphan blob failed", "name", name, "err", err)
+		}
+		n++
 	}
 	for _, d := range staged {
 		if !live[idOf(d.Name())] {
