@@ -11,10 +11,11 @@
 //
 // Both share one store (store.go: metadata in SQL; uploads staged on local
 // disk under Config.Dir, files.go; finalized archives in a blobstore.Store,
-// on that disk or in S3, whose presigned URLs then serve the downloads) and GitHub's semantics: exact key, then key and
-// restore-key prefixes, newest first; the job's branch scope, then its base
-// branch, then the default branch; entries immutable once finalized; eviction
-// by age, per-project size budget and a disk high-water mark (evict.go).
+// on that disk or in S3, whose presigned URLs then serve the downloads) and
+// GitHub's semantics: exact key, then key and restore-key prefixes, newest
+// first; the job's branch scope, then its base branch, then the default
+// branch; entries immutable once finalized; eviction by age, per-project
+// size budget and a disk high-water mark (evict.go).
 //
 // Access is by bearer tokens this service signs itself (token.go): a token
 // names the job's project and branch scopes, so one project can never see
