@@ -26,6 +26,10 @@ export KILN_REQUIRE_ENGINES=1
 # pass; the second pass runs every package that opens a store again, on
 # PostgreSQL (storetest gives each test a database of its own there).
 eval "$(scripts/postgres.sh --env)"
+# An S3-compatible server (versitygw on 127.0.0.1:39070, KILN_TEST_S3*;
+# built from the Go module proxy into /var/cache/kiln-tools once): the blob
+# store's conformance suite and the cache's S3 tests run against it.
+eval "$(scripts/s3.sh --env)"
 
 go vet ./...
 # -p 1: one package at a time. The end-to-end, conformance and cache suites

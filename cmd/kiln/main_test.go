@@ -6,6 +6,7 @@ import (
 	"flag"
 	"io"
 	"os"
+	"strings"
 	"testing"
 )
 
@@ -33,5 +34,40 @@ func TestEveryCommandParsesHelp(t *testing.T) {
 				t.Logf("kiln %s -h: %v", c.name, err)
 			}
 		}()
+	}
+}
+
+// The cache's S3 credentials come from the environment only: no flag
+// takes them, and a configured store without them is refused before start.
+func TestCacheS3CredentialsFromEnv(t *testing.T) {
+	for _, k := range []string{"KILN_S3_ACCESS_KEY", "KILN_S3_SECRET_KEY", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "KILN_S3_SESSION_TOKEN"} {
+		t.Setenv(k, "")
+	}
+	parse := func(args ...string) (*serverOptions, error) {
+		fs := flag.NewFlagSet("kiln server", flag.ContinueOnError)
+		fs.SetOutput(io.Discard)
+		o := serverFlags(fs)
+		return o, fs.Parse(args)
+	}
+	o, err := parse("-cache-s3-endpoint", "s3.example.test", "-cache-s3-bucket", "b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := o.config(); err == nil || !strings.Contains(err.Error(), "cache-s3: ") || !strings.Contains(err.Error(), "KILN_S3_ACCESS_KEY") {
+		t.Fatalf("no credentials: %v", err)
+	}
+	t.Setenv("KILN_S3_ACCESS_KEY", "ak")
+	t.Setenv("KILN_S3_SECRET_KEY", "sk")
+	cfg, err := o.config()
+	if err != nil || cfg.CacheS3.AccessKey != "ak" || cfg.CacheS3.SecretKey != "sk" || cfg.CacheS3.Prefix != "kiln-cache" {
+		t.Fatalf("%+v %v", cfg.CacheS3, err)
+	}
+	if _, err := parse("-cache-s3-secret-key", "x"); err == nil {
+		t.Fatal("a flag takes the secret key")
+	}
+	// Without S3, none are needed.
+	o, _ = parse()
+	if _, err := o.config(); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -49,6 +49,11 @@ func serverFlags(fs *flag.FlagSet) *serverOptions {
 	fs.DurationVar(&cfg.Cache.MaxAge, "cache-max-age", cfg.Cache.MaxAge, "evict cache entries unused for this long")
 	fs.Int64Var(&cfg.Cache.ProjectBudgetBytes, "cache-project-budget", cfg.Cache.ProjectBudgetBytes, "bytes of cache one project may hold (least recently used evicted first)")
 	fs.Float64Var(&cfg.Cache.DiskHighWater, "cache-disk-high-water", cfg.Cache.DiskHighWater, "share of the cache's disk that may be in use; above it entries are evicted and uploads refused")
+	fs.StringVar(&cfg.CacheS3.Endpoint, "cache-s3-endpoint", "", "keep finalized cache archives in this S3-compatible store, host[:port] or https://host[:port] (default: on local disk); credentials from $KILN_S3_ACCESS_KEY/$KILN_S3_SECRET_KEY or $AWS_ACCESS_KEY_ID/$AWS_SECRET_ACCESS_KEY")
+	fs.StringVar(&cfg.CacheS3.Bucket, "cache-s3-bucket", "", "bucket of the cache's archives (must exist)")
+	fs.StringVar(&cfg.CacheS3.Region, "cache-s3-region", "", "region of the bucket (default: us-east-1)")
+	fs.StringVar(&cfg.CacheS3.Prefix, "cache-s3-prefix", "kiln-cache", "key prefix of the cache's archives in the bucket; the cache owns every key under it")
+	fs.BoolVar(&cfg.CacheS3.Insecure, "cache-s3-insecure", false, "speak plain http to the S3 endpoint (a local test server)")
 	fs.Var(daysValue{&cfg.LogRetention.MaxAge}, "log-retention", "delete a finished build's logs after this long, e.g. 30d (0: keep forever; a project may set its own)")
 	fs.Int64Var(&cfg.LogRetention.MaxBytes, "log-max-bytes", cfg.LogRetention.MaxBytes, "bytes of logs each project keeps; older builds' logs are deleted first (0: no limit; a project may set its own)")
 	fs.Int64Var(&cfg.ReserveBytes, "disk-reserve", cfg.ReserveBytes, "bytes kept in DATA_DIR/reserve and released when the disk is full, so deletes can still run (0: none)")
@@ -92,6 +97,11 @@ func (o *serverOptions) config() (server.Config, error) {
 	cfg.ForgeStatuses.LogLines = o.checkRunLogLines
 	if o.checkRunLogLines <= 0 {
 		cfg.ForgeStatuses.LogLines = -1 // none
+	}
+	if cfg.CacheS3.Enabled() {
+		if err := cfg.CacheS3.CredentialsFromEnv(os.Getenv); err != nil {
+			return cfg, fmt.Errorf("cache-s3: %w", err)
+		}
 	}
 	if o.appKeyFile != "" {
 		key, err := os.ReadFile(o.appKeyFile)

@@ -8,12 +8,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
 	"time"
+
+	"github.com/kilnci/kiln/internal/blobstore"
 )
 
 // The blob URLs: the subset of the Azure Blob REST API that the Azure SDK's
@@ -216,8 +217,8 @@ func (s *Service) serveBlobGet(w http.ResponseWriter, r *http.Request) {
 		s.writeAzureErr(w, "", err)
 		return
 	}
-	f, err := os.Open(s.files.blob(e.ID))
-	if errors.Is(err, fs.ErrNotExist) {
+	f, err := s.blobs.Open(r.Context(), blobName(e.ID))
+	if errors.Is(err, blobstore.ErrNotFound) {
 		err = errorf(ErrNotFound, "no such blob") // evicted meanwhile
 	}
 	if err != nil {

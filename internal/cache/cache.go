@@ -9,11 +9,13 @@
 //   - v1 (v1.go): the legacy /_apis/artifactcache/* API with chunked PATCH
 //     uploads.
 //
-// Both share one store (store.go: metadata in SQL, blobs on local disk under
-// Config.Dir, files.go) and GitHub's semantics: exact key, then key and
-// restore-key prefixes, newest first; the job's branch scope, then its base
-// branch, then the default branch; entries immutable once finalized; eviction
-// by age, per-project size budget and a disk high-water mark (evict.go).
+// Both share one store (store.go: metadata in SQL; uploads staged on local
+// disk under Config.Dir, files.go; finalized archives in a blobstore.Store,
+// on that disk or in S3, whose presigned URLs then serve the downloads) and
+// GitHub's semantics: exact key, then key and restore-key prefixes, newest
+// first; the job's branch scope, then its base branch, then the default
+// branch; entries immutable once finalized; eviction by age, per-project
+// size budget and a disk high-water mark (evict.go).
 //
 // Access is by bearer tokens this service signs itself (token.go): a token
 // names the job's project and branch scopes, so one project can never see
@@ -21,6 +23,7 @@
 package cache
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -29,15 +32,25 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/kilnci/kiln/internal/blobstore"
 )
 
 // Config configures the service. Start from DefaultConfig.
 type Config struct {
-	// Dir holds the blobs and the upload staging area. Required.
+	// Dir holds the upload staging area, and the finalized archives unless
+	// Blobs is set. Required.
 	Dir string
+	// Blobs keeps finalized archives. Nil means a blobstore.Disk under
+	// Dir/blobs. A store that presigns (blobstore.S3) serves downloads
+	// itself: the download URLs handed to clients are its presigned GETs,
+	// so archive bytes never pass through this service on the way down.
+	// The service owns every name in it.
+	Blobs blobstore.Store
 	// SigningKey signs job tokens and blob URLs (HMAC-SHA256). Required, at
 	// least 16 bytes; keep it stable across restarts or issued tokens and
 	// URLs stop working.
@@ -158,9 +171,13 @@ type Service struct {
 	cfg   Config
 	db    DB
 	files files
-	log   *slog.Logger
-	now   func() time.Time
-	disk  func(string) (DiskUsage, error)
+	blobs blobstore.Store
+	// blobsOnDisk: finalized archives share Dir's filesystem, so evicting
+	// entries frees room there (false with S3: only staging is local).
+	blobsOnDisk bool
+	log         *slog.Logger
+	now         func() time.Time
+	disk        func(string) (DiskUsage, error)
 	// locks serialises commit-like operations (assemble, finalize, delete)
 	// on one entry; blocks and chunks of one entry still upload in parallel.
 	locks [64]sync.Mutex
@@ -189,6 +206,15 @@ func New(cfg Config, db DB) (*Service, error) {
 	if err := s.files.init(); err != nil {
 		return nil, err
 	}
+	s.blobs = cfg.Blobs
+	if s.blobs == nil {
+		d, err := blobstore.NewDisk(filepath.Join(cfg.Dir, "blobs"))
+		if err != nil {
+			return nil, fmt.Errorf("cache: %w", err)
+		}
+		s.blobs = d
+	}
+	_, s.blobsOnDisk = s.blobs.(*blobstore.Disk)
 	return s, nil
 }
 
@@ -230,5 +256,29 @@ func (s *Service) Env(token string) map[string]string {
 func (s *Service) removeAll(path string) {
 	if err := os.RemoveAll(path); err != nil {
 		s.log.Warn("cache: cleanup failed", "path", filepath.Clean(path), "err", err)
+	}
+}
+
+// blobName is entry id's name in the blob store.
+func blobName(id int64) string { return strconv.FormatInt(id, 10) }
+
+// downloadURL is where a client downloads entry id's archive: the blob
+// store's presigned GET when it has one, else a signed URL on this server.
+func (s *Service) downloadURL(ctx context.Context, id int64) (string, error) {
+	u, err := s.blobs.PresignGet(ctx, blobName(id), downloadURLTTL)
+	if err != nil {
+		return "", fmt.Errorf("cache: download URL for entry %d: %w", id, err)
+	}
+	if u != "" {
+		return u, nil
+	}
+	return s.blobURL(id, opRead, downloadURLTTL), nil
+}
+
+// removeBlob deletes entry id's archive, logging a failure the next
+// Evict's orphan sweep repairs.
+func (s *Service) removeBlob(ctx context.Context, id int64) {
+	if err := s.blobs.Delete(ctx, blobName(id)); err != nil {
+		s.log.Warn("cache: delete blob failed", "id", id, "err", err)
 	}
 }

@@ -109,104 +109,106 @@ var (
 )
 
 func TestClientSemantics(t *testing.T) {
-	for _, proto := range protocols {
-		t.Run(proto, func(t *testing.T) {
-			te := newTestEnv(t, nil)
-			onMain := te.job(t, proto, mainScope)
+	forEachStore(t, func(t *testing.T, newTestEnv envMaker) {
+		for _, proto := range protocols {
+			t.Run(proto, func(t *testing.T) {
+				te := newTestEnv(t, nil)
+				onMain := te.job(t, proto, mainScope)
 
-			onMain.save(t, "deps-aaa", map[string][]byte{"a.txt": []byte("A"), "sub/x": []byte("x")})
-			onMain.save(t, "deps-bbb", map[string][]byte{"a.txt": []byte("B")})
+				onMain.save(t, "deps-aaa", map[string][]byte{"a.txt": []byte("A"), "sub/x": []byte("x")})
+				onMain.save(t, "deps-bbb", map[string][]byte{"a.txt": []byte("B")})
 
-			t.Run("exact", func(t *testing.T) {
-				if got := onMain.restore(t, "deps-aaa"); got != "deps-aaa" {
-					t.Fatalf("matched %q", got)
-				}
-				if a, x := onMain.read(t, "a.txt"), onMain.read(t, "sub/x"); string(a) != "A" || string(x) != "x" {
-					t.Fatalf("restored %q %q", a, x)
-				}
+				t.Run("exact", func(t *testing.T) {
+					if got := onMain.restore(t, "deps-aaa"); got != "deps-aaa" {
+						t.Fatalf("matched %q", got)
+					}
+					if a, x := onMain.read(t, "a.txt"), onMain.read(t, "sub/x"); string(a) != "A" || string(x) != "x" {
+						t.Fatalf("restored %q %q", a, x)
+					}
+				})
+				t.Run("restore key prefix, newest first", func(t *testing.T) {
+					if got := onMain.restore(t, "deps-zzz", "nomatch-", "deps-"); got != "deps-bbb" {
+						t.Fatalf("matched %q, want the newest deps- entry", got)
+					}
+					if a := onMain.read(t, "a.txt"); string(a) != "B" {
+						t.Fatalf("restored %q", a)
+					}
+				})
+				t.Run("primary key prefix", func(t *testing.T) {
+					if got := onMain.restore(t, "deps-a"); got != "deps-aaa" {
+						t.Fatalf("matched %q", got)
+					}
+				})
+				t.Run("miss", func(t *testing.T) {
+					if got := onMain.restore(t, "absent", "also-absent-"); got != "" {
+						t.Fatalf("matched %q", got)
+					}
+				})
+				t.Run("conflicting save keeps the original", func(t *testing.T) {
+					conflicts := func() int {
+						return len(te.rec.matching(func(r request) bool {
+							return r.Status == 409 && (strings.HasSuffix(r.Path, "/CreateCacheEntry") || strings.HasSuffix(r.Path, "/caches"))
+						}))
+					}
+					before := conflicts()
+					again := te.job(t, proto, mainScope)
+					out := again.save(t, "deps-aaa", map[string][]byte{"a.txt": []byte("changed")})
+					if !strings.Contains(out, "Failed to save: Unable to reserve cache with key deps-aaa") || !strings.Contains(out, "saved -1") {
+						t.Fatalf("client did not report the conflict:\n%s", out)
+					}
+					if conflicts() <= before {
+						t.Fatalf("service did not answer 409 to the second save")
+					}
+					if got := onMain.restore(t, "deps-aaa"); got != "deps-aaa" || string(onMain.read(t, "a.txt")) != "A" {
+						t.Fatalf("original entry changed: matched %q, a.txt %q", got, onMain.read(t, "a.txt"))
+					}
+				})
+				t.Run("branch scopes", func(t *testing.T) {
+					onFeature := te.job(t, proto, featureScope)
+					if got := onFeature.restore(t, "deps-aaa"); got != "deps-aaa" {
+						t.Fatalf("feature branch did not fall back to main: %q", got)
+					}
+					onFeature.save(t, "feature-only", map[string][]byte{"f": []byte("F")})
+					if got := onMain.restore(t, "feature-only"); got != "" {
+						t.Fatalf("main sees a feature-branch entry: %q", got)
+					}
+					onPR := te.job(t, proto, prScope)
+					if got := onPR.restore(t, "feature-only"); got != "feature-only" {
+						t.Fatalf("pull request did not fall back to its base branch: %q", got)
+					}
+					if got := onPR.restore(t, "deps-bbb"); got != "deps-bbb" {
+						t.Fatalf("pull request did not fall back to the default branch: %q", got)
+					}
+					// Saving the same key on a branch makes a separate entry that
+					// the branch prefers to the default branch's.
+					onFeature.save(t, "deps-aaa", map[string][]byte{"a.txt": []byte("feature A")})
+					if got := onFeature.restore(t, "deps-aaa"); got != "deps-aaa" || string(onFeature.read(t, "a.txt")) != "feature A" {
+						t.Fatalf("feature branch entry not preferred")
+					}
+				})
+				t.Run("read-only token", func(t *testing.T) {
+					ro := mainScope
+					ro.ReadOnly = true
+					j := te.job(t, proto, ro)
+					if out := j.save(t, "ro-key", map[string][]byte{"r": []byte("R")}); !strings.Contains(out, "saved -1") {
+						t.Fatalf("read-only job saved:\n%s", out)
+					}
+					if got := j.restore(t, "ro-key"); got != "" {
+						t.Fatalf("read-only save created %q", got)
+					}
+					if got := j.restore(t, "deps-aaa"); got != "deps-aaa" {
+						t.Fatalf("read-only restore: %q", got)
+					}
+				})
+				t.Run("project isolation", func(t *testing.T) {
+					other := te.job(t, proto, otherProject)
+					if got := other.restore(t, "deps-aaa", "deps-"); got != "" {
+						t.Fatalf("project other sees acme's entry %q", got)
+					}
+				})
 			})
-			t.Run("restore key prefix, newest first", func(t *testing.T) {
-				if got := onMain.restore(t, "deps-zzz", "nomatch-", "deps-"); got != "deps-bbb" {
-					t.Fatalf("matched %q, want the newest deps- entry", got)
-				}
-				if a := onMain.read(t, "a.txt"); string(a) != "B" {
-					t.Fatalf("restored %q", a)
-				}
-			})
-			t.Run("primary key prefix", func(t *testing.T) {
-				if got := onMain.restore(t, "deps-a"); got != "deps-aaa" {
-					t.Fatalf("matched %q", got)
-				}
-			})
-			t.Run("miss", func(t *testing.T) {
-				if got := onMain.restore(t, "absent", "also-absent-"); got != "" {
-					t.Fatalf("matched %q", got)
-				}
-			})
-			t.Run("conflicting save keeps the original", func(t *testing.T) {
-				conflicts := func() int {
-					return len(te.rec.matching(func(r request) bool {
-						return r.Status == 409 && (strings.HasSuffix(r.Path, "/CreateCacheEntry") || strings.HasSuffix(r.Path, "/caches"))
-					}))
-				}
-				before := conflicts()
-				again := te.job(t, proto, mainScope)
-				out := again.save(t, "deps-aaa", map[string][]byte{"a.txt": []byte("changed")})
-				if !strings.Contains(out, "Failed to save: Unable to reserve cache with key deps-aaa") || !strings.Contains(out, "saved -1") {
-					t.Fatalf("client did not report the conflict:\n%s", out)
-				}
-				if conflicts() <= before {
-					t.Fatalf("service did not answer 409 to the second save")
-				}
-				if got := onMain.restore(t, "deps-aaa"); got != "deps-aaa" || string(onMain.read(t, "a.txt")) != "A" {
-					t.Fatalf("original entry changed: matched %q, a.txt %q", got, onMain.read(t, "a.txt"))
-				}
-			})
-			t.Run("branch scopes", func(t *testing.T) {
-				onFeature := te.job(t, proto, featureScope)
-				if got := onFeature.restore(t, "deps-aaa"); got != "deps-aaa" {
-					t.Fatalf("feature branch did not fall back to main: %q", got)
-				}
-				onFeature.save(t, "feature-only", map[string][]byte{"f": []byte("F")})
-				if got := onMain.restore(t, "feature-only"); got != "" {
-					t.Fatalf("main sees a feature-branch entry: %q", got)
-				}
-				onPR := te.job(t, proto, prScope)
-				if got := onPR.restore(t, "feature-only"); got != "feature-only" {
-					t.Fatalf("pull request did not fall back to its base branch: %q", got)
-				}
-				if got := onPR.restore(t, "deps-bbb"); got != "deps-bbb" {
-					t.Fatalf("pull request did not fall back to the default branch: %q", got)
-				}
-				// Saving the same key on a branch makes a separate entry that
-				// the branch prefers to the default branch's.
-				onFeature.save(t, "deps-aaa", map[string][]byte{"a.txt": []byte("feature A")})
-				if got := onFeature.restore(t, "deps-aaa"); got != "deps-aaa" || string(onFeature.read(t, "a.txt")) != "feature A" {
-					t.Fatalf("feature branch entry not preferred")
-				}
-			})
-			t.Run("read-only token", func(t *testing.T) {
-				ro := mainScope
-				ro.ReadOnly = true
-				j := te.job(t, proto, ro)
-				if out := j.save(t, "ro-key", map[string][]byte{"r": []byte("R")}); !strings.Contains(out, "saved -1") {
-					t.Fatalf("read-only job saved:\n%s", out)
-				}
-				if got := j.restore(t, "ro-key"); got != "" {
-					t.Fatalf("read-only save created %q", got)
-				}
-				if got := j.restore(t, "deps-aaa"); got != "deps-aaa" {
-					t.Fatalf("read-only restore: %q", got)
-				}
-			})
-			t.Run("project isolation", func(t *testing.T) {
-				other := te.job(t, proto, otherProject)
-				if got := other.restore(t, "deps-aaa", "deps-"); got != "" {
-					t.Fatalf("project other sees acme's entry %q", got)
-				}
-			})
-		})
-	}
+		}
+	})
 }
 
 // TestClientDiskFull checks that a job's log says why a save was refused.
@@ -253,54 +255,56 @@ func TestClientNewestInV1Mode(t *testing.T) {
 // Put Block List above 128 MiB; the v1 client sends 32 MiB chunks, four in
 // parallel.
 func TestClientLargeArchive(t *testing.T) {
-	if testing.Short() {
-		t.Skip("large archive in -short mode")
-	}
-	data := make([]byte, 130<<20)
-	rand.Read(data)
-	want := sha256.Sum256(data)
-	for _, proto := range protocols {
-		t.Run(proto, func(t *testing.T) {
-			te := newTestEnv(t, nil)
-			j := te.job(t, proto, mainScope)
-			start := time.Now()
-			j.save(t, "big", map[string][]byte{"blob.bin": data})
-			saved := time.Since(start)
-			if got := j.restore(t, "big"); got != "big" {
-				t.Fatalf("matched %q", got)
-			}
-			// Figures for the record, not assertions: each includes the
-			// client's tar+zstd and node start-up.
-			t.Logf("%s: save %v, restore %v for %d MiB", proto, saved.Round(time.Millisecond),
-				(time.Since(start) - saved).Round(time.Millisecond), len(data)>>20)
-			f, err := os.Open(filepath.Join(j.work, "deps", "blob.bin"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer f.Close()
-			h := sha256.New()
-			io.Copy(h, f)
-			if !bytes.Equal(h.Sum(nil), want[:]) {
-				t.Fatal("restored data differs")
-			}
-			switch proto {
-			case "v2":
-				blocks := te.rec.matching(func(r request) bool { return r.Method == "PUT" && hasParam(r.Query, "comp=block") })
-				lists := te.rec.matching(func(r request) bool { return r.Method == "PUT" && hasParam(r.Query, "comp=blocklist") })
-				if len(blocks) < 3 || len(lists) != 1 {
-					t.Fatalf("want block upload: %d Put Block, %d Put Block List", len(blocks), len(lists))
+	forEachStore(t, func(t *testing.T, newTestEnv envMaker) {
+		if testing.Short() {
+			t.Skip("large archive in -short mode")
+		}
+		data := make([]byte, 130<<20)
+		rand.Read(data)
+		want := sha256.Sum256(data)
+		for _, proto := range protocols {
+			t.Run(proto, func(t *testing.T) {
+				te := newTestEnv(t, nil)
+				j := te.job(t, proto, mainScope)
+				start := time.Now()
+				j.save(t, "big", map[string][]byte{"blob.bin": data})
+				saved := time.Since(start)
+				if got := j.restore(t, "big"); got != "big" {
+					t.Fatalf("matched %q", got)
 				}
-			case "v1":
-				if n := len(te.rec.matching(pathIs("PATCH", ""))); n < 5 {
-					t.Fatalf("want chunked upload, got %d PATCH requests", n)
+				// Figures for the record, not assertions: each includes the
+				// client's tar+zstd and node start-up.
+				t.Logf("%s: save %v, restore %v for %d MiB", proto, saved.Round(time.Millisecond),
+					(time.Since(start) - saved).Round(time.Millisecond), len(data)>>20)
+				f, err := os.Open(filepath.Join(j.work, "deps", "blob.bin"))
+				if err != nil {
+					t.Fatal(err)
 				}
-			}
-			entries, _ := te.svc.List(t.Context(), "acme")
-			if len(entries) != 1 || entries[0].Size < 130<<20 {
-				t.Fatalf("entries %+v", entries)
-			}
-		})
-	}
+				defer f.Close()
+				h := sha256.New()
+				io.Copy(h, f)
+				if !bytes.Equal(h.Sum(nil), want[:]) {
+					t.Fatal("restored data differs")
+				}
+				switch proto {
+				case "v2":
+					blocks := te.rec.matching(func(r request) bool { return r.Method == "PUT" && hasParam(r.Query, "comp=block") })
+					lists := te.rec.matching(func(r request) bool { return r.Method == "PUT" && hasParam(r.Query, "comp=blocklist") })
+					if len(blocks) < 3 || len(lists) != 1 {
+						t.Fatalf("want block upload: %d Put Block, %d Put Block List", len(blocks), len(lists))
+					}
+				case "v1":
+					if n := len(te.rec.matching(pathIs("PATCH", ""))); n < 5 {
+						t.Fatalf("want chunked upload, got %d PATCH requests", n)
+					}
+				}
+				entries, _ := te.svc.List(t.Context(), "acme")
+				if len(entries) != 1 || entries[0].Size < 130<<20 {
+					t.Fatalf("entries %+v", entries)
+				}
+			})
+		}
+	})
 }
 
 func hasParam(rawQuery, param string) bool {

@@ -174,6 +174,13 @@ func (s *Service) evictForDisk(ctx context.Context, need int64, freed *int64) (i
 		if used <= limit {
 			return n, nil
 		}
+		if !s.blobsOnDisk {
+			// Archives live elsewhere (S3): evicting entries frees no room
+			// here, where only uploads in progress are staged.
+			return n, errorf(ErrInsufficientStorage,
+				"cache staging disk would be %.1f%% full, over its high-water mark of %.1f%% (finalized archives are in the blob store; only uploads in progress are on this disk)",
+				100*used/float64(du.Total), 100*s.cfg.DiskHighWater)
+		}
 		if n == 0 {
 			// Evict nothing when evicting everything would not be enough.
 			var evictable int64
@@ -216,27 +223,27 @@ func (s *Service) evictOne(ctx context.Context, e entryRow, freed *int64) error 
 }
 
 // removeOrphans deletes blobs and staging dirs that no entry owns. The
-// directories are listed before the entries are read, and an entry's row is
-// always written before its files, so a file listed here whose row is
-// missing belongs to a deleted entry, never to one being created.
+// blobs and directories are listed before the entries are read, and an
+// entry's row is always written before its files, so a file listed here
+// whose row is missing belongs to a deleted entry, never to one being
+// created.
 func (s *Service) removeOrphans(ctx context.Context) (int, error) {
-	var paths []string
-	var ids []int64
-	for _, dir := range []string{"blobs", "staging"} {
-		names, err := os.ReadDir(filepath.Join(s.cfg.Dir, dir))
+	idOf := func(name string) int64 {
+		id, err := strconv.ParseInt(name, 10, 64)
 		if err != nil {
-			return 0, fmt.Errorf("cache: %w", err)
+			return -1 // not ours: remove
 		}
-		for _, d := range names {
-			id, err := strconv.ParseInt(d.Name(), 10, 64)
-			if err != nil {
-				id = -1 // not ours: remove
-			}
-			paths = append(paths, filepath.Join(s.cfg.Dir, dir, d.Name()))
-			ids = append(ids, id)
-		}
+		return id
 	}
-	if len(paths) == 0 {
+	blobs, err := s.blobs.List(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("cache: %w", err)
+	}
+	staged, err := os.ReadDir(filepath.Join(s.cfg.Dir, "staging"))
+	if err != nil {
+		return 0, fmt.Errorf("cache: %w", err)
+	}
+	if len(blobs) == 0 && len(staged) == 0 {
 		return 0, nil
 	}
 	live, err := s.liveIDs(ctx)
@@ -244,9 +251,20 @@ func (s *Service) removeOrphans(ctx context.Context) (int, error) {
 		return 0, err
 	}
 	n := 0
-	for i, p := range paths {
-		if !live[ids[i]] {
-			s.removeAll(p)
+	for _, name := range blobs {
+		// A bucket may hold others' objects beside the prefix's; only
+		// names the cache makes (entry ids) are its to remove there.
+		if id := idOf(name); id < 0 && !s.blobsOnDisk || live[id] {
+			continue
+		}
+		if err := s.blobs.Delete(ctx, name); err != nil {
+			s.log.Warn("cache: delete orphan blob failed", "name", name, "err", err)
+		}
+		n++
+	}
+	for _, d := range staged {
+		if !live[idOf(d.Name())] {
+			s.removeAll(filepath.Join(s.cfg.Dir, "staging", d.Name()))
 			n++
 		}
 	}

@@ -53,57 +53,61 @@ func keys(t *testing.T, te *testEnv, project string) string {
 }
 
 func TestEvictMaxAge(t *testing.T) {
-	clock := &fakeClock{now: time.Now()}
-	te := newTestEnv(t, func(c *Config) { c.Now = clock.Now; c.MaxAge = 7 * 24 * time.Hour })
-	te.api(t, mainScope).save("old", []byte("1"))
-	te.api(t, mainScope).save("used", []byte("2"))
-	clock.Add(6 * 24 * time.Hour)
-	te.api(t, mainScope).lookup("used") // a hit records last_used
-	clock.Add(2 * 24 * time.Hour)
-	st, err := te.svc.Evict(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if st.Aged != 1 || st.FreedBytes != 1 || keys(t, te, "acme") != "used" {
-		t.Fatalf("stats %+v, left %s", st, keys(t, te, "acme"))
-	}
-	if files := te.files(t); len(files) != 1 {
-		t.Fatalf("files %v", files)
-	}
+	forEachStore(t, func(t *testing.T, newTestEnv envMaker) {
+		clock := &fakeClock{now: time.Now()}
+		te := newTestEnv(t, func(c *Config) { c.Now = clock.Now; c.MaxAge = 7 * 24 * time.Hour })
+		te.api(t, mainScope).save("old", []byte("1"))
+		te.api(t, mainScope).save("used", []byte("2"))
+		clock.Add(6 * 24 * time.Hour)
+		te.api(t, mainScope).lookup("used") // a hit records last_used
+		clock.Add(2 * 24 * time.Hour)
+		st, err := te.svc.Evict(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Aged != 1 || st.FreedBytes != 1 || keys(t, te, "acme") != "used" {
+			t.Fatalf("stats %+v, left %s", st, keys(t, te, "acme"))
+		}
+		if files := te.files(t); len(files) != 1 {
+			t.Fatalf("files %v", files)
+		}
+	})
 }
 
 func TestEvictProjectBudgetOnUpload(t *testing.T) {
-	clock := &fakeClock{now: time.Now()}
-	te := newTestEnv(t, func(c *Config) { c.Now = clock.Now; c.ProjectBudgetBytes = 250 })
-	a := te.api(t, mainScope)
-	other := te.api(t, otherProject)
-	data := bytes.Repeat([]byte("x"), 100)
-	other.save("theirs-1", data)
-	other.save("theirs-2", data)
-	a.save("a", data)
-	clock.Add(time.Second)
-	a.save("b", data)
-	clock.Add(time.Second)
-	a.lookup("a") // b is now the least recently used
-	clock.Add(time.Second)
-	a.save("c", data) // 300 > 250: b goes
-	if got := keys(t, te, "acme"); got != "c,a" {
-		t.Fatalf("acme keeps %s", got)
-	}
-	if got := keys(t, te, "other"); got != "theirs-2,theirs-1" {
-		t.Fatalf("other project lost entries: %s", got)
-	}
-	// One entry over the whole budget is refused, and evicts nothing.
-	u := a.create("huge")
-	if st := a.putBlob(u, bytes.Repeat([]byte("x"), 251)); st != 413 {
-		t.Fatalf("huge upload: %d", st)
-	}
-	if got := keys(t, te, "acme"); got != "c,a" {
-		t.Fatalf("acme keeps %s", got)
-	}
-	if st, _ := a.v1Reserve("huge-v1", 251); st != 400 {
-		t.Fatalf("huge v1 reserve: %d", st)
-	}
+	forEachStore(t, func(t *testing.T, newTestEnv envMaker) {
+		clock := &fakeClock{now: time.Now()}
+		te := newTestEnv(t, func(c *Config) { c.Now = clock.Now; c.ProjectBudgetBytes = 250 })
+		a := te.api(t, mainScope)
+		other := te.api(t, otherProject)
+		data := bytes.Repeat([]byte("x"), 100)
+		other.save("theirs-1", data)
+		other.save("theirs-2", data)
+		a.save("a", data)
+		clock.Add(time.Second)
+		a.save("b", data)
+		clock.Add(time.Second)
+		a.lookup("a") // b is now the least recently used
+		clock.Add(time.Second)
+		a.save("c", data) // 300 > 250: b goes
+		if got := keys(t, te, "acme"); got != "c,a" {
+			t.Fatalf("acme keeps %s", got)
+		}
+		if got := keys(t, te, "other"); got != "theirs-2,theirs-1" {
+			t.Fatalf("other project lost entries: %s", got)
+		}
+		// One entry over the whole budget is refused, and evicts nothing.
+		u := a.create("huge")
+		if st := a.putBlob(u, bytes.Repeat([]byte("x"), 251)); st != 413 {
+			t.Fatalf("huge upload: %d", st)
+		}
+		if got := keys(t, te, "acme"); got != "c,a" {
+			t.Fatalf("acme keeps %s", got)
+		}
+		if st, _ := a.v1Reserve("huge-v1", 251); st != 400 {
+			t.Fatalf("huge v1 reserve: %d", st)
+		}
+	})
 }
 
 func TestEvictProjectBudgetPeriodic(t *testing.T) {
@@ -184,37 +188,41 @@ func TestDiskFullRefusesNewUploads(t *testing.T) {
 }
 
 func TestEvictAbandonedUploadsAndOrphans(t *testing.T) {
-	clock := &fakeClock{now: time.Now()}
-	te := newTestEnv(t, func(c *Config) { c.Now = clock.Now; c.UploadTTL = time.Hour })
-	a := te.api(t, mainScope)
-	a.save("done", []byte("kept"))
-	u := a.create("abandoned")
-	a.putBlock(u, blockID(1), []byte("partial"))
-	st1, id := a.v1Reserve("abandoned-v1", 10)
-	a.v1Patch(id, 0, []byte("01234"))
-	if st1 != 201 {
-		t.Fatal(st1)
-	}
-	// Files a crash could leave: a blob and a staging dir no entry owns.
-	os.WriteFile(filepath.Join(te.dir, "blobs", "99999"), []byte("orphan"), 0o644)
-	os.MkdirAll(filepath.Join(te.dir, "staging", "88888", "blocks"), 0o755)
+	forEachStore(t, func(t *testing.T, newTestEnv envMaker) {
+		clock := &fakeClock{now: time.Now()}
+		te := newTestEnv(t, func(c *Config) { c.Now = clock.Now; c.UploadTTL = time.Hour })
+		a := te.api(t, mainScope)
+		a.save("done", []byte("kept"))
+		u := a.create("abandoned")
+		a.putBlock(u, blockID(1), []byte("partial"))
+		st1, id := a.v1Reserve("abandoned-v1", 10)
+		a.v1Patch(id, 0, []byte("01234"))
+		if st1 != 201 {
+			t.Fatal(st1)
+		}
+		// Files a crash could leave: a blob and a staging dir no entry owns.
+		if err := te.svc.blobs.Put(t.Context(), "99999", strings.NewReader("orphan"), 6); err != nil {
+			t.Fatal(err)
+		}
+		os.MkdirAll(filepath.Join(te.dir, "staging", "88888", "blocks"), 0o755)
 
-	clock.Add(30 * time.Minute)
-	st, err := te.svc.Evict(t.Context())
-	if err != nil || st.ExpiredUploads != 0 || st.Orphans != 2 {
-		t.Fatalf("before the TTL: %v %+v", err, st)
-	}
-	clock.Add(time.Hour)
-	a = te.api(t, mainScope) // the first token expired
-	st, err = te.svc.Evict(t.Context())
-	if err != nil || st.ExpiredUploads != 2 {
-		t.Fatalf("after the TTL: %v %+v", err, st)
-	}
-	if files := te.files(t); len(files) != 1 || !strings.HasPrefix(files[0], "blobs/") {
-		t.Fatalf("files %v", files)
-	}
-	a.mustHave("done", []byte("kept"))
-	a.save("abandoned", []byte("second try"))
+		clock.Add(30 * time.Minute)
+		st, err := te.svc.Evict(t.Context())
+		if err != nil || st.ExpiredUploads != 0 || st.Orphans != 2 {
+			t.Fatalf("before the TTL: %v %+v", err, st)
+		}
+		clock.Add(time.Hour)
+		a = te.api(t, mainScope) // the first token expired
+		st, err = te.svc.Evict(t.Context())
+		if err != nil || st.ExpiredUploads != 2 {
+			t.Fatalf("after the TTL: %v %+v", err, st)
+		}
+		if files := te.files(t); len(files) != 1 || !strings.HasPrefix(files[0], "blobs/") {
+			t.Fatalf("files %v", files)
+		}
+		a.mustHave("done", []byte("kept"))
+		a.save("abandoned", []byte("second try"))
+	})
 }
 
 // RemoveOrphans (what a server that is not the leader runs) removes files
@@ -257,25 +265,27 @@ func TestStaleReservationDoesNotBlockTheKey(t *testing.T) {
 }
 
 func TestListAndDelete(t *testing.T) {
-	te := newTestEnv(t, nil)
-	a := te.api(t, featureScope)
-	a.save("k", []byte("12345"))
-	entries, err := te.svc.List(t.Context(), "acme")
-	if err != nil || len(entries) != 1 {
-		t.Fatalf("%v %v", err, entries)
-	}
-	e := entries[0]
-	if e.Key != "k" || e.Version != testVersion || e.Scope != "feature" || e.Size != 5 || e.Created.IsZero() || e.LastUsed.IsZero() {
-		t.Fatalf("entry %+v", e)
-	}
-	if err := te.svc.Delete(t.Context(), "other", e.ID); err == nil {
-		t.Fatal("deleted another project's entry")
-	}
-	if err := te.svc.Delete(t.Context(), "acme", e.ID); err != nil {
-		t.Fatal(err)
-	}
-	a.mustMiss("k")
-	if files := te.files(t); len(files) != 0 {
-		t.Fatalf("files %v", files)
-	}
+	forEachStore(t, func(t *testing.T, newTestEnv envMaker) {
+		te := newTestEnv(t, nil)
+		a := te.api(t, featureScope)
+		a.save("k", []byte("12345"))
+		entries, err := te.svc.List(t.Context(), "acme")
+		if err != nil || len(entries) != 1 {
+			t.Fatalf("%v %v", err, entries)
+		}
+		e := entries[0]
+		if e.Key != "k" || e.Version != testVersion || e.Scope != "feature" || e.Size != 5 || e.Created.IsZero() || e.LastUsed.IsZero() {
+			t.Fatalf("entry %+v", e)
+		}
+		if err := te.svc.Delete(t.Context(), "other", e.ID); err == nil {
+			t.Fatal("deleted another project's entry")
+		}
+		if err := te.svc.Delete(t.Context(), "acme", e.ID); err != nil {
+			t.Fatal(err)
+		}
+		a.mustMiss("k")
+		if files := te.files(t); len(files) != 0 {
+			t.Fatalf("files %v", files)
+		}
+	})
 }

@@ -2,6 +2,7 @@ package cache
 
 import (
 	"cmp"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -12,11 +13,14 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+
+	"github.com/kilnci/kiln/internal/blobstore"
 )
 
 // files is the on-disk layout under Config.Dir:
 //
-//	blobs/ID               a finalized entry's archive
+//	blobs/ID               a finalized entry's archive (the default
+//	                       blob store, a blobstore.Disk; see Config.Blobs)
 //	staging/ID/            an upload in progress
 //	staging/ID/blocks/H    a staged v2 block; H is the hex SHA-256 of the block id
 //	staging/ID/chunks/A-B  a received v1 chunk, bytes A to B inclusive
@@ -37,9 +41,6 @@ func (f files) init() error {
 	return nil
 }
 
-func (f files) blob(id int64) string {
-	return filepath.Join(f.root, "blobs", strconv.FormatInt(id, 10))
-}
 func (f files) staging(id int64) string {
 	return filepath.Join(f.root, "staging", strconv.FormatInt(id, 10))
 }
@@ -182,9 +183,9 @@ func appendFile(out *os.File, path string) (int64, error) {
 	return n, nil
 }
 
-// publish syncs the entry's data file, checks its size and moves it to its
-// final place.
-func (f files) publish(id int64, want int64) error {
+// publish syncs the entry's data file, checks its size and moves it into
+// the blob store (a rename on disk; an upload, in parallel parts, to S3).
+func (f files) publish(ctx context.Context, blobs blobstore.Store, id int64, want int64) error {
 	d, err := os.OpenFile(f.data(id), os.O_RDWR, 0)
 	if errors.Is(err, fs.ErrNotExist) {
 		return errorf(ErrInvalid, "nothing was uploaded for this entry")
@@ -205,7 +206,7 @@ func (f files) publish(id int64, want int64) error {
 	if err != nil {
 		return err
 	}
-	if err := os.Rename(f.data(id), f.blob(id)); err != nil {
+	if err := blobs.PutFile(ctx, blobName(id), f.data(id)); err != nil {
 		return fmt.Errorf("cache: %w", err)
 	}
 	return os.RemoveAll(f.staging(id))

@@ -49,7 +49,7 @@ func (s *Service) finalizeLocked(ctx context.Context, sc Scope, id, size int64, 
 		err = check(e)
 	}
 	if err == nil {
-		err = s.files.publish(id, size)
+		err = s.files.publish(ctx, s.blobs, id, size)
 	}
 	if err != nil {
 		if errors.Is(err, ErrInvalid) || errors.Is(err, ErrTooLarge) {

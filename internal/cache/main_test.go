@@ -98,10 +98,20 @@ func (te *testEnv) token(t *testing.T, sc Scope) string {
 	return tok
 }
 
-// files lists every file under the cache dir, relative to it.
+// files lists every file under the cache dir, relative to it, and every
+// blob in a blob store elsewhere (S3) as blobs/NAME.
 func (te *testEnv) files(t *testing.T) []string {
 	t.Helper()
 	var out []string
+	if !te.svc.blobsOnDisk {
+		names, err := te.svc.blobs.List(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range names {
+			out = append(out, "blobs/"+n)
+		}
+	}
 	filepath.WalkDir(te.dir, func(p string, d os.DirEntry, err error) error {
 		if err == nil && !d.IsDir() {
 			rel, _ := filepath.Rel(te.dir, p)

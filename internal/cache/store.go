@@ -165,7 +165,7 @@ func (s *Service) deleteEntry(ctx context.Context, e entryRow) error {
 	if _, err := s.db.ExecContext(ctx, `DELETE FROM cache_entries WHERE id = ?`, e.ID); err != nil {
 		return fmt.Errorf("cache: delete entry %d: %w", e.ID, err)
 	}
-	s.removeAll(s.files.blob(e.ID))
+	s.removeBlob(ctx, e.ID)
 	s.removeAll(s.files.staging(e.ID))
 	return nil
 }

@@ -149,7 +149,11 @@ func (s *Service) cacheEntryDownloadURL(r *http.Request, sc Scope, req downloadU
 	if !ok {
 		return map[string]any{"ok": false}, nil
 	}
-	return map[string]any{"ok": true, "signed_download_url": s.blobURL(e.ID, opRead, downloadURLTTL), "matched_key": e.Key}, nil
+	u, err := s.downloadURL(r.Context(), e.ID)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"ok": true, "signed_download_url": u, "matched_key": e.Key}, nil
 }
 
 // decodeTwirp reads a JSON request of at most 1 MiB, accepting both proto

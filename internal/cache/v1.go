@@ -82,7 +82,9 @@ func (s *Service) v1Lookup(w http.ResponseWriter, r *http.Request, sc Scope) err
 		return nil
 	}
 	out := v1Entry(e)
-	out.ArchiveLocation = s.blobURL(e.ID, opRead, downloadURLTTL)
+	if out.ArchiveLocation, err = s.downloadURL(r.Context(), e.ID); err != nil {
+		return err
+	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
 }

@@ -46,36 +46,38 @@ func (a *api) v1Lookup(keys, version string) (int, v1CacheEntry) {
 }
 
 func TestV1RoundTrip(t *testing.T) {
-	te := newTestEnv(t, nil)
-	a := te.api(t, mainScope)
-	data := bytes.Repeat([]byte("abcdefghij"), 2000)
-	id := a.v1Save("k", data, 3000)
+	forEachStore(t, func(t *testing.T, newTestEnv envMaker) {
+		te := newTestEnv(t, nil)
+		a := te.api(t, mainScope)
+		data := bytes.Repeat([]byte("abcdefghij"), 2000)
+		id := a.v1Save("k", data, 3000)
 
-	st, e := a.v1Lookup("nope,k", testVersion)
-	if st != 200 || e.CacheKey != "k" || e.Scope != "main" || e.ArchiveLocation == "" {
-		t.Fatalf("lookup: %d %+v", st, e)
-	}
-	if st, body := a.do("GET", e.ArchiveLocation, nil, nil); st != 200 || !bytes.Equal(body, data) {
-		t.Fatalf("download: %d, %d bytes", st, len(body))
-	}
-	// A retried commit succeeds; the entry is also visible over v2.
-	if st, _ := a.v1Commit(id, len(data)); st != 204 {
-		t.Fatalf("retried commit: %d", st)
-	}
-	a.mustHave("k", data)
-	if st, _ := a.v1Lookup("absent", testVersion); st != 204 {
-		t.Fatalf("miss: %d", st)
-	}
-	if st, _ := a.v1Lookup("k", "other-version"); st != 204 {
-		t.Fatalf("other version: %d", st)
-	}
-	st, body := a.v1("GET", "caches?key=k", nil, nil)
-	if st != 200 || !strings.Contains(string(body), `"totalCount":1`) {
-		t.Fatalf("list: %d %s", st, body)
-	}
-	if st, _ := a.v1Reserve("k", 10); st != 409 {
-		t.Fatalf("second reserve: %d", st)
-	}
+		st, e := a.v1Lookup("nope,k", testVersion)
+		if st != 200 || e.CacheKey != "k" || e.Scope != "main" || e.ArchiveLocation == "" {
+			t.Fatalf("lookup: %d %+v", st, e)
+		}
+		if st, body := a.do("GET", e.ArchiveLocation, nil, nil); st != 200 || !bytes.Equal(body, data) {
+			t.Fatalf("download: %d, %d bytes", st, len(body))
+		}
+		// A retried commit succeeds; the entry is also visible over v2.
+		if st, _ := a.v1Commit(id, len(data)); st != 204 {
+			t.Fatalf("retried commit: %d", st)
+		}
+		a.mustHave("k", data)
+		if st, _ := a.v1Lookup("absent", testVersion); st != 204 {
+			t.Fatalf("miss: %d", st)
+		}
+		if st, _ := a.v1Lookup("k", "other-version"); st != 204 {
+			t.Fatalf("other version: %d", st)
+		}
+		st, body := a.v1("GET", "caches?key=k", nil, nil)
+		if st != 200 || !strings.Contains(string(body), `"totalCount":1`) {
+			t.Fatalf("list: %d %s", st, body)
+		}
+		if st, _ := a.v1Reserve("k", 10); st != 409 {
+			t.Fatalf("second reserve: %d", st)
+		}
+	})
 }
 
 func TestV1BadInput(t *testing.T) {

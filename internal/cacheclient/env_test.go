@@ -43,6 +43,12 @@ type hook = func(w http.ResponseWriter, r *http.Request) bool
 
 func newTestEnv(t *testing.T) *testEnv {
 	t.Helper()
+	return newTestEnvWith(t, nil)
+}
+
+// newTestEnvWith is newTestEnv with mutate adjusting the service's config.
+func newTestEnvWith(t *testing.T, mutate func(*cache.Config)) *testEnv {
+	t.Helper()
 	tmp := t.TempDir()
 	box, err := secretbox.New(bytes.Repeat([]byte{7}, 32))
 	if err != nil {
@@ -75,6 +81,9 @@ func newTestEnv(t *testing.T) *testEnv {
 	cfg.Dir = filepath.Join(tmp, "cache")
 	cfg.SigningKey = []byte("kiln-cacheclient-test-signing-key")
 	cfg.PublicURL = te.srv.URL
+	if mutate != nil {
+		mutate(&cfg)
+	}
 	te.svc, err = cache.New(cfg, db)
 	if err != nil {
 		t.Fatal(err)

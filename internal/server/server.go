@@ -21,6 +21,7 @@ import (
 
 	"github.com/kilnci/kiln/internal/actions"
 	"github.com/kilnci/kiln/internal/api"
+	"github.com/kilnci/kiln/internal/blobstore"
 	"github.com/kilnci/kiln/internal/cache"
 	"github.com/kilnci/kiln/internal/forgestatus"
 	"github.com/kilnci/kiln/internal/gitauth"
@@ -67,6 +68,11 @@ type Config struct {
 	// Cache configures the cache service; Dir and SigningKey are set from
 	// DataDir and the secret key.
 	Cache cache.Config
+	// CacheS3, when its endpoint or bucket is set, keeps the cache's
+	// finalized archives in an S3-compatible store (downloads then come
+	// from its presigned URLs); the bucket is checked at start. Uploads
+	// in progress stay under DataDir/cache.
+	CacheS3 blobstore.S3Config
 	// EvictEvery is how often the cache service evicts.
 	EvictEvery time.Duration
 	// Actions connects Kiln to GitHub for its runner pools (a GitHub App
@@ -232,6 +238,13 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	cacheCfg.SigningKey = deriveKey(key, "kiln cache service signing key v1")
 	cacheCfg.PublicURL = cfg.PublicURL
 	cacheCfg.Logger = log.With("component", "cache")
+	if cfg.CacheS3.Enabled() {
+		blobs, err := blobstore.NewS3(ctx, cfg.CacheS3)
+		if err != nil {
+			return fail(fmt.Errorf("cache-s3: %w", err))
+		}
+		cacheCfg.Blobs = blobs
+	}
 	cacheSvc, err := cache.New(cacheCfg, st.DB())
 	if err != nil {
 		return fail(fmt.Errorf("cache service: %w", err))
