@@ -34,6 +34,7 @@ import (
 	"time"
 
 	"github.com/kilnci/kiln/internal/agent"
+	"github.com/kilnci/kiln/internal/api"
 	"github.com/kilnci/kiln/internal/apiclient"
 	"github.com/kilnci/kiln/internal/gitmirror"
 	"github.com/kilnci/kiln/internal/sandbox/docker"
@@ -185,42 +186,16 @@ func (b *bench) push(i int) (int64, error) {
 	return out.BuildID, nil
 }
 
-// firstStepLine opens the build's live log stream and returns when the
-// first line of step 0 arrives, and the build when it ends.
+// stream follows the build's live log: it sends the time the first line
+// of step 0 arrives on first, and returns the build when it ends.
 func (b *bench) stream(id int64, first chan<- time.Time) (*store.Build, error) {
-	req, _ := http.NewRequest("GET", fmt.Sprintf("%s/api/v1/builds/%d/logs/stream", b.url, id), nil)
-	req.Header.Set("Authorization", "Bearer "+b.admin)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	event, sent := "", false
-	for sc.Scan() {
-		line := sc.Text()
-		if e, ok := strings.CutPrefix(line, "event: "); ok {
-			event = e
-			continue
+	sent := false
+	return apiclient.Client{URL: b.url, Token: b.admin}.FollowLogs(context.Background(), id, func(l api.StreamLine) {
+		if l.Step == 0 && !sent {
+			first <- time.Now()
+			sent = true
 		}
-		data, ok := strings.CutPrefix(line, "data: ")
-		if !ok {
-			continue
-		}
-		switch event {
-		case "line":
-			var l struct{ Step int }
-			if json.Unmarshal([]byte(data), &l) == nil && l.Step == 0 && !sent {
-				first <- time.Now()
-				sent = true
-			}
-		case "end":
-			var bd store.Build
-			return &bd, json.Unmarshal([]byte(data), &bd)
-		}
-	}
-	return nil, fmt.Errorf("stream ended early: %v", sc.Err())
+	})
 }
 
 type phases struct{ total, toClaim, toSandbox, toFirstLine, e2e []time.Duration }

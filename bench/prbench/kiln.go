@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/hmac"
@@ -20,6 +19,7 @@ import (
 	"time"
 
 	"github.com/kilnci/kiln/internal/agent"
+	"github.com/kilnci/kiln/internal/api"
 	"github.com/kilnci/kiln/internal/apiclient"
 	"github.com/kilnci/kiln/internal/github/fakegithub"
 	"github.com/kilnci/kiln/internal/gitmirror"
@@ -243,39 +243,13 @@ func (k *kiln) deliver(event, delivery string, body []byte) (int64, error) {
 // stream follows the build's live log: it sends the time the first line
 // of step 0 arrives on first, and returns the build when it ends.
 func (k *kiln) stream(id int64, first chan<- time.Time) (*store.Build, error) {
-	req, _ := http.NewRequest("GET", fmt.Sprintf("%s/api/v1/builds/%d/logs/stream", k.url, id), nil)
-	req.Header.Set("Authorization", "Bearer "+k.admin)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	event, sent := "", false
-	for sc.Scan() {
-		line := sc.Text()
-		if e, ok := strings.CutPrefix(line, "event: "); ok {
-			event = e
-			continue
+	sent := false
+	return apiclient.Client{URL: k.url, Token: k.admin}.FollowLogs(context.Background(), id, func(l api.StreamLine) {
+		if l.Step == 0 && !sent {
+			first <- time.Now()
+			sent = true
 		}
-		data, ok := strings.CutPrefix(line, "data: ")
-		if !ok {
-			continue
-		}
-		switch event {
-		case "line":
-			var l struct{ Step int }
-			if json.Unmarshal([]byte(data), &l) == nil && l.Step == 0 && !sent {
-				first <- time.Now()
-				sent = true
-			}
-		case "end":
-			var b store.Build
-			return &b, json.Unmarshal([]byte(data), &b)
-		}
-	}
-	return nil, fmt.Errorf("build %d: the log stream ended early: %v", id, sc.Err())
+	})
 }
 
 // timeline is one build's, from its webhook's sending: the first line of

@@ -1,13 +1,10 @@
 package main
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"strings"
 
@@ -124,55 +121,15 @@ func (p *linePrinter) printf(format string, args ...any) {
 // followLogs streams a build's log over SSE, then prints the result and
 // returns an exitError unless the build succeeded.
 func followLogs(ctx context.Context, c *apiClient, id int64) error {
-	req, err := http.NewRequestWithContext(ctx, "GET", fmt.Sprintf("%s/api/v1/builds/%d/logs/stream", c.server, id), nil)
+	p := newLinePrinter(os.Stdout)
+	b, err := c.api().FollowLogs(ctx, id, func(l api.StreamLine) { p.print(l.Job, l.LogLine) })
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Authorization", "Bearer "+c.token)
-	req.Header.Set("Accept", "text/event-stream")
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return fmt.Errorf("cannot reach Kiln at %s: %w", c.server, err)
+	fmt.Println()
+	printBuild(b)
+	if b.Status != store.StatusSuccess {
+		return exitError(1)
 	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		var e struct{ Error string }
-		_ = json.NewDecoder(resp.Body).Decode(&e)
-		return fmt.Errorf("log stream: %s (HTTP %d)", e.Error, resp.StatusCode)
-	}
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	p := newLinePrinter(os.Stdout)
-	var event string
-	for sc.Scan() {
-		line := sc.Text()
-		switch {
-		case strings.HasPrefix(line, "event: "):
-			event = strings.TrimPrefix(line, "event: ")
-		case strings.HasPrefix(line, "data: "):
-			data := []byte(strings.TrimPrefix(line, "data: "))
-			switch event {
-			case "line":
-				var l api.StreamLine
-				if json.Unmarshal(data, &l) == nil {
-					p.print(l.Job, l.LogLine)
-				}
-			case "end":
-				var b store.Build
-				if err := json.Unmarshal(data, &b); err != nil {
-					return err
-				}
-				fmt.Println()
-				printBuild(&b)
-				if b.Status != store.StatusSuccess {
-					return exitError(1)
-				}
-				return nil
-			}
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return fmt.Errorf("log stream: %w", err)
-	}
-	return fmt.Errorf("log stream ended before build %d finished", id)
+	return nil
 }

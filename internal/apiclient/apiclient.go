@@ -4,6 +4,7 @@
 package apiclient
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -15,6 +16,7 @@ import (
 	"strings"
 
 	"github.com/kilnci/kiln/internal/api"
+	"github.com/kilnci/kiln/internal/store"
 )
 
 // Client calls the API at URL (the server's base URL) with Token.
@@ -113,4 +115,64 @@ func (c Client) BuildLogs(ctx context.Context, buildID int64, attempt int, page 
 		}
 	}
 	return nil
+}
+
+// FollowLogs follows a build's live log (the SSE stream): line is called
+// with each line as it comes, and the build is returned once it ends. A
+// stream that ends before the build does is an error.
+func (c Client) FollowLogs(ctx context.Context, buildID int64, line func(api.StreamLine)) (*store.Build, error) {
+	req, err := http.NewRequestWithContext(ctx, "GET", fmt.Sprintf("%s/api/v1/builds/%d/logs/stream", strings.TrimRight(c.URL, "/"), buildID), nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.Token)
+	req.Header.Set("Accept", "text/event-stream")
+	if c.UserAgent != "" {
+		req.Header.Set("User-Agent", c.UserAgent)
+	}
+	hc := c.HTTP
+	if hc == nil {
+		hc = http.DefaultClient
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("cannot reach Kiln at %s: %w", c.URL, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		var e struct{ Error string }
+		_ = json.NewDecoder(resp.Body).Decode(&e)
+		return nil, fmt.Errorf("log stream: %s (HTTP %d)", e.Error, resp.StatusCode)
+	}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	var event string
+	for sc.Scan() {
+		text := sc.Text()
+		if e, ok := strings.CutPrefix(text, "event: "); ok {
+			event = e
+			continue
+		}
+		data, ok := strings.CutPrefix(text, "data: ")
+		if !ok {
+			continue
+		}
+		switch event {
+		case "line":
+			var l api.StreamLine
+			if json.Unmarshal([]byte(data), &l) == nil && line != nil {
+				line(l)
+			}
+		case "end":
+			var b store.Build
+			if err := json.Unmarshal([]byte(data), &b); err != nil {
+				return nil, fmt.Errorf("log stream: the build: %w", err)
+			}
+			return &b, nil
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("log stream: %w", err)
+	}
+	return nil, fmt.Errorf("log stream ended before build %d finished", buildID)
 }

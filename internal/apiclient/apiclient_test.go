@@ -4,11 +4,14 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"os/exec"
 	"strings"
 	"testing"
 
+	"github.com/kilnci/kiln/internal/api"
 	"github.com/kilnci/kiln/internal/apiclient"
 	"github.com/kilnci/kiln/internal/server"
+	"github.com/kilnci/kiln/internal/store"
 )
 
 // The client against a real Kiln server (SQLite store, the REST API).
@@ -53,5 +56,56 @@ func TestClientAgainstServer(t *testing.T) {
 	gone := apiclient.Client{URL: "http://127.0.0.1:1", Token: tok}
 	if err := gone.Do(ctx, "GET", "/api/v1/projects", nil, nil); err == nil || !strings.Contains(err.Error(), "cannot reach Kiln") {
 		t.Fatalf("no server: %v", err)
+	}
+}
+
+// FollowLogs reads a build's live log to its end: a build whose
+// repository has no .kiln.yml ends at planning, with its [kiln] lines.
+func TestFollowLogs(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	cfg := server.DefaultConfig()
+	cfg.DataDir, cfg.Listen = t.TempDir(), "127.0.0.1:0"
+	cfg.Git.AllowFileRemotes = true
+	srv, err := server.New(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, _ := srv.Listen()
+	done := make(chan struct{})
+	go func() { defer close(done); _ = srv.Serve(ctx, ln) }()
+	t.Cleanup(func() { cancel(); <-done; srv.Close() })
+	tok, _, err := srv.EnsureAdminToken(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := apiclient.Client{URL: "http://" + ln.Addr().String(), Token: tok}
+
+	repo := t.TempDir()
+	for _, args := range [][]string{{"init", "-q", "-b", "main"}, {"-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-q", "--allow-empty", "-m", "empty"}} {
+		if out, err := exec.Command("git", append([]string{"-C", repo}, args...)...).CombinedOutput(); err != nil {
+			t.Fatalf("git %v: %v\n%s", args, err, out)
+		}
+	}
+	if err := c.Do(ctx, "POST", "/api/v1/projects", map[string]string{"name": "app", "clone_url": repo}, nil); err != nil {
+		t.Fatal(err)
+	}
+	var b struct {
+		ID int64 `json:"id"`
+	}
+	if err := c.Do(ctx, "POST", "/api/v1/projects/app/builds", map[string]string{"branch": "main"}, &b); err != nil || b.ID == 0 {
+		t.Fatalf("trigger: %+v, %v", b, err)
+	}
+	var lines []string
+	got, err := c.FollowLogs(ctx, b.ID, func(l api.StreamLine) { lines = append(lines, l.Text) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.ID != b.ID || got.Status != store.StatusFailure || !strings.Contains(strings.Join(lines, "\n"), ".kiln.yml") {
+		t.Fatalf("build %+v, lines %q", got, lines)
+	}
+	bad := apiclient.Client{URL: c.URL, Token: "not-a-token"}
+	if _, err := bad.FollowLogs(ctx, b.ID, nil); err == nil || !strings.Contains(err.Error(), "(HTTP 401)") {
+		t.Fatalf("bad token: %v", err)
 	}
 }
