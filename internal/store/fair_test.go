@@ -5,6 +5,7 @@ import (
 	"cmp"
 	"encoding/json"
 	"fmt"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/kilnci/kiln/internal/secretbox"
+	"github.com/kilnci/kiln/internal/store/storetest"
 )
 
 // mkJobs makes n queued jobs in one build of p (one transaction).
@@ -307,5 +309,63 @@ func TestFairMigrationBackfillsProjects(t *testing.T) {
 	}
 	if j := claimOrdered(t, s, "a", fewestRunning); j == nil || j.BuildID != b.ID {
 		t.Fatalf("claimed %+v after the migration", j)
+	}
+}
+
+// BenchmarkClaimDialects: the same fair claim with 10,000 jobs queued
+// across 11 projects, on SQLite and on PostgreSQL in the same run (each a
+// fresh database), and the ratio. It needs a PostgreSQL server
+// (KILN_TEST_POSTGRES; scripts/postgres.sh).
+//
+//	go test -run '^$' -bench BenchmarkClaimDialects -benchtime 2000x ./internal/store/
+func BenchmarkClaimDialects(b *testing.B) {
+	if !storetest.HavePostgres() {
+		b.Skipf("%s is not set: no PostgreSQL server to compare with", storetest.Env)
+	}
+	box, err := secretbox.New(bytes.Repeat([]byte{1}, 32))
+	if err != nil {
+		b.Fatal(err)
+	}
+	perOp := map[string]time.Duration{}
+	for _, d := range []struct{ name, database string }{
+		{"sqlite", filepath.Join(b.TempDir(), "kiln.db")},
+		{"postgres", storetest.PostgresDatabase(b)},
+	} {
+		s, err := Open(ctx, d.database, box)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for i := range 11 {
+			p := &Project{Name: fmt.Sprintf("p%d", i), CloneURL: "/tmp/x", DefaultBranch: "main"}
+			if err := s.CreateProject(ctx, p); err != nil {
+				b.Fatal(err)
+			}
+			n := 100
+			if i == 0 {
+				n = 9000
+			}
+			mkJobs(b, s, p, n)
+		}
+		b.Run(d.name, func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				c := claim("agent", nil, time.Minute)
+				c.Order = fewestRunning
+				j, err := s.ClaimJob(ctx, c)
+				if err != nil || j == nil {
+					b.Fatalf("claim: %v, %v", j, err)
+				}
+				b.StopTimer()
+				if _, err := s.db.ExecContext(ctx, `UPDATE jobs SET status = 'queued', agent_id = '', lease_expires = NULL WHERE id = ?`, j.ID); err != nil {
+					b.Fatal(err)
+				}
+				b.StartTimer()
+			}
+			perOp[d.name] = b.Elapsed() / time.Duration(b.N)
+		})
+		s.Close()
+	}
+	if perOp["sqlite"] > 0 && perOp["postgres"] > 0 {
+		fmt.Printf("fair claim with 10,000 jobs queued across 11 projects: postgres %v/op, sqlite %v/op, ratio postgres/sqlite %.2f\n",
+			perOp["postgres"], perOp["sqlite"], float64(perOp["postgres"])/float64(perOp["sqlite"]))
 	}
 }
