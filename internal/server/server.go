@@ -28,6 +28,7 @@ import (
 	"github.com/kilnci/kiln/internal/github"
 	"github.com/kilnci/kiln/internal/gitmirror"
 	"github.com/kilnci/kiln/internal/leader"
+	"github.com/kilnci/kiln/internal/logarchive"
 	"github.com/kilnci/kiln/internal/metrics"
 	"github.com/kilnci/kiln/internal/protocol"
 	"github.com/kilnci/kiln/internal/scheduler"
@@ -85,6 +86,11 @@ type Config struct {
 	// may override it); RetentionEvery is how often it is applied.
 	LogRetention   RetentionPolicy
 	RetentionEvery time.Duration
+	// LogArchiveAfter: a finished build older than this has its log lines
+	// moved out of the database into the log archive (0: never). The
+	// archive is DataDir/log-archive, or the cache's S3 bucket under the
+	// prefix kiln-logs when CacheS3 is set.
+	LogArchiveAfter time.Duration
 	// ReserveBytes is the space kept in DataDir/reserve for deletes on a
 	// full disk (0: none); HealthEvery is how often the store's writes are
 	// probed (and the reserve made again once there is room).
@@ -130,6 +136,10 @@ func (c Config) Validate() error {
 		return errors.New("max-attempts: at least 1")
 	case c.LogRetention.MaxAge < 0:
 		return errors.New("log-retention: must not be negative (0: keep forever)")
+	case c.LogArchiveAfter < 0:
+		return errors.New("log-archive-after: must not be negative (0: never archive)")
+	case c.CacheS3.Enabled() && (c.CacheS3.Prefix == logArchiveS3Prefix || strings.HasPrefix(c.CacheS3.Prefix, logArchiveS3Prefix+"/")):
+		return fmt.Errorf("cache-s3-prefix: %s holds the log archive: choose another", logArchiveS3Prefix)
 	case c.LogRetention.MaxBytes < 0:
 		return errors.New("log-max-bytes: must not be negative (0: no limit)")
 	case c.ReserveBytes < 0:
@@ -162,7 +172,9 @@ type Server struct {
 	log     *slog.Logger
 	ln      net.Listener
 	reserve *reserve
-	now     func() time.Time // log retention's clock (tests move it)
+	// logArchive holds archived builds' logs (ArchiveLogs).
+	logArchive *logarchive.Archive
+	now        func() time.Time // log retention's clock (tests move it)
 	// releaseDir unlocks the data dir (claimDataDir) at Close.
 	releaseDir func()
 	// hintPub sends wake-ups to the other servers (hints.go).
@@ -245,6 +257,10 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		}
 		cacheCfg.Blobs = blobs
 	}
+	logArchive, err := openLogArchive(ctx, cfg, spoolDir)
+	if err != nil {
+		return fail(err)
+	}
 	cacheSvc, err := cache.New(cacheCfg, st.DB())
 	if err != nil {
 		return fail(fmt.Errorf("cache service: %w", err))
@@ -318,11 +334,33 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		AllowFileRemotes: cfg.Git.AllowFileRemotes, SpoolDir: spoolDir, MetricsToken: cfg.MetricsToken, TrustedProxies: cfg.TrustedProxies,
 		GitHubApp:          cfg.Actions.GitHub.AppID != 0 && len(cfg.Actions.GitHub.PrivateKeyPEM) > 0,
 		WebhookConcurrency: cfg.WebhookConcurrency, WebhookQueueWait: cfg.WebhookQueueWait, WebhookReadTimeout: cfg.WebhookReadTimeout,
-		GitHubAppID: cfg.Actions.GitHub.AppID, GitHubAppKey: cfg.Actions.GitHub.PrivateKeyPEM, HookBaseURL: hookBase}, st, sched, m, log.With("component", "api"), cacheSvc, acts)
+		GitHubAppID: cfg.Actions.GitHub.AppID, GitHubAppKey: cfg.Actions.GitHub.PrivateKeyPEM, HookBaseURL: hookBase, LogArchive: logArchive}, st, sched, m, log.With("component", "api"), cacheSvc, acts)
 	if shared {
 		a.PublishBuilds(func(id int64) { hintPub.Publish(store.HintBuild, id) })
 	}
-	return &Server{hintPub: hintPub, cfg: cfg, Store: st, Sched: sched, Mirrors: mirrors, API: a, Cache: cacheSvc, Actions: acts, Statuses: statuses, Leader: elector, log: log, ln: ln, reserve: res, now: time.Now, releaseDir: releaseDir}, nil
+	return &Server{hintPub: hintPub, cfg: cfg, Store: st, Sched: sched, Mirrors: mirrors, API: a, Cache: cacheSvc, Actions: acts, Statuses: statuses, Leader: elector, log: log, ln: ln, reserve: res, logArchive: logArchive, now: time.Now, releaseDir: releaseDir}, nil
+}
+
+// logArchiveS3Prefix is the log archive's key prefix in the cache's S3 bucket.
+const logArchiveS3Prefix = "kiln-logs"
+
+// openLogArchive opens the log archive: always, so that builds archived
+// before (when -log-archive-after was set) are still read and pruned.
+func openLogArchive(ctx context.Context, cfg Config, tmpDir string) (*logarchive.Archive, error) {
+	if cfg.CacheS3.Enabled() {
+		s3cfg := cfg.CacheS3
+		s3cfg.Prefix = logArchiveS3Prefix
+		blobs, err := blobstore.NewS3(ctx, s3cfg)
+		if err != nil {
+			return nil, fmt.Errorf("log archive: %w", err)
+		}
+		return &logarchive.Archive{Blobs: blobs, TmpDir: tmpDir}, nil
+	}
+	blobs, err := blobstore.NewDisk(filepath.Join(cfg.DataDir, "log-archive"))
+	if err != nil {
+		return nil, fmt.Errorf("log archive: %w", err)
+	}
+	return &logarchive.Archive{Blobs: blobs, TmpDir: tmpDir}, nil
 }
 
 // deriveKey derives a purpose-bound key from the secret key, so that one
