@@ -143,11 +143,12 @@ func (s *Server) logs(ctx context.Context, b *store.Build, jobID int64, attempt 
 			return lines, err
 		}
 		// Archived since b was read? Its lines are gone from the store.
-		now, err := s.store.Build(ctx, b.ID)
-		if err != nil || now.LogsArchivedAt == nil {
+		if b, err = s.store.Build(ctx, b.ID); err != nil || b.LogsArchivedAt == nil {
 			return lines, err
 		}
-		b = now
+	}
+	if b.LogsPrunedAt != nil { // log retention deleted the archive too
+		return nil, nil
 	}
 	if s.cfg.LogArchive == nil {
 		return nil, fmt.Errorf("build %d: its logs are archived but no log archive is configured", b.ID)

@@ -88,9 +88,10 @@ type Config struct {
 	RetentionEvery time.Duration
 	// LogArchiveAfter: a finished build older than this has its log lines
 	// moved out of the database into the log archive (0: never). The
-	// archive is DataDir/log-archive, or the cache's S3 bucket under the
-	// prefix kiln-logs when CacheS3 is set.
-	LogArchiveAfter time.Duration
+	// archive is DataDir/log-archive, or the cache's S3 bucket under
+	// LogArchiveS3Prefix when CacheS3 is set.
+	LogArchiveAfter    time.Duration
+	LogArchiveS3Prefix string
 	// ReserveBytes is the space kept in DataDir/reserve for deletes on a
 	// full disk (0: none); HealthEvery is how often the store's writes are
 	// probed (and the reserve made again once there is room).
@@ -116,7 +117,7 @@ func DefaultConfig() Config {
 	return Config{Listen: "127.0.0.1:8080", MaxWebhookBody: 25 << 20, WebhookConcurrency: 16, WebhookQueueWait: 10 * time.Second, WebhookReadTimeout: 30 * time.Second,
 		Scheduler: scheduler.DefaultConfig(), Cache: cache.DefaultConfig(), EvictEvery: 10 * time.Minute,
 		Actions: actions.DefaultConfig(), ShutdownTimeout: 10 * time.Second,
-		LogRetention: RetentionPolicy{MaxAge: 90 * 24 * time.Hour, MaxBytes: 1 << 30}, RetentionEvery: 10 * time.Minute,
+		LogRetention: RetentionPolicy{MaxAge: 90 * 24 * time.Hour, MaxBytes: 1 << 30}, RetentionEvery: 10 * time.Minute, LogArchiveS3Prefix: "kiln-logs",
 		ReserveBytes: 64 << 20, HealthEvery: 10 * time.Second, MinFreeBytes: 16 << 20, Git: gitmirror.DefaultConfig(),
 		LeaderTTL: leader.DefaultTTL}
 }
@@ -138,8 +139,8 @@ func (c Config) Validate() error {
 		return errors.New("log-retention: must not be negative (0: keep forever)")
 	case c.LogArchiveAfter < 0:
 		return errors.New("log-archive-after: must not be negative (0: never archive)")
-	case c.CacheS3.Enabled() && (c.CacheS3.Prefix == logArchiveS3Prefix || strings.HasPrefix(c.CacheS3.Prefix, logArchiveS3Prefix+"/")):
-		return fmt.Errorf("cache-s3-prefix: %s holds the log archive: choose another", logArchiveS3Prefix)
+	case c.LogArchiveAfter > 0 && c.CacheS3.Enabled() && overlaps(c.CacheS3.Prefix, c.LogArchiveS3Prefix):
+		return fmt.Errorf("log-archive-s3-prefix: %q overlaps the cache's prefix %q: the cache owns every key under its own", c.LogArchiveS3Prefix, c.CacheS3.Prefix)
 	case c.LogRetention.MaxBytes < 0:
 		return errors.New("log-max-bytes: must not be negative (0: no limit)")
 	case c.ReserveBytes < 0:
@@ -341,15 +342,18 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	return &Server{hintPub: hintPub, cfg: cfg, Store: st, Sched: sched, Mirrors: mirrors, API: a, Cache: cacheSvc, Actions: acts, Statuses: statuses, Leader: elector, log: log, ln: ln, reserve: res, logArchive: logArchive, now: time.Now, releaseDir: releaseDir}, nil
 }
 
-// logArchiveS3Prefix is the log archive's key prefix in the cache's S3 bucket.
-const logArchiveS3Prefix = "kiln-logs"
+// overlaps reports whether one key prefix is within the other.
+func overlaps(a, b string) bool {
+	a, b = strings.Trim(a, "/"), strings.Trim(b, "/")
+	return a == "" || b == "" || a == b || strings.HasPrefix(a, b+"/") || strings.HasPrefix(b, a+"/")
+}
 
 // openLogArchive opens the log archive: always, so that builds archived
 // before (when -log-archive-after was set) are still read and pruned.
 func openLogArchive(ctx context.Context, cfg Config, tmpDir string) (*logarchive.Archive, error) {
 	if cfg.CacheS3.Enabled() {
 		s3cfg := cfg.CacheS3
-		s3cfg.Prefix = logArchiveS3Prefix
+		s3cfg.Prefix = cfg.LogArchiveS3Prefix
 		blobs, err := blobstore.NewS3(ctx, s3cfg)
 		if err != nil {
 			return nil, fmt.Errorf("log archive: %w", err)
