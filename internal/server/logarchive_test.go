@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -134,6 +136,17 @@ func testLogArchive(t *testing.T, s3 *blobstore.S3Config) {
 	name := fmt.Sprintf("builds/%d.jsonl.zst", old)
 	if _, err := srv.logArchive.Blobs.Stat(ctx, name); err != nil {
 		t.Fatalf("archive blob: %v", err)
+	}
+	if s3 == nil { // private on disk: the directories 0700, the blob 0600
+		for path, want := range map[string]os.FileMode{
+			filepath.Join(cfg.DataDir, "log-archive"):           0o700,
+			filepath.Join(cfg.DataDir, "log-archive", "builds"): 0o700,
+			filepath.Join(cfg.DataDir, "log-archive", name):     0o600,
+		} {
+			if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != want {
+				t.Errorf("%s: %v %v, want mode %v", path, fi.Mode(), err, want)
+			}
+		}
 	}
 
 	// Retention deletes the blob with the build's logs.
