@@ -149,6 +149,31 @@ func testLogArchive(t *testing.T, s3 *blobstore.S3Config) {
 		}
 	}
 
+	// Deleting a project deletes its archived logs.
+	gone := &store.Project{Name: "gone", CloneURL: "/tmp/y", DefaultBranch: "main"}
+	if err := st.CreateProject(ctx, gone); err != nil {
+		t.Fatal(err)
+	}
+	goneBuild, _ := finishedBuild(t, st, gone, 5)
+	now = now.Add(25 * time.Hour)
+	if n, err := srv.ArchiveLogs(ctx); err != nil || n != 2 { // and the young build of app
+		t.Fatalf("archived %d (%v), want 2", n, err)
+	}
+	goneName := fmt.Sprintf("builds/%d.jsonl.zst", goneBuild)
+	if _, err := srv.logArchive.Blobs.Stat(ctx, goneName); err != nil {
+		t.Fatalf("archive blob: %v", err)
+	}
+	rec := httptest.NewRecorder()
+	req := httptest.NewRequest("DELETE", "/api/v1/projects/gone", nil)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	srv.API.ServeHTTP(rec, req)
+	if rec.Code != http.StatusNoContent {
+		t.Fatalf("delete project: %d %s", rec.Code, rec.Body.String())
+	}
+	if _, err := srv.logArchive.Blobs.Stat(ctx, goneName); err == nil {
+		t.Fatal("a deleted project's archived logs are left")
+	}
+
 	// Retention deletes the blob with the build's logs.
 	now = now.Add(30 * 24 * time.Hour)
 	if n, err := srv.PruneLogs(ctx); err != nil || n != 2 {
@@ -157,7 +182,10 @@ func testLogArchive(t *testing.T, s3 *blobstore.S3Config) {
 	if _, err := srv.logArchive.Blobs.Stat(ctx, name); err == nil {
 		t.Fatal("the archive blob outlived log retention")
 	}
-	rec := get(fmt.Sprintf("/api/v1/builds/%d/logs", old))
+	if _, err := srv.logArchive.Blobs.Stat(ctx, fmt.Sprintf("builds/%d.jsonl.zst", young)); err == nil {
+		t.Fatal("the young build's archive blob outlived log retention")
+	}
+	rec = get(fmt.Sprintf("/api/v1/builds/%d/logs", old))
 	if rec.Code != http.StatusOK || strings.Contains(rec.Body.String(), `"seq"`) {
 		t.Fatalf("pruned build's logs: %d %.300s", rec.Code, rec.Body.String())
 	}

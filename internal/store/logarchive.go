@@ -101,3 +101,22 @@ func (s *Store) MarkLogsArchived(ctx context.Context, buildID, count int64) erro
 		return tx.Commit()
 	})
 }
+
+// ArchivedBuilds lists a project's builds whose logs are in the log
+// archive (archived and not pruned since).
+func (s *Store) ArchivedBuilds(ctx context.Context, projectID int64) ([]int64, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT id FROM builds WHERE project_id = ? AND logs_archived_at IS NOT NULL AND logs_pruned_at IS NULL ORDER BY id`, projectID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []int64
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		out = append(out, id)
+	}
+	return out, rows.Err()
+}

@@ -59,6 +59,9 @@ func TestArchiveLogs(t *testing.T) {
 	if ids, _ := s.BuildsToArchive(ctx, c.now(), 10); len(ids) != 0 {
 		t.Fatalf("archived build listed again: %v", ids)
 	}
+	if ids, err := s.ArchivedBuilds(ctx, p.ID); err != nil || len(ids) != 1 || ids[0] != b.ID {
+		t.Fatalf("archived builds: %v %v", ids, err)
+	}
 	// Retention still counts the archived lines' size.
 	kept, err := s.KeptBuildLogs(ctx, p.ID)
 	if err != nil || len(kept) != 1 || kept[0].Bytes != int64(len("one")+len("two")+len("three")) {
@@ -66,5 +69,8 @@ func TestArchiveLogs(t *testing.T) {
 	}
 	if _, done, err := s.PruneBuildLogs(ctx, b.ID); err != nil || !done {
 		t.Fatalf("prune: %v %v", done, err)
+	}
+	if ids, err := s.ArchivedBuilds(ctx, p.ID); err != nil || len(ids) != 0 {
+		t.Fatalf("archived builds after pruning: %v %v, want none", ids, err)
 	}
 }
