@@ -2,7 +2,9 @@
 // database: one blob per build (JSON lines, zstd-compressed) in a
 // blobstore, written once and read back whole. The store records which
 // builds are archived (store.Build.LogsArchivedAt); the API reads their
-// lines from here with the same paging as from the store.
+// lines from here with the same paging as from the store. A line's text is
+// a JSON string, so invalid UTF-8 reads back as U+FFFD: what every API
+// answer made of it already.
 package logarchive
 
 import (

@@ -190,3 +190,28 @@ func testLogArchive(t *testing.T, s3 *blobstore.S3Config) {
 		t.Fatalf("pruned build's logs: %d %.300s", rec.Code, rec.Body.String())
 	}
 }
+
+// Bad archive settings are refused with the flag's name.
+func TestLogArchiveConfig(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.DataDir = t.TempDir()
+	if err := cfg.Validate(); err != nil || cfg.LogArchiveAfter != 0 || cfg.LogArchiveS3Prefix != "kiln-logs" {
+		t.Fatalf("default: %v %v %q (want off, kiln-logs)", err, cfg.LogArchiveAfter, cfg.LogArchiveS3Prefix)
+	}
+	cfg.LogArchiveAfter = -time.Hour
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "log-archive-after") {
+		t.Fatalf("negative: %v", err)
+	}
+	cfg.LogArchiveAfter = 24 * time.Hour
+	cfg.CacheS3 = blobstore.S3Config{Endpoint: "s3.example.test", Bucket: "b", Prefix: "kiln"}
+	for _, prefix := range []string{"kiln", "kiln/logs", "", "/kiln/"} {
+		cfg.LogArchiveS3Prefix = prefix
+		if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "log-archive-s3-prefix") {
+			t.Errorf("prefix %q within the cache's %q: %v", prefix, cfg.CacheS3.Prefix, err)
+		}
+	}
+	cfg.LogArchiveS3Prefix = "kiln-logs"
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("apart from the cache: %v", err)
+	}
+}
