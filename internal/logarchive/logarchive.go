@@ -33,7 +33,7 @@ type Archive struct {
 func name(buildID int64) string { return fmt.Sprintf("builds/%d.jsonl.zst", buildID) }
 
 // Write archives a build's lines: each(f) calls f with every line, in
-// order, and returns how many. The blob replaces any earlier one of the
+// (job, attempt, seq) order (Lines relies on it), and returns how many. The blob replaces any earlier one of the
 // build. It returns the count of lines the blob holds, read back.
 func (a *Archive) Write(ctx context.Context, buildID int64, each func(f func(store.LogLine) error) (int64, error)) (int64, error) {
 	tmp, err := os.CreateTemp(a.TmpDir, "logarchive-*")
@@ -87,6 +87,9 @@ func (a *Archive) Lines(ctx context.Context, buildID, jobID int64, attempt int, 
 	var out []store.LogLine
 	errFull := errors.New("full")
 	err := a.each(ctx, buildID, func(l store.LogLine) error {
+		if l.JobID > jobID || l.JobID == jobID && l.Attempt > attempt {
+			return errFull // the blob is in (job, attempt, seq) order: none follow
+		}
 		if l.JobID != jobID || l.Attempt != attempt || l.Seq <= after {
 			return nil
 		}
