@@ -258,6 +258,11 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		}
 		cacheCfg.Blobs = blobs
 	}
+	if cfg.LogArchiveAfter > 0 && !cfg.CacheS3.Enabled() && st.Dialect() == "postgres" {
+		// Any server may answer for an archived build's logs, and a
+		// local archive is on the leader's disk only.
+		return fail(errors.New("log-archive-after: on PostgreSQL, which other servers may share, the log archive must be in S3 (-cache-s3-*)"))
+	}
 	logArchive, err := openLogArchive(ctx, cfg, spoolDir)
 	if err != nil {
 		return fail(err)
