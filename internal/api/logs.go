@@ -211,6 +211,21 @@ func (s *Server) streamBuildLogs(w http.ResponseWriter, r *http.Request) {
 			if c.attempt != j.Attempt { // a retry starts a new log
 				c = cursor{attempt: j.Attempt}
 			}
+			if b.LogsArchivedAt != nil && b.LogsPrunedAt == nil && s.cfg.LogArchive != nil {
+				// Finished and archived: the blob read once per job, not
+				// once per page.
+				err := s.cfg.LogArchive.Each(r.Context(), b.ID, j.ID, c.attempt, c.seq, func(l store.LogLine) error {
+					writeEvent(w, "line", StreamLine{Job: j.Name, LogLine: l})
+					c.seq = l.Seq
+					return nil
+				})
+				if err != nil {
+					s.log.Warn("log stream: archived logs", "build", b.ID, "err", err)
+					return
+				}
+				cursors[j.ID] = c
+				continue
+			}
 			for {
 				lines, err := s.logs(r.Context(), b, j.ID, c.attempt, c.seq, 1000)
 				if err != nil {

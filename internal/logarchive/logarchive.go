@@ -86,13 +86,7 @@ func (a *Archive) Write(ctx context.Context, buildID int64, each func(f func(sto
 func (a *Archive) Lines(ctx context.Context, buildID, jobID int64, attempt int, after int64, limit int) ([]store.LogLine, error) {
 	var out []store.LogLine
 	errFull := errors.New("full")
-	err := a.each(ctx, buildID, func(l store.LogLine) error {
-		if l.JobID > jobID || l.JobID == jobID && l.Attempt > attempt {
-			return errFull // the blob is in (job, attempt, seq) order: none follow
-		}
-		if l.JobID != jobID || l.Attempt != attempt || l.Seq <= after {
-			return nil
-		}
+	err := a.Each(ctx, buildID, jobID, attempt, after, func(l store.LogLine) error {
 		out = append(out, l)
 		if limit > 0 && len(out) == limit {
 			return errFull
@@ -103,6 +97,25 @@ func (a *Archive) Lines(ctx context.Context, buildID, jobID int64, attempt int, 
 		return nil, err
 	}
 	return out, nil
+}
+
+// Each calls f with every archived line of a build's job attempt with seq
+// > after, in order, reading the blob once (a stream of a long log).
+func (a *Archive) Each(ctx context.Context, buildID, jobID int64, attempt int, after int64, f func(store.LogLine) error) error {
+	errPast := errors.New("past")
+	err := a.each(ctx, buildID, func(l store.LogLine) error {
+		if l.JobID > jobID || l.JobID == jobID && l.Attempt > attempt {
+			return errPast // the blob is in (job, attempt, seq) order: none follow
+		}
+		if l.JobID != jobID || l.Attempt != attempt || l.Seq <= after {
+			return nil
+		}
+		return f(l)
+	})
+	if errors.Is(err, errPast) {
+		return nil
+	}
+	return err
 }
 
 // Delete removes a build's archive (none is not an error).
