@@ -197,6 +197,20 @@ func testLogArchive(t *testing.T, s3 *blobstore.S3Config) {
 	}
 }
 
+// Off by default, nothing of the archive is made.
+func TestLogArchiveOffByDefault(t *testing.T) {
+	srv, _ := newRetentionServer(t, RetentionPolicy{})
+	if srv.logArchive != nil {
+		t.Fatal("a log archive opened with archiving off and none before")
+	}
+	if _, err := os.Stat(filepath.Join(srv.cfg.DataDir, "log-archive")); err == nil {
+		t.Fatal("DATA_DIR/log-archive made with archiving off")
+	}
+	if n, err := srv.ArchiveLogs(context.Background()); n != 0 || err != nil {
+		t.Fatalf("archived %d %v", n, err)
+	}
+}
+
 // Bad archive settings are refused with the flag's name.
 func TestLogArchiveConfig(t *testing.T) {
 	cfg := DefaultConfig()

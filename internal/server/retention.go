@@ -67,6 +67,10 @@ func (s *Server) PruneLogs(ctx context.Context) (int, error) {
 			return pruned, err
 		}
 		for _, id := range pol.expired(kept, now) {
+			b, err := s.Store.Build(ctx, id)
+			if err != nil {
+				return pruned, err
+			}
 			for {
 				if err := ctx.Err(); err != nil {
 					return pruned, err
@@ -81,8 +85,10 @@ func (s *Server) PruneLogs(ctx context.Context) (int, error) {
 			}
 			// After logs_pruned_at: a blob whose delete fails is left
 			// over, but no build points at a missing blob.
-			if err := s.logArchive.Delete(ctx, id); err != nil {
-				return pruned, err
+			if b.LogsArchivedAt != nil && s.logArchive != nil {
+				if err := s.logArchive.Delete(ctx, id); err != nil {
+					return pruned, err
+				}
 			}
 			pruned++
 		}
@@ -100,7 +106,7 @@ const archiveBatch = 20
 // blob, and the build is archived again (the blob replaced) next round.
 // It returns how many builds it archived.
 func (s *Server) ArchiveLogs(ctx context.Context) (int, error) {
-	if s.cfg.LogArchiveAfter <= 0 {
+	if s.cfg.LogArchiveAfter <= 0 || s.logArchive == nil {
 		return 0, nil
 	}
 	ids, err := s.Store.BuildsToArchive(ctx, s.now().Add(-s.cfg.LogArchiveAfter), archiveBatch)

@@ -9,6 +9,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -353,8 +354,9 @@ func overlaps(a, b string) bool {
 	return a == "" || b == "" || a == b || strings.HasPrefix(a, b+"/") || strings.HasPrefix(b, a+"/")
 }
 
-// openLogArchive opens the log archive: always, so that builds archived
-// before (when -log-archive-after was set) are still read and pruned.
+// openLogArchive opens the log archive, also when archiving is off, so
+// that builds archived before are still read and pruned. Only a local one
+// never used is not made (nil).
 func openLogArchive(ctx context.Context, cfg Config, tmpDir string) (*logarchive.Archive, error) {
 	if cfg.CacheS3.Enabled() {
 		s3cfg := cfg.CacheS3
@@ -365,7 +367,11 @@ func openLogArchive(ctx context.Context, cfg Config, tmpDir string) (*logarchive
 		}
 		return &logarchive.Archive{Blobs: blobs, TmpDir: tmpDir}, nil
 	}
-	blobs, err := blobstore.NewDisk(filepath.Join(cfg.DataDir, "log-archive"))
+	dir := filepath.Join(cfg.DataDir, "log-archive")
+	if _, err := os.Stat(dir); cfg.LogArchiveAfter <= 0 && errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	blobs, err := blobstore.NewDisk(dir)
 	if err != nil {
 		return nil, fmt.Errorf("log archive: %w", err)
 	}
