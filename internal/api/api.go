@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/kilnci/kiln/internal/logarchive"
 	"log/slog"
 	"net/http"
 	"net/netip"
@@ -62,6 +63,9 @@ type Config struct {
 	// Kiln creates no webhook (the default, the listen address, is
 	// rarely one a forge reaches).
 	HookBaseURL string
+	// LogArchive holds the logs of builds archived out of the store
+	// (store.Build.LogsArchivedAt); nil: none are.
+	LogArchive *logarchive.Archive
 	// TrustedProxies are the proxies whose X-Forwarded-For names the
 	// client the audit log records (-trusted-proxies); none: the TCP
 	// peer is the client.

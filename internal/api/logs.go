@@ -95,7 +95,7 @@ func (s *Server) buildLogs(w http.ResponseWriter, r *http.Request) {
 		if a == 0 {
 			a = j.Attempt
 		}
-		page, err := s.logPage(r.Context(), j.ID, a, after, limit)
+		page, err := s.logPage(r.Context(), b, j.ID, a, after, limit)
 		if err != nil {
 			s.storeError(w, err)
 			return
@@ -112,8 +112,8 @@ func (s *Server) buildLogs(w http.ResponseWriter, r *http.Request) {
 
 // logPage reads up to limit lines of a job attempt after a seq, and
 // whether more follow.
-func (s *Server) logPage(ctx context.Context, jobID int64, attempt int, after int64, limit int) (JobLog, error) {
-	lines, err := s.store.Logs(ctx, jobID, attempt, after, limit)
+func (s *Server) logPage(ctx context.Context, b *store.Build, jobID int64, attempt int, after int64, limit int) (JobLog, error) {
+	lines, err := s.logs(ctx, b, jobID, attempt, after, limit)
 	if err != nil {
 		return JobLog{}, err
 	}
@@ -123,7 +123,7 @@ func (s *Server) logPage(ctx context.Context, jobID int64, attempt int, after in
 	}
 	if len(lines) == limit {
 		last := lines[len(lines)-1].Seq
-		more, err := s.store.Logs(ctx, jobID, attempt, last, 1)
+		more, err := s.logs(ctx, b, jobID, attempt, last, 1)
 		if err != nil {
 			return JobLog{}, err
 		}
@@ -132,6 +132,28 @@ func (s *Server) logPage(ctx context.Context, jobID int64, attempt int, after in
 		}
 	}
 	return page, nil
+}
+
+// logs reads a job attempt's lines after a seq, up to limit, from the
+// store or, for a build whose logs are archived, from the log archive.
+func (s *Server) logs(ctx context.Context, b *store.Build, jobID int64, attempt int, after int64, limit int) ([]store.LogLine, error) {
+	if b.LogsArchivedAt == nil {
+		lines, err := s.store.Logs(ctx, jobID, attempt, after, limit)
+		if err != nil || len(lines) > 0 || s.cfg.LogArchive == nil || b.FinishedAt == nil {
+			return lines, err
+		}
+		// Archived since b was read? Its lines are gone from the store.
+		if b, err = s.store.Build(ctx, b.ID); err != nil || b.LogsArchivedAt == nil {
+			return lines, err
+		}
+	}
+	if b.LogsPrunedAt != nil { // log retention deleted the archive too
+		return nil, nil
+	}
+	if s.cfg.LogArchive == nil {
+		return nil, fmt.Errorf("build %d: its logs are archived but no log archive is configured", b.ID)
+	}
+	return s.cfg.LogArchive.Lines(ctx, b.ID, jobID, attempt, after, limit)
 }
 
 // StreamLine is the data of a "line" event of the log stream.
@@ -189,8 +211,23 @@ func (s *Server) streamBuildLogs(w http.ResponseWriter, r *http.Request) {
 			if c.attempt != j.Attempt { // a retry starts a new log
 				c = cursor{attempt: j.Attempt}
 			}
+			if b.LogsArchivedAt != nil && b.LogsPrunedAt == nil && s.cfg.LogArchive != nil {
+				// Finished and archived: the blob read once per job, not
+				// once per page.
+				err := s.cfg.LogArchive.Each(r.Context(), b.ID, j.ID, c.attempt, c.seq, func(l store.LogLine) error {
+					writeEvent(w, "line", StreamLine{Job: j.Name, LogLine: l})
+					c.seq = l.Seq
+					return nil
+				})
+				if err != nil {
+					s.log.Warn("log stream: archived logs", "build", b.ID, "err", err)
+					return
+				}
+				cursors[j.ID] = c
+				continue
+			}
 			for {
-				lines, err := s.store.Logs(r.Context(), j.ID, c.attempt, c.seq, 1000)
+				lines, err := s.logs(r.Context(), b, j.ID, c.attempt, c.seq, 1000)
 				if err != nil {
 					return
 				}

@@ -504,9 +504,24 @@ func (s *Server) deleteProject(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	// Archived logs go after the project: a failed delete leaves a blob
+	// over, never a build whose archive is gone.
+	var archived []int64
+	if s.cfg.LogArchive != nil {
+		var err error
+		if archived, err = s.store.ArchivedBuilds(r.Context(), p.ID); err != nil {
+			s.storeError(w, err)
+			return
+		}
+	}
 	if err := s.store.DeleteProject(r.Context(), p.ID); err != nil {
 		s.storeError(w, err)
 		return
+	}
+	for _, id := range archived {
+		if err := s.cfg.LogArchive.Delete(r.Context(), id); err != nil {
+			s.log.Warn("project deleted: its archived logs were not", "project", p.Name, "build", id, "err", err)
+		}
 	}
 	s.record(r, "project.delete", "project:"+p.Name, nil)
 	w.WriteHeader(http.StatusNoContent)

@@ -56,22 +56,29 @@ func secureDataDir(dir string, log *slog.Logger) error {
 			return err
 		}
 	}
-	// The cache's blobs are the only files below the top that hold
-	// builds' data outside a store of their own (git mirrors are git's).
-	cacheDir := filepath.Join(dir, "cache")
-	if _, err := os.Lstat(cacheDir); err != nil {
-		return nil
-	}
-	return filepath.WalkDir(cacheDir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil || path == cacheDir || !d.Type().IsRegular() && !d.IsDir() {
-			return err
+	// The cache's blobs and the log archive are the only files below the
+	// top that hold builds' data outside a store of their own (git mirrors
+	// are git's).
+	for _, sub := range []string{"cache", "log-archive"} {
+		root := filepath.Join(dir, sub)
+		if _, err := os.Lstat(root); err != nil {
+			continue
 		}
-		info, err := d.Info()
+		err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+			if err != nil || path == root || !d.Type().IsRegular() && !d.IsDir() {
+				return err
+			}
+			info, err := d.Info()
+			if err != nil {
+				return err
+			}
+			return fix(path, info.Mode())
+		})
 		if err != nil {
 			return err
 		}
-		return fix(path, info.Mode())
-	})
+	}
+	return nil
 }
 
 // createPrivate creates path with mode 0600 when it is missing, so that

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/kilnci/kiln/internal/store"
@@ -66,6 +67,10 @@ func (s *Server) PruneLogs(ctx context.Context) (int, error) {
 			return pruned, err
 		}
 		for _, id := range pol.expired(kept, now) {
+			b, err := s.Store.Build(ctx, id)
+			if err != nil {
+				return pruned, err
+			}
 			for {
 				if err := ctx.Err(); err != nil {
 					return pruned, err
@@ -78,10 +83,53 @@ func (s *Server) PruneLogs(ctx context.Context) (int, error) {
 					break
 				}
 			}
+			// After logs_pruned_at: a blob whose delete fails is left
+			// over, but no build points at a missing blob.
+			if b.LogsArchivedAt != nil && s.logArchive != nil {
+				if err := s.logArchive.Delete(ctx, id); err != nil {
+					return pruned, err
+				}
+			}
 			pruned++
 		}
 	}
 	return pruned, nil
+}
+
+// archiveBatch is how many builds one round of the retention loop archives.
+const archiveBatch = 20
+
+// ArchiveLogs moves the log lines of up to archiveBatch builds finished
+// more than LogArchiveAfter ago into the log archive: the blob is written
+// and read back first, then the lines are deleted in the transaction that
+// records logs_archived_at. A crash in between leaves the lines and a
+// blob, and the build is archived again (the blob replaced) next round.
+// It returns how many builds it archived.
+func (s *Server) ArchiveLogs(ctx context.Context) (int, error) {
+	if s.cfg.LogArchiveAfter <= 0 || s.logArchive == nil {
+		return 0, nil
+	}
+	ids, err := s.Store.BuildsToArchive(ctx, s.now().Add(-s.cfg.LogArchiveAfter), archiveBatch)
+	if err != nil {
+		return 0, err
+	}
+	archived := 0
+	for _, id := range ids {
+		n, err := s.logArchive.Write(ctx, id, func(f func(store.LogLine) error) (int64, error) {
+			return s.Store.EachBuildLogLine(ctx, id, f)
+		})
+		if err != nil {
+			return archived, err
+		}
+		if err := s.Store.MarkLogsArchived(ctx, id, n); errors.Is(err, store.ErrArchiveChanged) {
+			s.log.Warn("log archive: build's lines changed while archived: archived again next round", "build", id, "err", err)
+			continue
+		} else if err != nil {
+			return archived, err
+		}
+		archived++
+	}
+	return archived, nil
 }
 
 // retentionLoop prunes logs now and then every RetentionEvery.
@@ -93,6 +141,11 @@ func (s *Server) retentionLoop(ctx context.Context) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
+		if n, err := s.ArchiveLogs(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn("log archive", "err", err)
+		} else if n > 0 {
+			s.log.Info("log archive: archived finished builds' logs", "builds", n)
+		}
 		if n, err := s.PruneLogs(ctx); err != nil && ctx.Err() == nil {
 			s.log.Warn("log retention", "err", err)
 		} else if n > 0 {

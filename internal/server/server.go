@@ -9,6 +9,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -28,6 +29,7 @@ import (
 	"github.com/kilnci/kiln/internal/github"
 	"github.com/kilnci/kiln/internal/gitmirror"
 	"github.com/kilnci/kiln/internal/leader"
+	"github.com/kilnci/kiln/internal/logarchive"
 	"github.com/kilnci/kiln/internal/metrics"
 	"github.com/kilnci/kiln/internal/protocol"
 	"github.com/kilnci/kiln/internal/scheduler"
@@ -85,6 +87,12 @@ type Config struct {
 	// may override it); RetentionEvery is how often it is applied.
 	LogRetention   RetentionPolicy
 	RetentionEvery time.Duration
+	// LogArchiveAfter: a finished build older than this has its log lines
+	// moved out of the database into the log archive (0: never). The
+	// archive is DataDir/log-archive, or the cache's S3 bucket under
+	// LogArchiveS3Prefix when CacheS3 is set.
+	LogArchiveAfter    time.Duration
+	LogArchiveS3Prefix string
 	// ReserveBytes is the space kept in DataDir/reserve for deletes on a
 	// full disk (0: none); HealthEvery is how often the store's writes are
 	// probed (and the reserve made again once there is room).
@@ -110,7 +118,7 @@ func DefaultConfig() Config {
 	return Config{Listen: "127.0.0.1:8080", MaxWebhookBody: 25 << 20, WebhookConcurrency: 16, WebhookQueueWait: 10 * time.Second, WebhookReadTimeout: 30 * time.Second,
 		Scheduler: scheduler.DefaultConfig(), Cache: cache.DefaultConfig(), EvictEvery: 10 * time.Minute,
 		Actions: actions.DefaultConfig(), ShutdownTimeout: 10 * time.Second,
-		LogRetention: RetentionPolicy{MaxAge: 90 * 24 * time.Hour, MaxBytes: 1 << 30}, RetentionEvery: 10 * time.Minute,
+		LogRetention: RetentionPolicy{MaxAge: 90 * 24 * time.Hour, MaxBytes: 1 << 30}, RetentionEvery: 10 * time.Minute, LogArchiveS3Prefix: "kiln-logs",
 		ReserveBytes: 64 << 20, HealthEvery: 10 * time.Second, MinFreeBytes: 16 << 20, Git: gitmirror.DefaultConfig(),
 		LeaderTTL: leader.DefaultTTL}
 }
@@ -130,6 +138,10 @@ func (c Config) Validate() error {
 		return errors.New("max-attempts: at least 1")
 	case c.LogRetention.MaxAge < 0:
 		return errors.New("log-retention: must not be negative (0: keep forever)")
+	case c.LogArchiveAfter < 0:
+		return errors.New("log-archive-after: must not be negative (0: never archive)")
+	case c.LogArchiveAfter > 0 && c.CacheS3.Enabled() && overlaps(c.CacheS3.Prefix, c.LogArchiveS3Prefix):
+		return fmt.Errorf("log-archive-s3-prefix: %q overlaps the cache's prefix %q: the cache owns every key under its own", c.LogArchiveS3Prefix, c.CacheS3.Prefix)
 	case c.LogRetention.MaxBytes < 0:
 		return errors.New("log-max-bytes: must not be negative (0: no limit)")
 	case c.ReserveBytes < 0:
@@ -162,7 +174,9 @@ type Server struct {
 	log     *slog.Logger
 	ln      net.Listener
 	reserve *reserve
-	now     func() time.Time // log retention's clock (tests move it)
+	// logArchive holds archived builds' logs (ArchiveLogs).
+	logArchive *logarchive.Archive
+	now        func() time.Time // log retention's clock (tests move it)
 	// releaseDir unlocks the data dir (claimDataDir) at Close.
 	releaseDir func()
 	// hintPub sends wake-ups to the other servers (hints.go).
@@ -245,6 +259,15 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		}
 		cacheCfg.Blobs = blobs
 	}
+	if cfg.LogArchiveAfter > 0 && !cfg.CacheS3.Enabled() && st.Dialect() == "postgres" {
+		// Any server may answer for an archived build's logs, and a
+		// local archive is on the leader's disk only.
+		return fail(errors.New("log-archive-after: on PostgreSQL, which other servers may share, the log archive must be in S3 (-cache-s3-*)"))
+	}
+	logArchive, err := openLogArchive(ctx, cfg, spoolDir)
+	if err != nil {
+		return fail(err)
+	}
 	cacheSvc, err := cache.New(cacheCfg, st.DB())
 	if err != nil {
 		return fail(fmt.Errorf("cache service: %w", err))
@@ -318,11 +341,41 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		AllowFileRemotes: cfg.Git.AllowFileRemotes, SpoolDir: spoolDir, MetricsToken: cfg.MetricsToken, TrustedProxies: cfg.TrustedProxies,
 		GitHubApp:          cfg.Actions.GitHub.AppID != 0 && len(cfg.Actions.GitHub.PrivateKeyPEM) > 0,
 		WebhookConcurrency: cfg.WebhookConcurrency, WebhookQueueWait: cfg.WebhookQueueWait, WebhookReadTimeout: cfg.WebhookReadTimeout,
-		GitHubAppID: cfg.Actions.GitHub.AppID, GitHubAppKey: cfg.Actions.GitHub.PrivateKeyPEM, HookBaseURL: hookBase}, st, sched, m, log.With("component", "api"), cacheSvc, acts)
+		GitHubAppID: cfg.Actions.GitHub.AppID, GitHubAppKey: cfg.Actions.GitHub.PrivateKeyPEM, HookBaseURL: hookBase, LogArchive: logArchive}, st, sched, m, log.With("component", "api"), cacheSvc, acts)
 	if shared {
 		a.PublishBuilds(func(id int64) { hintPub.Publish(store.HintBuild, id) })
 	}
-	return &Server{hintPub: hintPub, cfg: cfg, Store: st, Sched: sched, Mirrors: mirrors, API: a, Cache: cacheSvc, Actions: acts, Statuses: statuses, Leader: elector, log: log, ln: ln, reserve: res, now: time.Now, releaseDir: releaseDir}, nil
+	return &Server{hintPub: hintPub, cfg: cfg, Store: st, Sched: sched, Mirrors: mirrors, API: a, Cache: cacheSvc, Actions: acts, Statuses: statuses, Leader: elector, log: log, ln: ln, reserve: res, logArchive: logArchive, now: time.Now, releaseDir: releaseDir}, nil
+}
+
+// overlaps reports whether one key prefix is within the other.
+func overlaps(a, b string) bool {
+	a, b = strings.Trim(a, "/"), strings.Trim(b, "/")
+	return a == "" || b == "" || a == b || strings.HasPrefix(a, b+"/") || strings.HasPrefix(b, a+"/")
+}
+
+// openLogArchive opens the log archive, also when archiving is off, so
+// that builds archived before are still read and pruned. Only a local one
+// never used is not made (nil).
+func openLogArchive(ctx context.Context, cfg Config, tmpDir string) (*logarchive.Archive, error) {
+	if cfg.CacheS3.Enabled() {
+		s3cfg := cfg.CacheS3
+		s3cfg.Prefix = cfg.LogArchiveS3Prefix
+		blobs, err := blobstore.NewS3(ctx, s3cfg)
+		if err != nil {
+			return nil, fmt.Errorf("log archive: %w", err)
+		}
+		return &logarchive.Archive{Blobs: blobs, TmpDir: tmpDir}, nil
+	}
+	dir := filepath.Join(cfg.DataDir, "log-archive")
+	if _, err := os.Stat(dir); cfg.LogArchiveAfter <= 0 && errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	blobs, err := blobstore.NewDisk(dir)
+	if err != nil {
+		return nil, fmt.Errorf("log archive: %w", err)
+	}
+	return &logarchive.Archive{Blobs: blobs, TmpDir: tmpDir}, nil
 }
 
 // deriveKey derives a purpose-bound key from the secret key, so that one

@@ -12,7 +12,7 @@ import (
 
 const buildCols = `b.id, b.project_id, p.name, b.number, b.status, b.trigger, b.forge, b.delivery_id, b.ref, b.branch, b.commit_sha,
 	b.message, b.author, b.error, b.cancel_requested, b.planned, b.plan_attempts, b.created_at, b.started_at, b.finished_at,
-	b.logs_pruned_at, b.event, b.pr_number, b.pr_title, b.head_branch, b.base_branch, b.fork, b.approval, b.approved_by, b.forge_action`
+	b.logs_pruned_at, b.logs_archived_at, b.event, b.pr_number, b.pr_title, b.head_branch, b.base_branch, b.fork, b.approval, b.approved_by, b.forge_action`
 
 const buildFrom = ` FROM builds b JOIN projects p ON p.id = b.project_id`
 
@@ -20,11 +20,11 @@ func scanBuild(row interface{ Scan(...any) error }) (*Build, error) {
 	var b Build
 	var cancel, planned int
 	var created int64
-	var started, finished, pruned sql.NullInt64
+	var started, finished, pruned, archived sql.NullInt64
 	var pr PullRequest
 	var fork int
 	err := row.Scan(&b.ID, &b.ProjectID, &b.Project, &b.Number, &b.Status, &b.Trigger, &b.Forge, &b.DeliveryID, &b.Ref, &b.Branch, &b.Commit,
-		&b.Message, &b.Author, &b.Error, &cancel, &planned, &b.PlanAttempts, &created, &started, &finished, &pruned,
+		&b.Message, &b.Author, &b.Error, &cancel, &planned, &b.PlanAttempts, &created, &started, &finished, &pruned, &archived,
 		&b.Event, &pr.Number, &pr.Title, &pr.HeadBranch, &pr.BaseBranch, &fork, &b.Approval, &b.ApprovedBy, &b.ForgeAction)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("build: %w", ErrNotFound)
@@ -34,7 +34,7 @@ func scanBuild(row interface{ Scan(...any) error }) (*Build, error) {
 	}
 	b.CancelRequested, b.Planned = cancel != 0, planned != 0
 	b.CreatedAt, b.StartedAt, b.FinishedAt = fromMS(created), nullTime(started), nullTime(finished)
-	b.LogsPrunedAt = nullTime(pruned)
+	b.LogsPrunedAt, b.LogsArchivedAt = nullTime(pruned), nullTime(archived)
 	if pr.Number > 0 {
 		pr.Fork = fork != 0
 		b.PullRequest = &pr

@@ -145,7 +145,10 @@ type Build struct {
 	FinishedAt      *time.Time `json:"finished_at,omitempty"`
 	// LogsPrunedAt is when log retention deleted the build's logs.
 	LogsPrunedAt *time.Time `json:"logs_pruned_at,omitempty"`
-	Jobs         []*Job     `json:"jobs,omitempty"`
+	// LogsArchivedAt is when the build's logs moved to the log archive
+	// (they are read from there).
+	LogsArchivedAt *time.Time `json:"logs_archived_at,omitempty"`
+	Jobs           []*Job     `json:"jobs,omitempty"`
 }
 
 // TriggerGitHubActions is the trigger of a runner build: a GitHub Actions
