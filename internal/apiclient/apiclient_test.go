@@ -16,23 +16,8 @@ import (
 
 // The client against a real Kiln server (SQLite store, the REST API).
 func TestClientAgainstServer(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	cfg := server.DefaultConfig()
-	cfg.DataDir, cfg.Listen = t.TempDir(), "127.0.0.1:0"
-	srv, err := server.New(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, _ := srv.Listen()
-	done := make(chan struct{})
-	go func() { defer close(done); _ = srv.Serve(ctx, ln) }()
-	t.Cleanup(func() { cancel(); <-done; srv.Close() })
-	tok, _, err := srv.EnsureAdminToken(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := apiclient.Client{URL: "http://" + ln.Addr().String(), Token: tok}
+	ctx := context.Background()
+	c := startServer(t)
 
 	var created struct{ Name, CloneURL string }
 	in := map[string]string{"name": "app", "clone_url": "https://example.com/app.git"}
@@ -44,7 +29,7 @@ func TestClientAgainstServer(t *testing.T) {
 		t.Fatalf("list: %+v, %v", list, err)
 	}
 	// An error answer becomes an error with the API's message and status.
-	err = c.Do(ctx, "POST", "/api/v1/projects", in, nil)
+	err := c.Do(ctx, "POST", "/api/v1/projects", in, nil)
 	if err == nil || !strings.Contains(err.Error(), "(HTTP 409)") {
 		t.Fatalf("duplicate project: %v, want an HTTP 409 error", err)
 	}
@@ -53,7 +38,7 @@ func TestClientAgainstServer(t *testing.T) {
 		t.Fatalf("bad token: %v, want an HTTP 401 error", err)
 	}
 	// A server that is not there.
-	gone := apiclient.Client{URL: "http://127.0.0.1:1", Token: tok}
+	gone := apiclient.Client{URL: "http://127.0.0.1:1", Token: c.Token}
 	if err := gone.Do(ctx, "GET", "/api/v1/projects", nil, nil); err == nil || !strings.Contains(err.Error(), "cannot reach Kiln") {
 		t.Fatalf("no server: %v", err)
 	}
@@ -62,24 +47,8 @@ func TestClientAgainstServer(t *testing.T) {
 // FollowLogs reads a build's live log to its end: a build whose
 // repository has no .kiln.yml ends at planning, with its [kiln] lines.
 func TestFollowLogs(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	cfg := server.DefaultConfig()
-	cfg.DataDir, cfg.Listen = t.TempDir(), "127.0.0.1:0"
-	cfg.Git.AllowFileRemotes = true
-	srv, err := server.New(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, _ := srv.Listen()
-	done := make(chan struct{})
-	go func() { defer close(done); _ = srv.Serve(ctx, ln) }()
-	t.Cleanup(func() { cancel(); <-done; srv.Close() })
-	tok, _, err := srv.EnsureAdminToken(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := apiclient.Client{URL: "http://" + ln.Addr().String(), Token: tok}
+	ctx := context.Background()
+	c := startServer(t)
 
 	repo := t.TempDir()
 	for _, args := range [][]string{{"init", "-q", "-b", "main"}, {"-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-q", "--allow-empty", "-m", "empty"}} {
@@ -108,4 +77,29 @@ func TestFollowLogs(t *testing.T) {
 	if _, err := bad.FollowLogs(ctx, b.ID, nil); err == nil || !strings.Contains(err.Error(), "(HTTP 401)") {
 		t.Fatalf("bad token: %v", err)
 	}
+}
+
+// startServer runs a real Kiln server (SQLite store) until the test ends
+// and returns a client of it with the admin token. Local repositories are
+// allowed as clone URLs.
+func startServer(t *testing.T) apiclient.Client {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	cfg := server.DefaultConfig()
+	cfg.DataDir, cfg.Listen = t.TempDir(), "127.0.0.1:0"
+	cfg.Git.AllowFileRemotes = true
+	srv, err := server.New(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	ln, _ := srv.Listen()
+	done := make(chan struct{})
+	go func() { defer close(done); _ = srv.Serve(ctx, ln) }()
+	t.Cleanup(func() { cancel(); <-done; srv.Close() })
+	tok, _, err := srv.EnsureAdminToken(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return apiclient.Client{URL: "http://" + ln.Addr().String(), Token: tok}
 }
