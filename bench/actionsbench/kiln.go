@@ -8,18 +8,15 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
+	"github.com/kilnci/kiln/bench/internal/inproc"
 	"github.com/kilnci/kiln/internal/actions"
-	"github.com/kilnci/kiln/internal/agent"
 	"github.com/kilnci/kiln/internal/api"
 	"github.com/kilnci/kiln/internal/apiclient"
 	"github.com/kilnci/kiln/internal/github/fakegithub"
 	"github.com/kilnci/kiln/internal/github/fakegithub/cmd/fake-runner/runnerimage"
-	"github.com/kilnci/kiln/internal/gitmirror"
-	"github.com/kilnci/kiln/internal/sandbox/docker"
 	"github.com/kilnci/kiln/internal/server"
 	"github.com/kilnci/kiln/internal/store"
 )
@@ -46,60 +43,17 @@ func startKiln(ctx context.Context, g *gh, engine string) (*kiln, error) {
 	}
 	log := slog.New(slog.NewTextHandler(logOut, nil))
 	cfg := server.DefaultConfig()
-	cfg.DataDir, cfg.Listen = filepath.Join(dir, "server"), "127.0.0.1:0"
 	cfg.Actions.GitHub = actions.Connection{BaseURL: g.fake.URL(), Token: ghToken, WebhookSecret: webhookSecret}
 	// Webhooks only: the reconciler would add GitHub calls to every job.
 	cfg.Actions.ReconcileInterval = time.Hour
-	ctx, cancel := context.WithCancel(ctx)
-	k := &kiln{g: g}
-	var done []chan struct{}
-	k.stop = func() {
-		cancel()
-		for _, d := range done {
-			<-d
-		}
+	up, err := inproc.Up(ctx, cfg, engine, inproc.Agent{ID: "actionsbench-agent", Labels: []string{"linux"}, Memory: 256 << 20}, dir, log)
+	if err != nil {
 		os.RemoveAll(dir)
+		return nil, err
 	}
+	k := &kiln{g: g, url: up.URL, admin: up.Admin}
+	k.stop = func() { up.Stop(); os.RemoveAll(dir) }
 	fail := func(err error) (*kiln, error) { k.stop(); return nil, err }
-	srv, err := server.New(ctx, cfg, log)
-	if err != nil {
-		return fail(err)
-	}
-	ln, err := srv.Listen()
-	if err != nil {
-		srv.Close()
-		return fail(err)
-	}
-	done = append(done, make(chan struct{}))
-	go func(d chan struct{}) { defer close(d); _ = srv.Serve(ctx, ln); srv.Close() }(done[0])
-	k.url = "http://" + ln.Addr().String()
-	if k.admin, _, err = srv.EnsureAdminToken(ctx); err != nil {
-		return fail(err)
-	}
-	agentTok, err := srv.LocalAgentToken(ctx)
-	if err != nil {
-		return fail(err)
-	}
-	rt, err := docker.New(engine)
-	if err != nil {
-		return fail(err)
-	}
-	// As `kiln agent` and `kiln up` run it: per-job bridge networks made
-	// ahead of time (Docker; Podman sandboxes use slirp4netns).
-	rt.EnableNetworkPool("actionsbench-agent", agent.DefaultConfig().Capacity, log)
-	mirrors, err := gitmirror.New(filepath.Join(dir, "agent", "git"))
-	if err != nil {
-		return fail(err)
-	}
-	acfg := agent.DefaultConfig()
-	acfg.Server, acfg.Token, acfg.ID = k.url, agentTok, "actionsbench-agent"
-	acfg.WorkDir, acfg.Labels, acfg.DefaultMemory = filepath.Join(dir, "agent", "work"), []string{"linux"}, 256<<20
-	a, err := agent.New(acfg, rt, mirrors, nil, log)
-	if err != nil {
-		return fail(err)
-	}
-	done = append(done, make(chan struct{}))
-	go func(d chan struct{}) { defer close(d); _ = a.Run(ctx) }(done[1])
 	pool := store.Pool{Name: "bench", Labels: runnerLabels, Image: runnerimage.Latest.Ref(), MaxRunners: 2, Owner: ghOwner, Repo: ghRepo, MemoryBytes: 256 << 20, CPUs: 1}
 	if err := k.api("POST", "/api/v1/pools", pool, nil); err != nil {
 		return fail(err)

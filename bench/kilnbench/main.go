@@ -33,11 +33,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/kilnci/kiln/internal/agent"
+	"github.com/kilnci/kiln/bench/internal/inproc"
 	"github.com/kilnci/kiln/internal/api"
 	"github.com/kilnci/kiln/internal/apiclient"
-	"github.com/kilnci/kiln/internal/gitmirror"
-	"github.com/kilnci/kiln/internal/sandbox/docker"
 	"github.com/kilnci/kiln/internal/server"
 	"github.com/kilnci/kiln/internal/store"
 )
@@ -46,9 +44,7 @@ const image = "localhost/kiln/busybox:latest"
 
 type bench struct {
 	url, admin string
-	srv        *server.Server
 	repo       string
-	commit     string
 }
 
 func main() {
@@ -83,62 +79,21 @@ func start(ctx context.Context, engine string, capacity int, pipeline string) (*
 		return nil, nil, err
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	cfg := server.DefaultConfig()
-	cfg.DataDir, cfg.Listen = filepath.Join(dir, "server"), "127.0.0.1:0"
-	ctx, cancel := context.WithCancel(ctx)
-	srv, err := server.New(ctx, cfg, log)
+	up, err := inproc.Up(ctx, server.DefaultConfig(), engine, inproc.Agent{ID: "bench-agent", Capacity: capacity, Labels: []string{"linux"}, Memory: 256 << 20}, dir, log)
 	if err != nil {
-		cancel()
+		os.RemoveAll(dir)
 		return nil, nil, err
 	}
-	ln, err := srv.Listen()
-	if err != nil {
-		cancel()
-		return nil, nil, err
-	}
-	go srv.Serve(ctx, ln)
-	admin, _, err := srv.EnsureAdminToken(ctx)
-	if err != nil {
-		cancel()
-		return nil, nil, err
-	}
-	agentTok, err := srv.LocalAgentToken(ctx)
-	if err != nil {
-		cancel()
-		return nil, nil, err
-	}
-	rt, err := docker.New(engine)
-	if err != nil {
-		cancel()
-		return nil, nil, err
-	}
-	rt.EnableNetworkPool("bench-agent", capacity, log)
-	mirrors, err := gitmirror.New(filepath.Join(dir, "agent", "git"))
-	if err != nil {
-		cancel()
-		return nil, nil, err
-	}
-	acfg := agent.DefaultConfig()
-	acfg.Server, acfg.Token, acfg.ID, acfg.Capacity = "http://"+ln.Addr().String(), agentTok, "bench-agent", capacity
-	acfg.WorkDir, acfg.Labels, acfg.DefaultMemory = filepath.Join(dir, "agent", "work"), []string{"linux"}, 256<<20
-	a, err := agent.New(acfg, rt, mirrors, nil, log)
-	if err != nil {
-		cancel()
-		return nil, nil, err
-	}
-	done := make(chan struct{})
-	go func() { defer close(done); _ = a.Run(ctx) }()
-
-	b := &bench{url: "http://" + ln.Addr().String(), admin: admin, srv: srv, repo: filepath.Join(dir, "repo")}
-	if b.commit, err = makeRepo(b.repo, pipeline); err != nil {
-		cancel()
+	stop := func() { up.Stop(); os.RemoveAll(dir) }
+	b := &bench{url: up.URL, admin: up.Admin, repo: filepath.Join(dir, "repo")}
+	if _, err = makeRepo(b.repo, pipeline); err != nil {
+		stop()
 		return nil, nil, err
 	}
 	if err := b.api("POST", "/api/v1/projects", map[string]any{"name": "bench", "clone_url": b.repo, "webhook_secret": "bench-webhook-secret-0123"}, nil); err != nil {
-		cancel()
+		stop()
 		return nil, nil, err
 	}
-	stop := func() { cancel(); <-done; rt.DrainNetworkPool(context.Background()); srv.Close(); os.RemoveAll(dir) }
 	return b, stop, nil
 }
 
@@ -163,9 +118,24 @@ func (b *bench) api(method, path string, in, out any) error {
 }
 
 // push delivers a signed GitHub push webhook and returns the build id.
-func (b *bench) push(i int) (int64, error) {
+// newCommit adds an empty commit to the project's repository and returns
+// it. Each push names a commit of its own: a push of a commit already
+// built within minutes is a redelivery (the webhooks' duplicate rule) and
+// builds nothing.
+func (b *bench) newCommit(i int) (string, error) {
+	msg := fmt.Sprintf("bench %d %d", i, time.Now().UnixNano())
+	if out, err := exec.Command("git", "-C", b.repo, "-c", "user.name=b", "-c", "user.email=b@b", "commit", "-q", "--allow-empty", "-m", msg).CombinedOutput(); err != nil {
+		return "", fmt.Errorf("git commit: %v: %s", err, out)
+	}
+	out, err := exec.Command("git", "-C", b.repo, "rev-parse", "HEAD").Output()
+	return strings.TrimSpace(string(out)), err
+}
+
+// push delivers a signed push of commit; anything but a new build (201)
+// is an error.
+func (b *bench) push(commit string, i int) (int64, error) {
 	body := fmt.Sprintf(`{"ref":"refs/heads/main","before":"%s","after":"%s","deleted":false,"head_commit":{"id":"%s","message":"bench"},"repository":{"full_name":"bench/bench"},"pusher":{"name":"bench"}}`,
-		strings.Repeat("0", 40), b.commit, b.commit)
+		strings.Repeat("0", 40), commit, commit)
 	mac := hmac.New(sha256.New, []byte("bench-webhook-secret-0123"))
 	mac.Write([]byte(body))
 	req, _ := http.NewRequest("POST", b.url+"/hooks/github/bench", strings.NewReader(body))
@@ -180,8 +150,8 @@ func (b *bench) push(i int) (int64, error) {
 	var out struct {
 		BuildID int64 `json:"build_id"`
 	}
-	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil || out.BuildID == 0 {
-		return 0, fmt.Errorf("push: HTTP %d: %v", resp.StatusCode, err)
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil || out.BuildID == 0 || resp.StatusCode != http.StatusCreated {
+		return 0, fmt.Errorf("push: HTTP %d (want 201, a new build): %v", resp.StatusCode, err)
 	}
 	return out.BuildID, nil
 }
@@ -252,8 +222,12 @@ type phase struct{ sent, claimed, sandbox, first, done time.Time }
 // one sends a push and measures it to the first line of step 0.
 func (b *bench) one(i int) (time.Duration, phase, error) {
 	var p phase
+	commit, err := b.newCommit(i)
+	if err != nil {
+		return 0, p, err
+	}
 	p.sent = time.Now()
-	id, err := b.push(i)
+	id, err := b.push(commit, i)
 	if err != nil {
 		return 0, p, err
 	}
@@ -327,10 +301,16 @@ func throughput(ctx context.Context, engine, cli string, builds, capacity, bareR
 	}
 	defer stop()
 	fmt.Printf("== throughput: %d trivial builds queued at once, one agent of capacity %d (engine %s)\n", builds, capacity, engine)
+	commits := make([]string, builds)
+	for i := range commits {
+		if commits[i], err = b.newCommit(i); err != nil {
+			return err
+		}
+	}
 	t0 := time.Now()
 	ids := make([]int64, 0, builds)
 	for i := 0; i < builds; i++ {
-		id, err := b.push(i)
+		id, err := b.push(commits[i], i)
 		if err != nil {
 			return err
 		}

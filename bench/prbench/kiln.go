@@ -18,12 +18,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/kilnci/kiln/internal/agent"
+	"github.com/kilnci/kiln/bench/internal/inproc"
 	"github.com/kilnci/kiln/internal/api"
 	"github.com/kilnci/kiln/internal/apiclient"
 	"github.com/kilnci/kiln/internal/github/fakegithub"
-	"github.com/kilnci/kiln/internal/gitmirror"
-	"github.com/kilnci/kiln/internal/sandbox/docker"
 	"github.com/kilnci/kiln/internal/server"
 	"github.com/kilnci/kiln/internal/store"
 )
@@ -58,62 +56,16 @@ func startKiln(ctx context.Context, engine string, poll time.Duration, gh *fakeg
 	}
 	log := slog.New(slog.NewTextHandler(logOut, nil))
 	cfg := server.DefaultConfig()
-	cfg.DataDir, cfg.Listen = filepath.Join(dir, "server"), "127.0.0.1:0"
 	cfg.ForgeStatuses.Poll = poll // 0: the sender's default
-	ctx, cancel := context.WithCancel(ctx)
 	k := &kiln{gh: gh, repo: filepath.Join(dir, "repo"), fixtures: fixtures}
-	var done []chan struct{}
-	var rt *docker.Runtime
-	k.stop = func() {
-		cancel()
-		for _, d := range done {
-			<-d
-		}
-		if rt != nil {
-			rt.DrainNetworkPool(context.Background())
-		}
+	up, err := inproc.Up(ctx, cfg, engine, inproc.Agent{ID: "prbench-agent", Labels: []string{"linux"}, Memory: 256 << 20}, dir, log)
+	if err != nil {
 		os.RemoveAll(dir)
+		return nil, err
 	}
+	k.url, k.admin = up.URL, up.Admin
+	k.stop = func() { up.Stop(); os.RemoveAll(dir) }
 	fail := func(err error) (*kiln, error) { k.stop(); return nil, err }
-	srv, err := server.New(ctx, cfg, log)
-	if err != nil {
-		return fail(err)
-	}
-	ln, err := srv.Listen()
-	if err != nil {
-		srv.Close()
-		return fail(err)
-	}
-	done = append(done, make(chan struct{}))
-	go func(d chan struct{}) { defer close(d); _ = srv.Serve(ctx, ln); srv.Close() }(done[0])
-	k.url = "http://" + ln.Addr().String()
-	if k.admin, _, err = srv.EnsureAdminToken(ctx); err != nil {
-		return fail(err)
-	}
-	agentTok, err := srv.LocalAgentToken(ctx)
-	if err != nil {
-		return fail(err)
-	}
-	if rt, err = docker.New(engine); err != nil {
-		return fail(err)
-	}
-	// As `kiln agent` and `kiln up` run it: per-job bridge networks made
-	// ahead of time (Docker; Podman sandboxes use slirp4netns).
-	capacity := agent.DefaultConfig().Capacity
-	rt.EnableNetworkPool("prbench-agent", capacity, log)
-	mirrors, err := gitmirror.New(filepath.Join(dir, "agent", "git"))
-	if err != nil {
-		return fail(err)
-	}
-	acfg := agent.DefaultConfig()
-	acfg.Server, acfg.Token, acfg.ID = k.url, agentTok, "prbench-agent"
-	acfg.WorkDir, acfg.Labels, acfg.DefaultMemory = filepath.Join(dir, "agent", "work"), []string{"linux"}, 256<<20
-	a, err := agent.New(acfg, rt, mirrors, nil, log)
-	if err != nil {
-		return fail(err)
-	}
-	done = append(done, make(chan struct{}))
-	go func(d chan struct{}) { defer close(d); _ = a.Run(ctx) }(done[1])
 
 	if err := makeRepo(k.repo, "image: "+image+"\nsteps:\n  - run: echo hello\n"); err != nil {
 		return fail(err)
