@@ -398,12 +398,18 @@ func TestActionsCancelledRunReleasesRunner(t *testing.T) {
 		t.Run("while running", func(t *testing.T) {
 			job, id := k.queue()
 			k.waitGHJob(job.ID, "in_progress")
+			// The fake marks the job in progress while it answers the
+			// register call; the tap records the call once the answer
+			// passes through it, a moment later.
 			var reg brokertap.Register
-			for _, r := range k.gh.tap.Registers() {
-				if r.JobID == job.ID {
-					reg = r
+			waitUntil(t, "the register call of the job through the tap", func() bool {
+				for _, r := range k.gh.tap.Registers() {
+					if r.JobID == job.ID {
+						reg = r
+					}
 				}
-			}
+				return reg.JITConfig != ""
+			}, k.state)
 			if reg.JITConfig == "" {
 				t.Fatalf("no register call for job %d: %+v", job.ID, k.gh.tap.Registers())
 			}
