@@ -14,7 +14,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/kilnci/kiln/internal/store"
+	"github.com/kilnci/kiln/internal/api"
 )
 
 const (
@@ -131,10 +131,10 @@ func phasesOf(r *run, t0 time.Time) phases {
 	}
 	j := b.Jobs[0]
 	claimed, finished := *j.StartedAt, *j.FinishedAt
-	var step *store.Step
+	var step *api.StepView
 	for _, s := range j.Steps {
 		if s.Attempt == j.Attempt && s.Index == 0 && s.StartedAt != nil && s.FinishedAt != nil {
-			step = s
+			step = &s
 		}
 	}
 	if step == nil {

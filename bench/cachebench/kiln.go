@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/kilnci/kiln/internal/agent"
+	"github.com/kilnci/kiln/internal/api"
 	"github.com/kilnci/kiln/internal/apiclient"
 	"github.com/kilnci/kiln/internal/gitmirror"
 	"github.com/kilnci/kiln/internal/sandbox/docker"
@@ -147,7 +148,7 @@ func (k *kiln) addProject(name, cloneURL, branch string) error {
 
 // run is one build as the benchmark saw it.
 type run struct {
-	build   *store.Build
+	build   *api.BuildView
 	elapsed time.Duration // trigger (API call) → the build seen finished
 	lines   []store.LogLine
 }
@@ -157,7 +158,7 @@ type run struct {
 // take seconds.
 func (k *kiln) build(ctx context.Context, project, branch, commit string) (*run, error) {
 	t0 := time.Now()
-	var b store.Build
+	var b api.BuildView
 	if err := k.call("POST", "/api/v1/projects/"+project+"/builds", map[string]string{"branch": branch, "commit": commit}, &b); err != nil {
 		return nil, err
 	}

@@ -158,7 +158,7 @@ func (b *bench) push(commit string, i int) (int64, error) {
 
 // stream follows the build's live log: it sends the time the first line
 // of step 0 arrives on first, and returns the build when it ends.
-func (b *bench) stream(id int64, first chan<- time.Time) (*store.Build, error) {
+func (b *bench) stream(id int64, first chan<- time.Time) (*api.BuildView, error) {
 	sent := false
 	return apiclient.Client{URL: b.url, Token: b.admin}.FollowLogs(context.Background(), id, func(l api.StreamLine) {
 		if l.Step == 0 && !sent {
@@ -233,7 +233,7 @@ func (b *bench) one(i int) (time.Duration, phase, error) {
 	}
 	first := make(chan time.Time, 1)
 	type result struct {
-		b   *store.Build
+		b   *api.BuildView
 		err error
 	}
 	res := make(chan result, 1)
@@ -318,7 +318,7 @@ func throughput(ctx context.Context, engine, cli string, builds, capacity, bareR
 	}
 	queued := time.Since(t0)
 	for {
-		var list []store.Build
+		var list []api.BuildView
 		if err := b.api("GET", "/api/v1/builds?project=bench&limit=500", nil, &list); err != nil {
 			return err
 		}

@@ -194,7 +194,7 @@ func (k *kiln) deliver(event, delivery string, body []byte) (int64, error) {
 
 // stream follows the build's live log: it sends the time the first line
 // of step 0 arrives on first, and returns the build when it ends.
-func (k *kiln) stream(id int64, first chan<- time.Time) (*store.Build, error) {
+func (k *kiln) stream(id int64, first chan<- time.Time) (*api.BuildView, error) {
 	sent := false
 	return apiclient.Client{URL: k.url, Token: k.admin}.FollowLogs(context.Background(), id, func(l api.StreamLine) {
 		if l.Step == 0 && !sent {

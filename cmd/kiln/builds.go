@@ -47,7 +47,7 @@ func runTrigger(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	var b store.Build
+	var b api.BuildView
 	if err := c.do(ctx, "POST", "/projects/"+url.PathEscape(pos[0])+"/builds", api.TriggerRequest{Branch: *branch, Commit: *commit}, &b); err != nil {
 		return err
 	}
@@ -79,7 +79,7 @@ func runBuilds(ctx context.Context, args []string) error {
 	if *status != "" {
 		q.Set("status", *status)
 	}
-	var bs []store.Build
+	var bs []api.BuildView
 	if err := c.do(ctx, "GET", "/builds?"+q.Encode(), nil, &bs); err != nil {
 		return err
 	}
@@ -136,7 +136,7 @@ func runBuild(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	var b store.Build
+	var b api.BuildView
 	if err := c.do(ctx, "GET", fmt.Sprintf("/builds/%d", id), nil, &b); err != nil {
 		return err
 	}
@@ -147,7 +147,7 @@ func runBuild(ctx context.Context, args []string) error {
 	return nil
 }
 
-func printBuild(b *store.Build) {
+func printBuild(b *api.BuildView) {
 	fmt.Printf("build %d: %s #%d  %s\n", b.ID, qs(b.Project), b.Number, b.Status)
 	fmt.Printf("  ref %s  commit %s  trigger %s  duration %s\n", qs(b.Ref), qs(b.Commit), b.Trigger, duration(b.StartedAt, b.FinishedAt))
 	if pr := b.PullRequest; pr != nil {
@@ -216,7 +216,7 @@ func buildAction(ctx context.Context, args []string, action string) error {
 	if err != nil {
 		return err
 	}
-	var b store.Build
+	var b api.BuildView
 	if err := c.do(ctx, "POST", fmt.Sprintf("/builds/%d/%s", id, action), nil, &b); err != nil {
 		return err
 	}
@@ -248,9 +248,9 @@ func runAgents(ctx context.Context, args []string) error {
 		return err
 	}
 	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tNAME\tLABELS\tCAPACITY\tVERSION\tLAST SEEN\tSTATE")
+	fmt.Fprintln(tw, "ID\tNAME\tLABELS\tCAPACITY\tVERSION\tPROTOCOL\tLAST SEEN\tSTATE")
 	for _, a := range as {
-		fmt.Fprintf(tw, "%s\t%s\t%v\t%d\t%s\t%s ago\t%s\n", qs(a.ID), qs(a.Name), a.Labels, a.Capacity, a.Version, time.Since(a.LastSeen).Round(time.Second), agentState(a))
+		fmt.Fprintf(tw, "%s\t%s\t%v\t%d\t%s\t%s\t%s ago\t%s\n", qs(a.ID), qs(a.Name), a.Labels, a.Capacity, qs(a.Version), qs(a.Protocol), time.Since(a.LastSeen).Round(time.Second), agentState(a))
 	}
 	return tw.Flush()
 }

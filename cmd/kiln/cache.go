@@ -10,6 +10,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/kilnci/kiln/internal/api"
 	"github.com/kilnci/kiln/internal/cache"
 )
 
@@ -35,7 +36,7 @@ func runCache(ctx context.Context, args []string) error {
 	}
 	switch {
 	case sub == "ls" && len(pos) == 1:
-		var entries []cache.Entry
+		var entries []api.CacheEntryView
 		if err := c.do(ctx, "GET", "/projects/"+url.PathEscape(pos[0])+"/caches", nil, &entries); err != nil {
 			return err
 		}

@@ -52,7 +52,7 @@ func printBuildLogs(ctx context.Context, c apiclient.Client, id int64, p *linePr
 // prunedNotice says so when log retention deleted the build's logs: an
 // empty log is otherwise indistinguishable from a build that printed nothing.
 func prunedNotice(ctx context.Context, c *apiClient, id int64) error {
-	var b store.Build
+	var b api.BuildView
 	if err := c.do(ctx, "GET", fmt.Sprintf("/builds/%d", id), nil, &b); err != nil {
 		return err
 	}

@@ -11,7 +11,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/kilnci/kiln/internal/store"
+	"github.com/kilnci/kiln/internal/api"
 )
 
 const poolUsage = "usage: kiln pool add NAME -labels self-hosted,linux -image IMAGE -max N -scope OWNER[/REPO] [flags] | ls | show NAME | rm NAME"
@@ -25,7 +25,7 @@ func runPool(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("kiln pool "+sub, flag.ContinueOnError)
 	connect := clientFlags(fs)
 	asJSON := fs.Bool("json", false, "print JSON")
-	var p store.Pool
+	var p api.PoolView
 	var labels, scope, memory, agentLabels string
 	var timeout time.Duration
 	if sub == "add" {
@@ -61,7 +61,7 @@ func runPool(ctx context.Context, args []string) error {
 				return fmt.Errorf("-memory: %w", err)
 			}
 		}
-		var out store.Pool
+		var out api.PoolView
 		if err := c.do(ctx, "POST", "/pools", p, &out); err != nil {
 			return err
 		}
@@ -72,7 +72,7 @@ func runPool(ctx context.Context, args []string) error {
 		fmt.Printf("GitHub webhook (event workflow_job): %s/hooks/github-actions\n", c.server)
 		return nil
 	case sub == "ls" && len(pos) == 0:
-		var ps []store.Pool
+		var ps []api.PoolView
 		if err := c.do(ctx, "GET", "/pools", nil, &ps); err != nil {
 			return err
 		}
@@ -86,7 +86,7 @@ func runPool(ctx context.Context, args []string) error {
 		}
 		return tw.Flush()
 	case sub == "show" && len(pos) == 1:
-		var out store.Pool
+		var out api.PoolView
 		if err := c.do(ctx, "GET", "/pools/"+url.PathEscape(pos[0]), nil, &out); err != nil {
 			return err
 		}
@@ -104,7 +104,7 @@ func runPool(ctx context.Context, args []string) error {
 	return errors.New(poolUsage)
 }
 
-func poolScope(p *store.Pool) string {
+func poolScope(p *api.PoolView) string {
 	if p.Repo == "" {
 		return p.Owner
 	}

@@ -8,7 +8,7 @@ import (
 	"os"
 	"text/tabwriter"
 
-	"github.com/kilnci/kiln/internal/store"
+	"github.com/kilnci/kiln/internal/api"
 )
 
 func runToken(ctx context.Context, args []string) error {
@@ -30,7 +30,7 @@ func runToken(ctx context.Context, args []string) error {
 	switch {
 	case sub == "create" && len(pos) == 1:
 		var out struct {
-			Token  store.Token
+			Token  api.TokenView
 			Secret string
 		}
 		if err := c.do(ctx, "POST", "/tokens", map[string]string{"name": pos[0], "kind": *kind}, &out); err != nil {
@@ -40,7 +40,7 @@ func runToken(ctx context.Context, args []string) error {
 		fmt.Println(out.Secret)
 		return nil
 	case sub == "ls" && len(pos) == 0:
-		var ts []store.Token
+		var ts []api.TokenView
 		if err := c.do(ctx, "GET", "/tokens", nil, &ts); err != nil {
 			return err
 		}

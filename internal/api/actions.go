@@ -103,19 +103,21 @@ func (s *Server) listPools(w http.ResponseWriter, r *http.Request) {
 		s.storeError(w, err)
 		return
 	}
-	if ps == nil {
-		ps = []*store.Pool{}
+	out := make([]PoolView, 0, len(ps))
+	for _, p := range ps {
+		out = append(out, poolView(p))
 	}
-	writeJSON(w, http.StatusOK, ps)
+	writeJSON(w, http.StatusOK, out)
 }
 
-// createPool takes a store.Pool as JSON (created_at ignored); defaults are
+// createPool takes a PoolView as JSON (created_at ignored); defaults are
 // filled and every invalid field named in one 400.
 func (s *Server) createPool(w http.ResponseWriter, r *http.Request) {
-	var p store.Pool
-	if !decode(w, r, &p) {
+	var req PoolView
+	if !decode(w, r, &req) {
 		return
 	}
+	p := req.pool()
 	if err := s.actions.PreparePool(&p); err != nil {
 		writeError(w, http.StatusBadRequest, "invalid", err.Error())
 		return
@@ -139,7 +141,7 @@ func (s *Server) createPool(w http.ResponseWriter, r *http.Request) {
 			s.log.Warn("actions: start warm runners: the next pass retries", "pool", p.Name, "err", err)
 		}
 	}
-	writeJSON(w, http.StatusCreated, p)
+	writeJSON(w, http.StatusCreated, poolView(&p))
 }
 
 // poolOverLimits applies the planner's rule to a pool's resources: some
@@ -190,7 +192,7 @@ func (s *Server) updatePool(w http.ResponseWriter, r *http.Request) {
 	if err := s.actions.PoolChanged(r.Context(), p.Name); err != nil {
 		s.log.Warn("actions: balance warm runners: the next pass retries", "pool", p.Name, "err", err)
 	}
-	writeJSON(w, http.StatusOK, p)
+	writeJSON(w, http.StatusOK, poolView(p))
 }
 
 func (s *Server) getPool(w http.ResponseWriter, r *http.Request) {
@@ -199,7 +201,7 @@ func (s *Server) getPool(w http.ResponseWriter, r *http.Request) {
 		s.storeError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, p)
+	writeJSON(w, http.StatusOK, poolView(p))
 }
 
 // deletePool removes a pool and cancels its unfinished runner jobs.
@@ -224,16 +226,6 @@ func (s *Server) deletePool(w http.ResponseWriter, r *http.Request) {
 
 // --- runners ---
 
-// RunnerView is a runner job as GET /api/v1/runners shows it.
-type RunnerView struct {
-	*store.RunnerJob
-	// State is queued, starting, online, busy or done.
-	State string `json:"state"`
-	// WarmState, for a warm runner (warm: true), is idle (no GitHub job
-	// yet) or busy (GitHub handed it one), while it lives.
-	WarmState string `json:"warm_state,omitempty"`
-}
-
 // listRunners lists runner jobs, newest first: live ones and those that
 // ended in the last 24 hours (?all=true: all), of one pool with ?pool=.
 func (s *Server) listRunners(w http.ResponseWriter, r *http.Request) {
@@ -248,14 +240,7 @@ func (s *Server) listRunners(w http.ResponseWriter, r *http.Request) {
 	}
 	out := make([]RunnerView, 0, len(rs))
 	for _, rj := range rs {
-		v := RunnerView{RunnerJob: rj, State: rj.State()}
-		if rj.Warm && rj.Live() {
-			v.WarmState = "idle"
-			if rj.GHJobID != 0 || v.State == "busy" {
-				v.WarmState = "busy"
-			}
-		}
-		out = append(out, v)
+		out = append(out, runnerView(rj))
 	}
 	writeJSON(w, http.StatusOK, out)
 }

@@ -44,7 +44,8 @@ func (s *Server) agentRegister(w http.ResponseWriter, r *http.Request) {
 		maxRes = string(b)
 	}
 	tok := agentToken(r)
-	if err := s.store.RegisterAgent(r.Context(), &store.Agent{ID: req.ID, Name: req.Name, Labels: req.Labels, Capacity: req.Capacity, Version: req.Version, Max: maxRes}, tok.ID); err != nil {
+	if err := s.store.RegisterAgent(r.Context(), &store.Agent{ID: req.ID, Name: req.Name, Labels: req.Labels, Capacity: req.Capacity, Version: req.Version,
+		Protocol: cmp.Or(req.Protocol, r.Header.Get(protocol.Header), protocol.Unversioned), Max: maxRes}, tok.ID); err != nil {
 		if errors.Is(err, store.ErrAgentTaken) {
 			s.log.Warn("agent registration refused: the agent id belongs to another agent token", "agent", req.ID, "token", tok.ID, "token_name", tok.Name)
 		}

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/kilnci/kiln/internal/api"
 	"github.com/kilnci/kiln/internal/protocol"
 	"github.com/kilnci/kiln/internal/store"
 )
@@ -104,11 +105,19 @@ func TestAgentProtocolVersionAtRegister(t *testing.T) {
 		r.wantError(t, http.StatusUpgradeRequired, protocol.CodeAgentTooOld)
 	}
 
-	var agents []store.Agent
+	var agents []api.AgentView
 	e.api("GET", "/api/v1/agents", nil).want(t, http.StatusOK, &agents)
 	var ids []string
+	speaks := map[string]string{}
 	for _, a := range agents {
 		ids = append(ids, a.ID)
+		speaks[a.ID] = a.Protocol
+	}
+	// Each shows the version it registered with, as `kiln agents` does.
+	for id, v := range map[string]string{"same": protocol.Version, "header-only": protocol.Version, "older": oneOlder.String()} {
+		if speaks[id] != v {
+			t.Errorf("agent %s: protocol %q, want %q", id, speaks[id], v)
+		}
 	}
 	slices.Sort(ids)
 	want := []string{"header-only", "older", "same"}

@@ -12,7 +12,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/kilnci/kiln/internal/logarchive"
 	"log/slog"
 	"net/http"
 	"net/netip"
@@ -20,6 +19,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/kilnci/kiln/internal/logarchive"
 
 	"github.com/kilnci/kiln/internal/actions"
 	"github.com/kilnci/kiln/internal/cache"

@@ -55,7 +55,7 @@ func (s *Server) triggerBuild(w http.ResponseWriter, r *http.Request) {
 	}
 	s.sched.BuildQueued()
 	s.sched.JobsChanged()
-	writeJSON(w, http.StatusCreated, b)
+	writeJSON(w, http.StatusCreated, buildView(b))
 }
 
 func (s *Server) listBuilds(w http.ResponseWriter, r *http.Request) {
@@ -100,10 +100,7 @@ func (s *Server) listBuilds(w http.ResponseWriter, r *http.Request) {
 		s.storeError(w, err)
 		return
 	}
-	if bs == nil {
-		bs = []*store.Build{}
-	}
-	writeJSON(w, http.StatusOK, bs)
+	writeJSON(w, http.StatusOK, buildViews(bs))
 }
 
 func (s *Server) getBuild(w http.ResponseWriter, r *http.Request) {
@@ -116,7 +113,7 @@ func (s *Server) getBuild(w http.ResponseWriter, r *http.Request) {
 		s.storeError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, b)
+	writeJSON(w, http.StatusOK, buildView(b))
 }
 
 func (s *Server) cancelBuild(w http.ResponseWriter, r *http.Request) {
@@ -139,7 +136,7 @@ func (s *Server) cancelBuild(w http.ResponseWriter, r *http.Request) {
 		s.storeError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusAccepted, b)
+	writeJSON(w, http.StatusAccepted, buildView(b))
 }
 
 // retryBuild starts a new build of the same commit.
@@ -172,7 +169,7 @@ func (s *Server) retryBuild(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.sched.BuildQueued()
-	writeJSON(w, http.StatusCreated, b)
+	writeJSON(w, http.StatusCreated, buildView(b))
 }
 
 // buildTarget is a build as the audit log names it.
@@ -229,5 +226,5 @@ func (s *Server) decideBuild(w http.ResponseWriter, r *http.Request, approve boo
 		s.storeError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, b)
+	writeJSON(w, http.StatusOK, buildView(b))
 }

@@ -19,10 +19,11 @@ func (s *Server) listCaches(w http.ResponseWriter, r *http.Request) {
 		s.storeError(w, err)
 		return
 	}
-	if entries == nil {
-		entries = []cache.Entry{}
+	out := make([]CacheEntryView, 0, len(entries))
+	for _, e := range entries {
+		out = append(out, cacheEntryView(e))
 	}
-	writeJSON(w, http.StatusOK, entries)
+	writeJSON(w, http.StatusOK, out)
 }
 
 func (s *Server) deleteCache(w http.ResponseWriter, r *http.Request) {

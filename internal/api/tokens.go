@@ -14,10 +14,11 @@ func (s *Server) listTokens(w http.ResponseWriter, r *http.Request) {
 		s.storeError(w, err)
 		return
 	}
-	if ts == nil {
-		ts = []*store.Token{}
+	out := make([]TokenView, 0, len(ts))
+	for _, t := range ts {
+		out = append(out, tokenView(t))
 	}
-	writeJSON(w, http.StatusOK, ts)
+	writeJSON(w, http.StatusOK, out)
 }
 
 func (s *Server) createToken(w http.ResponseWriter, r *http.Request) {
@@ -45,7 +46,7 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.record(r, "token.create", "token:"+strconv.FormatInt(t.ID, 10), map[string]any{"name": t.Name, "kind": t.Kind})
-	writeJSON(w, http.StatusCreated, map[string]any{"token": t, "secret": plain})
+	writeJSON(w, http.StatusCreated, map[string]any{"token": tokenView(t), "secret": plain})
 }
 
 func (s *Server) revokeToken(w http.ResponseWriter, r *http.Request) {
@@ -65,17 +66,6 @@ func (s *Server) revokeToken(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// AgentView is an agent as GET /api/v1/agents shows it: what the store
-// records and its state under the scheduler's broken-agent policy.
-type AgentView struct {
-	store.Agent
-	// State is ok, quarantined (its attempts kept ending in
-	// infrastructure errors: no jobs until QuarantinedUntil) or probing
-	// (the window passed: one job at a time until one runs to a verdict).
-	State            string     `json:"state"`
-	QuarantinedUntil *time.Time `json:"quarantined_until,omitempty"`
-}
-
 func (s *Server) listAgents(w http.ResponseWriter, r *http.Request) {
 	as, err := s.store.ListAgents(r.Context())
 	if err != nil {
@@ -85,7 +75,7 @@ func (s *Server) listAgents(w http.ResponseWriter, r *http.Request) {
 	out := make([]AgentView, 0, len(as))
 	now := time.Now()
 	for _, a := range as {
-		v := AgentView{Agent: *a}
+		v := agentView(a)
 		v.State, v.QuarantinedUntil = s.sched.AgentState(*a, now)
 		out = append(out, v)
 	}

@@ -16,7 +16,6 @@ import (
 	"strings"
 
 	"github.com/kilnci/kiln/internal/api"
-	"github.com/kilnci/kiln/internal/store"
 )
 
 // Client calls the API at URL (the server's base URL) with Token.
@@ -120,7 +119,7 @@ func (c Client) BuildLogs(ctx context.Context, buildID int64, attempt int, page 
 // FollowLogs follows a build's live log (the SSE stream): line is called
 // with each line as it comes, and the build is returned once it ends. A
 // stream that ends before the build does is an error.
-func (c Client) FollowLogs(ctx context.Context, buildID int64, line func(api.StreamLine)) (*store.Build, error) {
+func (c Client) FollowLogs(ctx context.Context, buildID int64, line func(api.StreamLine)) (*api.BuildView, error) {
 	req, err := http.NewRequestWithContext(ctx, "GET", fmt.Sprintf("%s/api/v1/builds/%d/logs/stream", strings.TrimRight(c.URL, "/"), buildID), nil)
 	if err != nil {
 		return nil, err
@@ -164,7 +163,7 @@ func (c Client) FollowLogs(ctx context.Context, buildID int64, line func(api.Str
 				line(l)
 			}
 		case "end":
-			var b store.Build
+			var b api.BuildView
 			if err := json.Unmarshal([]byte(data), &b); err != nil {
 				return nil, fmt.Errorf("log stream: the build: %w", err)
 			}

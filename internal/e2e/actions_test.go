@@ -338,7 +338,7 @@ func TestActionsBurstRespectsPoolMaximum(t *testing.T) {
 				if r.Error != "" && len(errs) < 5 {
 					errs = append(errs, r.Error)
 				}
-				if r.Live() && r.Status != store.StatusQueued && shown < 4 {
+				if !r.Status.Terminal() && r.Status != store.StatusQueued && shown < 4 {
 					shown++
 					fmt.Fprintf(&live, "running runner job %d (%s, GitHub job %d, seen %q):\n", r.JobID, r.Name, r.GHJobID, r.GHStatus)
 					log := strings.Split(strings.TrimSpace(k.logText(r.BuildID)), "\n")

@@ -17,7 +17,7 @@ func (k *actionsKiln) idleWarm() []api.RunnerView {
 	k.t.Helper()
 	var out []api.RunnerView
 	for _, r := range k.runners() {
-		if r.Warm && r.GHJobID == 0 && r.Live() && !r.CancelRequested {
+		if r.Warm && r.GHJobID == 0 && !r.Status.Terminal() && !r.CancelRequested {
 			out = append(out, r)
 		}
 	}

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/kilnci/kiln/internal/cache"
+	"github.com/kilnci/kiln/internal/api"
 	"github.com/kilnci/kiln/internal/sandbox"
 	"github.com/kilnci/kiln/internal/store"
 	"github.com/kilnci/kiln/internal/testenv"
@@ -69,7 +69,7 @@ func TestKeyedCacheFollowsTheProject(t *testing.T) {
 		if log := h.logText(b.ID); !strings.Contains(log, "restored v1") || !strings.Contains(log, "hit on restore key") || !strings.Contains(log, ": saved") {
 			t.Fatalf("third build (new key):\n%s", log)
 		}
-		var entries []cache.Entry
+		var entries []api.CacheEntryView
 		h.do("GET", "/api/v1/projects/app/caches", nil, &entries)
 		if len(entries) != 2 {
 			t.Fatalf("cache entries: %+v", entries)

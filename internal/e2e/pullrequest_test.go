@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/kilnci/kiln/internal/cache"
+	"github.com/kilnci/kiln/internal/api"
 	"github.com/kilnci/kiln/internal/store"
 	"github.com/kilnci/kiln/internal/testenv"
 )
@@ -114,7 +114,7 @@ func TestPullRequestsEndToEnd(t *testing.T) {
 		if log := h.logText(b.ID); b.Status != store.StatusSuccess || !strings.Contains(log, "sticky=request deps=main") {
 			t.Fatalf("main build after the fork's:\n%s", log)
 		}
-		var entries []cache.Entry
+		var entries []api.CacheEntryView
 		h.do("GET", "/api/v1/projects/app/caches", nil, &entries)
 		for _, en := range entries {
 			if en.Scope != "main" && en.Scope != "refs/pull/2/head" {

@@ -95,11 +95,11 @@ func (s *Store) noteAgentOutcome(ctx context.Context, tx *dbTx, jobID int64, sta
 func (s *Store) RegisterAgent(ctx context.Context, a *Agent, token int64) error {
 	labels := marshalLabels(a.Labels)
 	now := s.nowMS()
-	res, err := s.db.ExecContext(ctx, `INSERT INTO agents (id, name, labels, capacity, version, max_resources, first_seen, last_seen, token_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-		ON CONFLICT (id) DO UPDATE SET name = excluded.name, labels = excluded.labels, capacity = excluded.capacity, version = excluded.version,
+	res, err := s.db.ExecContext(ctx, `INSERT INTO agents (id, name, labels, capacity, version, protocol, max_resources, first_seen, last_seen, token_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (id) DO UPDATE SET name = excluded.name, labels = excluded.labels, capacity = excluded.capacity, version = excluded.version, protocol = excluded.protocol,
 			max_resources = excluded.max_resources, last_seen = excluded.last_seen, token_id = excluded.token_id
 		WHERE agents.token_id IN (0, excluded.token_id) OR agents.token_id NOT IN (SELECT id FROM tokens WHERE revoked = 0)`,
-		a.ID, a.Name, labels, a.Capacity, a.Version, a.Max, now, now, token)
+		a.ID, a.Name, labels, a.Capacity, a.Version, a.Protocol, a.Max, now, now, token)
 	if err != nil {
 		return err
 	}

@@ -462,7 +462,7 @@ func (s *Store) TouchAgent(ctx context.Context, id string) error {
 }
 
 func (s *Store) ListAgents(ctx context.Context) ([]*Agent, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT id, name, labels, capacity, version, max_resources, first_seen, last_seen, error_streak, last_error_at, last_ok_at FROM agents ORDER BY name`)
+	rows, err := s.db.QueryContext(ctx, `SELECT id, name, labels, capacity, version, protocol, max_resources, first_seen, last_seen, error_streak, last_error_at, last_ok_at FROM agents ORDER BY name`)
 	if err != nil {
 		return nil, err
 	}
@@ -473,7 +473,7 @@ func (s *Store) ListAgents(ctx context.Context) ([]*Agent, error) {
 		var labels string
 		var first, last int64
 		var lastErr, lastOK sql.NullInt64
-		if err := rows.Scan(&a.ID, &a.Name, &labels, &a.Capacity, &a.Version, &a.Max, &first, &last, &a.ErrorStreak, &lastErr, &lastOK); err != nil {
+		if err := rows.Scan(&a.ID, &a.Name, &labels, &a.Capacity, &a.Version, &a.Protocol, &a.Max, &first, &last, &a.ErrorStreak, &lastErr, &lastOK); err != nil {
 			return nil, err
 		}
 		a.LastErrorAt, a.LastOKAt = nullTime(lastErr), nullTime(lastOK)

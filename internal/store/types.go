@@ -211,6 +211,9 @@ type Agent struct {
 	Labels   []string `json:"labels"`
 	Capacity int      `json:"capacity"`
 	Version  string   `json:"version"`
+	// Protocol is the agent protocol version it registered with ("" for
+	// an agent that sent none: protocol.Unversioned).
+	Protocol string `json:"protocol,omitempty"`
 	// Max is the agent's limits (protocol.RegisterRequest.Max) as JSON, or
 	// empty when it reported none.
 	Max       string    `json:"-"`

@@ -1,0 +1,285 @@
+package api
+
+import (
+	"time"
+
+	"github.com/kilnci/kiln/internal/cache"
+	"github.com/kilnci/kiln/internal/store"
+)
+
+// The REST API's responses are these view types, not the store's rows:
+// a column added to or renamed in the store changes the API only when a
+// view says so. views_test.go pins their JSON field names.
+
+// BuildView is a build as the API shows it.
+type BuildView struct {
+	ID         int64        `json:"id"`
+	ProjectID  int64        `json:"project_id"`
+	Project    string       `json:"project"`
+	Number     int64        `json:"number"`
+	Status     store.Status `json:"status"`
+	Trigger    string       `json:"trigger"`
+	Forge      string       `json:"forge,omitempty"`
+	DeliveryID string       `json:"delivery_id,omitempty"`
+	Ref        string       `json:"ref"`
+	Branch     string       `json:"branch,omitempty"`
+	Commit     string       `json:"commit,omitempty"`
+	Message    string       `json:"message,omitempty"`
+	Author     string       `json:"author,omitempty"`
+	Event      string       `json:"event,omitempty"`
+	// PullRequest is set for a build of a pull or merge request.
+	PullRequest *PullRequestView `json:"pull_request,omitempty"`
+	ForgeAction string           `json:"forge_action,omitempty"`
+	// Approval is waiting, approved or rejected for a fork's build that
+	// needs approval; ApprovedBy names who decided.
+	Approval        string     `json:"approval,omitempty"`
+	ApprovedBy      string     `json:"approved_by,omitempty"`
+	Error           string     `json:"error,omitempty"`
+	CancelRequested bool       `json:"cancel_requested"`
+	Planned         bool       `json:"planned"`
+	PlanAttempts    int        `json:"plan_attempts"`
+	CreatedAt       time.Time  `json:"created_at"`
+	StartedAt       *time.Time `json:"started_at,omitempty"`
+	FinishedAt      *time.Time `json:"finished_at,omitempty"`
+	LogsPrunedAt    *time.Time `json:"logs_pruned_at,omitempty"`
+	LogsArchivedAt  *time.Time `json:"logs_archived_at,omitempty"`
+	Jobs            []JobView  `json:"jobs,omitempty"`
+}
+
+// PullRequestView is what a build of a request shows of it.
+type PullRequestView struct {
+	Number     int    `json:"number"`
+	Title      string `json:"title,omitempty"`
+	HeadBranch string `json:"head_branch"`
+	BaseBranch string `json:"base_branch"`
+	Fork       bool   `json:"fork"`
+}
+
+// JobView is one job of a build.
+type JobView struct {
+	ID              int64        `json:"id"`
+	BuildID         int64        `json:"build_id"`
+	Name            string       `json:"name"`
+	Status          store.Status `json:"status"`
+	Labels          []string     `json:"labels,omitempty"`
+	Sticky          bool         `json:"sticky,omitempty"`
+	Pool            string       `json:"pool,omitempty"`
+	TimeoutSeconds  int          `json:"timeout_seconds"`
+	Attempt         int          `json:"attempt"`
+	MaxAttempts     int          `json:"max_attempts"`
+	AgentID         string       `json:"agent_id,omitempty"`
+	LeaseExpires    *time.Time   `json:"lease_expires,omitempty"`
+	CancelRequested bool         `json:"cancel_requested"`
+	ExitCode        *int         `json:"exit_code,omitempty"`
+	Error           string       `json:"error,omitempty"`
+	QueuedAt        time.Time    `json:"queued_at"`
+	StartedAt       *time.Time   `json:"started_at,omitempty"`
+	FinishedAt      *time.Time   `json:"finished_at,omitempty"`
+	Steps           []StepView   `json:"steps,omitempty"`
+}
+
+// StepView is one step of a job's attempt.
+type StepView struct {
+	Attempt    int          `json:"attempt"`
+	Index      int          `json:"index"`
+	Name       string       `json:"name"`
+	Status     store.Status `json:"status"`
+	ExitCode   *int         `json:"exit_code,omitempty"`
+	StartedAt  *time.Time   `json:"started_at,omitempty"`
+	FinishedAt *time.Time   `json:"finished_at,omitempty"`
+}
+
+func buildView(b *store.Build) BuildView {
+	v := BuildView{
+		ID: b.ID, ProjectID: b.ProjectID, Project: b.Project, Number: b.Number, Status: b.Status,
+		Trigger: b.Trigger, Forge: b.Forge, DeliveryID: b.DeliveryID, Ref: b.Ref, Branch: b.Branch,
+		Commit: b.Commit, Message: b.Message, Author: b.Author, Event: b.Event, ForgeAction: b.ForgeAction,
+		Approval: b.Approval, ApprovedBy: b.ApprovedBy, Error: b.Error, CancelRequested: b.CancelRequested,
+		Planned: b.Planned, PlanAttempts: b.PlanAttempts, CreatedAt: b.CreatedAt, StartedAt: b.StartedAt,
+		FinishedAt: b.FinishedAt, LogsPrunedAt: b.LogsPrunedAt, LogsArchivedAt: b.LogsArchivedAt,
+	}
+	if pr := b.PullRequest; pr != nil {
+		v.PullRequest = &PullRequestView{Number: pr.Number, Title: pr.Title, HeadBranch: pr.HeadBranch, BaseBranch: pr.BaseBranch, Fork: pr.Fork}
+	}
+	for _, j := range b.Jobs {
+		v.Jobs = append(v.Jobs, jobView(j))
+	}
+	return v
+}
+
+func buildViews(bs []*store.Build) []BuildView {
+	out := make([]BuildView, 0, len(bs))
+	for _, b := range bs {
+		out = append(out, buildView(b))
+	}
+	return out
+}
+
+func jobView(j *store.Job) JobView {
+	v := JobView{
+		ID: j.ID, BuildID: j.BuildID, Name: j.Name, Status: j.Status, Labels: j.Labels, Sticky: j.Sticky,
+		Pool: j.Pool, TimeoutSeconds: j.TimeoutSeconds, Attempt: j.Attempt, MaxAttempts: j.MaxAttempts,
+		AgentID: j.AgentID, LeaseExpires: j.LeaseExpires, CancelRequested: j.CancelRequested, ExitCode: j.ExitCode,
+		Error: j.Error, QueuedAt: j.QueuedAt, StartedAt: j.StartedAt, FinishedAt: j.FinishedAt,
+	}
+	for _, s := range j.Steps {
+		v.Steps = append(v.Steps, StepView{Attempt: s.Attempt, Index: s.Index, Name: s.Name, Status: s.Status,
+			ExitCode: s.ExitCode, StartedAt: s.StartedAt, FinishedAt: s.FinishedAt})
+	}
+	return v
+}
+
+// PoolView is a GitHub Actions runner pool.
+type PoolView struct {
+	Name           string    `json:"name"`
+	Labels         []string  `json:"labels"`
+	Image          string    `json:"image"`
+	CPUs           float64   `json:"cpus,omitempty"`
+	MemoryBytes    int64     `json:"memory_bytes,omitempty"`
+	Pids           int64     `json:"pids,omitempty"`
+	MaxRunners     int       `json:"max_runners"`
+	Warm           int       `json:"warm,omitempty"`
+	Owner          string    `json:"owner"`
+	Repo           string    `json:"repo,omitempty"`
+	RunnerGroupID  int64     `json:"runner_group_id"`
+	InstallationID int64     `json:"installation_id,omitempty"`
+	Command        string    `json:"command"`
+	AgentLabels    []string  `json:"agent_labels,omitempty"`
+	TimeoutSeconds int       `json:"timeout_seconds"`
+	CreatedAt      time.Time `json:"created_at"`
+}
+
+func poolView(p *store.Pool) PoolView {
+	return PoolView{
+		Name: p.Name, Labels: p.Labels, Image: p.Image, CPUs: p.CPUs, MemoryBytes: p.MemoryBytes, Pids: p.Pids,
+		MaxRunners: p.MaxRunners, Warm: p.Warm, Owner: p.Owner, Repo: p.Repo, RunnerGroupID: p.RunnerGroupID,
+		InstallationID: p.InstallationID, Command: p.Command, AgentLabels: p.AgentLabels,
+		TimeoutSeconds: p.TimeoutSeconds, CreatedAt: p.CreatedAt,
+	}
+}
+
+// pool is the pool a create request describes.
+func (v PoolView) pool() store.Pool {
+	return store.Pool{
+		Name: v.Name, Labels: v.Labels, Image: v.Image, CPUs: v.CPUs, MemoryBytes: v.MemoryBytes, Pids: v.Pids,
+		MaxRunners: v.MaxRunners, Warm: v.Warm, Owner: v.Owner, Repo: v.Repo, RunnerGroupID: v.RunnerGroupID,
+		InstallationID: v.InstallationID, Command: v.Command, AgentLabels: v.AgentLabels, TimeoutSeconds: v.TimeoutSeconds,
+	}
+}
+
+// TokenView is an API or agent token, never its secret.
+type TokenView struct {
+	ID        int64      `json:"id"`
+	Name      string     `json:"name"`
+	Kind      string     `json:"kind"`
+	CreatedAt time.Time  `json:"created_at"`
+	LastUsed  *time.Time `json:"last_used,omitempty"`
+}
+
+func tokenView(t *store.Token) TokenView {
+	return TokenView{ID: t.ID, Name: t.Name, Kind: string(t.Kind), CreatedAt: t.CreatedAt, LastUsed: t.LastUsed}
+}
+
+// AgentView is an agent as GET /api/v1/agents shows it: what it reported
+// when it registered, when it was last heard from, and its state under
+// the scheduler's broken-agent policy.
+type AgentView struct {
+	ID       string   `json:"id"`
+	Name     string   `json:"name"`
+	Labels   []string `json:"labels"`
+	Capacity int      `json:"capacity"`
+	// Version is the agent's Kiln version; Protocol the agent protocol
+	// version it registered with ("" from an agent older than 1.1).
+	Version     string     `json:"version"`
+	Protocol    string     `json:"protocol,omitempty"`
+	FirstSeen   time.Time  `json:"first_seen"`
+	LastSeen    time.Time  `json:"last_seen"`
+	ErrorStreak int        `json:"error_streak"`
+	LastErrorAt *time.Time `json:"last_error_at,omitempty"`
+	LastOKAt    *time.Time `json:"last_ok_at,omitempty"`
+	// State is ok, quarantined (its attempts kept ending in
+	// infrastructure errors: no jobs until QuarantinedUntil) or probing
+	// (the window passed: one job at a time until one runs to a verdict).
+	State            string     `json:"state"`
+	QuarantinedUntil *time.Time `json:"quarantined_until,omitempty"`
+}
+
+func agentView(a *store.Agent) AgentView {
+	return AgentView{
+		ID: a.ID, Name: a.Name, Labels: a.Labels, Capacity: a.Capacity, Version: a.Version, Protocol: a.Protocol,
+		FirstSeen: a.FirstSeen, LastSeen: a.LastSeen, ErrorStreak: a.ErrorStreak, LastErrorAt: a.LastErrorAt, LastOKAt: a.LastOKAt,
+	}
+}
+
+// RunnerView is a runner job as GET /api/v1/runners shows it.
+type RunnerView struct {
+	JobID          int64      `json:"job_id"`
+	BuildID        int64      `json:"build_id"`
+	Project        string     `json:"project"`
+	Pool           string     `json:"pool"`
+	GHJobID        int64      `json:"github_job_id"`
+	Name           string     `json:"runner_name"`
+	Owner          string     `json:"owner"`
+	Repo           string     `json:"repo,omitempty"`
+	InstallationID int64      `json:"installation_id,omitempty"`
+	RunnerID       int64      `json:"runner_id,omitempty"`
+	GHStatus       string     `json:"github_status,omitempty"`
+	OnlineAt       *time.Time `json:"online_at,omitempty"`
+	IdleSince      *time.Time `json:"idle_since,omitempty"`
+	CreatedAt      time.Time  `json:"created_at"`
+	Warm           bool       `json:"warm,omitempty"`
+
+	// The Kiln job.
+	Status          store.Status `json:"status"`
+	Attempt         int          `json:"attempt"`
+	CancelRequested bool         `json:"cancel_requested"`
+	StartedAt       *time.Time   `json:"started_at,omitempty"`
+	FinishedAt      *time.Time   `json:"finished_at,omitempty"`
+	Error           string       `json:"error,omitempty"`
+
+	// The GitHub job it serves: its page, its status, the runner GitHub
+	// says took it.
+	HTMLURL   string `json:"html_url,omitempty"`
+	JobStatus string `json:"github_job_status,omitempty"`
+	JobRunner string `json:"github_job_runner,omitempty"`
+
+	// State is queued, starting, online, busy or done.
+	State string `json:"state"`
+	// WarmState, for a warm runner (warm: true), is idle (no GitHub job
+	// yet) or busy (GitHub handed it one), while it lives.
+	WarmState string `json:"warm_state,omitempty"`
+}
+
+func runnerView(rj *store.RunnerJob) RunnerView {
+	v := RunnerView{
+		JobID: rj.JobID, BuildID: rj.BuildID, Project: rj.Project, Pool: rj.Pool, GHJobID: rj.GHJobID, Name: rj.Name,
+		Owner: rj.Owner, Repo: rj.Repo, InstallationID: rj.InstallationID, RunnerID: rj.RunnerID, GHStatus: rj.GHStatus,
+		OnlineAt: rj.OnlineAt, IdleSince: rj.IdleSince, CreatedAt: rj.CreatedAt, Warm: rj.Warm,
+		Status: rj.Status, Attempt: rj.Attempt, CancelRequested: rj.CancelRequested,
+		StartedAt: rj.StartedAt, FinishedAt: rj.FinishedAt, Error: rj.Error,
+		HTMLURL: rj.HTMLURL, JobStatus: rj.JobStatus, JobRunner: rj.JobRunner, State: rj.State(),
+	}
+	if rj.Warm && rj.Live() {
+		v.WarmState = "idle"
+		if rj.GHJobID != 0 || v.State == "busy" {
+			v.WarmState = "busy"
+		}
+	}
+	return v
+}
+
+// CacheEntryView is one keyed cache entry of a project.
+type CacheEntryView struct {
+	ID       int64     `json:"id"`
+	Project  string    `json:"project"`
+	Scope    string    `json:"scope"` // the branch it was saved from
+	Key      string    `json:"key"`
+	Version  string    `json:"version"`
+	Size     int64     `json:"size"`
+	Created  time.Time `json:"created"`
+	LastUsed time.Time `json:"last_used"`
+}
+
+func cacheEntryView(e cache.Entry) CacheEntryView {
+	return CacheEntryView{ID: e.ID, Project: e.Project, Scope: e.Scope, Key: e.Key, Version: e.Version, Size: e.Size, Created: e.Created, LastUsed: e.LastUsed}
+}
