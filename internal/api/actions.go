@@ -9,10 +9,8 @@ import (
 	"time"
 
 	"github.com/kilnci/kiln/internal/actions"
-	"github.com/kilnci/kiln/internal/cache"
 	"github.com/kilnci/kiln/internal/forge"
 	"github.com/kilnci/kiln/internal/pipeline"
-	"github.com/kilnci/kiln/internal/protocol"
 	"github.com/kilnci/kiln/internal/store"
 )
 
@@ -243,45 +241,4 @@ func (s *Server) listRunners(w http.ResponseWriter, r *http.Request) {
 		out = append(out, runnerView(rj))
 	}
 	writeJSON(w, http.StatusOK, out)
-}
-
-// runnerAssignment completes a claimed runner job's assignment: the runner
-// starts the job, so Kiln checks nothing out; the JIT configuration goes
-// only into the secrets (masked by the agent); the cache service's
-// variables, scoped to the repository's project and the job's branch, let
-// a runner image that honours ACTIONS_RESULTS_URL use Kiln's cache.
-func (s *Server) runnerAssignment(a *protocol.Assignment, l *actions.Launch, defaultBranch string) error {
-	a.SkipCheckout = true
-	if a.Spec.Env == nil {
-		a.Spec.Env = map[string]string{}
-	}
-	for k, v := range l.Env {
-		a.Spec.Env[k] = v
-	}
-	if a.Secrets == nil {
-		a.Secrets = map[string]string{}
-	}
-	for k, v := range l.Secrets {
-		a.Secrets[k] = v
-	}
-	if s.caches == nil {
-		return nil
-	}
-	branch := l.Branch
-	if branch == "" {
-		branch = defaultBranch
-	}
-	ttl := time.Duration(a.Spec.TimeoutSeconds)*time.Second + time.Hour
-	tok, err := s.caches.IssueToken(cache.Scope{Project: a.Project, Branch: branch, DefaultBranch: defaultBranch}, ttl)
-	if err != nil {
-		return fmt.Errorf("cache token: %w", err)
-	}
-	for k, v := range s.caches.Env(tok) {
-		if k == "ACTIONS_RUNTIME_TOKEN" {
-			a.Secrets[k] = v
-		} else {
-			a.Spec.Env[k] = v
-		}
-	}
-	return nil
 }

@@ -10,8 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/kilnci/kiln/internal/actions"
-	"github.com/kilnci/kiln/internal/cache"
+	"github.com/kilnci/kiln/internal/dispatch"
 	"github.com/kilnci/kiln/internal/pipeline"
 	"github.com/kilnci/kiln/internal/protocol"
 	"github.com/kilnci/kiln/internal/store"
@@ -59,7 +58,7 @@ func (s *Server) agentRegister(w http.ResponseWriter, r *http.Request) {
 		s.storeError(w, err)
 		return
 	}
-	resp := protocol.RegisterResponse{LeaseSeconds: leaseSeconds(s.sched.Config().Lease)}
+	resp := protocol.RegisterResponse{LeaseSeconds: dispatch.LeaseSeconds(s.sched.Config().Lease)}
 	resp.HeartbeatSeconds = max(1, resp.LeaseSeconds/3)
 	for _, e := range released {
 		resp.Released = append(resp.Released, e.JobID)
@@ -114,8 +113,6 @@ func (s *Server) checkProtocol(w http.ResponseWriter, r *http.Request, body, age
 	return false
 }
 
-func leaseSeconds(d time.Duration) int { return max(1, int(d/time.Second)) }
-
 func (s *Server) agentClaim(w http.ResponseWriter, r *http.Request) {
 	var req protocol.ClaimRequest
 	if !decode(w, r, &req) {
@@ -143,113 +140,20 @@ func (s *Server) agentClaim(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	wait := time.Duration(min(max(req.WaitSeconds, 0), protocol.MaxClaimWaitSeconds)) * time.Second
-	j, err := s.sched.Claim(r.Context(), req.AgentID, tok.ID, req.Labels, req.Max, wait)
+	res, err := s.dispatch.Next(r.Context(), dispatch.Claim{AgentID: req.AgentID, TokenID: tok.ID, Labels: req.Labels, Max: req.Max, Wait: wait})
+	if res.Job != nil {
+		s.jobs.Store(res.Job.ID, res.Job.BuildID)
+		s.watch.notify(res.Job.BuildID)
+	}
 	if err != nil {
 		s.storeError(w, err)
 		return
 	}
-	if j == nil {
+	if res.Assignment == nil {
 		w.WriteHeader(http.StatusNoContent)
 		return
 	}
-	a, err := s.assignment(r, j)
-	if err == nil && j.Pool != "" {
-		err = s.launchRunner(r, j, a)
-		if errors.Is(err, actions.ErrAttemptEnded) {
-			// No runner was started and the attempt is over (the job is
-			// no longer queued on GitHub, or GitHub failed: retried later).
-			s.watch.notify(j.BuildID)
-			w.WriteHeader(http.StatusNoContent)
-			return
-		}
-	}
-	if err != nil {
-		// The job is leased but cannot be described: end the attempt so it is retried.
-		_, _ = s.store.FinishJob(r.Context(), j.ID, j.Attempt, store.StatusError, nil, "server could not prepare the job: "+err.Error(), s.sched.RetryDelay(j.Attempt))
-		s.storeError(w, err)
-		return
-	}
-	s.jobs.Store(j.ID, j.BuildID)
-	s.watch.notify(j.BuildID)
-	writeJSON(w, http.StatusOK, a)
-}
-
-func (s *Server) assignment(r *http.Request, j *store.Job) (*protocol.Assignment, error) {
-	b, err := s.store.Build(r.Context(), j.BuildID)
-	if err != nil {
-		return nil, err
-	}
-	p, err := s.store.ProjectByID(r.Context(), b.ProjectID)
-	if err != nil {
-		return nil, err
-	}
-	var spec pipeline.JobSpec
-	if err := json.Unmarshal(j.Spec, &spec); err != nil {
-		return nil, fmt.Errorf("job %d: decode spec: %w", j.ID, err)
-	}
-	secrets, err := s.store.Secrets(r.Context(), p.ID)
-	if err != nil {
-		return nil, err
-	}
-	a := &protocol.Assignment{JobID: j.ID, Attempt: j.Attempt, BuildID: b.ID, BuildNumber: b.Number, Project: p.Name, CloneURL: p.CloneURL,
-		Ref: b.Ref, Branch: b.Branch, Commit: b.Commit, Event: b.Event, Spec: spec, LeaseSeconds: leaseSeconds(s.sched.Config().Lease)}
-	scope := cache.Scope{Project: p.Name, Branch: b.Branch, DefaultBranch: p.DefaultBranch}
-	if pr := b.PullRequest; pr != nil {
-		a.PullRequest, a.HeadBranch, a.BaseBranch, a.Untrusted = pr.Number, pr.HeadBranch, pr.BaseBranch, pr.Fork
-		// A request's caches are its own (its ref is not a branch name);
-		// it reads its base branch's, then the default branch's. A
-		// fork's may read but never write.
-		scope.Branch, scope.BaseBranch, scope.ReadOnly = b.Ref, pr.BaseBranch, pr.Fork
-	}
-	if a.Untrusted {
-		// A fork's .kiln.yml is whoever opened the request's: it gets
-		// none of the project's secrets, approved or not.
-		secrets = nil
-	}
-	if len(spec.Caches) > 0 {
-		ttl := time.Duration(spec.TimeoutSeconds)*time.Second + time.Hour
-		tok, err := s.caches.IssueToken(scope, ttl)
-		if err != nil {
-			return nil, fmt.Errorf("cache token: %w", err)
-		}
-		a.Cache = &protocol.CacheAccess{URL: s.cfg.PublicURL + "/", Token: tok}
-	}
-	if len(secrets) > 0 {
-		a.Secrets = map[string]string{}
-		for _, sec := range secrets {
-			a.Secrets[sec.Name] = sec.Value
-		}
-	}
-	if j.Pool == "" {
-		// The checkout's credentials: the project's forge connection's,
-		// for a fork's request too (a read of the base repository's
-		// refs/pull/N/head); the agent keeps them out of the sandbox.
-		creds, _, err := s.sched.GitCredentials(r.Context(), p)
-		if err != nil {
-			return nil, fmt.Errorf("the credentials of the project's forge connection: %w", err)
-		}
-		if creds != nil {
-			a.Git = &protocol.GitCredentials{Username: creds.Username, Password: creds.Password}
-		}
-	}
-	return a, nil
-}
-
-// launchRunner starts the GitHub runner of a claimed runner job (see
-// actions.Service.Launch) and puts what it needs into the assignment.
-func (s *Server) launchRunner(r *http.Request, j *store.Job, a *protocol.Assignment) error {
-	if s.actions == nil {
-		return errors.New("GitHub Actions is not set up on this server")
-	}
-	l, err := s.actions.Launch(r.Context(), j)
-	if err != nil {
-		return err
-	}
-	p, err := s.store.ProjectByName(r.Context(), a.Project)
-	if err != nil {
-		return err
-	}
-	return s.runnerAssignment(a, l, p.DefaultBranch)
+	writeJSON(w, http.StatusOK, res.Assignment)
 }
 
 // buildOf returns the build a job belongs to, for waking its log streams.

@@ -20,6 +20,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kilnci/kiln/internal/dispatch"
 	"github.com/kilnci/kiln/internal/logarchive"
 
 	"github.com/kilnci/kiln/internal/actions"
@@ -80,11 +81,13 @@ type Server struct {
 	metrics *metrics.Metrics
 	caches  *cache.Service
 	actions *actions.Service
-	watch   *watcher
-	jobs    sync.Map // job id -> build id, to wake log streams without a query
-	warm    sync.Map // agent id -> its last reported warm projects, joined
-	log     *slog.Logger
-	mux     *http.ServeMux
+	// dispatch turns agents' claims into assignments.
+	dispatch *dispatch.Dispatcher
+	watch    *watcher
+	jobs     sync.Map // job id -> build id, to wake log streams without a query
+	warm     sync.Map // agent id -> its last reported warm projects, joined
+	log      *slog.Logger
+	mux      *http.ServeMux
 	// hookSlots bounds the webhook bodies read at once; dummySecret is
 	// what a delivery for no project (or a project without a secret) is
 	// verified with: random, so it matches nothing.
@@ -105,7 +108,8 @@ func New(cfg Config, st *store.Store, sched *scheduler.Scheduler, m *metrics.Met
 	if cfg.WebhookQueueWait <= 0 {
 		cfg.WebhookQueueWait = 10 * time.Second
 	}
-	s := &Server{cfg: cfg, store: st, sched: sched, metrics: m, caches: caches, actions: acts, watch: newWatcher(), log: log, mux: http.NewServeMux(),
+	s := &Server{cfg: cfg, store: st, sched: sched, metrics: m, caches: caches, actions: acts,
+		dispatch: dispatch.New(st, sched, caches, acts, cfg.PublicURL), watch: newWatcher(), log: log, mux: http.NewServeMux(),
 		hookSlots: make(chan struct{}, cfg.WebhookConcurrency), dummySecret: rand.Text()}
 	admin := func(h http.HandlerFunc) http.Handler { return s.auth(store.TokenAdmin, h) }
 	// Every agent request but the registration (which checks its body's
