@@ -214,7 +214,7 @@ func (s *Service) launchSpec(p *store.Pool, w *store.WorkflowJob, defaultBranch 
 		StepNames:     steps,
 		MaxAttempts:   s.cfg.MaxAttempts,
 		Message:       strings.TrimSpace(fmt.Sprintf("%s (GitHub job %d) %s", title, w.ID, w.HTMLURL)),
-		WarmGrace:     s.warmGrace(p),
+		Decide:        s.launchPolicy(p),
 	}, nil
 }
 

@@ -116,7 +116,7 @@ func (s *Service) reconcileRepo(ctx context.Context, c *github.Client, pools []*
 			return err
 		}
 		res, err := s.store.RecordWorkflowJob(ctx, store.WorkflowJobUpdate{Job: w, Source: store.SourceReconciler, Launch: launch,
-			Relaunch: true, MaxLaunches: s.cfg.MaxLaunches})
+			Relaunch: true})
 		if err != nil {
 			return err
 		}

@@ -79,7 +79,7 @@ func (s *Service) warmFallback(ctx context.Context, pools []*store.Pool) error {
 			return err
 		}
 		res, err := s.store.RecordWorkflowJob(ctx, store.WorkflowJobUpdate{Job: *w, Source: store.SourceReconciler, Launch: launch,
-			Relaunch: true, MaxLaunches: s.cfg.MaxLaunches})
+			Relaunch: true})
 		if err != nil {
 			return err
 		}
@@ -124,7 +124,7 @@ func (s *Service) topUp(ctx context.Context, p *store.Pool) error {
 	if err != nil {
 		return err
 	}
-	made, err := s.store.TopUpWarm(ctx, l)
+	made, err := s.store.TopUpWarm(ctx, l, warmToStart)
 	for _, r := range made {
 		s.log.Info("actions: warm runner job queued", "pool", p.Name, "runner", r.Name, "job", r.JobID)
 	}

@@ -134,10 +134,47 @@ type LaunchSpec struct {
 	StepNames     []string
 	MaxAttempts   int
 	Message       string // the build's message
-	// WarmGrace, when positive, lets a new queued job wait this long for
-	// an idle warm runner of the pool (one not already expected by another
-	// job) instead of getting a runner job of its own at once.
-	WarmGrace time.Duration
+	// Decide is the caller's launch policy (internal/actions): given what
+	// the store knows of a queued job in the update's transaction, whether
+	// to make it a runner job now, let it wait for an idle warm runner, or
+	// neither. Nil: never launch.
+	Decide func(LaunchFacts) LaunchDecision
+}
+
+// LaunchFacts is what the store knows, inside an update's transaction, of
+// a queued workflow job that a runner job may be made for.
+type LaunchFacts struct {
+	// HasRunnerJob: a runner job serves the job; RunnerJobEnded: it ended
+	// (or is gone), so the job has no live runner.
+	HasRunnerJob   bool
+	RunnerJobEnded bool
+	// Relaunch: the update is a repair (WorkflowJobUpdate.Relaunch).
+	Relaunch bool
+	// Launches is how many runner jobs were made for the job so far.
+	Launches int
+	// WarmWaiting: the job is waiting for an idle warm runner; WarmWaited:
+	// it waited, and the wait is over.
+	WarmWaiting, WarmWaited bool
+	// IdleWarm is the number of the pool's warm runners that no job
+	// expects yet (negative when more jobs expect one than there are).
+	IdleWarm int
+}
+
+// LaunchDecision is what the launch policy decided for a queued job.
+type LaunchDecision struct {
+	// Launch: make the job a runner job of its own now.
+	Launch bool
+	// AwaitWarm, when positive, lets the job wait this long for an idle
+	// warm runner instead (a wait already running keeps its end).
+	AwaitWarm time.Duration
+}
+
+// WarmCounts is what TopUpWarm knows of a pool, in its transaction.
+type WarmCounts struct {
+	// Want is the pool's warm number; Idle its warm runners no job
+	// expects; MaxRunners its bound on live runner jobs, Live how many
+	// there are.
+	Want, Idle, MaxRunners, Live int
 }
 
 // WorkflowJobUpdate is what GitHub said about a job: a webhook delivery,
@@ -150,11 +187,10 @@ type WorkflowJobUpdate struct {
 	// Launch, when set, makes a runner job for a job that is queued and
 	// has none: new, or newly queued.
 	Launch *LaunchSpec
-	// Relaunch also makes one when the job's runner job has ended (or it
-	// lost its runner to another job) while GitHub still says queued: the
-	// reconciler's repair. At most MaxLaunches runner jobs per job.
-	Relaunch    bool
-	MaxLaunches int
+	// Relaunch also considers one when the job's runner job has ended (or
+	// it lost its runner to another job) while GitHub still says queued:
+	// the reconciler's repair (Launch.Decide says whether, and how often).
+	Relaunch bool
 }
 
 // WorkflowJobResult is what RecordWorkflowJob did.
@@ -340,21 +376,21 @@ func (s *Store) recordWorkflowJobTx(ctx context.Context, tx *dbTx, u WorkflowJob
 	if err != nil {
 		return nil, err
 	}
-	if u.Launch != nil && after.Status == GHQueued && (res.Advanced || u.Relaunch) {
-		need := after.JobID == nil
-		if !need && u.Relaunch {
-			var st string
-			if err := tx.QueryRowContext(ctx, `SELECT status FROM jobs WHERE id = ?`, *after.JobID).Scan(&st); err != nil && !errors.Is(err, sql.ErrNoRows) {
-				return nil, err
-			}
-			need = st == "" || Status(st).Terminal()
+	if u.Launch != nil && u.Launch.Decide != nil && after.Status == GHQueued && (res.Advanced || u.Relaunch) {
+		f, err := s.launchFactsTx(ctx, tx, after, u)
+		if err != nil {
+			return nil, err
 		}
-		if need && after.Launches == 0 && u.Launch.WarmGrace > 0 {
-			if need, res.Warm, err = s.expectWarmTx(ctx, tx, after, u.Launch, now); err != nil {
-				return nil, err
+		switch d := u.Launch.Decide(f); {
+		case d.AwaitWarm > 0:
+			if !f.WarmWaiting {
+				if _, err := tx.ExecContext(ctx, `UPDATE actions_jobs SET warm_until = ?, pool = ?, updated_at = ? WHERE gh_job_id = ?`,
+					now+d.AwaitWarm.Milliseconds(), u.Launch.Pool.Name, now, g.ID); err != nil {
+					return nil, err
+				}
 			}
-		}
-		if need && (after.Launches == 0 || (u.Relaunch && after.Launches < max(u.MaxLaunches, 1))) {
+			res.Warm = true
+		case d.Launch:
 			id, err := s.createRunnerJob(ctx, tx, after, u, now)
 			if err != nil {
 				return nil, err
@@ -389,29 +425,31 @@ func (s *Store) recordWorkflowJobTx(ctx context.Context, tx *dbTx, u WorkflowJob
 	return res, nil
 }
 
-// expectWarmTx decides whether queued job w, which has no runner job yet,
-// waits for a warm runner: yes while its grace runs; when it has none yet
-// and the pool has an idle warm runner no other job expects, it starts one.
-// It reports whether a runner job must be made now, and whether the job
-// waits for a warm runner.
-func (s *Store) expectWarmTx(ctx context.Context, tx *dbTx, w *WorkflowJob, l *LaunchSpec, now int64) (need, warm bool, err error) {
+// launchFactsTx gathers what the launch policy decides from, for queued
+// job w.
+func (s *Store) launchFactsTx(ctx context.Context, tx *dbTx, w *WorkflowJob, u WorkflowJobUpdate) (LaunchFacts, error) {
+	f := LaunchFacts{HasRunnerJob: w.JobID != nil, Relaunch: u.Relaunch, Launches: w.Launches}
+	if f.HasRunnerJob {
+		var st string
+		if err := tx.QueryRowContext(ctx, `SELECT status FROM jobs WHERE id = ?`, *w.JobID).Scan(&st); err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return f, err
+		}
+		f.RunnerJobEnded = st == "" || Status(st).Terminal()
+	}
 	var until sql.NullInt64
 	if err := tx.QueryRowContext(ctx, `SELECT warm_until FROM actions_jobs WHERE gh_job_id = ?`, w.ID).Scan(&until); err != nil {
-		return false, false, err
+		return f, err
 	}
-	switch {
-	case until.Valid && until.Int64 > now:
-		return false, true, nil
-	case until.Valid:
-		return true, false, nil // the grace ended: a runner of its own
+	f.WarmWaiting = until.Valid && until.Int64 > s.nowMS()
+	f.WarmWaited = until.Valid && !f.WarmWaiting
+	if u.Launch.Pool != nil && u.Launch.Pool.Warm > 0 {
+		idle, err := idleWarmTx(ctx, tx, u.Launch.Pool.Name)
+		if err != nil {
+			return f, err
+		}
+		f.IdleWarm = idle
 	}
-	idle, err := idleWarmTx(ctx, tx, l.Pool.Name)
-	if err != nil || idle <= 0 {
-		return true, false, err
-	}
-	_, err = tx.ExecContext(ctx, `UPDATE actions_jobs SET warm_until = ?, pool = ?, updated_at = ? WHERE gh_job_id = ?`,
-		now+l.WarmGrace.Milliseconds(), l.Pool.Name, now, w.ID)
-	return false, err == nil, err
+	return f, nil
 }
 
 // warmAvailableSQL counts a pool's live warm runner jobs (not canceled,
@@ -444,10 +482,10 @@ func (s *Store) ExpiredWarmJobs(ctx context.Context, now time.Time, limit int) (
 	return collect(rows, err, scanWorkflowJob)
 }
 
-// TopUpWarm makes warm runner jobs for l.Pool until the pool (as stored
-// now) has its warm number of warm runners no job expects, while its live
-// runner jobs stay under max_runners. It returns those it made.
-func (s *Store) TopUpWarm(ctx context.Context, l *LaunchSpec) ([]*RunnerJob, error) {
+// TopUpWarm makes as many warm runner jobs for l.Pool as howMany says,
+// given the pool's counts as stored now (in the same transaction), and
+// returns those it made.
+func (s *Store) TopUpWarm(ctx context.Context, l *LaunchSpec, howMany func(WarmCounts) int) ([]*RunnerJob, error) {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return nil, err
@@ -470,7 +508,7 @@ func (s *Store) TopUpWarm(ctx context.Context, l *LaunchSpec) ([]*RunnerJob, err
 	}
 	now := s.nowMS()
 	var ids []int64
-	for n := min(want-idle, maxRunners-live); n > 0; n-- {
+	for n := howMany(WarmCounts{Want: want, Idle: idle, MaxRunners: maxRunners, Live: live}); n > 0; n-- {
 		id, err := s.insertRunnerJob(ctx, tx, l, &Build{Trigger: TriggerGitHubActions, Forge: "github", Message: l.Message, Author: "github-actions"}, 0,
 			func(jobID int64) string { return WarmRunnerName(l.Pool.Name, jobID) }, now)
 		if err != nil {

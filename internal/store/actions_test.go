@@ -30,7 +30,14 @@ func ghJob(id int64, status string) WorkflowJob {
 
 func launchOf(p *Pool) *LaunchSpec {
 	return &LaunchSpec{Pool: p, CloneURL: "https://github.com/acme/web.git", ProjectName: "gh-acme-web", DefaultBranch: "main",
-		Spec: []byte(`{"name":"runner"}`), MaxAttempts: 3, Message: "runner"}
+		Spec: []byte(`{"name":"runner"}`), MaxAttempts: 3, Message: "runner", Decide: launchWhenNeeded}
+}
+
+// launchWhenNeeded is these tests' launch policy: a runner job whenever
+// the job has no live one. The real policy (bounds, warm runners) is
+// internal/actions', tested there; the store gathers facts and applies.
+func launchWhenNeeded(f LaunchFacts) LaunchDecision {
+	return LaunchDecision{Launch: !f.HasRunnerJob || (f.Relaunch && f.RunnerJobEnded)}
 }
 
 func record(t *testing.T, s *Store, u WorkflowJobUpdate) *WorkflowJobResult {
@@ -239,30 +246,63 @@ func TestRunnerJobsSwapWhenGitHubReassigns(t *testing.T) {
 	}
 }
 
-func TestRelaunchIsBounded(t *testing.T) {
+// The launch policy is given what the store knows of the job in the
+// update's transaction, and its decision is applied: a runner job, a wait
+// for a warm runner, or nothing.
+func TestLaunchPolicyGetsTheFacts(t *testing.T) {
 	s, _ := newStore(t)
+	c := withClock(s)
 	p := mkPool(t, s, "linux", 10)
-	first := record(t, s, WorkflowJobUpdate{Job: ghJob(1, GHQueued), DeliveryID: "a", Launch: launchOf(p)}).Created
-	// While the runner job lives, the reconciler adds nothing.
-	if res := record(t, s, WorkflowJobUpdate{Job: ghJob(1, GHQueued), Source: SourceReconciler, Launch: launchOf(p), Relaunch: true, MaxLaunches: 2}); res.Created != nil {
-		t.Fatalf("relaunch of a live runner job: %+v", res.Created)
+	var facts []LaunchFacts
+	decide := func(d LaunchDecision) *LaunchSpec {
+		l := launchOf(p)
+		l.Decide = func(f LaunchFacts) LaunchDecision { facts = append(facts, f); return d }
+		return l
+	}
+	last := func() LaunchFacts { return facts[len(facts)-1] }
+
+	first := record(t, s, WorkflowJobUpdate{Job: ghJob(1, GHQueued), DeliveryID: "a", Launch: decide(LaunchDecision{Launch: true})}).Created
+	if first == nil || last() != (LaunchFacts{}) {
+		t.Fatalf("first launch: %+v, facts %+v", first, last())
+	}
+	// Decided against: nothing is made.
+	if res := record(t, s, WorkflowJobUpdate{Job: ghJob(1, GHQueued), Source: SourceReconciler, Launch: decide(LaunchDecision{}), Relaunch: true}); res.Created != nil {
+		t.Fatalf("made a runner job the policy did not ask for: %+v", res.Created)
+	}
+	if f := last(); !f.HasRunnerJob || f.RunnerJobEnded || !f.Relaunch || f.Launches != 1 {
+		t.Fatalf("facts with a live runner job: %+v", f)
 	}
 	if err := s.CancelBuild(ctx, first.BuildID, "test"); err != nil {
 		t.Fatal(err)
 	}
-	// A webhook never relaunches; the reconciler does, up to MaxLaunches.
-	if res := record(t, s, WorkflowJobUpdate{Job: ghJob(1, GHQueued), DeliveryID: "b", Launch: launchOf(p)}); res.Created != nil {
-		t.Fatalf("webhook relaunched: %+v", res.Created)
+	// A repeat of the same news by webhook is no occasion to decide.
+	n := len(facts)
+	record(t, s, WorkflowJobUpdate{Job: ghJob(1, GHQueued), DeliveryID: "b", Launch: decide(LaunchDecision{Launch: true})})
+	if len(facts) != n {
+		t.Fatalf("the policy was asked about an update that changed nothing: %+v", last())
 	}
-	res := record(t, s, WorkflowJobUpdate{Job: ghJob(1, GHQueued), Source: SourceReconciler, Launch: launchOf(p), Relaunch: true, MaxLaunches: 2})
+	res := record(t, s, WorkflowJobUpdate{Job: ghJob(1, GHQueued), Source: SourceReconciler, Launch: decide(LaunchDecision{Launch: true}), Relaunch: true})
+	if f := last(); !f.HasRunnerJob || !f.RunnerJobEnded || f.Launches != 1 {
+		t.Fatalf("facts with an ended runner job: %+v", f)
+	}
 	if res.Created == nil || res.Created.Name != "kiln-1-2" || res.Job.Launches != 2 {
 		t.Fatalf("relaunch: %+v", res.Created)
 	}
-	if err := s.CancelBuild(ctx, res.Created.BuildID, "test"); err != nil {
-		t.Fatal(err)
+
+	// A wait for a warm runner: no runner job, the wait recorded, and
+	// seen as running until it ends.
+	res = record(t, s, WorkflowJobUpdate{Job: ghJob(2, GHQueued), DeliveryID: "c", Launch: decide(LaunchDecision{AwaitWarm: time.Minute})})
+	if res.Created != nil || !res.Warm {
+		t.Fatalf("await warm: created %+v warm %v", res.Created, res.Warm)
 	}
-	if res := record(t, s, WorkflowJobUpdate{Job: ghJob(1, GHQueued), Source: SourceReconciler, Launch: launchOf(p), Relaunch: true, MaxLaunches: 2}); res.Created != nil {
-		t.Fatalf("third launch past MaxLaunches 2: %+v", res.Created)
+	record(t, s, WorkflowJobUpdate{Job: ghJob(2, GHQueued), Source: SourceReconciler, Launch: decide(LaunchDecision{}), Relaunch: true})
+	if f := last(); !f.WarmWaiting || f.WarmWaited {
+		t.Fatalf("facts during the wait: %+v", f)
+	}
+	c.advance(2 * time.Minute)
+	record(t, s, WorkflowJobUpdate{Job: ghJob(2, GHQueued), Source: SourceReconciler, Launch: decide(LaunchDecision{}), Relaunch: true})
+	if f := last(); f.WarmWaiting || !f.WarmWaited {
+		t.Fatalf("facts after the wait: %+v", f)
 	}
 }
 
@@ -321,7 +361,7 @@ func TestWorkflowJobsSurviveReopen(t *testing.T) {
 	if res := record(t, s2, WorkflowJobUpdate{Job: ghJob(1, GHQueued), DeliveryID: "a", Launch: launchOf(p)}); !res.Duplicate {
 		t.Fatalf("delivery after reopen: %+v", res)
 	}
-	res := record(t, s2, WorkflowJobUpdate{Job: ghJob(1, GHQueued), Source: SourceReconciler, Launch: launchOf(p), Relaunch: true, MaxLaunches: 3})
+	res := record(t, s2, WorkflowJobUpdate{Job: ghJob(1, GHQueued), Source: SourceReconciler, Launch: launchOf(p), Relaunch: true})
 	if res.Created != nil || res.Runner == nil || res.Runner.JobID != first.JobID {
 		t.Fatalf("after reopen: created %+v runner %+v", res.Created, res.Runner)
 	}
