@@ -241,12 +241,13 @@ func (s *Server) streamBuildLogs(w http.ResponseWriter, r *http.Request) {
 			}
 			cursors[j.ID] = c
 		}
-		if st, _ := json.Marshal(b); string(st) != lastStatus {
+		v := buildView(b)
+		if st, _ := json.Marshal(v); string(st) != lastStatus {
 			lastStatus = string(st)
-			writeEvent(w, "status", b)
+			writeEvent(w, "status", v)
 		}
 		if b.Status.Terminal() {
-			writeEvent(w, "end", b)
+			writeEvent(w, "end", v)
 			flusher.Flush()
 			return
 		}
