@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"os"
@@ -218,4 +219,25 @@ func hashFile(root *os.Root, rel string, buf []byte) ([]byte, error) {
 		return nil, err
 	}
 	return h.Sum(nil), nil
+}
+
+// Files returns the sorted workspace-relative paths of the regular files
+// the globs select, as hashFiles selects them (the same globs, the same
+// symbolic links followed: only to files inside the workspace). Build
+// artifacts are chosen by it.
+func Files(workspace string, globs []string) ([]string, error) {
+	gs := make([]glob, 0, len(globs))
+	for _, s := range globs {
+		g, msg := parseGlob(s)
+		if msg != "" {
+			return nil, fmt.Errorf("glob %q: %s", s, msg)
+		}
+		gs = append(gs, g)
+	}
+	root, err := os.OpenRoot(workspace)
+	if err != nil {
+		return nil, err
+	}
+	defer root.Close()
+	return matchFiles(root, gs)
 }
