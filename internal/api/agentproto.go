@@ -213,6 +213,9 @@ func (s *Server) assignment(r *http.Request, j *store.Job) (*protocol.Assignment
 		}
 		a.Cache = &protocol.CacheAccess{URL: s.cfg.PublicURL + "/", Token: tok}
 	}
+	if spec.Artifacts != nil {
+		a.ArtifactMaxBytes = s.cfg.ArtifactMaxBytes
+	}
 	if len(secrets) > 0 {
 		a.Secrets = map[string]string{}
 		for _, sec := range secrets {
