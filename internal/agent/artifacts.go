@@ -1,0 +1,75 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/kilnci/kiln/internal/artifact"
+)
+
+// errArtifactsTooLarge: the job's artifacts are past the server's limit
+// (the job's doing: it fails, it is not retried).
+var errArtifactsTooLarge = errors.New("artifacts over the limit")
+
+// saveArtifacts uploads the job's artifacts, if its spec has them and
+// wants them after steps that succeeded (or not): the files its paths
+// select in the checkout src, packed into one archive in the job's
+// workspace directory ws (outside the checkout, on the job's disk) and
+// streamed from there. It runs after the steps, before the sandbox goes.
+// A nil error: uploaded, or nothing to upload; errArtifactsTooLarge: the
+// job's fault; any other error: the infrastructure's.
+func (j *job) saveArtifacts(src string, succeeded bool) error {
+	spec := j.asg.Spec.Artifacts
+	if !spec.Wanted(succeeded) {
+		return nil
+	}
+	set, err := artifact.Collect(src, spec.Paths)
+	if err != nil {
+		j.sys("artifacts: %v", err)
+		return err
+	}
+	if len(set.Files) == 0 {
+		j.sys("artifacts: no file matches %s: nothing uploaded", strings.Join(spec.Paths, ", "))
+		return nil
+	}
+	if max := j.asg.ArtifactMaxBytes; max > 0 && set.Bytes > max {
+		j.sys("artifacts: %d files of %s: over the server's limit of %s for one job's artifacts: nothing uploaded", len(set.Files), formatBytes(set.Bytes), formatBytes(max))
+		return fmt.Errorf("%w: %d files of %s, the limit is %s", errArtifactsTooLarge, len(set.Files), formatBytes(set.Bytes), formatBytes(max))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+	defer cancel()
+	t0 := time.Now()
+	dir := filepath.Join(j.a.cfg.WorkDir, "artifacts")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		j.sys("artifacts: cannot pack them: %v", err)
+		return fmt.Errorf("artifacts: %w", err)
+	}
+	f, err := os.CreateTemp(dir, fmt.Sprintf("%d-%d-*.tar.zst", j.asg.JobID, j.asg.Attempt))
+	if err != nil {
+		j.sys("artifacts: cannot pack them: %v", err)
+		return fmt.Errorf("artifacts: %w", err)
+	}
+	name := f.Name()
+	defer os.Remove(name)
+	files, bytes, err := artifact.Write(ctx, f, src, set)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		j.sys("artifacts: cannot pack them: %v", err)
+		return fmt.Errorf("artifacts: pack: %w", err)
+	}
+	up, err := j.a.api.uploadArtifacts(ctx, j.asg.JobID, j.asg.Attempt, files, name)
+	if err != nil {
+		j.sys("artifacts: upload of %d files (%s) failed: %v", files, formatBytes(bytes), err)
+		return fmt.Errorf("artifacts: upload: %w", err)
+	}
+	j.sys("artifacts: uploaded %d files (%s, %s compressed, sha256 %s) in %s; kept until %s", files, formatBytes(bytes), formatBytes(up.Size),
+		up.SHA256, time.Since(t0).Round(time.Millisecond), up.ExpiresAt.UTC().Format(time.RFC3339))
+	return nil
+}
