@@ -38,8 +38,8 @@ func (j *job) saveArtifacts(src string, succeeded bool) error {
 		return nil
 	}
 	if max := j.asg.ArtifactMaxBytes; max > 0 && set.Bytes > max {
-		j.sys("artifacts: %d files of %s: over the server's limit of %s for one job's artifacts: nothing uploaded", len(set.Files), formatBytes(set.Bytes), formatBytes(max))
-		return fmt.Errorf("%w: %d files of %s, the limit is %s", errArtifactsTooLarge, len(set.Files), formatBytes(set.Bytes), formatBytes(max))
+		j.sys("artifacts: %s of %s: over the server's limit of %s for one job's artifacts (-artifacts-max-bytes): nothing uploaded", countFiles(len(set.Files)), humanBytes(set.Bytes), humanBytes(max))
+		return fmt.Errorf("%w: %s of %s, the limit is %s", errArtifactsTooLarge, countFiles(len(set.Files)), humanBytes(set.Bytes), humanBytes(max))
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
@@ -66,10 +66,30 @@ func (j *job) saveArtifacts(src string, succeeded bool) error {
 	}
 	up, err := j.a.api.uploadArtifacts(ctx, j.asg.JobID, j.asg.Attempt, files, name)
 	if err != nil {
-		j.sys("artifacts: upload of %d files (%s) failed: %v", files, formatBytes(bytes), err)
+		j.sys("artifacts: upload of %s (%s) failed: %v", countFiles(files), humanBytes(bytes), err)
 		return fmt.Errorf("artifacts: upload: %w", err)
 	}
-	j.sys("artifacts: uploaded %d files (%s, %s compressed, sha256 %s) in %s; kept until %s", files, formatBytes(bytes), formatBytes(up.Size),
+	j.sys("artifacts: uploaded %s (%s, %s compressed, sha256 %s) in %s; kept until %s", countFiles(files), humanBytes(bytes), humanBytes(up.Size),
 		up.SHA256, time.Since(t0).Round(time.Millisecond), up.ExpiresAt.UTC().Format(time.RFC3339))
 	return nil
+}
+
+func countFiles(n int) string {
+	if n == 1 {
+		return "1 file"
+	}
+	return fmt.Sprintf("%d files", n)
+}
+
+// humanBytes is n in B, KiB, MiB or GiB, as a person reads a log.
+func humanBytes(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
 }
