@@ -20,10 +20,12 @@ var errArtifactsTooLarge = errors.New("artifacts over the limit")
 // wants them after steps that succeeded (or not): the files its paths
 // select in the checkout src, packed into one archive in the job's
 // workspace directory ws (outside the checkout, on the job's disk) and
-// streamed from there. It runs after the steps, before the sandbox goes.
+// streamed from there. It runs after the steps, before the sandbox goes,
+// within the job's context: its timeout bounds the upload too, and a
+// cancel stops it.
 // A nil error: uploaded, or nothing to upload; errArtifactsTooLarge: the
 // job's fault; any other error: the infrastructure's.
-func (j *job) saveArtifacts(src string, succeeded bool) error {
+func (j *job) saveArtifacts(ctx context.Context, src string, succeeded bool) error {
 	spec := j.asg.Spec.Artifacts
 	if !spec.Wanted(succeeded) {
 		return nil
@@ -41,8 +43,6 @@ func (j *job) saveArtifacts(src string, succeeded bool) error {
 		j.sys("artifacts: %s of %s: over the server's limit of %s for one job's artifacts (-artifacts-max-bytes): nothing uploaded", countFiles(len(set.Files)), humanBytes(set.Bytes), humanBytes(max))
 		return fmt.Errorf("%w: %s of %s, the limit is %s", errArtifactsTooLarge, countFiles(len(set.Files)), humanBytes(set.Bytes), humanBytes(max))
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
-	defer cancel()
 	t0 := time.Now()
 	dir := filepath.Join(j.a.cfg.WorkDir, "artifacts")
 	if err := os.MkdirAll(dir, 0o700); err != nil {

@@ -313,12 +313,27 @@ func (c *client) finish(ctx context.Context, jobID int64, f protocol.FinishReque
 func (c *client) uploadArtifacts(ctx context.Context, jobID int64, attempt, files int, name string) (*protocol.ArtifactUploaded, error) {
 	var resp protocol.ArtifactUploaded
 	path := fmt.Sprintf("/jobs/%d%s?attempt=%d&files=%d", jobID, protocol.ArtifactsPath, attempt, files)
-	err := retry(ctx, func(ctx context.Context) error {
+	// A few tries, not retry's until ctx ends: a blob store that refuses
+	// the bytes is not going to take them in the next minutes, and the
+	// job, which holds its slot meanwhile, should end in error (retried,
+	// perhaps where the network is better) instead.
+	backoff := 200 * time.Millisecond
+	for try := 1; ; try++ {
 		_, err := c.postFile(ctx, path, "application/zstd", name, &resp)
-		return err
-	})
-	return &resp, err
+		if err == nil || errors.Is(err, ErrStale) || permanent(err) || try == uploadTries {
+			return &resp, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w (last error: %v)", ctx.Err(), err)
+		case <-time.After(backoff):
+		}
+		backoff *= 2
+	}
 }
+
+// uploadTries is how many times an artifacts upload is tried.
+const uploadTries = 4
 
 func (c *client) cacheEvent(ctx context.Context, jobID int64, ev protocol.CacheEvent) error {
 	_, err := c.post(ctx, jobPath(jobID, "caches"), ev, nil)

@@ -239,3 +239,33 @@ func TestArtifactsInS3(t *testing.T) {
 		}
 	})
 }
+
+// TestArtifactsUploadFails: when the server cannot store the archive, the
+// job ends in error (the infrastructure's, retried while attempts remain),
+// and its log says why.
+func TestArtifactsUploadFails(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, e testenv.Engine) {
+		h := startServerWith(t, e, func(c *server.Config) { c.Scheduler.MaxAttempts = 1 })
+		// The artifacts' directory made a file: every Put fails (root too).
+		dir := filepath.Join(h.dataDir, "artifacts")
+		if err := os.RemoveAll(dir); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(dir, []byte("in the way"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		h.startAgent("a1", nil)
+		repo, _ := newRepo(t, map[string]string{".kiln.yml": pipelineFile("", "echo kept > out.txt")})
+		// pipelineFile's job has no artifacts: add them to the job.
+		commit(t, repo, map[string]string{".kiln.yml": strings.Replace(pipelineFile("", "echo kept > out.txt"), "  test:\n", "  test:\n    artifacts: [out.txt]\n", 1)})
+		h.addProject("app", repo, projectOpts{})
+		b := h.waitDone(h.trigger("app", "main"))
+		log := h.logText(b.ID)
+		if b.Status != store.StatusError || len(b.Jobs) != 1 || !strings.Contains(b.Jobs[0].Error, "artifacts: upload") {
+			t.Fatalf("build %s, jobs %s, want error (artifacts: upload):\n%s", b.Status, dump(b.Jobs), log)
+		}
+		if !strings.Contains(log, "artifacts: upload of 1 file (5 B) failed: server answered 502: could not store the artifacts") {
+			t.Fatalf("the log does not say why:\n%s", log)
+		}
+	})
+}
