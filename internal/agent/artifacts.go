@@ -35,6 +35,14 @@ func (j *job) saveArtifacts(ctx context.Context, src string, succeeded bool) err
 		j.sys("artifacts: %v", err)
 		return err
 	}
+	if n := len(set.Skipped); n > 0 {
+		shown := set.Skipped[:min(n, 5)]
+		more := ""
+		if n > len(shown) {
+			more = fmt.Sprintf(" and %d more", n-len(shown))
+		}
+		j.sys("artifacts: left out %s (out of the workspace, to a directory or to nothing): %s%s", plural(n, "symbolic link"), strings.Join(shown, ", "), more)
+	}
 	if len(set.Files) == 0 {
 		j.sys("artifacts: no file matches %s: nothing uploaded", strings.Join(spec.Paths, ", "))
 		return nil
@@ -74,11 +82,13 @@ func (j *job) saveArtifacts(ctx context.Context, src string, succeeded bool) err
 	return nil
 }
 
-func countFiles(n int) string {
+func countFiles(n int) string { return plural(n, "file") }
+
+func plural(n int, what string) string {
 	if n == 1 {
-		return "1 file"
+		return "1 " + what
 	}
-	return fmt.Sprintf("%d files", n)
+	return fmt.Sprintf("%d %ss", n, what)
 }
 
 // humanBytes is n in B, KiB, MiB or GiB, as a person reads a log.

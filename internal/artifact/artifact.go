@@ -37,11 +37,14 @@ type File struct {
 type Set struct {
 	Files []File
 	Bytes int64 // their sizes' sum
+	// Skipped are the symbolic links the globs select but that are left
+	// out: leading out of the workspace, to a directory or to nothing.
+	Skipped []string
 }
 
 // Collect returns the files under workspace that globs select (sorted).
 func Collect(workspace string, globs []string) (Set, error) {
-	names, err := cachekey.Files(workspace, globs)
+	names, skipped, err := cachekey.Files(workspace, globs)
 	if err != nil {
 		return Set{}, fmt.Errorf("artifacts: %w", err)
 	}
@@ -50,7 +53,7 @@ func Collect(workspace string, globs []string) (Set, error) {
 		return Set{}, fmt.Errorf("artifacts: %w", err)
 	}
 	defer root.Close()
-	var s Set
+	s := Set{Skipped: skipped}
 	for _, n := range names {
 		fi, err := root.Stat(n)
 		if errors.Is(err, fs.ErrNotExist) {

@@ -47,6 +47,9 @@ func TestRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []File{{"dist/app", 6}, {"dist/report-link", 4}, {"dist/sub/readme.txt", 5}, {"report.xml", 4}}
+	if !reflect.DeepEqual(set.Skipped, []string{"dist/escape", "dist/outdir"}) {
+		t.Errorf("skipped %v, want the links out of the workspace", set.Skipped)
+	}
 	if !reflect.DeepEqual(set.Files, want) || set.Bytes != 19 {
 		t.Fatalf("collected %+v (%d bytes), want %+v", set.Files, set.Bytes, want)
 	}
