@@ -138,8 +138,12 @@ func (s *Server) listArtifacts(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	out := []ArtifactView{}
+	now := time.Now()
 	for _, a := range list {
-		out = append(out, artifactView(a))
+		// Expired, not yet deleted (the leader's next pass): gone already.
+		if a.ExpiresAt.After(now) {
+			out = append(out, artifactView(a))
+		}
 	}
 	writeJSON(w, http.StatusOK, out)
 }
@@ -156,6 +160,10 @@ func (s *Server) getArtifact(w http.ResponseWriter, r *http.Request) {
 	a, err := s.store.Artifact(r.Context(), id, job)
 	if err != nil {
 		s.storeError(w, err)
+		return
+	}
+	if !a.ExpiresAt.After(time.Now()) {
+		writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("artifacts of job %q of build %d: expired on %s", job, id, a.ExpiresAt.UTC().Format(time.RFC3339)))
 		return
 	}
 	if s.cfg.Artifacts == nil {

@@ -2,12 +2,14 @@ package api_test
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"io"
 	"net/http"
 	"testing"
+	"time"
 
 	"github.com/kilnci/kiln/internal/api"
 	"github.com/kilnci/kiln/internal/protocol"
@@ -64,6 +66,17 @@ func TestAgentArtifactsUpload(t *testing.T) {
 	e.api("GET", fmt.Sprintf("/api/v1/builds/%d/artifacts/nope", b.ID), nil).wantError(t, http.StatusNotFound, "not_found")
 	e.api("GET", "/api/v1/builds/999/artifacts", nil).wantError(t, http.StatusNotFound, "not_found")
 	e.do(e.agent, "GET", list[0].URL, nil, nil).wantError(t, http.StatusForbidden, "forbidden")
+
+	// Expired (the leader's pass not yet run): neither listed nor served.
+	expired := &store.Artifact{JobID: a.JobID, Attempt: a.Attempt, Blob: fmt.Sprintf("%d/%d-%d.tar.zst", b.ID, a.JobID, a.Attempt), Size: up.Size, SHA256: up.SHA256, ExpiresAt: time.Now().Add(-time.Minute)}
+	if _, err := e.srv.Store.AgentWrites(0).RecordArtifact(context.Background(), expired); err != nil {
+		t.Fatal(err)
+	}
+	e.api("GET", fmt.Sprintf("/api/v1/builds/%d/artifacts", b.ID), nil).want(t, http.StatusOK, &list)
+	if len(list) != 0 {
+		t.Fatalf("an expired artifact listed: %s", dump(list))
+	}
+	e.api("GET", fmt.Sprintf("/api/v1/builds/%d/artifacts/test", b.ID), nil).wantError(t, http.StatusNotFound, "not_found", "expired on")
 
 	// Once the attempt is over, no more uploads.
 	e.finish(a.JobID, a.Attempt, store.StatusSuccess).want(t, http.StatusNoContent, nil)
