@@ -40,6 +40,7 @@ var commands = []command{
 	{"token", "manage API tokens: create, ls, revoke", runToken},
 	{"audit", "the audit log: who changed what, when, from where", runAudit},
 	{"cache", "keyed cache entries: ls, rm, prune", runCache},
+	{"artifacts", "a build's artifacts: list them, or get one job's (-o FILE, -x DIR)", runArtifacts},
 	{"agents", "list agents", runAgents},
 	{"pool", "GitHub Actions runner pools: add, ls, show, rm", runPool},
 	{"runners", "list GitHub Actions runners and their jobs", runRunners},

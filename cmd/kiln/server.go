@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 
 	"github.com/kilnci/kiln/internal/api"
 	"github.com/kilnci/kiln/internal/gitmirror"
@@ -57,6 +58,17 @@ func serverFlags(fs *flag.FlagSet) *serverOptions {
 	fs.Var(daysValue{&cfg.LogRetention.MaxAge}, "log-retention", "delete a finished build's logs after this long, e.g. 30d (0: keep forever; a project may set its own)")
 	fs.Var(daysValue{&cfg.LogArchiveAfter}, "log-archive-after", "move a finished build's logs out of the database into the log archive after this long, e.g. 1d or 24h (0: never); the archive is DATA_DIR/log-archive, or with -cache-s3-* the cache's bucket under -log-archive-s3-prefix")
 	fs.StringVar(&cfg.LogArchiveS3Prefix, "log-archive-s3-prefix", cfg.LogArchiveS3Prefix, "key prefix of the log archive in the cache's S3 bucket (with -cache-s3-*); the archive owns every key under it")
+	fs.Func("artifacts-max-bytes", "most bytes of files one job's artifacts may hold, e.g. 1g or 500m (0: no limit); past it the job fails and nothing is uploaded (default 1g)", func(v string) error {
+		if strings.TrimSpace(v) == "0" {
+			cfg.ArtifactMaxBytes = 0
+			return nil
+		}
+		n, err := parseBytes(v)
+		cfg.ArtifactMaxBytes = n
+		return err
+	})
+	fs.Var(daysValue{&cfg.ArtifactExpire}, "artifacts-expire", "keep a build's artifacts this long unless its pipeline says (expire-in), e.g. 30d or 12h")
+	fs.StringVar(&cfg.ArtifactsS3Prefix, "artifacts-s3-prefix", cfg.ArtifactsS3Prefix, "key prefix of build artifacts in the cache's S3 bucket (with -cache-s3-*: artifacts are kept there, downloads redirected to presigned URLs); artifacts own every key under it")
 	fs.Int64Var(&cfg.LogRetention.MaxBytes, "log-max-bytes", cfg.LogRetention.MaxBytes, "bytes of logs each project keeps; older builds' logs are deleted first (0: no limit; a project may set its own)")
 	fs.Int64Var(&cfg.ReserveBytes, "disk-reserve", cfg.ReserveBytes, "bytes kept in DATA_DIR/reserve and released when the disk is full, so deletes can still run (0: none)")
 	fs.DurationVar(&cfg.LeaderTTL, "leader-ttl", cfg.LeaderTTL, "life of the leader lease without a renewal: servers sharing a database run the background work (reapers, GitHub reconciler, warm runners, cache eviction, forge statuses, log retention) on one of them, and another takes it over within this long when it dies (at once when it stops)")

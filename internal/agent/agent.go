@@ -300,6 +300,8 @@ func (a *Agent) sweep(ctx context.Context) {
 			a.log.Warn("sweep: sticky volumes", "err", err)
 		}
 	}
+	// Artifacts packed for an upload that never ended.
+	_ = os.RemoveAll(filepath.Join(a.cfg.WorkDir, "artifacts"))
 	dir := filepath.Join(a.cfg.WorkDir, "jobs")
 	entries, _ := os.ReadDir(dir)
 	for _, e := range entries {

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"os"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -125,11 +126,46 @@ func failover(err error) bool {
 }
 
 func (c *client) postTo(ctx context.Context, base, path string, body []byte, out any) (bool, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+protocol.Prefix+path, bytes.NewReader(body))
+	return c.send(ctx, base, path, "application/json", bytes.NewReader(body), int64(len(body)), out)
+}
+
+// postFile posts the file at name as the body (size bytes, of type
+// ctype), failing over between servers as post does: each try reads the
+// file from its start, so nothing of it is held in memory.
+func (c *client) postFile(ctx context.Context, path, ctype, name string, out any) (bool, error) {
+	var err error
+	for range c.bases {
+		i := c.cur.Load()
+		var f *os.File
+		if f, err = os.Open(name); err != nil {
+			return false, err
+		}
+		var fi os.FileInfo
+		if fi, err = f.Stat(); err != nil {
+			f.Close()
+			return false, err
+		}
+		var ok bool
+		ok, err = c.send(ctx, c.bases[i], path, ctype, f, fi.Size(), out)
+		f.Close()
+		if err == nil || !failover(err) || ctx.Err() != nil || len(c.bases) == 1 {
+			return ok, err
+		}
+		next := (i + 1) % int64(len(c.bases))
+		if c.cur.CompareAndSwap(i, next) {
+			c.log.Warn("server failed; switching to the next", "from", c.bases[i], "to", c.bases[next], "err", err)
+		}
+	}
+	return false, err
+}
+
+func (c *client) send(ctx context.Context, base, path, ctype string, body io.Reader, size int64, out any) (bool, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+protocol.Prefix+path, body)
 	if err != nil {
 		return false, err
 	}
-	req.Header.Set("Content-Type", "application/json")
+	req.ContentLength = size
+	req.Header.Set("Content-Type", ctype)
 	req.Header.Set("Authorization", "Bearer "+c.token)
 	req.Header.Set(protocol.Header, c.proto)
 	resp, err := c.http.Do(req)
@@ -271,6 +307,33 @@ func (c *client) finish(ctx context.Context, jobID int64, f protocol.FinishReque
 		return err
 	})
 }
+
+// uploadArtifacts uploads a job attempt's artifacts archive, the file at
+// name, holding files files.
+func (c *client) uploadArtifacts(ctx context.Context, jobID int64, attempt, files int, name string) (*protocol.ArtifactUploaded, error) {
+	var resp protocol.ArtifactUploaded
+	path := fmt.Sprintf("/jobs/%d%s?attempt=%d&files=%d", jobID, protocol.ArtifactsPath, attempt, files)
+	// A few tries, not retry's until ctx ends: a blob store that refuses
+	// the bytes is not going to take them in the next minutes, and the
+	// job, which holds its slot meanwhile, should end in error (retried,
+	// perhaps where the network is better) instead.
+	backoff := 200 * time.Millisecond
+	for try := 1; ; try++ {
+		_, err := c.postFile(ctx, path, "application/zstd", name, &resp)
+		if err == nil || errors.Is(err, ErrStale) || permanent(err) || try == uploadTries {
+			return &resp, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w (last error: %v)", ctx.Err(), err)
+		case <-time.After(backoff):
+		}
+		backoff *= 2
+	}
+}
+
+// uploadTries is how many times an artifacts upload is tried.
+const uploadTries = 4
 
 func (c *client) cacheEvent(ctx context.Context, jobID int64, ev protocol.CacheEvent) error {
 	_, err := c.post(ctx, jobPath(jobID, "caches"), ev, nil)

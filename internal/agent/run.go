@@ -436,12 +436,22 @@ func (j *job) execute(ctx context.Context) (status string, exit *int, msg string
 		if code != 0 {
 			j.reportStep(i, "failure", &code)
 			j.sys("step %q failed with exit code %d", st.Name, code)
+			if err := j.saveArtifacts(ctx, src, false); err != nil && !errors.Is(err, errArtifactsTooLarge) {
+				return "error", nil, err.Error()
+			}
 			if note, full := diskFull(fmt.Sprintf("step %q", st.Name)); full {
 				return "failure", &code, fmt.Sprintf("step %q exited with code %d: %s", st.Name, code, note)
 			}
 			return "failure", &code, fmt.Sprintf("step %q exited with code %d", st.Name, code)
 		}
 		j.reportStep(i, "success", &code)
+	}
+	// The artifacts are part of the job's result: a success whose files
+	// could not be kept is not one.
+	if err := j.saveArtifacts(ctx, src, true); errors.Is(err, errArtifactsTooLarge) {
+		return "failure", nil, err.Error()
+	} else if err != nil {
+		return "error", nil, err.Error()
 	}
 	succeeded = true
 	// Keyed caches are part of the job's result: a job of the project on

@@ -24,6 +24,7 @@ import (
 	"github.com/kilnci/kiln/internal/logarchive"
 
 	"github.com/kilnci/kiln/internal/actions"
+	"github.com/kilnci/kiln/internal/blobstore"
 	"github.com/kilnci/kiln/internal/cache"
 	"github.com/kilnci/kiln/internal/metrics"
 	"github.com/kilnci/kiln/internal/protocol"
@@ -68,6 +69,13 @@ type Config struct {
 	// LogArchive holds the logs of builds archived out of the store
 	// (store.Build.LogsArchivedAt); nil: none are.
 	LogArchive *logarchive.Archive
+	// Artifacts holds build artifacts' archives (nil: none are taken);
+	// ArtifactMaxBytes bounds one job's files (0: no bound);
+	// ArtifactExpire is how long they are kept when the pipeline does
+	// not say.
+	Artifacts        blobstore.Store
+	ArtifactMaxBytes int64
+	ArtifactExpire   time.Duration
 	// TrustedProxies are the proxies whose X-Forwarded-For names the
 	// client the audit log records (-trusted-proxies); none: the TCP
 	// peer is the client.
@@ -109,7 +117,7 @@ func New(cfg Config, st *store.Store, sched *scheduler.Scheduler, m *metrics.Met
 		cfg.WebhookQueueWait = 10 * time.Second
 	}
 	s := &Server{cfg: cfg, store: st, sched: sched, metrics: m, caches: caches, actions: acts,
-		dispatch: dispatch.New(st, sched, caches, acts, cfg.PublicURL), watch: newWatcher(), log: log, mux: http.NewServeMux(),
+		dispatch: dispatch.New(st, sched, caches, acts, cfg.PublicURL, cfg.ArtifactMaxBytes), watch: newWatcher(), log: log, mux: http.NewServeMux(),
 		hookSlots: make(chan struct{}, cfg.WebhookConcurrency), dummySecret: rand.Text()}
 	admin := func(h http.HandlerFunc) http.Handler { return s.auth(store.TokenAdmin, h) }
 	// Every agent request but the registration (which checks its body's
@@ -141,6 +149,8 @@ func New(cfg Config, st *store.Store, sched *scheduler.Scheduler, m *metrics.Met
 	s.mux.Handle("POST /api/v1/builds/{id}/reject", admin(s.rejectBuild))
 	s.mux.Handle("GET /api/v1/builds/{id}/logs", admin(s.buildLogs))
 	s.mux.Handle("GET /api/v1/builds/{id}/logs/stream", admin(s.streamBuildLogs))
+	s.mux.Handle("GET /api/v1/builds/{id}/artifacts", admin(s.listArtifacts))
+	s.mux.Handle("GET /api/v1/builds/{id}/artifacts/{job}", admin(s.getArtifact))
 
 	s.mux.Handle("GET /api/v1/tokens", admin(s.listTokens))
 	s.mux.Handle("POST /api/v1/tokens", admin(s.createToken))
@@ -164,6 +174,7 @@ func New(cfg Config, st *store.Store, sched *scheduler.Scheduler, m *metrics.Met
 	s.mux.Handle("POST "+protocol.Prefix+"/jobs/{id}/logs", agent(s.agentLogs))
 	s.mux.Handle("POST "+protocol.Prefix+"/jobs/{id}/finish", agent(s.agentFinish))
 	s.mux.Handle("POST "+protocol.Prefix+"/jobs/{id}/caches", agent(s.agentCacheEvent))
+	s.mux.Handle("POST "+protocol.Prefix+"/jobs/{id}"+protocol.ArtifactsPath, agent(s.agentArtifacts))
 
 	// The actions/cache-compatible service: its own token (scoped to a
 	// project and branch) authenticates its requests.

@@ -514,9 +514,24 @@ func (s *Server) deleteProject(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	// Artifacts likewise: their records go with the project, their
+	// blobs after it.
+	var artifacts []store.Artifact
+	if s.cfg.Artifacts != nil {
+		var err error
+		if artifacts, err = s.store.ProjectArtifacts(r.Context(), p.ID); err != nil {
+			s.storeError(w, err)
+			return
+		}
+	}
 	if err := s.store.DeleteProject(r.Context(), p.ID); err != nil {
 		s.storeError(w, err)
 		return
+	}
+	for _, a := range artifacts {
+		if err := s.cfg.Artifacts.Delete(r.Context(), a.Blob); err != nil {
+			s.log.Warn("project deleted: an artifact's blob was not", "project", p.Name, "blob", a.Blob, "err", err)
+		}
 	}
 	for _, id := range archived {
 		if err := s.cfg.LogArchive.Delete(r.Context(), id); err != nil {

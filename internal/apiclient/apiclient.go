@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -174,4 +175,71 @@ func (c Client) FollowLogs(ctx context.Context, buildID int64, line func(api.Str
 		return nil, fmt.Errorf("log stream: %w", err)
 	}
 	return nil, fmt.Errorf("log stream ended before build %d finished", buildID)
+}
+
+// Download is an artifacts archive being downloaded.
+type Download struct {
+	io.ReadCloser
+	// SHA256 is the archive's, as the server recorded it (hex).
+	SHA256 string
+	// Redirected: the server sent the client to the blob store (a
+	// presigned URL), which the bytes come from.
+	Redirected bool
+}
+
+// Artifact opens the download of a build's job's artifacts. A redirect
+// is followed by hand, without the bearer token: a presigned URL carries
+// its own authority (and S3 refuses a request with two), and the token
+// is not the blob store's to see.
+func (c Client) Artifact(ctx context.Context, buildID int64, job string) (*Download, error) {
+	path := fmt.Sprintf("/api/v1/builds/%d/artifacts/%s", buildID, url.PathEscape(job))
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.URL+path, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.Token)
+	if c.UserAgent != "" {
+		req.Header.Set("User-Agent", c.UserAgent)
+	}
+	hc := http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	if c.HTTP != nil {
+		hc.Transport, hc.Timeout = c.HTTP.Transport, c.HTTP.Timeout
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("cannot reach Kiln at %s: %w", c.URL, err)
+	}
+	d := &Download{SHA256: resp.Header.Get("X-Kiln-Artifact-Sha256")}
+	if resp.StatusCode == http.StatusFound || resp.StatusCode == http.StatusSeeOther || resp.StatusCode == http.StatusTemporaryRedirect {
+		resp.Body.Close()
+		loc, err := resp.Location()
+		if err != nil {
+			return nil, fmt.Errorf("GET %s: a redirect without a usable Location: %w", path, err)
+		}
+		d.Redirected = true
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, loc.String(), nil)
+		if err != nil {
+			return nil, err
+		}
+		if resp, err = hc.Do(req); err != nil {
+			// The URL is presigned: it is not shown.
+			return nil, fmt.Errorf("GET %s: the blob store it redirected to (%s) cannot be reached: %w", path, loc.Host, errors.Unwrap(err))
+		}
+		if resp.StatusCode != http.StatusOK {
+			data, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
+			resp.Body.Close()
+			return nil, fmt.Errorf("GET %s: the blob store (%s) answered %d: %s", path, loc.Host, resp.StatusCode, strings.TrimSpace(string(data)))
+		}
+	}
+	if resp.StatusCode != http.StatusOK {
+		defer resp.Body.Close()
+		var e struct{ Error string }
+		data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		if json.Unmarshal(data, &e) != nil || e.Error == "" {
+			e.Error = strings.TrimSpace(string(data))
+		}
+		return nil, fmt.Errorf("GET %s: %s (HTTP %d)", path, e.Error, resp.StatusCode)
+	}
+	d.ReadCloser = resp.Body
+	return d, nil
 }

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"os"
@@ -161,14 +162,21 @@ func hashFiles(x expr, workspace string) (string, error) {
 // directories on the way to or below a glob's literal prefix, and never into
 // a symbolic link.
 func matchFiles(root *os.Root, globs []glob) ([]string, error) {
+	files, _, err := matchFilesSkipping(root, globs)
+	return files, err
+}
+
+// matchFilesSkipping is matchFiles that also returns the symbolic links
+// the globs select but that are left out (leading out of the workspace, to
+// a directory or to nothing), sorted.
+func matchFilesSkipping(root *os.Root, globs []glob) (files, skipped []string, err error) {
 	var prefixes []string
 	for _, g := range globs {
 		if !g.negate {
 			prefixes = append(prefixes, g.literalPrefix())
 		}
 	}
-	var files []string
-	err := fs.WalkDir(root.FS(), ".", func(rel string, d fs.DirEntry, err error) error {
+	err = fs.WalkDir(root.FS(), ".", func(rel string, d fs.DirEntry, err error) error {
 		switch {
 		case errors.Is(err, fs.ErrNotExist):
 			return nil // went away during the walk
@@ -186,6 +194,7 @@ func matchFiles(root *os.Root, globs []glob) ([]string, error) {
 		case d.Type()&fs.ModeSymlink != 0:
 			// Follow it only inside the workspace, and only to a file.
 			if fi, err := root.Stat(rel); err != nil || !fi.Mode().IsRegular() {
+				skipped = append(skipped, rel)
 				return nil
 			}
 		case !d.Type().IsRegular():
@@ -195,10 +204,11 @@ func matchFiles(root *os.Root, globs []glob) ([]string, error) {
 		return nil
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	slices.Sort(files)
-	return files, nil
+	slices.Sort(skipped)
+	return files, skipped, nil
 }
 
 // related reports whether dir is prefix, below it, or one of its parents.
@@ -218,4 +228,26 @@ func hashFile(root *os.Root, rel string, buf []byte) ([]byte, error) {
 		return nil, err
 	}
 	return h.Sum(nil), nil
+}
+
+// Files returns the sorted workspace-relative paths of the regular files
+// the globs select, as hashFiles selects them (the same globs, the same
+// symbolic links followed: only to files inside the workspace), and the
+// symbolic links they select but leave out. Build artifacts are chosen by
+// it.
+func Files(workspace string, globs []string) (files, skipped []string, err error) {
+	gs := make([]glob, 0, len(globs))
+	for _, s := range globs {
+		g, msg := parseGlob(s)
+		if msg != "" {
+			return nil, nil, fmt.Errorf("glob %q: %s", s, msg)
+		}
+		gs = append(gs, g)
+	}
+	root, err := os.OpenRoot(workspace)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer root.Close()
+	return matchFilesSkipping(root, gs)
 }

@@ -30,12 +30,14 @@ type Dispatcher struct {
 	caches    *cache.Service
 	actions   *actions.Service
 	publicURL string
+	// artifactMaxBytes bounds a job's artifacts archive (told to the agent).
+	artifactMaxBytes int64
 }
 
 // New returns a Dispatcher. publicURL is where jobs reach the server's
-// cache service.
-func New(st *store.Store, sched *scheduler.Scheduler, caches *cache.Service, acts *actions.Service, publicURL string) *Dispatcher {
-	return &Dispatcher{store: st, sched: sched, caches: caches, actions: acts, publicURL: publicURL}
+// cache service; artifactMaxBytes bounds a job's artifacts.
+func New(st *store.Store, sched *scheduler.Scheduler, caches *cache.Service, acts *actions.Service, publicURL string, artifactMaxBytes int64) *Dispatcher {
+	return &Dispatcher{store: st, sched: sched, caches: caches, actions: acts, publicURL: publicURL, artifactMaxBytes: artifactMaxBytes}
 }
 
 // Claim is an agent's request for a job.
@@ -125,6 +127,9 @@ func (d *Dispatcher) assignment(ctx context.Context, j *store.Job) (*protocol.As
 			return nil, fmt.Errorf("cache token: %w", err)
 		}
 		a.Cache = &protocol.CacheAccess{URL: d.publicURL + "/", Token: tok}
+	}
+	if spec.Artifacts != nil {
+		a.ArtifactMaxBytes = d.artifactMaxBytes
 	}
 	if len(secrets) > 0 {
 		a.Secrets = map[string]string{}

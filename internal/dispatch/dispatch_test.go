@@ -45,7 +45,7 @@ func setup(t *testing.T) (*Dispatcher, *store.Store, *store.Project, int64) {
 	if err := st.RegisterAgent(ctx, &store.Agent{ID: "a1", Name: "a1", Capacity: 1}, tok.ID); err != nil {
 		t.Fatal(err)
 	}
-	return New(st, sched, nil, nil, "http://kiln.test"), st, p, tok.ID
+	return New(st, sched, nil, nil, "http://kiln.test", 1<<20), st, p, tok.ID
 }
 
 func queue(t *testing.T, st *store.Store, b *store.Build, spec string) {

@@ -45,6 +45,9 @@ func (p *Pipeline) Compile() []JobSpec {
 			c.RestoreKeys, c.Paths = slices.Clone(c.RestoreKeys), slices.Clone(c.Paths)
 			spec.Caches = append(spec.Caches, c)
 		}
+		if a := cmp.Or(j.Artifacts, p.Artifacts); a != nil {
+			spec.Artifacts = &ArtifactSpec{Paths: slices.Clone(a.Paths), When: cmp.Or(a.When, ArtifactsOnSuccess), ExpireInSeconds: a.ExpireInSeconds}
+		}
 		specs = append(specs, spec)
 	}
 	return specs

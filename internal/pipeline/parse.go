@@ -79,6 +79,8 @@ type Settings struct {
 	Resources Resources
 	// Caches is nil when not set; a job's list replaces the top level's.
 	Caches []CacheSpec
+	// Artifacts is nil when not set; a job's replaces the top level's.
+	Artifacts *ArtifactSpec
 
 	// resourcesAt is where each set field of Resources was written, for
 	// CheckLimits' messages; keyed by the field's name in the file.

@@ -18,6 +18,9 @@ type JobSpec struct {
 	Resources Resources `json:"resources"`
 	// Caches are mounted into the sandbox before the first step.
 	Caches []CacheSpec `json:"caches,omitempty"`
+	// Artifacts are the workspace files uploaded after the steps (nil:
+	// none).
+	Artifacts *ArtifactSpec `json:"artifacts,omitempty"`
 }
 
 // CacheSpec is one `cache:` entry. Exactly one of two kinds:

@@ -11,8 +11,8 @@ import (
 
 // The keys each mapping accepts, in the order docs/pipeline.md lists them.
 var (
-	topKeys       = []string{"image", "env", "timeout", "runs-on", "resources", "cache", "jobs", "steps"}
-	jobKeys       = []string{"image", "env", "timeout", "runs-on", "resources", "cache", "steps"}
+	topKeys       = []string{"image", "env", "timeout", "runs-on", "resources", "cache", "artifacts", "jobs", "steps"}
+	jobKeys       = []string{"image", "env", "timeout", "runs-on", "resources", "cache", "artifacts", "steps"}
 	stepKeys      = []string{"name", "run"}
 	resourcesKeys = []string{"cpus", "memory", "pids", "disk"}
 )
@@ -83,6 +83,8 @@ func (c *checker) settings(e entry, parent string, s *Settings, allowed []string
 		s.Resources, s.resourcesAt = c.resources(e.value, field)
 	case "cache":
 		s.Caches = c.caches(e.value, field)
+	case "artifacts":
+		s.Artifacts = c.artifacts(e.value, field)
 	default:
 		c.unknownKey(e.key, parent, allowed)
 	}

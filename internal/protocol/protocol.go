@@ -8,6 +8,7 @@
 //	POST /api/v1/agent/jobs/{id}/steps     StepUpdate       -> 204
 //	POST /api/v1/agent/jobs/{id}/logs      LogBatch         -> 204
 //	POST /api/v1/agent/jobs/{id}/finish    FinishRequest    -> 204
+//	POST /api/v1/agent/jobs/{id}/artifacts?attempt=N&files=M  tar+zstd archive -> 200 ArtifactUploaded
 //
 // Every job write carries the attempt number of the lease. A write from an
 // attempt that no longer holds the lease is refused with 409 and the error
@@ -46,6 +47,7 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/kilnci/kiln/internal/logs"
 	"github.com/kilnci/kiln/internal/pipeline"
@@ -242,6 +244,24 @@ type Assignment struct {
 	// only, never to the sandbox (a fork's request too is fetched with
 	// them, from the base repository, and gets none of them).
 	Git *GitCredentials `json:"git_credentials,omitempty"`
+	// ArtifactMaxBytes bounds the files of the job's artifacts (the sum of
+	// their sizes; the server refuses a larger upload with 413 and
+	// CodeTooLarge). Sent when Spec.Artifacts is set. An agent that does
+	// not know it (or the artifacts endpoint) uploads none, as before:
+	// not worth a version, which would refuse every 1.0 agent at once.
+	ArtifactMaxBytes int64 `json:"artifact_max_bytes,omitempty"`
+}
+
+// ArtifactsPath is the upload of a job attempt's artifacts, under
+// Prefix + "/jobs/{id}": the body is the archive (Content-Length
+// required), the query says the attempt and the files it holds.
+const ArtifactsPath = "/artifacts"
+
+// ArtifactUploaded is the server's answer to an artifacts upload.
+type ArtifactUploaded struct {
+	Size      int64     `json:"size"`
+	SHA256    string    `json:"sha256"`
+	ExpiresAt time.Time `json:"expires_at"`
 }
 
 // GitCredentials are HTTP basic credentials for git: a token as the

@@ -34,7 +34,7 @@ func newCacheS3Server(t *testing.T, s3 blobstore.S3Config) (*Server, error) {
 
 // A cache store that cannot be used stops the server at start, saying why.
 func TestCacheS3CheckedAtStart(t *testing.T) {
-	_, err := newCacheS3Server(t, blobstore.S3Config{Endpoint: "127.0.0.1:1", Bucket: "b", Insecure: true, AccessKey: "a", SecretKey: "secret-never-shown"})
+	_, err := newCacheS3Server(t, blobstore.S3Config{Endpoint: "127.0.0.1:1", Bucket: "b", Prefix: "kiln-cache", Insecure: true, AccessKey: "a", SecretKey: "secret-never-shown"})
 	if err == nil || !strings.Contains(err.Error(), "cache-s3: ") || !strings.Contains(err.Error(), "cannot reach S3 bucket") {
 		t.Fatalf("unreachable endpoint: %v", err)
 	}

@@ -56,10 +56,10 @@ func secureDataDir(dir string, log *slog.Logger) error {
 			return err
 		}
 	}
-	// The cache's blobs and the log archive are the only files below the
+	// The cache's blobs, the log archive and artifacts are the only files below the
 	// top that hold builds' data outside a store of their own (git mirrors
 	// are git's).
-	for _, sub := range []string{"cache", "log-archive"} {
+	for _, sub := range []string{"cache", "log-archive", "artifacts"} {
 		root := filepath.Join(dir, sub)
 		if _, err := os.Lstat(root); err != nil {
 			continue

@@ -59,7 +59,7 @@ func TestDataDirPrivate(t *testing.T) {
 		return func() { srv.Close() }
 	}
 	files := []string{"kiln.db", "kiln.db-wal", "kiln.db-shm", "secret.key", "admin-token", "agent-token", "reserve", "server.id"}
-	dirs := []string{".", "tmp", "git", "cache", "cache/blobs"}
+	dirs := []string{".", "tmp", "git", "cache", "cache/blobs", "artifacts"}
 	check := func() {
 		t.Helper()
 		for _, f := range files {

@@ -4,6 +4,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -93,6 +94,15 @@ type Config struct {
 	// LogArchiveS3Prefix when CacheS3 is set.
 	LogArchiveAfter    time.Duration
 	LogArchiveS3Prefix string
+	// ArtifactMaxBytes bounds the files of one job's artifacts (0: no
+	// bound); ArtifactExpire is how long artifacts are kept when the
+	// pipeline does not say (expire-in); ArtifactsEvery is how often the
+	// expired are deleted. They are kept in DataDir/artifacts, or with
+	// CacheS3 in its bucket under ArtifactsS3Prefix.
+	ArtifactMaxBytes  int64
+	ArtifactExpire    time.Duration
+	ArtifactsEvery    time.Duration
+	ArtifactsS3Prefix string
 	// ReserveBytes is the space kept in DataDir/reserve for deletes on a
 	// full disk (0: none); HealthEvery is how often the store's writes are
 	// probed (and the reserve made again once there is room).
@@ -114,11 +124,16 @@ type Config struct {
 	LeaderTTL time.Duration
 }
 
+// DefaultArtifactExpire is how long artifacts are kept when neither the
+// pipeline nor the server's configuration says.
+const DefaultArtifactExpire = 30 * 24 * time.Hour
+
 func DefaultConfig() Config {
 	return Config{Listen: "127.0.0.1:8080", MaxWebhookBody: 25 << 20, WebhookConcurrency: 16, WebhookQueueWait: 10 * time.Second, WebhookReadTimeout: 30 * time.Second,
 		Scheduler: scheduler.DefaultConfig(), Cache: cache.DefaultConfig(), EvictEvery: 10 * time.Minute,
 		Actions: actions.DefaultConfig(), ShutdownTimeout: 10 * time.Second,
 		LogRetention: RetentionPolicy{MaxAge: 90 * 24 * time.Hour, MaxBytes: 1 << 30}, RetentionEvery: 10 * time.Minute, LogArchiveS3Prefix: "kiln-logs",
+		ArtifactMaxBytes: 1 << 30, ArtifactExpire: DefaultArtifactExpire, ArtifactsEvery: 10 * time.Minute, ArtifactsS3Prefix: "kiln-artifacts",
 		ReserveBytes: 64 << 20, HealthEvery: 10 * time.Second, MinFreeBytes: 16 << 20, Git: gitmirror.DefaultConfig(),
 		LeaderTTL: leader.DefaultTTL}
 }
@@ -142,6 +157,12 @@ func (c Config) Validate() error {
 		return errors.New("log-archive-after: must not be negative (0: never archive)")
 	case c.LogArchiveAfter > 0 && c.CacheS3.Enabled() && overlaps(c.CacheS3.Prefix, c.LogArchiveS3Prefix):
 		return fmt.Errorf("log-archive-s3-prefix: %q overlaps the cache's prefix %q: the cache owns every key under its own", c.LogArchiveS3Prefix, c.CacheS3.Prefix)
+	case c.ArtifactMaxBytes < 0:
+		return errors.New("artifacts-max-bytes: must not be negative (0: no limit)")
+	case c.ArtifactExpire != 0 && c.ArtifactExpire < time.Minute:
+		return errors.New("artifacts-expire: at least 1m")
+	case c.CacheS3.Enabled() && (overlaps(c.CacheS3.Prefix, c.ArtifactsS3Prefix) || overlaps(c.LogArchiveS3Prefix, c.ArtifactsS3Prefix)):
+		return fmt.Errorf("artifacts-s3-prefix: %q overlaps the cache's prefix %q or the log archive's %q: each owns every key under its own", c.ArtifactsS3Prefix, c.CacheS3.Prefix, c.LogArchiveS3Prefix)
 	case c.LogRetention.MaxBytes < 0:
 		return errors.New("log-max-bytes: must not be negative (0: no limit)")
 	case c.ReserveBytes < 0:
@@ -176,7 +197,9 @@ type Server struct {
 	reserve *reserve
 	// logArchive holds archived builds' logs (ArchiveLogs).
 	logArchive *logarchive.Archive
-	now        func() time.Time // log retention's clock (tests move it)
+	// artifacts holds build artifacts' archives (ExpireArtifacts).
+	artifacts blobstore.Store
+	now       func() time.Time // log retention's clock (tests move it)
 	// releaseDir unlocks the data dir (claimDataDir) at Close.
 	releaseDir func()
 	// hintPub sends wake-ups to the other servers (hints.go).
@@ -268,6 +291,13 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return fail(err)
 	}
+	artifacts, err := openArtifacts(ctx, cfg)
+	if err != nil {
+		return fail(err)
+	}
+	if !cfg.CacheS3.Enabled() && st.Dialect() == "postgres" {
+		log.Warn("artifacts: kept on this server's disk (DATA_DIR/artifacts), while other servers may share the database: a download that reaches another server finds nothing; use -cache-s3-* for artifacts in S3")
+	}
 	cacheSvc, err := cache.New(cacheCfg, st.DB())
 	if err != nil {
 		return fail(fmt.Errorf("cache service: %w", err))
@@ -341,11 +371,12 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		AllowFileRemotes: cfg.Git.AllowFileRemotes, SpoolDir: spoolDir, MetricsToken: cfg.MetricsToken, TrustedProxies: cfg.TrustedProxies,
 		GitHubApp:          cfg.Actions.GitHub.AppID != 0 && len(cfg.Actions.GitHub.PrivateKeyPEM) > 0,
 		WebhookConcurrency: cfg.WebhookConcurrency, WebhookQueueWait: cfg.WebhookQueueWait, WebhookReadTimeout: cfg.WebhookReadTimeout,
-		GitHubAppID: cfg.Actions.GitHub.AppID, GitHubAppKey: cfg.Actions.GitHub.PrivateKeyPEM, HookBaseURL: hookBase, LogArchive: logArchive}, st, sched, m, log.With("component", "api"), cacheSvc, acts)
+		GitHubAppID: cfg.Actions.GitHub.AppID, GitHubAppKey: cfg.Actions.GitHub.PrivateKeyPEM, HookBaseURL: hookBase, LogArchive: logArchive,
+		Artifacts: artifacts, ArtifactMaxBytes: cfg.ArtifactMaxBytes, ArtifactExpire: cmp.Or(cfg.ArtifactExpire, DefaultArtifactExpire)}, st, sched, m, log.With("component", "api"), cacheSvc, acts)
 	if shared {
 		a.PublishBuilds(func(id int64) { hintPub.Publish(store.HintBuild, id) })
 	}
-	return &Server{hintPub: hintPub, cfg: cfg, Store: st, Sched: sched, Mirrors: mirrors, API: a, Cache: cacheSvc, Actions: acts, Statuses: statuses, Leader: elector, log: log, ln: ln, reserve: res, logArchive: logArchive, now: time.Now, releaseDir: releaseDir}, nil
+	return &Server{hintPub: hintPub, cfg: cfg, Store: st, Sched: sched, Mirrors: mirrors, API: a, Cache: cacheSvc, Actions: acts, Statuses: statuses, Leader: elector, log: log, ln: ln, reserve: res, logArchive: logArchive, artifacts: artifacts, now: time.Now, releaseDir: releaseDir}, nil
 }
 
 // overlaps reports whether one key prefix is within the other.
@@ -479,6 +510,7 @@ func (s *Server) background(ctx context.Context) {
 	wg.Go(func() { s.Actions.Run(ctx) }) // reconciler, reaper, warm runners
 	wg.Go(func() { s.Statuses.Run(ctx) })
 	wg.Go(func() { s.retentionLoop(ctx) })
+	wg.Go(func() { s.artifactsLoop(ctx) })
 	wg.Go(func() { s.evictLoop(ctx, true) })
 	wg.Wait()
 }
