@@ -6,8 +6,10 @@ import (
 	"flag"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // Every command's flag set parses -h: a flag defined twice (kiln up
@@ -69,5 +71,40 @@ func TestCacheS3CredentialsFromEnv(t *testing.T) {
 	o, _ = parse()
 	if _, err := o.config(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// The OIDC client secret comes from the environment or a file, never a
+// flag; sign-in without one is refused before start.
+func TestOIDCClientSecretNotInArgv(t *testing.T) {
+	t.Setenv("KILN_OIDC_CLIENT_SECRET", "")
+	parse := func(args ...string) (*serverOptions, error) {
+		fs := flag.NewFlagSet("kiln server", flag.ContinueOnError)
+		fs.SetOutput(io.Discard)
+		o := serverFlags(fs)
+		return o, fs.Parse(args)
+	}
+	if _, err := parse("-oidc-client-secret", "x"); err == nil {
+		t.Fatal("a flag takes the client secret")
+	}
+	o, err := parse("-oidc-issuer", "https://id.example", "-oidc-client-id", "kiln", "-oidc-scopes", "email, groups")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := o.config(); err == nil || !strings.Contains(err.Error(), "KILN_OIDC_CLIENT_SECRET") {
+		t.Fatalf("no secret: %v", err)
+	}
+	t.Setenv("KILN_OIDC_CLIENT_SECRET", "from-env")
+	cfg, err := o.config()
+	if err != nil || cfg.OIDC.ClientSecret != "from-env" || strings.Join(cfg.OIDC.Scopes, " ") != "email groups" || cfg.OIDC.GroupsClaim != "groups" || cfg.SessionTTL != 12*time.Hour {
+		t.Fatalf("%+v %v", cfg.OIDC, err)
+	}
+	file := filepath.Join(t.TempDir(), "secret")
+	if err := os.WriteFile(file, []byte("from-file\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	o, _ = parse("-oidc-issuer", "https://id.example", "-oidc-client-id", "kiln", "-oidc-client-secret-file", file)
+	if cfg, err := o.config(); err != nil || cfg.OIDC.ClientSecret != "from-file" {
+		t.Fatalf("%+v %v", cfg.OIDC, err)
 	}
 }

@@ -2,11 +2,13 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/kilnci/kiln/internal/api"
 	"github.com/kilnci/kiln/internal/gitmirror"
@@ -19,6 +21,8 @@ type serverOptions struct {
 	cfg              server.Config
 	appKeyFile       string
 	checkRunLogLines int
+	oidcSecretFile   string
+	oidcScopes       string
 }
 
 // serverFlags binds the control plane's flags to a server.Config.
@@ -79,7 +83,20 @@ func serverFlags(fs *flag.FlagSet) *serverOptions {
 		return err
 	})
 	githubFlags(fs, o)
+	oidcFlags(fs, o)
 	return o
+}
+
+// oidcFlags binds single sign-on (docs/auth.md). The client secret is
+// read from the environment or a file, never from the command line.
+func oidcFlags(fs *flag.FlagSet, o *serverOptions) {
+	c := &o.cfg.OIDC
+	fs.StringVar(&c.Issuer, "oidc-issuer", os.Getenv("KILN_OIDC_ISSUER"), "sign users in at this OpenID Connect provider's issuer `URL`; its redirect URL is PUBLIC_URL/auth/callback (default: none, tokens only) ($KILN_OIDC_ISSUER)")
+	fs.StringVar(&c.ClientID, "oidc-client-id", os.Getenv("KILN_OIDC_CLIENT_ID"), "Kiln's client id at the OpenID provider ($KILN_OIDC_CLIENT_ID)")
+	fs.StringVar(&o.oidcSecretFile, "oidc-client-secret-file", "", "file holding the client's secret (default: $KILN_OIDC_CLIENT_SECRET)")
+	fs.StringVar(&c.GroupsClaim, "oidc-groups-claim", "groups", "the ID token's claim listing the user's groups, which group role bindings match")
+	fs.StringVar(&o.oidcScopes, "oidc-scopes", "", "scopes asked for besides openid, comma-separated (default: email,profile; add groups where the provider gives the groups claim only for it, e.g. Dex)")
+	fs.DurationVar(&o.cfg.SessionTTL, "session-ttl", 12*time.Hour, "life of a signed-in session (browser or kiln login)")
 }
 
 // gitFlags binds the git deadlines and the file:// switch, shared by the
@@ -116,6 +133,30 @@ func (o *serverOptions) config() (server.Config, error) {
 		if err := cfg.CacheS3.CredentialsFromEnv(os.Getenv); err != nil {
 			return cfg, fmt.Errorf("cache-s3: %w", err)
 		}
+	}
+	if cfg.OIDC.Enabled() {
+		cfg.OIDC.ClientSecret = os.Getenv("KILN_OIDC_CLIENT_SECRET")
+		if o.oidcSecretFile != "" {
+			b, err := os.ReadFile(o.oidcSecretFile)
+			if err != nil {
+				return cfg, fmt.Errorf("oidc-client-secret-file: %w", err)
+			}
+			cfg.OIDC.ClientSecret = strings.TrimSpace(string(b))
+		}
+		if cfg.OIDC.ClientSecret == "" {
+			return cfg, errors.New("oidc: the client secret is missing: set $KILN_OIDC_CLIENT_SECRET or -oidc-client-secret-file")
+		}
+		if o.oidcScopes != "" {
+			cfg.OIDC.Scopes = []string{}
+			for _, sc := range strings.Split(o.oidcScopes, ",") {
+				if sc = strings.TrimSpace(sc); sc != "" {
+					cfg.OIDC.Scopes = append(cfg.OIDC.Scopes, sc)
+				}
+			}
+		}
+	}
+	if cfg.SessionTTL <= 0 {
+		return cfg, errors.New("session-ttl: want a positive duration, e.g. 12h")
 	}
 	if o.appKeyFile != "" {
 		key, err := os.ReadFile(o.appKeyFile)

@@ -24,6 +24,8 @@ import (
 	"github.com/kilnci/kiln/internal/logarchive"
 
 	"github.com/kilnci/kiln/internal/actions"
+	"github.com/kilnci/kiln/internal/auth"
+	"github.com/kilnci/kiln/internal/authz"
 	"github.com/kilnci/kiln/internal/blobstore"
 	"github.com/kilnci/kiln/internal/cache"
 	"github.com/kilnci/kiln/internal/metrics"
@@ -80,6 +82,14 @@ type Config struct {
 	// client the audit log records (-trusted-proxies); none: the TCP
 	// peer is the client.
 	TrustedProxies []netip.Prefix
+	// OIDC signs users in (sso.go); nil: single sign-on is off and only
+	// tokens authenticate.
+	OIDC *auth.Provider
+	// SessionTTL is a signed-in session's life (default 12h).
+	SessionTTL time.Duration
+	// SecureCookies marks the session cookies Secure (the public URL is
+	// https).
+	SecureCookies bool
 }
 
 type Server struct {
@@ -119,7 +129,6 @@ func New(cfg Config, st *store.Store, sched *scheduler.Scheduler, m *metrics.Met
 	s := &Server{cfg: cfg, store: st, sched: sched, metrics: m, caches: caches, actions: acts,
 		dispatch: dispatch.New(st, sched, caches, acts, cfg.PublicURL, cfg.ArtifactMaxBytes), watch: newWatcher(), log: log, mux: http.NewServeMux(),
 		hookSlots: make(chan struct{}, cfg.WebhookConcurrency), dummySecret: rand.Text()}
-	admin := func(h http.HandlerFunc) http.Handler { return s.auth(store.TokenAdmin, h) }
 	// Every agent request but the registration (which checks its body's
 	// version too) is refused when its protocol version is not one this
 	// server speaks.
@@ -130,42 +139,47 @@ func New(cfg Config, st *store.Store, sched *scheduler.Scheduler, m *metrics.Met
 	s.mux.HandleFunc("POST /hooks/{forge}/{project}", s.webhook)
 	s.mux.HandleFunc("POST "+ActionsHookPath, s.actionsHook)
 
-	s.mux.Handle("GET /api/v1/projects", admin(s.listProjects))
-	s.mux.Handle("POST /api/v1/projects", admin(s.createProject))
-	s.mux.Handle("GET /api/v1/projects/{project}", admin(s.getProject))
-	s.mux.Handle("PATCH /api/v1/projects/{project}", admin(s.updateProject))
-	s.mux.Handle("DELETE /api/v1/projects/{project}", admin(s.deleteProject))
-	s.mux.Handle("GET /api/v1/projects/{project}/secrets", admin(s.listSecrets))
-	s.mux.Handle("PUT /api/v1/projects/{project}/secrets/{name}", admin(s.setSecret))
-	s.mux.Handle("DELETE /api/v1/projects/{project}/secrets/{name}", admin(s.deleteSecret))
-	s.mux.Handle("POST /api/v1/projects/{project}/builds", admin(s.triggerBuild))
+	s.mux.Handle("GET /api/v1/projects", s.allow(authz.ListProjects, nil, s.listProjects))
+	s.mux.Handle("POST /api/v1/projects", s.allow(authz.ManageGlobal, nil, s.createProject))
+	s.mux.Handle("GET /api/v1/projects/{project}", s.allow(authz.ViewProject, onProject, s.getProject))
+	s.mux.Handle("PATCH /api/v1/projects/{project}", s.allow(authz.ManageProject, onProject, s.updateProject))
+	s.mux.Handle("DELETE /api/v1/projects/{project}", s.allow(authz.ManageProject, onProject, s.deleteProject))
+	s.mux.Handle("GET /api/v1/projects/{project}/secrets", s.allow(authz.ManageProject, onProject, s.listSecrets))
+	s.mux.Handle("PUT /api/v1/projects/{project}/secrets/{name}", s.allow(authz.ManageProject, onProject, s.setSecret))
+	s.mux.Handle("DELETE /api/v1/projects/{project}/secrets/{name}", s.allow(authz.ManageProject, onProject, s.deleteSecret))
+	s.mux.Handle("POST /api/v1/projects/{project}/builds", s.allow(authz.OperateBuilds, onProject, s.triggerBuild))
 
-	s.mux.Handle("GET /api/v1/builds", admin(s.listBuilds))
-	s.mux.Handle("GET /api/v1/builds/{id}", admin(s.getBuild))
+	s.mux.Handle("GET /api/v1/builds", s.allow(authz.ListProjects, nil, s.listBuilds))
+	s.mux.Handle("GET /api/v1/builds/{id}", s.allow(authz.ViewProject, onBuild, s.getBuild))
 	s.mux.HandleFunc("GET /builds/{id}", s.buildPageHandler)
-	s.mux.Handle("POST /api/v1/builds/{id}/cancel", admin(s.cancelBuild))
-	s.mux.Handle("POST /api/v1/builds/{id}/retry", admin(s.retryBuild))
-	s.mux.Handle("POST /api/v1/builds/{id}/approve", admin(s.approveBuild))
-	s.mux.Handle("POST /api/v1/builds/{id}/reject", admin(s.rejectBuild))
-	s.mux.Handle("GET /api/v1/builds/{id}/logs", admin(s.buildLogs))
-	s.mux.Handle("GET /api/v1/builds/{id}/logs/stream", admin(s.streamBuildLogs))
-	s.mux.Handle("GET /api/v1/builds/{id}/artifacts", admin(s.listArtifacts))
-	s.mux.Handle("GET /api/v1/builds/{id}/artifacts/{job}", admin(s.getArtifact))
+	s.mux.Handle("POST /api/v1/builds/{id}/cancel", s.allow(authz.OperateBuilds, onBuild, s.cancelBuild))
+	s.mux.Handle("POST /api/v1/builds/{id}/retry", s.allow(authz.OperateBuilds, onBuild, s.retryBuild))
+	s.mux.Handle("POST /api/v1/builds/{id}/approve", s.allow(authz.OperateBuilds, onBuild, s.approveBuild))
+	s.mux.Handle("POST /api/v1/builds/{id}/reject", s.allow(authz.OperateBuilds, onBuild, s.rejectBuild))
+	s.mux.Handle("GET /api/v1/builds/{id}/logs", s.allow(authz.ViewProject, onBuild, s.buildLogs))
+	s.mux.Handle("GET /api/v1/builds/{id}/logs/stream", s.allow(authz.ViewProject, onBuild, s.streamBuildLogs))
+	s.mux.Handle("GET /api/v1/builds/{id}/artifacts", s.allow(authz.ViewProject, onBuild, s.listArtifacts))
+	s.mux.Handle("GET /api/v1/builds/{id}/artifacts/{job}", s.allow(authz.ViewProject, onBuild, s.getArtifact))
 
-	s.mux.Handle("GET /api/v1/tokens", admin(s.listTokens))
-	s.mux.Handle("POST /api/v1/tokens", admin(s.createToken))
-	s.mux.Handle("DELETE /api/v1/tokens/{id}", admin(s.revokeToken))
-	s.mux.Handle("GET /api/v1/agents", admin(s.listAgents))
-	s.mux.Handle("GET /api/v1/projects/{project}/caches", admin(s.listCaches))
-	s.mux.Handle("DELETE /api/v1/projects/{project}/caches/{id}", admin(s.deleteCache))
-	s.mux.Handle("POST /api/v1/caches/prune", admin(s.pruneCaches))
-	s.mux.Handle("GET /api/v1/pools", admin(s.listPools))
-	s.mux.Handle("POST /api/v1/pools", admin(s.createPool))
-	s.mux.Handle("GET /api/v1/pools/{name}", admin(s.getPool))
-	s.mux.Handle("PATCH /api/v1/pools/{name}", admin(s.updatePool))
-	s.mux.Handle("DELETE /api/v1/pools/{name}", admin(s.deletePool))
-	s.mux.Handle("GET /api/v1/runners", admin(s.listRunners))
-	s.mux.Handle("GET /api/v1/audit", admin(s.listAudit))
+	s.mux.Handle("GET /api/v1/tokens", s.allow(authz.ManageGlobal, nil, s.listTokens))
+	s.mux.Handle("POST /api/v1/tokens", s.allow(authz.ManageGlobal, nil, s.createToken))
+	s.mux.Handle("DELETE /api/v1/tokens/{id}", s.allow(authz.ManageGlobal, nil, s.revokeToken))
+	s.mux.Handle("GET /api/v1/agents", s.allow(authz.ViewAgents, nil, s.listAgents))
+	s.mux.Handle("GET /api/v1/projects/{project}/caches", s.allow(authz.ViewProject, onProject, s.listCaches))
+	s.mux.Handle("DELETE /api/v1/projects/{project}/caches/{id}", s.allow(authz.OperateBuilds, onProject, s.deleteCache))
+	s.mux.Handle("POST /api/v1/caches/prune", s.allow(authz.ManageGlobal, nil, s.pruneCaches))
+	s.mux.Handle("GET /api/v1/pools", s.allow(authz.ManageGlobal, nil, s.listPools))
+	s.mux.Handle("POST /api/v1/pools", s.allow(authz.ManageGlobal, nil, s.createPool))
+	s.mux.Handle("GET /api/v1/pools/{name}", s.allow(authz.ManageGlobal, nil, s.getPool))
+	s.mux.Handle("PATCH /api/v1/pools/{name}", s.allow(authz.ManageGlobal, nil, s.updatePool))
+	s.mux.Handle("DELETE /api/v1/pools/{name}", s.allow(authz.ManageGlobal, nil, s.deletePool))
+	s.mux.Handle("GET /api/v1/runners", s.allow(authz.ManageGlobal, nil, s.listRunners))
+	s.mux.Handle("GET /api/v1/audit", s.allow(authz.ManageGlobal, nil, s.listAudit))
+	s.mux.Handle("GET /api/v1/roles", s.allow(authz.ManageGlobal, nil, s.listRoles))
+	s.mux.Handle("PUT /api/v1/roles", s.allow(authz.ManageGlobal, nil, s.setRole))
+	s.mux.Handle("DELETE /api/v1/roles", s.allow(authz.ManageGlobal, nil, s.removeRole))
+
+	s.ssoRoutes()
 
 	s.mux.Handle("POST "+protocol.Prefix+"/register", s.auth(store.TokenAgent, s.agentRegister))
 	s.mux.Handle("POST "+protocol.Prefix+"/claim", agent(s.agentClaim))

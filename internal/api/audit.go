@@ -21,11 +21,12 @@ import (
 // request changed nothing and writes nothing. A detail never holds a
 // secret's value or a token: only names, and "set" for a sealed field.
 
-// Actor kinds: today every change is made with an admin token; a
-// signed-in user will be "user".
+// Actor kinds: an admin token (id: the token's id), or a user signed in
+// through single sign-on (id: the provider's subject, name: the email).
 const (
 	ActorAdminToken = "admin_token"
 	ActorAgentToken = "agent_token"
+	ActorUser       = "user"
 )
 
 // auditEvent is the event of r's change: who (r's token), from where
@@ -33,7 +34,9 @@ const (
 // as JSON; nil is {}).
 func (s *Server) auditEvent(r *http.Request, action, target string, detail any) *store.AuditEvent {
 	ev := &store.AuditEvent{Action: action, Target: target, RemoteAddr: s.clientAddr(r), UserAgent: clipLog(r.UserAgent(), 512), Detail: "{}"}
-	if tok, _ := r.Context().Value(ctxKey{}).(*store.Token); tok != nil {
+	if p := principalOf(r); p != nil && p.user != nil {
+		ev.ActorKind, ev.ActorID, ev.ActorName = ActorUser, p.user.Subject, userLabel(p.user)
+	} else if tok, _ := r.Context().Value(ctxKey{}).(*store.Token); tok != nil {
 		ev.ActorKind, ev.ActorID, ev.ActorName = string(tok.Kind)+"_token", strconv.FormatInt(tok.ID, 10), tok.Name
 	} else {
 		ev.ActorKind = "anonymous"
@@ -155,7 +158,7 @@ type AuditEventView struct {
 }
 
 // AuditActor is who made a change: kind admin_token (id: the token's id,
-// name: its name); later, user.
+// name: its name) or user (id: the provider's subject, name: the email).
 type AuditActor struct {
 	Kind string `json:"kind"`
 	ID   string `json:"id"`

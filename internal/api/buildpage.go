@@ -1,21 +1,21 @@
 package api
 
 import (
+	"github.com/kilnci/kiln/internal/authz"
+	"github.com/kilnci/kiln/internal/store"
 	"html/template"
 	"net/http"
 	"strconv"
-	"strings"
-
-	"github.com/kilnci/kiln/internal/store"
 )
 
 // BuildPagePath is the path of a build's page: where the statuses and
 // checks Kiln sends to a forge link to (PublicURL + BuildPagePath(id)).
 // The web dashboard will serve it in full; until then it is a small
-// page behind the same admin token as the API, and a browser without one
-// is told how to see the build from a terminal. Nothing of a build shows
-// without a token: build ids are sequential, so an open page would let
-// anyone list every project's builds.
+// page behind the API's credentials (an admin token, or a signed-in
+// user's session cookie with a role on the build's project), and a
+// browser without them is told how to see the build from a terminal.
+// Nothing of a build shows without them: build ids are sequential, so an
+// open page would let anyone list every project's builds.
 func BuildPagePath(id int64) string { return "/builds/" + strconv.FormatInt(id, 10) }
 
 var buildPage = template.Must(template.New("build").Parse(`<!doctype html>
@@ -34,8 +34,9 @@ kiln logs {{.ID}}</pre>
 {{end}}</body></html>
 `))
 
-// buildPageHandler serves BuildPagePath: the build with an admin token,
-// otherwise 401 and how to see it.
+// buildPageHandler serves BuildPagePath: the build to an admin token or
+// a viewer of its project, otherwise 401 (403 to a user of no role
+// there) and how to see it.
 func (s *Server) buildPageHandler(w http.ResponseWriter, r *http.Request) {
 	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
 	if err != nil || id <= 0 {
@@ -48,14 +49,24 @@ func (s *Server) buildPageHandler(w http.ResponseWriter, r *http.Request) {
 		Build *store.Build
 	}{Title: "Build " + strconv.FormatInt(id, 10), ID: id}
 	status := http.StatusUnauthorized
-	plain, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	if tok, err := s.store.Authenticate(r.Context(), plain); plain != "" && err == nil && tok.Kind == store.TokenAdmin {
+	p, refused, err := s.identify(r)
+	if err != nil {
+		s.storeError(w, err)
+		return
+	}
+	if refused == nil {
 		b, err := s.store.Build(r.Context(), id)
 		if err != nil {
 			s.storeError(w, err)
 			return
 		}
-		data.Build, status = b, http.StatusOK
+		// A user who may not view the project sees the page without the
+		// build, as one not signed in does.
+		if authz.Allowed(p.authz, authz.ViewProject, b.Project) {
+			data.Build, status = b, http.StatusOK
+		} else {
+			status = http.StatusForbidden
+		}
 	} else {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="kiln"`)
 	}

@@ -32,6 +32,19 @@ func TestBuildPage(t *testing.T) {
 			t.Errorf("token %q: HTTP %d %s", tok, r.code, r.body)
 		}
 	}
+	// A signed-in browser: a viewer of the project sees it, a user of no
+	// role there sees nothing of it.
+	e.setRole("secret-project", "viewer@example.com", "", "viewer")
+	for _, c := range []struct {
+		email string
+		code  int
+	}{{"viewer@example.com", http.StatusOK}, {"nobody@example.com", http.StatusForbidden}} {
+		cookie := http.Header{"Cookie": {api.SessionCookie + "=" + e.signIn("sub-"+c.email, c.email)}}
+		r := e.do("", "GET", path, nil, cookie)
+		if r.code != c.code || strings.Contains(string(r.body), "secret-project") != (c.code == http.StatusOK) {
+			t.Errorf("%s's session: HTTP %d %s", c.email, r.code, r.body)
+		}
+	}
 	if r := e.do(e.admin, "GET", "/builds/x", nil, nil); r.code != http.StatusNotFound {
 		t.Errorf("/builds/x: HTTP %d", r.code)
 	}

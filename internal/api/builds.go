@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/kilnci/kiln/internal/authz"
 	"github.com/kilnci/kiln/internal/forge"
 	"github.com/kilnci/kiln/internal/store"
 )
@@ -75,8 +76,18 @@ func (s *Server) listBuilds(w http.ResponseWriter, r *http.Request) {
 			s.storeError(w, fmt.Errorf("project %q: %w", name, err))
 			return
 		}
+		if !canView(r, p.Name) {
+			writeError(w, http.StatusForbidden, "forbidden", authz.Forbidden(authz.ViewProject, p.Name))
+			return
+		}
 		f.ProjectID = p.ID
 	}
+	ids, all, err := s.viewable(r)
+	if err != nil {
+		s.storeError(w, err)
+		return
+	}
+	f.OnlyProjects, f.ProjectIDs = !all, ids
 	for key, dst := range map[string]*int64{"before": &f.BeforeID} {
 		if v := q.Get(key); v != "" {
 			n, err := strconv.ParseInt(v, 10, 64)
@@ -121,10 +132,9 @@ func (s *Server) cancelBuild(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	tok, _ := r.Context().Value(ctxKey{}).(*store.Token)
 	reason := "canceled through the API"
-	if tok != nil {
-		reason = "canceled by token " + strconv.Quote(tok.Name)
+	if principalOf(r) != nil {
+		reason = "canceled by " + actorName(r)
 	}
 	if err := s.audited(r, "build.cancel", buildTarget(id), nil).CancelBuild(r.Context(), id, reason); err != nil {
 		s.storeError(w, err)
@@ -159,7 +169,7 @@ func (s *Server) retryBuild(w http.ResponseWriter, r *http.Request) {
 	if old.Approval != "" {
 		// An admin asked for it again: that is an approval (a rejected
 		// build retried is approved now).
-		b.Approval, b.ApprovedBy = store.ApprovalApproved, tokenName(r)
+		b.Approval, b.ApprovedBy = store.ApprovalApproved, actorName(r)
 	}
 	audit := s.audited(r, "build.retry", buildTarget(id), func() any {
 		return map[string]any{"build": b.ID, "number": b.Number, "approved": b.Approval == store.ApprovalApproved}
@@ -174,15 +184,6 @@ func (s *Server) retryBuild(w http.ResponseWriter, r *http.Request) {
 
 // buildTarget is a build as the audit log names it.
 func buildTarget(id int64) string { return "build:" + strconv.FormatInt(id, 10) }
-
-// tokenName names the admin token that made r, for records of who did
-// what.
-func tokenName(r *http.Request) string {
-	if tok, _ := r.Context().Value(ctxKey{}).(*store.Token); tok != nil {
-		return "token " + strconv.Quote(tok.Name)
-	}
-	return "the API"
-}
 
 // approveBuild lets a fork's build that waits for approval run.
 func (s *Server) approveBuild(w http.ResponseWriter, r *http.Request) {
@@ -199,7 +200,7 @@ func (s *Server) decideBuild(w http.ResponseWriter, r *http.Request, approve boo
 	if !ok {
 		return
 	}
-	by := tokenName(r)
+	by := actorName(r)
 	var err error
 	if approve {
 		err = s.audited(r, "build.approve", buildTarget(id), nil).ApproveBuild(r.Context(), id, by)

@@ -200,6 +200,9 @@ func (s *Server) listProjects(w http.ResponseWriter, r *http.Request) {
 	}
 	out := make([]ProjectView, 0, len(ps))
 	for _, p := range ps {
+		if !canView(r, p.Name) {
+			continue
+		}
 		v := view(p)
 		v.LogRetention = ret[p.ID]
 		v.Scheduling = store.SchedulingOf(sched, p.ID)

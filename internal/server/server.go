@@ -23,6 +23,7 @@ import (
 
 	"github.com/kilnci/kiln/internal/actions"
 	"github.com/kilnci/kiln/internal/api"
+	"github.com/kilnci/kiln/internal/auth"
 	"github.com/kilnci/kiln/internal/blobstore"
 	"github.com/kilnci/kiln/internal/cache"
 	"github.com/kilnci/kiln/internal/forgestatus"
@@ -68,6 +69,11 @@ type Config struct {
 	// audit log believes for a request's client address; none: the TCP
 	// peer's address.
 	TrustedProxies []netip.Prefix
+	// OIDC, when its issuer is set, signs users in through that OpenID
+	// provider (docs/auth.md); its redirect URL is PublicURL/auth/callback.
+	OIDC auth.Config
+	// SessionTTL is a signed-in session's life (default 12h).
+	SessionTTL time.Duration
 	// Cache configures the cache service; Dir and SigningKey are set from
 	// DataDir and the secret key.
 	Cache cache.Config
@@ -367,7 +373,18 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		return fail(err)
 	}
 	log.Info("leader election: the background work runs on the holder of the lease", "lease", backgroundLease, "holder", holder, "ttl", cfg.LeaderTTL)
-	a := api.New(api.Config{MaxWebhookBody: cfg.MaxWebhookBody, PublicURL: cfg.PublicURL, Health: diskHealth(cfg.DataDir, cfg.MinFreeBytes),
+	var sso *auth.Provider
+	if cfg.OIDC.Enabled() {
+		oc := cfg.OIDC
+		oc.RedirectURL = strings.TrimRight(cfg.PublicURL, "/") + "/auth/callback"
+		if sso, err = auth.New(ctx, oc); err != nil {
+			releaseDir()
+			return fail(err)
+		}
+		log.Info("single sign-on", "issuer", oc.Issuer, "redirect_url", oc.RedirectURL)
+	}
+	a := api.New(api.Config{OIDC: sso, SessionTTL: cfg.SessionTTL, SecureCookies: strings.HasPrefix(cfg.PublicURL, "https://"),
+		MaxWebhookBody: cfg.MaxWebhookBody, PublicURL: cfg.PublicURL, Health: diskHealth(cfg.DataDir, cfg.MinFreeBytes),
 		AllowFileRemotes: cfg.Git.AllowFileRemotes, SpoolDir: spoolDir, MetricsToken: cfg.MetricsToken, TrustedProxies: cfg.TrustedProxies,
 		GitHubApp:          cfg.Actions.GitHub.AppID != 0 && len(cfg.Actions.GitHub.PrivateKeyPEM) > 0,
 		WebhookConcurrency: cfg.WebhookConcurrency, WebhookQueueWait: cfg.WebhookQueueWait, WebhookReadTimeout: cfg.WebhookReadTimeout,

@@ -206,6 +206,10 @@ type BuildFilter struct {
 	Branch    string
 	BeforeID  int64 // for paging: builds with id < BeforeID
 	Limit     int   // default 50, at most 500
+	// OnlyProjects keeps the builds of the projects in ProjectIDs (none
+	// when it is empty): the projects the caller may see.
+	OnlyProjects bool
+	ProjectIDs   []int64
 }
 
 // ListBuilds returns builds newest first, without their jobs.
@@ -214,6 +218,15 @@ func (s *Store) ListBuilds(ctx context.Context, f BuildFilter) ([]*Build, error)
 	var args []any
 	if f.ProjectID != 0 {
 		where, args = append(where, "b.project_id = ?"), append(args, f.ProjectID)
+	}
+	if f.OnlyProjects {
+		if len(f.ProjectIDs) == 0 {
+			return nil, nil
+		}
+		where = append(where, "b.project_id IN ("+strings.TrimSuffix(strings.Repeat("?, ", len(f.ProjectIDs)), ", ")+")")
+		for _, id := range f.ProjectIDs {
+			args = append(args, id)
+		}
 	}
 	if f.Status != "" {
 		where, args = append(where, "b.status = ?"), append(args, string(f.Status))

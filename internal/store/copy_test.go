@@ -161,6 +161,24 @@ func fillForCopy(t *testing.T, s *Store) filled {
 	f.workflowJob = 77
 	f.builds = append(f.builds, res.Created.BuildID)
 
+	// Single sign-on: a user, their session and CLI code, bindings on a
+	// project and on every project (project_id NULL).
+	u := &User{Subject: "sub-ann", Email: "ann@example.com", Groups: []string{"ops"}}
+	if err := s.UpsertUser(ctx, u); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.CreateSession(ctx, u.ID, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CreateLoginCode(ctx, u.ID, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range []*RoleBinding{{Project: "web", Kind: BindUser, Subject: "ann@example.com", Role: "maintainer"}, {Project: AllProjects, Kind: BindGroup, Subject: "ops", Role: "viewer"}} {
+		if err := s.SetRoleBinding(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+
 	if err := s.Health(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -218,7 +236,8 @@ func TestCopySQLiteToPostgres(t *testing.T) {
 	}
 	for _, table := range []string{"projects", "secrets", "builds", "jobs", "job_attempts", "steps", "log_lines", "agents", "agent_warm",
 		"tokens", "deliveries", "pools", "actions_jobs", "actions_runners", "actions_repos", "actions_deliveries", "health",
-		"project_log_retention", "project_forges", "forge_statuses", "project_scheduling", "check_runs", "cache_entries"} {
+		"project_log_retention", "project_forges", "forge_statuses", "project_scheduling", "check_runs", "cache_entries",
+		"users", "sessions", "login_codes", "role_bindings"} {
 		i, ok := seen[table]
 		if !ok {
 			t.Errorf("table %s not copied", table)
@@ -265,6 +284,11 @@ func TestCopySQLiteToPostgres(t *testing.T) {
 	}
 	if tok, err := dst.Authenticate(ctx, f.agentPlain); err != nil || tok.Kind != TokenAgent {
 		t.Errorf("agent token: %+v, %v", tok, err)
+	}
+	if want, _ := src.ListRoleBindings(ctx); len(want) != 2 {
+		t.Errorf("source bindings %+v", want)
+	} else if got, err := dst.ListRoleBindings(ctx); err != nil || !reflect.DeepEqual(got, want) {
+		t.Errorf("copied bindings %+v, %v; want %+v", got, err, want)
 	}
 	wantTokens, _ := src.ListTokens(ctx)
 	if got, err := dst.ListTokens(ctx); err != nil || len(got) != len(wantTokens) {
