@@ -32,6 +32,7 @@ import (
 	"github.com/kilnci/kiln/internal/protocol"
 	"github.com/kilnci/kiln/internal/scheduler"
 	"github.com/kilnci/kiln/internal/store"
+	"github.com/kilnci/kiln/internal/web"
 )
 
 type Config struct {
@@ -115,6 +116,8 @@ type Server struct {
 	// project is stored, so that two at once cannot leave the forge's
 	// hook with one secret and the project with the other.
 	onboarding sync.Mutex
+	// pages are the dashboard's templates (dashboard.go).
+	pages *web.Pages
 }
 
 // New builds the HTTP edge. acts serves GitHub Actions pools (its
@@ -151,7 +154,6 @@ func New(cfg Config, st *store.Store, sched *scheduler.Scheduler, m *metrics.Met
 
 	s.mux.Handle("GET /api/v1/builds", s.allow(authz.ListProjects, nil, s.listBuilds))
 	s.mux.Handle("GET /api/v1/builds/{id}", s.allow(authz.ViewProject, onBuild, s.getBuild))
-	s.mux.HandleFunc("GET /builds/{id}", s.buildPageHandler)
 	s.mux.Handle("POST /api/v1/builds/{id}/cancel", s.allow(authz.OperateBuilds, onBuild, s.cancelBuild))
 	s.mux.Handle("POST /api/v1/builds/{id}/retry", s.allow(authz.OperateBuilds, onBuild, s.retryBuild))
 	s.mux.Handle("POST /api/v1/builds/{id}/approve", s.allow(authz.OperateBuilds, onBuild, s.approveBuild))
@@ -180,6 +182,7 @@ func New(cfg Config, st *store.Store, sched *scheduler.Scheduler, m *metrics.Met
 	s.mux.Handle("DELETE /api/v1/roles", s.allow(authz.ManageGlobal, nil, s.removeRole))
 
 	s.ssoRoutes()
+	s.dashboardRoutes()
 
 	s.mux.Handle("POST "+protocol.Prefix+"/register", s.auth(store.TokenAgent, s.agentRegister))
 	s.mux.Handle("POST "+protocol.Prefix+"/claim", agent(s.agentClaim))

@@ -60,51 +60,10 @@ func (s *Server) triggerBuild(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) listBuilds(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	f := store.BuildFilter{Status: store.Status(q.Get("status")), Branch: q.Get("branch")}
-	if f.Status != "" && !slices.Contains(store.AllStatuses, f.Status) {
-		valid := make([]string, len(store.AllStatuses))
-		for i, st := range store.AllStatuses {
-			valid[i] = string(st)
-		}
-		writeError(w, http.StatusBadRequest, "invalid", fmt.Sprintf("status %q: want one of %s", clipLog(string(f.Status), 64), strings.Join(valid, ", ")))
-		return
-	}
-	if name := q.Get("project"); name != "" {
-		p, err := s.store.ProjectByName(r.Context(), name)
-		if err != nil {
-			s.storeError(w, fmt.Errorf("project %q: %w", name, err))
-			return
-		}
-		if !canView(r, p.Name) {
-			writeError(w, http.StatusForbidden, "forbidden", authz.Forbidden(authz.ViewProject, p.Name))
-			return
-		}
-		f.ProjectID = p.ID
-	}
-	ids, all, err := s.viewable(r)
+	f, status, err := s.buildFilter(r)
 	if err != nil {
-		s.storeError(w, err)
+		s.filterError(w, status, err)
 		return
-	}
-	f.OnlyProjects, f.ProjectIDs = !all, ids
-	for key, dst := range map[string]*int64{"before": &f.BeforeID} {
-		if v := q.Get(key); v != "" {
-			n, err := strconv.ParseInt(v, 10, 64)
-			if err != nil {
-				writeError(w, http.StatusBadRequest, "invalid", key+": want an integer")
-				return
-			}
-			*dst = n
-		}
-	}
-	if v := q.Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n <= 0 {
-			writeError(w, http.StatusBadRequest, "invalid", "limit: want a positive integer")
-			return
-		}
-		f.Limit = n
 	}
 	bs, err := s.store.ListBuilds(r.Context(), f)
 	if err != nil {
@@ -112,6 +71,74 @@ func (s *Server) listBuilds(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, buildViews(bs))
+}
+
+// buildFilter reads a builds list's query (project, branch, status,
+// event, trigger, pull_request, before, limit) into the store's filter,
+// kept to the projects r's principal may view. On an error, status is
+// the answer's: 400 for a bad value, 403 for a project not to be seen,
+// 0 for the store's error.
+func (s *Server) buildFilter(r *http.Request) (f store.BuildFilter, status int, err error) {
+	q := r.URL.Query()
+	f = store.BuildFilter{Status: store.Status(q.Get("status")), Branch: q.Get("branch"), Event: q.Get("event"), Trigger: q.Get("trigger")}
+	if f.Status != "" && !slices.Contains(store.AllStatuses, f.Status) {
+		valid := make([]string, len(store.AllStatuses))
+		for i, st := range store.AllStatuses {
+			valid[i] = string(st)
+		}
+		return f, http.StatusBadRequest, fmt.Errorf("status %q: want one of %s", clipLog(string(f.Status), 64), strings.Join(valid, ", "))
+	}
+	if name := q.Get("project"); name != "" {
+		p, err := s.store.ProjectByName(r.Context(), name)
+		if err != nil {
+			return f, 0, fmt.Errorf("project %q: %w", name, err)
+		}
+		if !canView(r, p.Name) {
+			return f, http.StatusForbidden, errors.New(authz.Forbidden(authz.ViewProject, p.Name))
+		}
+		f.ProjectID = p.ID
+	}
+	ids, all, err := s.viewable(r)
+	if err != nil {
+		return f, 0, err
+	}
+	f.OnlyProjects, f.ProjectIDs = !all, ids
+	for key, dst := range map[string]*int64{"before": &f.BeforeID} {
+		if v := q.Get(key); v != "" {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				return f, http.StatusBadRequest, errors.New(key + ": want an integer")
+			}
+			*dst = n
+		}
+	}
+	if v := q.Get("pull_request"); v != "" {
+		n, err := strconv.Atoi(strings.TrimPrefix(v, "#"))
+		if err != nil || n <= 0 {
+			return f, http.StatusBadRequest, errors.New("pull_request: want a request's number")
+		}
+		f.PullRequest = n
+	}
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n <= 0 {
+			return f, http.StatusBadRequest, errors.New("limit: want a positive integer")
+		}
+		f.Limit = n
+	}
+	return f, 0, nil
+}
+
+// filterError answers buildFilter's error.
+func (s *Server) filterError(w http.ResponseWriter, status int, err error) {
+	switch status {
+	case 0:
+		s.storeError(w, err)
+	case http.StatusForbidden:
+		writeError(w, status, "forbidden", err.Error())
+	default:
+		writeError(w, status, "invalid", err.Error())
+	}
 }
 
 func (s *Server) getBuild(w http.ResponseWriter, r *http.Request) {

@@ -1,13 +1,17 @@
 package api
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
+	"unicode"
 
 	"github.com/kilnci/kiln/internal/store"
 )
@@ -82,6 +86,14 @@ func (s *Server) buildLogs(w http.ResponseWriter, r *http.Request) {
 		}
 		jobID = n
 	}
+	if q.Get("format") == "text" {
+		if jobID == 0 {
+			writeError(w, http.StatusBadRequest, "invalid", "format=text: pass job too (one job's log at a time)")
+			return
+		}
+		s.rawLog(w, r, b, jobID, attempt)
+		return
+	}
 	if after > 0 && jobID == 0 && len(b.Jobs) > 1 {
 		writeError(w, http.StatusBadRequest, "invalid", "after: seqs are per job: pass job too")
 		return
@@ -108,6 +120,57 @@ func (s *Server) buildLogs(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// rawLog writes a job attempt's whole log as plain text (the latest
+// attempt when attempt is 0), a download: the lines as stored (masked),
+// their ANSI colours kept.
+func (s *Server) rawLog(w http.ResponseWriter, r *http.Request, b *store.Build, jobID int64, attempt int) {
+	var job *store.Job
+	for _, j := range b.Jobs {
+		if j.ID == jobID {
+			job = j
+		}
+	}
+	if job == nil {
+		writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("job %d is not a job of build %d", jobID, b.ID))
+		return
+	}
+	if attempt == 0 {
+		attempt = job.Attempt
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.Header().Set("Content-Disposition", fmt.Sprintf(`attachment; filename="%s-%d-%s.log"`, safeFileName(b.Project), b.Number, safeFileName(job.Name)))
+	bw := bufio.NewWriterSize(w, 64<<10)
+	defer bw.Flush()
+	var after int64
+	for {
+		lines, err := s.logs(r.Context(), b, jobID, attempt, after, MaxLogPage)
+		if err != nil {
+			s.log.Warn("raw log", "build", b.ID, "job", jobID, "err", err)
+			return
+		}
+		for _, l := range lines {
+			bw.WriteString(l.Text)
+			bw.WriteByte('\n')
+			after = l.Seq
+		}
+		if len(lines) < MaxLogPage {
+			return
+		}
+	}
+}
+
+// safeFileName keeps letters, digits, '-', '_' and '.' of name (others
+// become '_'), for a download's file name.
+func safeFileName(name string) string {
+	return strings.Map(func(r rune) rune {
+		if r < 128 && (unicode.IsLetter(r) || unicode.IsDigit(r) || r == '-' || r == '_' || r == '.') {
+			return r
+		}
+		return '_'
+	}, name)
 }
 
 // logPage reads up to limit lines of a job attempt after a seq, and
@@ -175,9 +238,50 @@ func (s *Server) streamBuildLogs(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if _, err := s.store.Build(r.Context(), id); err != nil {
+	b0, err := s.store.Build(r.Context(), id)
+	if err != nil {
 		s.storeError(w, err)
 		return
+	}
+	// ?job=ID keeps one job's lines; with it, ?attempt=N&after=SEQ start
+	// after lines the client has (from GET …/logs), so a page that read
+	// the stored log first does not read it twice.
+	q := r.URL.Query()
+	var only int64
+	var from struct {
+		attempt int
+		seq     int64
+	}
+	if v := q.Get("job"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || !slices.ContainsFunc(b0.Jobs, func(j *store.Job) bool { return j.ID == n }) {
+			writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("job %s is not a job of build %d", clipLog(v, 32), id))
+			return
+		}
+		only = n
+	}
+	if v := q.Get("after"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 || only == 0 {
+			writeError(w, http.StatusBadRequest, "invalid", "after: want a log line's seq, with job")
+			return
+		}
+		from.seq = n
+	}
+	if v := q.Get("attempt"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 || only == 0 {
+			writeError(w, http.StatusBadRequest, "invalid", "attempt: want an attempt number, with job")
+			return
+		}
+		from.attempt = n
+	}
+	if from.seq > 0 && from.attempt == 0 { // after, of the job's attempt now
+		for _, j := range b0.Jobs {
+			if j.ID == only {
+				from.attempt = j.Attempt
+			}
+		}
 	}
 	flusher, ok := w.(http.Flusher)
 	if !ok {
@@ -195,6 +299,9 @@ func (s *Server) streamBuildLogs(w http.ResponseWriter, r *http.Request) {
 		seq     int64
 	}
 	cursors := map[int64]cursor{}
+	if only != 0 && from.attempt > 0 {
+		cursors[only] = cursor{attempt: from.attempt, seq: from.seq}
+	}
 	lastStatus := ""
 	keepalive := time.NewTicker(15 * time.Second)
 	defer keepalive.Stop()
@@ -207,6 +314,9 @@ func (s *Server) streamBuildLogs(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		for _, j := range b.Jobs {
+			if only != 0 && j.ID != only {
+				continue
+			}
 			c := cursors[j.ID]
 			if c.attempt != j.Attempt { // a retry starts a new log
 				c = cursor{attempt: j.Attempt}

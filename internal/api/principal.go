@@ -30,7 +30,23 @@ type principal struct {
 	session   *store.Session
 	sessToken string // the session's token, to end it (logout)
 	viaCookie bool
-	authz     authz.Principal
+	// tokenSession is set for a browser signed in with an admin token
+	// (the dashboard's token sign-in): token is that token.
+	tokenSession *store.TokenSession
+	authz        authz.Principal
+}
+
+// csrf is the CSRF token of the cookie's session ("" for a bearer).
+func (p *principal) csrf() string {
+	switch {
+	case !p.viaCookie:
+		return ""
+	case p.session != nil:
+		return p.session.CSRF
+	case p.tokenSession != nil:
+		return p.tokenSession.CSRF
+	}
+	return ""
 }
 
 type principalKey struct{}
@@ -111,12 +127,17 @@ func (s *Server) allow(a authz.Action, sc scope, next http.HandlerFunc) http.Han
 				return
 			}
 		}
-		ctx := context.WithValue(r.Context(), principalKey{}, p)
-		if p.token != nil {
-			ctx = context.WithValue(ctx, ctxKey{}, p.token)
-		}
-		next(w, r.WithContext(ctx))
+		next(w, r.WithContext(withPrincipal(r.Context(), p)))
 	})
+}
+
+// withPrincipal is ctx carrying p (principalOf), and its token if any.
+func withPrincipal(ctx context.Context, p *principal) context.Context {
+	ctx = context.WithValue(ctx, principalKey{}, p)
+	if p.token != nil {
+		ctx = context.WithValue(ctx, ctxKey{}, p.token)
+	}
+	return ctx
 }
 
 // authenticate finds r's principal (identify), answering 401 or 403
@@ -174,6 +195,19 @@ func (s *Server) identify(r *http.Request) (*principal, *refusal, error) {
 		}
 		p.session, p.sessToken, p.viaCookie = se, plain, viaCookie
 		return p, nil, nil
+	}
+	if viaCookie && strings.HasPrefix(plain, store.TokenSessionPrefix) {
+		se, tok, err := s.store.TokenSessionByToken(r.Context(), plain)
+		if errors.Is(err, store.ErrNotFound) {
+			return nil, &refusal{http.StatusUnauthorized, "unauthorized", "session expired, signed out or its token revoked: sign in again", ""}, nil
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+		if !safeMethod(r.Method) && subtle.ConstantTimeCompare([]byte(r.Header.Get(CSRFHeader)), []byte(se.CSRF)) != 1 {
+			return nil, &refusal{http.StatusForbidden, "csrf", "a change authenticated by the session cookie needs the " + CSRFHeader + " header: the csrf_token GET /auth/session gives", ""}, nil
+		}
+		return &principal{token: tok, tokenSession: se, sessToken: plain, viaCookie: true, authz: authz.AdminPrincipal()}, nil, nil
 	}
 	if viaCookie {
 		return nil, &refusal{http.StatusUnauthorized, "unauthorized", "the session cookie holds no session: sign in again", ""}, nil

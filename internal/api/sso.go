@@ -40,6 +40,8 @@ type attempt struct {
 	// state, given back with the code.
 	CLIRedirect string `json:",omitempty"`
 	CLIState    string `json:",omitempty"`
+	// Next is the dashboard's page to go back to (a path of this server).
+	Next string `json:",omitempty"`
 }
 
 func (s *Server) ssoRoutes() {
@@ -78,7 +80,7 @@ func (s *Server) ssoLogin(w http.ResponseWriter, r *http.Request) {
 	if !s.ssoConfigured(w) {
 		return
 	}
-	a := attempt{Attempt: auth.NewAttempt()}
+	a := attempt{Attempt: auth.NewAttempt(), Next: safeNext(r.URL.Query().Get("next"))}
 	if v := r.URL.Query().Get("cli_redirect"); v != "" {
 		if _, err := LoopbackRedirect(v); err != nil {
 			writeError(w, http.StatusBadRequest, "invalid", err.Error())
@@ -155,7 +157,7 @@ func (s *Server) ssoCallback(w http.ResponseWriter, r *http.Request) {
 	}
 	http.SetCookie(w, &http.Cookie{Name: SessionCookie, Value: plain, Path: "/", Expires: se.ExpiresAt,
 		HttpOnly: true, Secure: s.cfg.SecureCookies, SameSite: http.SameSiteLaxMode})
-	http.Redirect(w, r, "/", http.StatusFound)
+	http.Redirect(w, r, safeNext(a.Next), http.StatusFound)
 }
 
 func (s *Server) sessionTTL() time.Duration {
@@ -172,11 +174,17 @@ func (s *Server) ssoLogout(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if p.session == nil {
+	var err error
+	switch {
+	case p.session != nil:
+		err = s.store.DeleteSession(r.Context(), p.sessToken)
+	case p.tokenSession != nil:
+		err = s.store.DeleteTokenSession(r.Context(), p.sessToken)
+	default:
 		writeError(w, http.StatusBadRequest, "invalid", "an API token has no session to end: revoke it instead (kiln token revoke)")
 		return
 	}
-	if err := s.store.DeleteSession(r.Context(), p.sessToken); err != nil && !errors.Is(err, store.ErrNotFound) {
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		s.storeError(w, err)
 		return
 	}
@@ -227,7 +235,10 @@ func (s *Server) ssoSession(w http.ResponseWriter, r *http.Request) {
 	if p.user != nil {
 		v.Kind, v.User, v.CSRFToken, v.ExpiresAt = ActorUser, userView(p.user), p.session.CSRF, &p.session.ExpiresAt
 	} else {
-		v.Kind, v.Token = ActorAdminToken, p.token.Name
+		v.Kind, v.Token, v.CSRFToken = ActorAdminToken, p.token.Name, p.csrf()
+		if p.tokenSession != nil {
+			v.ExpiresAt = &p.tokenSession.ExpiresAt
+		}
 	}
 	w.Header().Set("Cache-Control", "no-store")
 	writeJSON(w, http.StatusOK, v)

@@ -210,6 +210,12 @@ type BuildFilter struct {
 	// when it is empty): the projects the caller may see.
 	OnlyProjects bool
 	ProjectIDs   []int64
+	// Event (push, tag, pull_request, api), Trigger (push, api,
+	// github_actions) and PullRequest (a request's number) keep the
+	// builds that match; zero values keep all.
+	Event       string
+	Trigger     string
+	PullRequest int
 }
 
 // ListBuilds returns builds newest first, without their jobs.
@@ -236,6 +242,15 @@ func (s *Store) ListBuilds(ctx context.Context, f BuildFilter) ([]*Build, error)
 	}
 	if f.BeforeID != 0 {
 		where, args = append(where, "b.id < ?"), append(args, f.BeforeID)
+	}
+	if f.Event != "" {
+		where, args = append(where, "b.event = ?"), append(args, f.Event)
+	}
+	if f.Trigger != "" {
+		where, args = append(where, "b.trigger = ?"), append(args, f.Trigger)
+	}
+	if f.PullRequest != 0 {
+		where, args = append(where, "b.pr_number = ?"), append(args, f.PullRequest)
 	}
 	if f.Limit <= 0 {
 		f.Limit = 50

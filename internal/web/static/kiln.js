@@ -1,0 +1,101 @@
+// Kiln's dashboard: the buttons (through the REST API, with the session's
+// CSRF token), the builds list's live rows, and a build's job list kept
+// current. Server-rendered HTML stays the source: live parts are fetched
+// as HTML the server rendered (and escaped), never built from strings here.
+"use strict";
+
+const csrf = () => (document.querySelector('meta[name="kiln-csrf"]') || {}).content || "";
+
+function showAlert(msg) {
+  const el = document.querySelector(".alert");
+  if (!el) return;
+  el.textContent = msg;
+  el.hidden = !msg;
+}
+
+// Buttons with data-action call the API: POST (or data-method) with the
+// CSRF header; the page then shows the new state.
+document.addEventListener("click", async (ev) => {
+  const btn = ev.target.closest("button[data-action]");
+  if (!btn) return;
+  if (btn.dataset.confirm && !window.confirm(btn.dataset.confirm)) return;
+  btn.disabled = true;
+  try {
+    const resp = await fetch(btn.dataset.action, {
+      method: btn.dataset.method || "POST",
+      headers: { "X-Kiln-CSRF": csrf(), "Accept": "application/json" },
+      credentials: "same-origin",
+    });
+    if (!resp.ok) {
+      let msg = resp.status + " " + resp.statusText;
+      try { const body = await resp.json(); if (body.error) msg = body.error; } catch (_) { /* not JSON */ }
+      showAlert(msg);
+      btn.disabled = false;
+      return;
+    }
+    let next = window.location.href;
+    try {
+      const body = await resp.json();
+      // A retry is a new build: go to it.
+      if (btn.dataset.action.endsWith("/retry") && body && body.id) next = "/builds/" + body.id;
+    } catch (_) { /* 204 */ }
+    window.location.assign(next);
+  } catch (err) {
+    showAlert(String(err));
+    btn.disabled = false;
+  }
+});
+
+// replaceFrom fetches url (HTML the server rendered) and puts its element
+// matching selector in place of target.
+async function replaceFrom(url, selector, target) {
+  const resp = await fetch(url, { credentials: "same-origin", headers: { "Accept": "text/html" } });
+  if (!resp.ok) return false;
+  const doc = new DOMParser().parseFromString(await resp.text(), "text/html");
+  const fresh = doc.querySelector(selector);
+  if (!fresh) return false;
+  target.replaceWith(document.adoptNode(fresh));
+  return true;
+}
+
+// The builds list: its rows are fetched again every few seconds, so
+// builds appear, start and finish without a reload. Polling the store is
+// what works whichever replica answers.
+const builds = document.getElementById("builds");
+if (builds && builds.dataset.rows) {
+  const refresh = async () => {
+    const body = builds.querySelector("tbody");
+    if (body && !document.hidden) {
+      try { await replaceFrom(builds.dataset.rows, "tbody", body); } catch (_) { /* try again */ }
+    }
+    setTimeout(refresh, 3000);
+  };
+  setTimeout(refresh, 3000);
+}
+
+// A build's jobs and steps: log.js sends kiln:status when the build
+// changed; the job list is fetched again (at most one fetch at a time).
+const jobs = document.getElementById("jobs");
+if (jobs) {
+  let busy = false, again = false;
+  const refreshJobs = async () => {
+    if (busy) { again = true; return; }
+    busy = true;
+    try {
+      const cur = document.getElementById("jobs").firstElementChild;
+      await replaceFrom(jobs.dataset.partial, ".jobpart", cur);
+    } catch (_) { /* next event */ }
+    busy = false;
+    if (again) { again = false; refreshJobs(); }
+  };
+  document.addEventListener("kiln:status", (ev) => {
+    const st = document.getElementById("build-status");
+    if (st && ev.detail && ev.detail.status) {
+      st.textContent = ev.detail.status;
+      st.className = "st st-" + ev.detail.status;
+    }
+    refreshJobs();
+  });
+  // At the end too: the buttons change (cancel goes, retry comes).
+  document.addEventListener("kiln:end", refreshJobs);
+}
