@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # test.sh — the whole test suite, on a fresh Debian machine, as root.
 # Installs and starts what the tests need (Docker, Podman, the base image,
-# git, openssl, Node's npm for the real @actions/cache client), then runs
+# git, openssl, Node's npm for the real @actions/cache client, Chromium for
+# the dashboard), then runs
 # every Go test, including the end-to-end tests on both engines and the
 # fuzz targets' committed seed corpora.
 set -euo pipefail
@@ -30,6 +31,9 @@ eval "$(scripts/postgres.sh --env)"
 # built from the Go module proxy into /var/cache/kiln-tools once): the blob
 # store's conformance suite and the cache's S3 tests run against it.
 eval "$(scripts/s3.sh --env)"
+# Debian's Chromium and playwright-core: the dashboard's browser test
+# (internal/e2e, TestDashboardInBrowser) runs in it.
+eval "$(scripts/browser.sh --env)"
 
 go vet ./...
 # -p 1: one package at a time. The end-to-end, conformance and cache suites

@@ -47,11 +47,14 @@ document.addEventListener("click", async (ev) => {
 });
 
 // replaceFrom fetches url (HTML the server rendered) and puts its element
-// matching selector in place of target.
+// matching selector in place of target. Table rows are parsed inside a
+// table: the HTML parser drops them anywhere else.
 async function replaceFrom(url, selector, target) {
   const resp = await fetch(url, { credentials: "same-origin", headers: { "Accept": "text/html" } });
   if (!resp.ok) return false;
-  const doc = new DOMParser().parseFromString(await resp.text(), "text/html");
+  let html = await resp.text();
+  if (selector === "tbody") html = "<table>" + html + "</table>";
+  const doc = new DOMParser().parseFromString(html, "text/html");
   const fresh = doc.querySelector(selector);
   if (!fresh) return false;
   target.replaceWith(document.adoptNode(fresh));
@@ -89,10 +92,15 @@ if (jobs) {
     if (again) { again = false; refreshJobs(); }
   };
   document.addEventListener("kiln:status", (ev) => {
-    const st = document.getElementById("build-status");
-    if (st && ev.detail && ev.detail.status) {
-      st.textContent = ev.detail.status;
-      st.className = "st st-" + ev.detail.status;
+    const st = document.getElementById("build-status"), b = ev.detail;
+    if (st && b && b.status) {
+      st.textContent = b.status;
+      st.className = "st st-" + b.status;
+    }
+    const dur = document.getElementById("build-duration");
+    if (dur && b && b.started_at) {
+      const secs = Math.round(((b.finished_at ? Date.parse(b.finished_at) : Date.now()) - Date.parse(b.started_at)) / 1000);
+      dur.textContent = secs < 60 ? `${secs}s` : secs < 3600 ? `${Math.floor(secs / 60)}m ${String(secs % 60).padStart(2, "0")}s` : `${Math.floor(secs / 3600)}h ${String(Math.floor(secs / 60) % 60).padStart(2, "0")}m`;
     }
     refreshJobs();
   });
