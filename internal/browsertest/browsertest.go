@@ -33,35 +33,54 @@ var (
 	driverDir string
 )
 
+// Find returns the browser, installing the driver's packages when they
+// are missing; an error says what is missing.
+func Find() (*Browser, error) {
+	chromium := os.Getenv("KILN_CHROMIUM")
+	if chromium == "" {
+		chromium = "/usr/bin/chromium"
+	}
+	if _, err := os.Stat(chromium); err != nil {
+		return nil, fmt.Errorf("%s is missing (Debian: apt-get install chromium; or scripts/browser.sh)", chromium)
+	}
+	for _, tool := range []string{"node", "npm"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			return nil, fmt.Errorf("%s is missing (Debian: apt-get install nodejs npm)", tool)
+		}
+	}
+	setupOnce.Do(func() { setupErr = install() })
+	if setupErr != nil {
+		return nil, setupErr
+	}
+	return &Browser{Chromium: chromium, driver: driverDir}, nil
+}
+
 // Require returns the browser, or skips the test when Chromium, node or
 // npm is missing — unless KILN_REQUIRE_BROWSER is set (scripts/test.sh
 // sets it, after installing them), and then it fails.
 func Require(t testing.TB) *Browser {
 	t.Helper()
-	chromium := os.Getenv("KILN_CHROMIUM")
-	if chromium == "" {
-		chromium = "/usr/bin/chromium"
-	}
-	missing := ""
-	if _, err := os.Stat(chromium); err != nil {
-		missing = chromium + " (Debian: apt-get install chromium)"
-	}
-	for _, tool := range []string{"node", "npm"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			missing = tool + " (Debian: apt-get install nodejs npm)"
-		}
-	}
-	if missing != "" {
+	b, err := Find()
+	if err != nil {
 		if os.Getenv("KILN_REQUIRE_BROWSER") != "" {
-			t.Fatalf("browser tests need %s (KILN_REQUIRE_BROWSER is set)", missing)
+			t.Fatalf("browser tests: %v (KILN_REQUIRE_BROWSER is set)", err)
 		}
-		t.Skipf("no browser: %s is missing (scripts/browser.sh installs it)", missing)
+		t.Skipf("no browser: %v", err)
 	}
-	setupOnce.Do(func() { setupErr = install() })
-	if setupErr != nil {
-		t.Fatal(setupErr)
+	return b
+}
+
+// Command is scenario (a script in driver/) as a process to start, with
+// env added to this process's environment and KILN_CHROMIUM set: for a
+// benchmark that talks to its scenario over stdin and stdout.
+func (b *Browser) Command(ctx context.Context, scenario string, env map[string]string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, "node", scenario)
+	cmd.Dir = b.driver
+	cmd.Env = append(os.Environ(), "KILN_CHROMIUM="+b.Chromium)
+	for k, v := range env {
+		cmd.Env = append(cmd.Env, k+"="+v)
 	}
-	return &Browser{Chromium: chromium, driver: driverDir}
+	return cmd
 }
 
 // install runs npm ci in driver/ unless playwright-core is there.
@@ -86,12 +105,7 @@ func (b *Browser) Run(t testing.TB, scenario string, timeout time.Duration, env 
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "node", scenario)
-	cmd.Dir = b.driver
-	cmd.Env = append(os.Environ(), "KILN_CHROMIUM="+b.Chromium)
-	for k, v := range env {
-		cmd.Env = append(cmd.Env, k+"="+v)
-	}
+	cmd := b.Command(ctx, scenario, env)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
