@@ -14,6 +14,7 @@ import (
 
 	"github.com/kilnci/kiln/internal/apiclient"
 	"github.com/kilnci/kiln/internal/server"
+	"github.com/kilnci/kiln/internal/store"
 	"github.com/kilnci/kiln/internal/store/storetest"
 )
 
@@ -120,6 +121,17 @@ func (c *cluster) waitQueued(ctx context.Context, n int, within time.Duration) e
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// txStats sums the servers' store transaction counters.
+func (c *cluster) txStats() store.TxStats {
+	var sum store.TxStats
+	for _, s := range c.servers {
+		t := s.Store.TxStats()
+		sum.Begun, sum.RolledBack = sum.Begun+t.Begun, sum.RolledBack+t.RolledBack
+		sum.Wait, sum.Held, sum.PoolWait = sum.Wait+t.Wait, sum.Held+t.Held, sum.PoolWait+t.PoolWait
+	}
+	return sum
 }
 
 // stop ends the servers (each waits for its requests and loops), then

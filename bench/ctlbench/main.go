@@ -49,6 +49,7 @@ import (
 
 	"github.com/kilnci/kiln/bench/internal/ghhook"
 	"github.com/kilnci/kiln/bench/internal/stats"
+	"github.com/kilnci/kiln/internal/store"
 	"github.com/kilnci/kiln/internal/store/storetest"
 )
 
@@ -91,6 +92,7 @@ type result struct {
 	claims   claimResult
 	cpu      [2]time.Duration // this process's CPU time in the intake, the claims
 	pg       [2]pgSample
+	tx       [2]phaseTx
 	loadFrom string
 	loadTo   string
 }
@@ -174,7 +176,7 @@ func measure(ctx context.Context, o options, s setup, r *repo, fixtures string, 
 	}
 
 	var intakeErr error
-	res.cpu[0], res.pg[0], err = phase(ctx, o, c, s.name+"-intake", func() {
+	res.cpu[0], res.pg[0], res.tx[0], err = phase(ctx, o, c, s.name+"-intake", func() {
 		res.intake, intakeErr = intake(ctx, c, o.senders, bodies[warm:], ids[warm:])
 	})
 	if err == nil {
@@ -193,7 +195,7 @@ func measure(ctx context.Context, o options, s setup, r *repo, fixtures string, 
 		return res, err
 	}
 	var claimErr error
-	res.cpu[1], res.pg[1], err = phase(ctx, o, c, s.name+"-claims", func() {
+	res.cpu[1], res.pg[1], res.tx[1], err = phase(ctx, o, c, s.name+"-claims", func() {
 		res.claims, claimErr = claims(ctx, c, agents, o.n)
 	})
 	if err == nil {
@@ -209,38 +211,54 @@ func measure(ctx context.Context, o options, s setup, r *repo, fixtures string, 
 	return res, nil
 }
 
+// phaseTx is a phase's store transactions over its wall time.
+type phaseTx struct {
+	store.TxStats
+	wall time.Duration
+}
+
+func (t phaseTx) String(per int, what string) string {
+	if t.Begun == 0 {
+		return "no transactions"
+	}
+	return fmt.Sprintf("%d transactions (%.1f per %s), %d rolled back (%.1f per %s); write lock held %.0f%% of the time, %.2f ms per transaction; %.1f ms waited for it per transaction; %.1f s waited for pool connections",
+		t.Begun, float64(t.Begun)/float64(per), what, t.RolledBack, float64(t.RolledBack)/float64(per), what,
+		100*float64(t.Held)/float64(t.wall), float64(t.Held)/float64(time.Millisecond)/float64(t.Begun),
+		float64(t.Wait)/float64(time.Millisecond)/float64(t.Begun), t.PoolWait.Seconds())
+}
+
 // phase runs f, measuring this process's CPU time and, on PostgreSQL,
 // sampling the database's sessions; with -cpuprofile it profiles f.
-func phase(ctx context.Context, o options, c *cluster, name string, f func()) (time.Duration, pgSample, error) {
+func phase(ctx context.Context, o options, c *cluster, name string, f func()) (time.Duration, pgSample, phaseTx, error) {
 	var watch *pgWatch
 	if c.database != "" {
 		var err error
 		if watch, err = watchPostgres(ctx, c.database, 10*time.Millisecond); err != nil {
-			return 0, pgSample{}, err
+			return 0, pgSample{}, phaseTx{}, err
 		}
 	}
 	if o.cpuprofile != "" {
 		if err := os.MkdirAll(o.cpuprofile, 0o755); err != nil {
-			return 0, pgSample{}, err
+			return 0, pgSample{}, phaseTx{}, err
 		}
 		pf, err := os.Create(filepath.Join(o.cpuprofile, name+".pprof"))
 		if err != nil {
-			return 0, pgSample{}, err
+			return 0, pgSample{}, phaseTx{}, err
 		}
 		defer pf.Close()
 		if err := pprof.StartCPUProfile(pf); err != nil {
-			return 0, pgSample{}, err
+			return 0, pgSample{}, phaseTx{}, err
 		}
 		defer pprof.StopCPUProfile()
 	}
-	cpu0 := cpuTime()
+	cpu0, tx0, t0 := cpuTime(), c.txStats(), time.Now()
 	f()
-	cpu := cpuTime() - cpu0
+	cpu, tx := cpuTime()-cpu0, phaseTx{c.txStats().Sub(tx0), time.Since(t0)}
 	var sample pgSample
 	if watch != nil {
 		sample = watch.end()
 	}
-	return cpu, sample, nil
+	return cpu, sample, tx, nil
 }
 
 func printResult(r result) {
@@ -253,6 +271,8 @@ func printResult(r result) {
 	fmt.Printf("  claims: %d jobs claimed in %s (%.1f/s), all finished in %s; claim latency p50 %s, p99 %s; CPU of this process %.2f ms per job\n",
 		cl.n, cl.allClaimed.Round(time.Millisecond), float64(cl.n)/cl.allClaimed.Seconds(), cl.allEnd.Round(time.Millisecond),
 		ms(stats.Pct(cl.latencies, 50)), ms(stats.Pct(cl.latencies, 99)), float64(r.cpu[1])/float64(time.Millisecond)/float64(cl.n))
+	fmt.Printf("  store, intake: %s\n", r.tx[0].String(in.n, "delivery"))
+	fmt.Printf("  store, claims: %s\n", r.tx[1].String(cl.n, "job"))
 	if r.setup.postgres {
 		fmt.Printf("  postgres sessions, intake: %s\n", r.pg[0])
 		fmt.Printf("  postgres sessions, claims: %s\n", r.pg[1])
