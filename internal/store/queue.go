@@ -316,16 +316,7 @@ func stillQueued(ctx context.Context, tx *dbTx, ids []int64) (map[int64]bool, er
 	if err != nil {
 		return nil, err
 	}
-	defer rows.Close()
-	out := make(map[int64]bool, len(ids))
-	for rows.Next() {
-		var id int64
-		if err := rows.Scan(&id); err != nil {
-			return nil, err
-		}
-		out[id] = true
-	}
-	return out, rows.Err()
+	return idSet(rows)
 }
 
 // claimInTx claims job id in tx, under the write lock: nil, nil when the
