@@ -43,6 +43,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -108,7 +109,11 @@ func run(ctx context.Context, o options) error {
 		}
 		setups = keep
 	}
-	fmt.Printf("== ctlbench: %s\n", strings.Join(os.Args, " "))
+	pgFrom := "-postgres"
+	if !slices.ContainsFunc(os.Args[1:], func(a string) bool { return strings.HasPrefix(strings.TrimLeft(a, "-"), "postgres") }) {
+		pgFrom = "$" + storetest.Env
+	}
+	fmt.Printf("== ctlbench %s (PostgreSQL server from %s)\n", strings.Join(os.Args[1:], " "), pgFrom)
 	fmt.Printf("date: %s; machine: %s\n", time.Now().UTC().Format(time.RFC3339), machine())
 	if o.postgres == "" {
 		fmt.Printf("no PostgreSQL server (-postgres or $%s): SQLite only\n", storetest.Env)
