@@ -108,7 +108,7 @@ func (c *cluster) queuedJobs(ctx context.Context) (int, error) {
 }
 
 // waitQueued waits until n jobs are queued (the planners have planned
-// every build), and returns how long that took.
+// every build), at most within.
 func (c *cluster) waitQueued(ctx context.Context, n int, within time.Duration) error {
 	deadline := time.Now().Add(within)
 	for {
@@ -150,6 +150,6 @@ func (c *cluster) stop() {
 // client is the load generator's HTTP client: enough idle connections
 // per server that the senders and agents reuse theirs rather than open
 // new ones for each request.
-var client = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 128, MaxConnsPerHost: 0, IdleConnTimeout: time.Minute}}
+var client = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 128, IdleConnTimeout: time.Minute}}
 
 func discardLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }

@@ -70,7 +70,7 @@ func main() {
 	flag.IntVar(&o.agents, "agents", 20, "claims: agents")
 	flag.IntVar(&o.replicas, "replicas", 3, "replicas of the last setup")
 	flag.StringVar(&o.cpuprofile, "cpuprofile", "", "directory for CPU profiles, SETUP-PHASE.pprof")
-	flag.StringVar(&o.only, "only", "", "run only these setups (comma-separated: sqlite, pg1, pg3)")
+	flag.StringVar(&o.only, "only", "", "run only these setups (comma-separated: sqlite, pg1, pgN for -replicas N)")
 	flag.Parse()
 	if o.n < 1 || o.senders < 1 || o.agents < 1 || o.replicas < 2 {
 		fail(errors.New("-n, -senders, -agents: at least 1; -replicas: at least 2"))
@@ -117,9 +117,12 @@ func run(ctx context.Context, o options) error {
 	fmt.Printf("date: %s; machine: %s\n", time.Now().UTC().Format(time.RFC3339), machine())
 	if o.postgres == "" {
 		fmt.Printf("no PostgreSQL server (-postgres or $%s): SQLite only\n", storetest.Env)
-		setups = setups[:1]
+		setups = slices.DeleteFunc(setups, func(s setup) bool { return s.postgres })
 	} else if v, err := postgresVersion(ctx, o.postgres); err == nil {
 		fmt.Printf("postgresql: %s\n", v)
+	}
+	if len(setups) == 0 {
+		return errors.New("no setup to run (-only: sqlite, pg1, pgN for -replicas N)")
 	}
 	fmt.Printf("intake: %d signed push deliveries, %d senders at once; claims: %d queued jobs, %d agents (capacity 1 each)\n", o.n, o.senders, o.n, o.agents)
 	fixtures, err := ghhook.Fixtures()
