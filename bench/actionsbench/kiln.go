@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/kilnci/kiln/bench/internal/inproc"
+	"github.com/kilnci/kiln/bench/internal/stats"
 	"github.com/kilnci/kiln/internal/actions"
 	"github.com/kilnci/kiln/internal/api"
 	"github.com/kilnci/kiln/internal/apiclient"
@@ -91,7 +92,7 @@ func (p *phases) print() {
 		{"sandbox started → runner registered (exec, runner start, register call)", p.toRegister},
 		{"whole job, webhook → runner job finished (incl. destroy, reports)", p.e2e},
 	} {
-		fmt.Printf("  %-74s %8s\n", ph.what+":", ms(pct(ph.ds, 50)))
+		fmt.Printf("  %-74s %8s\n", ph.what+":", ms(stats.Pct(ph.ds, 50)))
 	}
 }
 

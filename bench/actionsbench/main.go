@@ -30,9 +30,9 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"slices"
 	"time"
 
+	"github.com/kilnci/kiln/bench/internal/stats"
 	"github.com/kilnci/kiln/internal/github/fakegithub/cmd/fake-runner/runnerimage"
 )
 
@@ -100,29 +100,18 @@ func run(ctx context.Context, engine, cliName string, n int, only string) error 
 	}
 	fmt.Printf("%-44s %10s %10s\n", "", "p50", "p95")
 	if k != nil {
-		fmt.Printf("%-44s %10s %10s\n", "kiln: webhook → runner registered", ms(pct(kd, 50)), ms(pct(kd, 95)))
+		fmt.Printf("%-44s %10s %10s\n", "kiln: webhook → runner registered", ms(stats.Pct(kd, 50)), ms(stats.Pct(kd, 95)))
 	}
 	if only != "kiln" {
-		fmt.Printf("%-44s %10s %10s\n", cliName+" run: start → runner registered", ms(pct(bd, 50)), ms(pct(bd, 95)))
+		fmt.Printf("%-44s %10s %10s\n", cliName+" run: start → runner registered", ms(stats.Pct(bd, 50)), ms(stats.Pct(bd, 95)))
 	}
 	if k != nil && only != "kiln" {
-		fmt.Printf("%-44s %9.2fx %9.2fx\n", "ratio kiln / "+cliName+" run", ratio(pct(kd, 50), pct(bd, 50)), ratio(pct(kd, 95), pct(bd, 95)))
+		fmt.Printf("%-44s %9.2fx %9.2fx\n", "ratio kiln / "+cliName+" run", ratio(stats.Pct(kd, 50), stats.Pct(bd, 50)), ratio(stats.Pct(kd, 95), stats.Pct(bd, 95)))
 	}
 	if k != nil {
 		ph.print()
 	}
 	return nil
-}
-
-// pct is the p-th percentile (nearest rank) of ds.
-func pct(ds []time.Duration, p int) time.Duration {
-	if len(ds) == 0 {
-		return 0
-	}
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	idx := (len(s)*p + 99) / 100
-	return s[max(0, min(idx-1, len(s)-1))]
 }
 
 func ratio(a, b time.Duration) float64 {

@@ -29,11 +29,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strings"
 	"time"
 
 	"github.com/kilnci/kiln/bench/internal/inproc"
+	"github.com/kilnci/kiln/bench/internal/stats"
 	"github.com/kilnci/kiln/internal/api"
 	"github.com/kilnci/kiln/internal/apiclient"
 	"github.com/kilnci/kiln/internal/server"
@@ -196,17 +196,17 @@ func latency(ctx context.Context, engine, cli string, n int) error {
 			ph.add(p)
 		}
 	}
-	kp50, kp95 := pct(kiln, 50), pct(kiln, 95)
-	bp50, bp95 := pct(bare, 50), pct(bare, 95)
+	kp50, kp95 := stats.Pct(kiln, 50), stats.Pct(kiln, 95)
+	bp50, bp95 := stats.Pct(bare, 50), stats.Pct(bare, 95)
 	fmt.Printf("%-36s %10s %10s\n", "", "p50", "p95")
 	fmt.Printf("%-36s %10s %10s\n", "kiln: webhook → first step line", ms(kp50), ms(kp95))
 	fmt.Printf("%-36s %10s %10s\n", cli+" run: start → first line", ms(bp50), ms(bp95))
 	fmt.Printf("%-36s %9.2fx %9.2fx\n", "ratio kiln / "+cli+" run", float64(kp50)/float64(bp50), float64(kp95)/float64(bp95))
 	fmt.Println("where kiln's time goes (p50 of each phase, from the build's records):")
-	fmt.Printf("  webhook → job claimed by the agent (store, plan .kiln.yml, long-poll wake): %s\n", ms(pct(ph.toClaim, 50)))
-	fmt.Printf("  claimed → sandbox started (checkout from the git mirror, network, container): %s\n", ms(pct(ph.toSandbox, 50)))
-	fmt.Printf("  sandbox started → first step line at the server (exec, log batch):        %s\n", ms(pct(ph.toFirstLine, 50)))
-	fmt.Printf("  whole build, webhook → finished (incl. sandbox destroy, reports):         %s\n", ms(pct(ph.e2e, 50)))
+	fmt.Printf("  webhook → job claimed by the agent (store, plan .kiln.yml, long-poll wake): %s\n", ms(stats.Pct(ph.toClaim, 50)))
+	fmt.Printf("  claimed → sandbox started (checkout from the git mirror, network, container): %s\n", ms(stats.Pct(ph.toSandbox, 50)))
+	fmt.Printf("  sandbox started → first step line at the server (exec, log batch):        %s\n", ms(stats.Pct(ph.toFirstLine, 50)))
+	fmt.Printf("  whole build, webhook → finished (incl. sandbox destroy, reports):         %s\n", ms(stats.Pct(ph.e2e, 50)))
 	return nil
 }
 
@@ -346,16 +346,6 @@ func throughput(ctx context.Context, engine, cli string, builds, capacity, bareR
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-}
-
-func pct(ds []time.Duration, p int) time.Duration {
-	s := append([]time.Duration(nil), ds...)
-	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
-	if len(s) == 0 {
-		return 0
-	}
-	idx := (len(s)*p + 99) / 100
-	return s[max(0, min(idx-1, len(s)-1))]
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.0fms", float64(d)/float64(time.Millisecond)) }

@@ -3,9 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -18,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kilnci/kiln/bench/internal/ghhook"
 	"github.com/kilnci/kiln/bench/internal/inproc"
 	"github.com/kilnci/kiln/internal/api"
 	"github.com/kilnci/kiln/internal/apiclient"
@@ -126,22 +124,11 @@ func (k *kiln) newCommit(ref, msg string) (string, error) {
 	return sha, err
 }
 
-// fixture is a real GitHub webhook example (@octokit/webhooks-examples,
-// see internal/forge/testdata/README.md), decoded.
-func (k *kiln) fixture(name string) (map[string]any, error) {
-	data, err := os.ReadFile(filepath.Join(k.fixtures, name))
-	if err != nil {
-		return nil, err
-	}
-	var m map[string]any
-	return m, json.Unmarshal(data, &m)
-}
-
 // prOpened is the real `pull_request` `opened` example for request number
 // at head, from a branch of the base repository (trusted: it builds at
 // once), into main.
 func (k *kiln) prOpened(number int, head string) ([]byte, error) {
-	m, err := k.fixture("pull_request.opened.json")
+	m, err := ghhook.Fixture(k.fixtures, "pull_request.opened.json")
 	if err != nil {
 		return nil, err
 	}
@@ -157,27 +144,16 @@ func (k *kiln) prOpened(number int, head string) ([]byte, error) {
 
 // push is the real `push` example, of main to after.
 func (k *kiln) push(after string) ([]byte, error) {
-	m, err := k.fixture("push.0.json")
-	if err != nil {
-		return nil, err
-	}
-	m["ref"], m["after"], m["deleted"] = "refs/heads/main", after, false
-	if hc, ok := m["head_commit"].(map[string]any); ok {
-		hc["id"] = after // as in every real push of a branch
-	}
-	return json.Marshal(m)
+	return ghhook.Push(k.fixtures, "refs/heads/main", after)
 }
 
 // deliver sends a signed webhook (as GitHub signs it) and returns the
 // build's id.
 func (k *kiln) deliver(event, delivery string, body []byte) (int64, error) {
-	mac := hmac.New(sha256.New, []byte(webhookSecret))
-	mac.Write(body)
-	req, _ := http.NewRequest("POST", k.url+"/hooks/github/"+project, bytes.NewReader(body))
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("X-GitHub-Event", event)
-	req.Header.Set("X-GitHub-Delivery", delivery)
-	req.Header.Set("X-Hub-Signature-256", "sha256="+hex.EncodeToString(mac.Sum(nil)))
+	req, err := ghhook.Request(k.url+"/hooks/github/"+project, webhookSecret, event, delivery, body)
+	if err != nil {
+		return 0, err
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return 0, err

@@ -46,10 +46,10 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"path/filepath"
-	"slices"
 	"time"
 
+	"github.com/kilnci/kiln/bench/internal/ghhook"
+	"github.com/kilnci/kiln/bench/internal/stats"
 	"github.com/kilnci/kiln/internal/github/fakegithub"
 	"github.com/kilnci/kiln/internal/github/fakegithub/cmd/fake-runner/runnerimage"
 )
@@ -91,28 +91,8 @@ func fail(err error) {
 	os.Exit(1)
 }
 
-// fixtures finds internal/forge/testdata/github from the working
-// directory up: the program runs from the repository.
-func fixtures() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		p := filepath.Join(dir, "internal", "forge", "testdata", "github")
-		if _, err := os.Stat(filepath.Join(p, "pull_request.opened.json")); err == nil {
-			return p, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("internal/forge/testdata/github not found above the working directory: run prbench from Kiln's repository")
-		}
-		dir = parent
-	}
-}
-
 func roundTrip(ctx context.Context, engine, cliName string, n int, poll time.Duration) error {
-	fx, err := fixtures()
+	fx, err := ghhook.Fixtures()
 	if err != nil {
 		return err
 	}
@@ -212,10 +192,10 @@ func roundTrip(ctx context.Context, engine, cliName string, n int, poll time.Dur
 	prLag := since(pr, func(t timeline) time.Time { return t.success }, func(t timeline) time.Time { return t.finished })
 
 	row := func(what string, ds []time.Duration) {
-		fmt.Printf("  %-52s %9s %9s\n", what, ms(pct(ds, 50)), ms(pct(ds, 95)))
+		fmt.Printf("  %-52s %9s %9s\n", what, ms(stats.Pct(ds, 50)), ms(stats.Pct(ds, 95)))
 	}
 	ratio := func(what string, a, b []time.Duration) {
-		fmt.Printf("  %-52s %8.2fx %8.2fx\n", what, ratioOf(pct(a, 50), pct(b, 50)), ratioOf(pct(a, 95), pct(b, 95)))
+		fmt.Printf("  %-52s %8.2fx %8.2fx\n", what, ratioOf(stats.Pct(a, 50), stats.Pct(b, 50)), ratioOf(stats.Pct(a, 95), stats.Pct(b, 95)))
 	}
 	fmt.Printf("  %-52s %9s %9s\n", "", "p50", "p95")
 	row(fmt.Sprintf("PR opened → first status at the forge, pending (%d/%d)", len(prPending), len(pr)), prPending)
@@ -259,17 +239,6 @@ func outboxRates(ctx context.Context, statuses, workers, reps int, slow time.Dur
 		fmt.Printf("  (with latency L, w workers bound the rate at w/L = %.0f/s)\n", float64(workers)/slow.Seconds())
 	}
 	return nil
-}
-
-// pct is the p-th percentile (nearest rank) of ds.
-func pct(ds []time.Duration, p int) time.Duration {
-	if len(ds) == 0 {
-		return 0
-	}
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	idx := (len(s)*p + 99) / 100
-	return s[max(0, min(idx-1, len(s)-1))]
 }
 
 func ratioOf(a, b time.Duration) float64 {

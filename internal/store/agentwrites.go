@@ -152,6 +152,11 @@ func (s *Store) retriedOn(ctx context.Context, agentID string, since int64) (map
 	if err != nil {
 		return nil, err
 	}
+	return idSet(rows)
+}
+
+// idSet reads rows of one id each into a set, and closes them.
+func idSet(rows *sql.Rows) (map[int64]bool, error) {
 	defer rows.Close()
 	out := map[int64]bool{}
 	for rows.Next() {

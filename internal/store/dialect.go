@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -84,8 +85,9 @@ func isUniqueViolation(err error) bool {
 // would bypass the dialect (Exec without a context, Prepare) does not
 // compile.
 type db struct {
-	sql *sql.DB
-	d   dialect
+	sql   *sql.DB
+	d     dialect
+	stats txCounters
 }
 
 func (c *db) Close() error                          { return c.sql.Close() }
@@ -106,6 +108,7 @@ func (c *db) QueryRowContext(ctx context.Context, q string, args ...any) *sql.Ro
 // BeginTx starts a transaction; on PostgreSQL it waits for the write lock
 // first (see writeLock).
 func (c *db) BeginTx(ctx context.Context, opts *sql.TxOptions) (*dbTx, error) {
+	asked := time.Now()
 	t, err := c.sql.BeginTx(ctx, opts)
 	if err != nil {
 		return nil, err
@@ -116,7 +119,9 @@ func (c *db) BeginTx(ctx context.Context, opts *sql.TxOptions) (*dbTx, error) {
 			return nil, err
 		}
 	}
-	return &dbTx{tx: t, d: c.d}, nil
+	held := time.Now()
+	c.stats.begun(held.Sub(asked))
+	return &dbTx{tx: t, d: c.d, stats: &c.stats, held: held}, nil
 }
 
 // dbTx is a transaction with the dialect's placeholders.
@@ -126,11 +131,15 @@ type dbTx struct {
 	// committed run once the transaction has committed: hints to those
 	// waiting on what it wrote (never for what a rollback undid).
 	committed []func()
+	stats     *txCounters
+	held      time.Time // since when it holds the write lock
 }
 
 // Commit commits, then runs the transaction's onCommit hints.
 func (t *dbTx) Commit() error {
-	if err := t.tx.Commit(); err != nil {
+	err := t.tx.Commit()
+	t.stats.ended(time.Since(t.held), err != nil)
+	if err != nil {
 		return err
 	}
 	for _, f := range t.committed {
@@ -146,7 +155,15 @@ func (t *dbTx) onCommit(f func()) {
 	}
 }
 
-func (t *dbTx) Rollback() error { return t.tx.Rollback() }
+// Rollback rolls back; after a Commit it does nothing (sql.ErrTxDone), so
+// that it can always be deferred.
+func (t *dbTx) Rollback() error {
+	err := t.tx.Rollback()
+	if !errors.Is(err, sql.ErrTxDone) {
+		t.stats.ended(time.Since(t.held), true)
+	}
+	return err
+}
 
 func (t *dbTx) ExecContext(ctx context.Context, q string, args ...any) (sql.Result, error) {
 	return t.tx.ExecContext(ctx, t.d.rebind(q), t.d.args(args)...)

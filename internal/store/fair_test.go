@@ -150,7 +150,7 @@ func TestProjectCapLimitsRunning(t *testing.T) {
 	if err := s.db.QueryRowContext(ctx, `SELECT id FROM jobs WHERE project_id = ? AND status = 'queued' ORDER BY id LIMIT 1`, p.ID).Scan(&queued); err != nil {
 		t.Fatal(err)
 	}
-	if j, err := s.claimOne(ctx, queued, claim("racer", nil, time.Minute), s.nowMS()); err != nil || j != nil {
+	if j, err := s.claimFirst(ctx, []int64{queued}, claim("racer", nil, time.Minute), s.nowMS()); err != nil || j != nil {
 		t.Fatalf("claim of job %d past the cap: %+v, %v", queued, j, err)
 	}
 	if _, err := s.FinishJob(ctx, won[0].ID, won[0].Attempt, StatusSuccess, nil, "", 0); err != nil {
@@ -206,13 +206,7 @@ func (s *Store) claimFIFO(c Claim) (*Job, error) {
 		}
 	}
 	rows.Close()
-	for _, id := range ids {
-		j, err := s.claimOne(ctx, id, c, now)
-		if err != nil || j != nil {
-			return j, err
-		}
-	}
-	return nil, nil
+	return s.claimFirst(ctx, ids, c, now)
 }
 
 // BenchmarkClaim10000: claims with 10,000 jobs queued across 11 projects

@@ -200,6 +200,39 @@ func TestClaimIsExclusiveUnderConcurrency(t *testing.T) {
 	}
 }
 
+// A claimer whose candidates were taken by others after it read them
+// claims the first still queued in its one transaction, rather than one
+// transaction (and one wait for the write lock) per lost candidate.
+func TestClaimTakesTheFirstCandidateStillQueuedInOneTransaction(t *testing.T) {
+	s, _ := newStore(t)
+	p := mkProject(t, s, "web", false)
+	var ids []int64
+	for range 3 {
+		b := mkBuild(t, s, p, "main")
+		jobs, err := s.jobsOfBuild(ctx, s.db, b.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, jobs[0].ID)
+	}
+	for _, agent := range []string{"a", "b"} { // the first two, taken meanwhile
+		if j, err := s.ClaimJob(ctx, claim(agent, nil, time.Minute)); err != nil || j == nil {
+			t.Fatalf("claim: %+v, %v", j, err)
+		}
+	}
+	before := s.TxStats()
+	j, err := s.claimFirst(ctx, ids, claim("late", nil, time.Minute), s.nowMS())
+	if err != nil || j == nil || j.ID != ids[2] || j.AgentID != "late" || j.Attempt != 1 {
+		t.Fatalf("claim of %v: %+v, %v; want job %d", ids, j, err, ids[2])
+	}
+	if d := s.TxStats().Sub(before); d.Begun != 1 || d.RolledBack != 0 {
+		t.Errorf("%d transactions, %d rolled back; want 1, none", d.Begun, d.RolledBack)
+	}
+	if j, err := s.claimFirst(ctx, ids, claim("later", nil, time.Minute), s.nowMS()); err != nil || j != nil {
+		t.Fatalf("every candidate taken: claimed %+v, %v", j, err)
+	}
+}
+
 func TestClaimMatchesLabels(t *testing.T) {
 	s, _ := newStore(t)
 	p := mkProject(t, s, "web", false)

@@ -11,6 +11,7 @@ import (
 	"crypto/rand"
 	"database/sql"
 	"encoding/hex"
+	"fmt"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -52,38 +53,55 @@ func PostgresDatabase(t testing.TB) string {
 	if admin == "" {
 		t.Fatalf("%s=postgres but %s names no server (scripts/postgres.sh starts one)", StoreEnv, Env)
 	}
-	u, err := url.Parse(admin)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	database, drop, err := NewPostgresDatabase(ctx, admin, "kiln_test_")
 	if err != nil {
 		t.Fatalf("%s: %v", Env, err)
+	}
+	t.Cleanup(func() {
+		if err := drop(); err != nil {
+			t.Log(err)
+		}
+	})
+	return database
+}
+
+// NewPostgresDatabase creates a new, empty database named prefix and
+// random hex on the server the URL admin names (a role that may create
+// databases), and returns its URL and the function that drops it (with
+// FORCE: a store left open must not keep it). The benchmarks use it too.
+func NewPostgresDatabase(ctx context.Context, admin, prefix string) (database string, drop func() error, err error) {
+	u, err := url.Parse(admin)
+	if err != nil {
+		return "", nil, err
 	}
 	var b [6]byte
 	if _, err := rand.Read(b[:]); err != nil {
-		t.Fatal(err)
+		return "", nil, err
 	}
-	name := "kiln_test_" + hex.EncodeToString(b[:])
+	name := prefix + hex.EncodeToString(b[:])
 	db, err := sql.Open("pgx", admin)
 	if err != nil {
-		t.Fatalf("%s: %v", Env, err)
+		return "", nil, err
 	}
 	defer db.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
 	if _, err := db.ExecContext(ctx, `CREATE DATABASE `+name); err != nil {
-		t.Fatalf("create a test database on %s: %v", u.Redacted(), err)
+		return "", nil, fmt.Errorf("create database %s on %s: %w", name, u.Redacted(), err)
 	}
-	t.Cleanup(func() {
+	drop = func() error {
 		db, err := sql.Open("pgx", admin)
 		if err != nil {
-			return
+			return err
 		}
 		defer db.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		// FORCE: a store the test left open must not keep it.
 		if _, err := db.ExecContext(ctx, `DROP DATABASE IF EXISTS `+name+` WITH (FORCE)`); err != nil {
-			t.Logf("drop test database %s: %v", name, err)
+			return fmt.Errorf("drop database %s: %w", name, err)
 		}
-	})
+		return nil
+	}
 	u.Path = "/" + name
-	return u.String()
+	return u.String(), drop, nil
 }
