@@ -273,10 +273,10 @@ func TestMultiHost(t *testing.T) {
 		}
 		return queued && len(victimJobs) > 0
 	}, describe)
+	victim.host.cut()
 	var dead *replica
 	waitUntil(t, "one leader", func() bool { dead = leader(replicas); return dead != nil })
 	dead.p.kill()
-	victim.host.cut()
 	var live []*replica
 	for _, r := range replicas {
 		if r != dead {
@@ -285,7 +285,7 @@ func TestMultiHost(t *testing.T) {
 	}
 	api = live[0].api
 	api.rt = rt
-	t.Logf("killed the leader %s; cut %s off, running jobs %v", dead.host.name, victim.host.name, victimJobs)
+	t.Logf("cut %s off, running jobs %v; killed the leader %s", victim.host.name, victimJobs, dead.host.name)
 
 	// Another replica takes the background work over once the dead
 	// leader's lease expires; the cut agent's attempts are given up once
@@ -305,6 +305,9 @@ func TestMultiHost(t *testing.T) {
 	dead.start(t)
 	victim.host.mend()
 
+	// The rest through the restarted replica.
+	api = dead.api
+	api.rt = rt
 	for _, id := range ids {
 		if b := api.waitDone(id); b.Status != store.StatusSuccess {
 			t.Errorf("build %d ended %s (want success):\n%s\n%s", id, b.Status, dump(b), api.logText(id))
@@ -352,9 +355,17 @@ func TestMultiHost(t *testing.T) {
 	if err := db.QueryRow(`SELECT count(*) FROM forge_statuses WHERE outcome NOT IN ('delivered', 'superseded')`).Scan(&failed); err != nil || failed != 0 {
 		t.Errorf("statuses neither delivered nor superseded: %d (%v)", failed, err)
 	}
-	for _, id := range ids {
-		waitStatuses(t, gh, commits[id], map[string]string{"kiln": "success", "kiln/work": "success"})
-	}
+	waitUntil(t, "each build's final statuses at GitHub", func() bool {
+		for _, id := range ids {
+			states, _ := statusesOf(gh, commits[id])
+			for _, ctx := range []string{"kiln", "kiln/work"} {
+				if got := states[ctx]; len(got) == 0 || got[len(got)-1] != "success" {
+					return false
+				}
+			}
+		}
+		return true
+	})
 	checkDeliveredOnce(t, gh.Statuses())
 
 	var tenures int
@@ -511,20 +522,27 @@ func checkArtifacts(t *testing.T, r *replica, ids []int64) {
 	}
 }
 
-// checkDeliveredOnce: each (commit, context)'s final state reached GitHub
-// once, or again only from another replica. The outbox marks a row
-// delivered after the forge took it: a leader that dies in between
-// leaves it for the next to send again; one replica never sends a
-// delivered row twice.
+// checkDeliveredOnce: each (commit, context)'s states reached GitHub in
+// order, pending ones and then its final state, once, or again only from
+// another replica. The outbox marks a row delivered after the forge took
+// it: a leader that dies in between leaves it for the next to send again;
+// one replica never sends a delivered row twice.
 func checkDeliveredOnce(t *testing.T, statuses []fakegithub.CommitStatus) {
 	t.Helper()
-	from := map[string][]string{} // commit context → senders of its final state
+	final := map[string]string{}  // commit context → its final state
+	from := map[string][]string{} // commit context → who sent it
 	for _, s := range statuses {
-		if s.State != "pending" {
-			k := s.SHA[:7] + " " + s.Context
-			if slices.Contains(from[k], s.Remote) {
-				t.Errorf("%s: final state %s sent twice by %s", k, s.State, s.Remote)
-			}
+		k := s.SHA[:7] + " " + s.Context
+		switch {
+		case s.State == "pending" && final[k] != "":
+			t.Errorf("%s: pending after %s", k, final[k])
+		case s.State == "pending":
+		case final[k] != "" && final[k] != s.State:
+			t.Errorf("%s: final state %s after %s", k, s.State, final[k])
+		case slices.Contains(from[k], s.Remote):
+			t.Errorf("%s: final state %s sent twice by %s", k, s.State, s.Remote)
+		default:
+			final[k] = s.State
 			from[k] = append(from[k], s.Remote)
 		}
 	}
