@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -289,9 +290,12 @@ func TestMultiHost(t *testing.T) {
 
 	// Another replica takes the background work over once the dead
 	// leader's lease expires; the cut agent's attempts are given up once
-	// theirs do (the new leader's reaper) and retried elsewhere.
+	// theirs do (the new leader's reaper) and claimed again by another
+	// agent, which can only be through a replica still up (agents start
+	// on the first URL, the first replica's, which is also the first
+	// leader as a rule: most of them have failed over).
 	waitUntil(t, "a new leader", func() bool { return leader(live) != nil })
-	waitUntil(t, victim.host.name+"'s attempts ended", func() bool {
+	waitUntil(t, victim.host.name+"'s jobs claimed again", func() bool {
 		snapshot(api)
 		for _, b := range builds {
 			for _, j := range b.Jobs {
@@ -391,12 +395,17 @@ func TestMultiHost(t *testing.T) {
 		len(ids), tenures, retried, refused, len(statusFrom), len(listFrom))
 }
 
-// tailOnFailure logs the end of p's output if the test fails.
+// tailOnFailure logs the end of p's output if the test fails (all of it
+// with KILN_TEST_VERBOSE set).
 func tailOnFailure(t *testing.T, name string, p *proc) {
 	t.Cleanup(func() {
-		if t.Failed() {
+		verbose := os.Getenv("KILN_TEST_VERBOSE") != ""
+		if t.Failed() || verbose {
 			lines := strings.Split(strings.TrimSpace(p.output()), "\n")
-			t.Logf("%s (pid %d), last lines:\n%s", name, p.cmd.Process.Pid, strings.Join(lines[max(len(lines)-60, 0):], "\n"))
+			if !verbose {
+				lines = lines[max(len(lines)-60, 0):]
+			}
+			t.Logf("%s (pid %d), last lines:\n%s", name, p.cmd.Process.Pid, strings.Join(lines, "\n"))
 		}
 	})
 }
