@@ -2,20 +2,21 @@
 # test.sh — the whole test suite, on a fresh Debian machine, as root.
 # Installs and starts what the tests need (Docker, Podman, the base image,
 # git, openssl, Node's npm for the real @actions/cache client, Chromium for
-# the dashboard), then runs
+# the dashboard, iproute2 for the multi-host test's network namespaces),
+# then runs
 # every Go test, including the end-to-end tests on both engines and the
 # fuzz targets' committed seed corpora.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for cmd in git node npm openssl curl tar zstd; do
+for cmd in git node npm openssl curl tar zstd ip; do
 	command -v "$cmd" >/dev/null || need+=("$cmd")
 done
 if [ ${#need[@]} -gt 0 ]; then
 	pkgs=()
 	for c in "${need[@]}"; do
-		case "$c" in node) pkgs+=(nodejs) ;; *) pkgs+=("$c") ;; esac
+		case "$c" in node) pkgs+=(nodejs) ;; ip) pkgs+=(iproute2) ;; *) pkgs+=("$c") ;; esac
 	done
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" >&2
 fi

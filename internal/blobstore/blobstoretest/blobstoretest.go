@@ -276,17 +276,21 @@ func S3Config(t testing.TB) blobstore.S3Config {
 		AccessKey: os.Getenv("KILN_TEST_S3_ACCESS_KEY"),
 		SecretKey: os.Getenv("KILN_TEST_S3_SECRET_KEY"),
 	}
-	t.Cleanup(func() {
-		s, err := blobstore.NewS3(context.Background(), cfg)
-		if err != nil {
-			return
-		}
-		names, _ := s.List(context.Background())
-		for _, n := range names {
-			s.Delete(context.Background(), n)
-		}
-	})
+	t.Cleanup(func() { EmptyS3(cfg) })
 	return cfg
+}
+
+// EmptyS3 deletes, as far as it can, every object under cfg's prefix:
+// what a test left in the bucket.
+func EmptyS3(cfg blobstore.S3Config) {
+	s, err := blobstore.NewS3(context.Background(), cfg)
+	if err != nil {
+		return
+	}
+	names, _ := s.List(context.Background())
+	for _, n := range names {
+		s.Delete(context.Background(), n)
+	}
 }
 
 // S3 opens the test S3 server as a store (skipping without one).

@@ -571,3 +571,27 @@ func apiHeaders(req *http.Request) {
 		req.Header.Set("X-GitHub-Api-Version", APIVersion)
 	}
 }
+
+// The call log names each API request's endpoint and sender, in order, and
+// a commit status records who sent it: a test with several clients (the
+// replicas of a control plane) tells which of them called.
+func TestCallLogNamesTheSender(t *testing.T) {
+	s := newTestServer(t)
+	call(t, s, "GET", "repos/o/r/actions/runners", nil)
+	sha := strings.Repeat("a", 40)
+	if code, _, body := call(t, s, "POST", "repos/o/r/statuses/"+sha, map[string]string{"state": "success", "context": "kiln"}); code != http.StatusCreated {
+		t.Fatalf("create status: %d %s", code, body)
+	}
+	log := s.CallLog()
+	if len(log) != 2 || log[0].Endpoint != EndpointListRunners || log[1].Endpoint != EndpointCreateStatus {
+		t.Fatalf("call log %+v", log)
+	}
+	for _, c := range log {
+		if c.Remote != "127.0.0.1" || c.At.IsZero() {
+			t.Errorf("call %+v: want the sender 127.0.0.1 and a time", c)
+		}
+	}
+	if st := s.Statuses(); len(st) != 1 || st[0].Remote != "127.0.0.1" {
+		t.Errorf("statuses %+v: want one, from 127.0.0.1", st)
+	}
+}

@@ -99,6 +99,7 @@ type Server struct {
 	lastID   struct{ runner, run, job, checkRun int64 }
 
 	calls     map[string]int
+	callLog   []Call
 	faults    []*fault
 	rateLimit *rateFault
 	used      int
@@ -222,6 +223,31 @@ func (s *Server) Calls(endpoint string) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.calls[endpoint]
+}
+
+// Call is one API request the fake received, as CallLog lists them.
+type Call struct {
+	Endpoint string // one of the Endpoint* names
+	// Remote is the client's IP address (the request's RemoteAddr without
+	// its port): which host called, when several share the fake.
+	Remote string
+	At     time.Time
+}
+
+// CallLog lists the API requests received so far (the broker's and git's
+// are not in it), in the order they came, with who sent them.
+func (s *Server) CallLog() []Call {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]Call(nil), s.callLog...)
+}
+
+// remoteIP is r's client address without its port.
+func remoteIP(r *http.Request) string {
+	if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+		return host
+	}
+	return r.RemoteAddr
 }
 
 // fault lets skip requests to endpoints matching pattern through, then
@@ -360,6 +386,7 @@ func (s *Server) apiHandler(endpoint string, h http.HandlerFunc) http.HandlerFun
 		s.wait(endpoint)
 		s.mu.Lock()
 		s.calls[endpoint]++
+		s.callLog = append(s.callLog, Call{Endpoint: endpoint, Remote: remoteIP(r), At: s.now()})
 		if msg := checkAPIHeaders(r.Header); msg != "" {
 			s.mu.Unlock()
 			writeError(w, http.StatusBadRequest, msg)

@@ -19,6 +19,8 @@ type CommitStatus struct {
 	TargetURL   string
 	Description string
 	At          time.Time
+	// Remote is the sender's IP address (see Call.Remote).
+	Remote string
 }
 
 var fullSHA = regexp.MustCompile(`^[0-9a-f]{40}$`)
@@ -61,7 +63,7 @@ func (s *Server) createStatus(w http.ResponseWriter, r *http.Request) {
 	}
 	s.mu.Lock()
 	st := CommitStatus{Repo: r.PathValue("owner") + "/" + r.PathValue("repo"), SHA: sha, State: *body.State, Context: body.Context,
-		TargetURL: body.TargetURL, Description: body.Description, At: s.now()}
+		TargetURL: body.TargetURL, Description: body.Description, At: s.now(), Remote: remoteIP(r)}
 	s.statuses = append(s.statuses, st)
 	id := len(s.statuses)
 	s.mu.Unlock()
