@@ -182,7 +182,6 @@ func Compute(w Window, d *store.InsightsData) Report {
 	durations := map[jobKey][]time.Duration{}
 	stats := map[jobKey]*JobStats{}
 	var queue []time.Duration
-	var runs []Run
 	for _, j := range d.Jobs {
 		if j.QueueKnown {
 			queue = append(queue, j.Queued)
@@ -204,7 +203,7 @@ func Compute(w Window, d *store.InsightsData) Report {
 			st.Failures++
 		}
 		durations[k] = append(durations[k], j.Ran)
-		runs = append(runs, Run{Project: j.Project, BuildID: j.BuildID, BuildNumber: j.BuildNumber, Job: j.Name, Status: j.Status, Ran: j.Ran, FinishedAt: j.FinishedAt})
+		r.Slowest = slowest(r.Slowest, Run{Project: j.Project, BuildID: j.BuildID, BuildNumber: j.BuildNumber, Job: j.Name, Status: j.Status, Ran: j.Ran, FinishedAt: j.FinishedAt})
 	}
 	r.Queue = percentiles(queue)
 	r.Cache.HitRate = ratio(r.Cache.Hits, r.Cache.Restores)
@@ -213,12 +212,24 @@ func Compute(w Window, d *store.InsightsData) Report {
 		r.Jobs = append(r.Jobs, *st)
 	}
 	slices.SortFunc(r.Jobs, func(a, b JobStats) int { return cmp.Or(cmp.Compare(a.Project, b.Project), cmp.Compare(a.Name, b.Name)) })
-	slices.SortFunc(runs, func(a, b Run) int {
-		return cmp.Or(cmp.Compare(b.Ran, a.Ran), cmp.Compare(b.BuildID, a.BuildID), cmp.Compare(a.Job, b.Job))
-	})
-	r.Slowest = runs[:min(len(runs), SlowestRuns)]
 	r.Flaky = flaky(d.Flaky)
 	return r
+}
+
+// slower orders runs: longest first, then newest build, then by job.
+func slower(a, b Run) int {
+	return cmp.Or(cmp.Compare(b.Ran, a.Ran), cmp.Compare(b.BuildID, a.BuildID), cmp.Compare(a.Job, b.Job))
+}
+
+// slowest adds run to top, the SlowestRuns slowest so far in order (a
+// window's runs are many: they are not all sorted for ten).
+func slowest(top []Run, run Run) []Run {
+	if len(top) == SlowestRuns && slower(run, top[len(top)-1]) >= 0 {
+		return top
+	}
+	i, _ := slices.BinarySearchFunc(top, run, slower)
+	top = slices.Insert(top, i, run)
+	return top[:min(len(top), SlowestRuns)]
 }
 
 // verdict says whether a job's run reached the job's own verdict.

@@ -369,18 +369,19 @@ var migrations = []string{
 // hits gave). A project says whether its status badge is shown to anyone
 // (public) or only to those who may view the project (private, the
 // default). The indexes serve insights' windows (jobs and builds by when
-// they finished, overall and per project) and its flaky jobs (a
-// project's builds of one commit).
+// they finished, overall and per project; covering: a job's row holds
+// its spec, kilobytes that reading a window's jobs from their rows would
+// page through) and its flaky jobs (a project's builds of one commit).
 const insightsColumns = `ALTER TABLE jobs ADD COLUMN first_started_at BIGINT;
 	UPDATE jobs SET first_started_at = (SELECT a.started_at FROM job_attempts a WHERE a.job_id = jobs.id AND a.attempt = 1);
 	ALTER TABLE jobs ADD COLUMN cache_restores BIGINT NOT NULL DEFAULT 0;
 	ALTER TABLE jobs ADD COLUMN cache_hits BIGINT NOT NULL DEFAULT 0;
 	ALTER TABLE jobs ADD COLUMN cache_bytes_restored BIGINT NOT NULL DEFAULT 0;
 	ALTER TABLE projects ADD COLUMN badge TEXT NOT NULL DEFAULT 'private';
-	CREATE INDEX jobs_finished ON jobs (finished_at);
-	CREATE INDEX jobs_project_finished ON jobs (project_id, finished_at);
-	CREATE INDEX builds_finished ON builds (finished_at);
-	CREATE INDEX builds_project_finished ON builds (project_id, finished_at);
+	CREATE INDEX jobs_finished ON jobs (finished_at, project_id, build_id, name, status, attempt, queued_at, first_started_at, started_at, cache_restores, cache_hits, cache_bytes_restored);
+	CREATE INDEX jobs_project_finished ON jobs (project_id, finished_at, build_id, name, status, attempt, queued_at, first_started_at, started_at, cache_restores, cache_hits, cache_bytes_restored);
+	CREATE INDEX builds_finished ON builds (finished_at, project_id, status);
+	CREATE INDEX builds_project_finished ON builds (project_id, finished_at, status);
 	CREATE INDEX builds_commit ON builds (project_id, commit_sha, id);`
 
 // signOn is migration 19's tables, with the dialect's id column. Times
