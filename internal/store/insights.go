@@ -122,9 +122,7 @@ func (s *Store) buildDays(ctx context.Context, q InsightsQuery, since, until int
 	// The bucket's bounds are integers of the caller's, written into the
 	// statement: the same expression then groups on both databases.
 	bucket := fmt.Sprintf("(finished_at - %d) / %d", since, q.Day.Milliseconds())
-	rows, err := s.db.QueryContext(ctx, `SELECT `+bucket+`, status, COUNT(*) FROM builds
-		WHERE finished_at >= ? AND finished_at < ?`+cond+` GROUP BY `+bucket+`, status`,
-		append([]any{since, until}, args...)...)
+	rows, err := s.db.QueryContext(ctx, buildDaysSQL(bucket, cond), append([]any{since, until}, args...)...)
 	if err != nil {
 		return nil, err
 	}
@@ -161,16 +159,7 @@ func (s *Store) jobRuns(ctx context.Context, q InsightsQuery, since, until int64
 		return nil, err
 	}
 	cond, args := q.projectsIn("j.project_id")
-	// Every column but the build's number is in jobs_finished (or
-	// jobs_project_finished): the jobs' rows, specs and all, are not read.
-	// CROSS JOIN keeps SQLite's planner to that order (jobs by the index,
-	// then each build by its id): for a window holding most of the table
-	// it would otherwise scan the builds and read each one's jobs' rows,
-	// several times slower. PostgreSQL plans a CROSS JOIN as any join.
-	rows, err := s.db.QueryContext(ctx, `SELECT j.build_id, b.number, j.project_id, j.name, j.status, j.attempt, j.queued_at, j.first_started_at,
-			j.started_at, j.finished_at, j.cache_restores, j.cache_hits, j.cache_bytes_restored
-		FROM jobs j CROSS JOIN builds b
-		WHERE b.id = j.build_id AND j.finished_at >= ? AND j.finished_at < ? AND j.started_at IS NOT NULL`+cond,
+	rows, err := s.db.QueryContext(ctx, jobRunsSQL(cond),
 		append([]any{since, until}, args...)...)
 	if err != nil {
 		return nil, err
@@ -198,20 +187,7 @@ func (s *Store) jobRuns(ctx context.Context, q InsightsQuery, since, until int64
 
 func (s *Store) flakyRuns(ctx context.Context, q InsightsQuery, since, until int64) ([]FlakyRun, error) {
 	cond, args := q.projectsIn("jf.project_id")
-	// From the window's failed jobs (through jobs_finished, covering) to
-	// the later builds of their commit (builds_commit) and their job of
-	// the same name (jobs_build_status). In that order on SQLite too: the
-	// CROSS JOINs keep it, and the status is compared as an expression so
-	// that SQLite does not read every failed job of the table's history
-	// through jobs_status instead (their rows, specs and all).
-	rows, err := s.db.QueryContext(ctx, `SELECT p.name, jf.name, bf.commit_sha, bf.id, bf.number, jf.status, bs.id, bs.number, js.finished_at
-		FROM jobs jf CROSS JOIN builds bf CROSS JOIN builds bs CROSS JOIN jobs js CROSS JOIN projects p
-		WHERE (jf.status || '') IN ('failure', 'timed_out') AND jf.finished_at >= ? AND jf.finished_at < ?`+cond+`
-			AND bf.id = jf.build_id AND bf.commit_sha <> ''
-			AND bs.project_id = bf.project_id AND bs.commit_sha = bf.commit_sha AND bs.id > bf.id
-			AND js.build_id = bs.id AND js.status = 'success' AND js.name = jf.name
-			AND p.id = bf.project_id
-		ORDER BY bf.id, bs.id`,
+	rows, err := s.db.QueryContext(ctx, flakySQL(cond),
 		append([]any{since, until}, args...)...)
 	if err != nil {
 		return nil, err
@@ -278,4 +254,48 @@ func (w AgentWrites) CacheRestored(ctx context.Context, jobID int64, attempt int
 	}
 	n, err := res.RowsAffected()
 	return n == 1, err
+}
+
+// The window's queries, with a condition on the projects (projectsIn's)
+// and the window's bounds as their first two arguments. Each is read
+// through an index on when its rows finished; insights_test.go checks
+// SQLite's plans.
+
+// buildDaysSQL counts the window's finished builds by bucket and
+// status, from builds_finished (or builds_project_finished) alone.
+func buildDaysSQL(bucket, cond string) string {
+	return `SELECT ` + bucket + `, status, COUNT(*) FROM builds
+		WHERE finished_at >= ? AND finished_at < ?` + cond + ` GROUP BY ` + bucket + `, status`
+}
+
+// jobRunsSQL reads the window's jobs. Every column but the build's
+// number is in jobs_finished (or jobs_project_finished): the jobs' rows,
+// specs and all, are not read. CROSS JOIN keeps SQLite's planner to that
+// order (jobs by the index, then each build by its id): for a window
+// holding most of the table it would otherwise scan the builds and read
+// each one's jobs' rows, several times slower. PostgreSQL plans a CROSS
+// JOIN as any join.
+func jobRunsSQL(cond string) string {
+	return `SELECT j.build_id, b.number, j.project_id, j.name, j.status, j.attempt, j.queued_at, j.first_started_at,
+			j.started_at, j.finished_at, j.cache_restores, j.cache_hits, j.cache_bytes_restored
+		FROM jobs j CROSS JOIN builds b
+		WHERE b.id = j.build_id AND j.finished_at >= ? AND j.finished_at < ? AND j.started_at IS NOT NULL` + cond
+}
+
+// flakySQL goes from the window's failed jobs (through jobs_finished,
+// covering) to the later builds of their commit (builds_commit) and
+// their job of the same name (jobs_build_status). In that order on
+// SQLite too: the CROSS JOINs keep it, and the status is compared as an
+// expression so that SQLite does not read every failed job of the
+// table's history through jobs_status instead (their rows, specs and
+// all).
+func flakySQL(cond string) string {
+	return `SELECT p.name, jf.name, bf.commit_sha, bf.id, bf.number, jf.status, bs.id, bs.number, js.finished_at
+		FROM jobs jf CROSS JOIN builds bf CROSS JOIN builds bs CROSS JOIN jobs js CROSS JOIN projects p
+		WHERE (jf.status || '') IN ('failure', 'timed_out') AND jf.finished_at >= ? AND jf.finished_at < ?` + cond + `
+			AND bf.id = jf.build_id AND bf.commit_sha <> ''
+			AND bs.project_id = bf.project_id AND bs.commit_sha = bf.commit_sha AND bs.id > bf.id
+			AND js.build_id = bs.id AND js.status = 'success' AND js.name = jf.name
+			AND p.id = bf.project_id
+		ORDER BY bf.id, bs.id`
 }

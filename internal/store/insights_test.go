@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"strings"
 	"testing"
 	"time"
 
@@ -238,5 +239,59 @@ func TestInsightsMigrationBackfillsFirstStart(t *testing.T) {
 	var first int64
 	if err := s.db.QueryRowContext(ctx, `SELECT first_started_at FROM jobs WHERE id = ?`, jid).Scan(&first); err != nil || first != 4000 {
 		t.Fatalf("first_started_at %d, %v; want the first attempt's 4000", first, err)
+	}
+}
+
+// On SQLite, insights' queries read the window through their indexes,
+// the jobs through the covering ones (never their rows), in the order
+// written: the plans, not timings, so a change that loses them fails
+// here and not only in bench/insightsbench. (PostgreSQL's planner
+// chooses by statistics and is measured there.)
+func TestInsightsQueryPlans(t *testing.T) {
+	if testingPostgres() {
+		t.Skip("SQLite's plans")
+	}
+	s, _ := newStore(t)
+	one, _ := InsightsQuery{ProjectIDs: []int64{1}}.projectsIn("j.project_id")
+	oneB, _ := InsightsQuery{ProjectIDs: []int64{1}}.projectsIn("project_id")
+	oneF, _ := InsightsQuery{ProjectIDs: []int64{1}}.projectsIn("jf.project_id")
+	for _, c := range []struct {
+		name, sql string
+		want      []string
+	}{
+		{"build days", buildDaysSQL("(finished_at - 0) / 86400000", ""), []string{"COVERING INDEX builds_finished"}},
+		{"build days of a project", buildDaysSQL("(finished_at - 0) / 86400000", oneB), []string{"COVERING INDEX builds_project_finished"}},
+		{"jobs", jobRunsSQL(""), []string{"SEARCH j USING COVERING INDEX jobs_finished", "SEARCH b USING INTEGER PRIMARY KEY"}},
+		{"jobs of a project", jobRunsSQL(one), []string{"SEARCH j USING COVERING INDEX jobs_project_finished", "SEARCH b USING INTEGER PRIMARY KEY"}},
+		{"flaky", flakySQL(""), []string{"SEARCH jf USING COVERING INDEX jobs_finished", "SEARCH bs USING INDEX builds_commit", "SEARCH js USING INDEX jobs_build_status"}},
+		{"flaky of a project", flakySQL(oneF), []string{"SEARCH jf USING COVERING INDEX jobs_project_finished", "SEARCH bs USING INDEX builds_commit"}},
+	} {
+		args := []any{0, 1}
+		if strings.Contains(c.sql, "IN (?)") {
+			args = append(args, 1)
+		}
+		rows, err := s.db.QueryContext(ctx, `EXPLAIN QUERY PLAN `+c.sql, args...)
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		var plan []string
+		for rows.Next() {
+			var id, parent, unused int
+			var detail string
+			if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+				t.Fatal(err)
+			}
+			plan = append(plan, detail)
+		}
+		rows.Close()
+		got := strings.Join(plan, "\n")
+		for _, w := range c.want {
+			if !strings.Contains(got, w) {
+				t.Errorf("%s: the plan does not %q:\n%s", c.name, w, got)
+			}
+		}
+		if strings.Contains(got, "SCAN j") || strings.Contains(got, "SCAN jf") || strings.Contains(got, "SCAN b\n") || strings.HasSuffix(got, "SCAN b") {
+			t.Errorf("%s: a scan:\n%s", c.name, got)
+		}
 	}
 }
