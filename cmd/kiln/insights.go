@@ -61,9 +61,9 @@ func printInsights(w io.Writer, v api.InsightsView) error {
 	for _, d := range v.PerDay {
 		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\n", d.Date, d.Success, d.Failure, d.Error, d.Canceled)
 	}
-	fmt.Fprintln(tw, "\nJOB\tRUNS\tFAILURES\tP50\tP95\tMAX")
+	fmt.Fprintln(tw, "\nJOB\tRUNS\tFAILURES\tRETRIED\tP50\tP95\tMAX")
 	for _, j := range v.Jobs {
-		fmt.Fprintf(tw, "%s/%s\t%d\t%d\t%s\t%s\t%s\n", qs(j.Project), qs(j.Name), j.Runs, j.Failures, ms(j.Duration.P50MS), ms(j.Duration.P95MS), ms(j.Duration.MaxMS))
+		fmt.Fprintf(tw, "%s/%s\t%d\t%d\t%d\t%s\t%s\t%s\n", qs(j.Project), qs(j.Name), j.Runs, j.Failures, j.Retried, ms(j.Duration.P50MS), ms(j.Duration.P95MS), ms(j.Duration.MaxMS))
 	}
 	fmt.Fprintln(tw, "\nSLOWEST\tBUILD\tSTATUS\tDURATION\tFINISHED")
 	for _, s := range v.Slowest {

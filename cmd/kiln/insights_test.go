@@ -35,7 +35,7 @@ func TestPrintInsights(t *testing.T) {
 		"queue time: p50 4s, p95 6s, max 6s (3 jobs)",
 		"cache: 1 of 2 restores hit (50.0%), 2.0 KiB restored",
 		"2026-03-04  2        1",
-		`web/"te\x1bst"  3     1         20s  30s  30s`,
+		`web/"te\x1bst"  3     1         0        20s  30s  30s`,
 		"web/test  9 (#3)",
 		"web/test  1      1        7 (#1)       8 (#2)       0123456789",
 	} {

@@ -336,10 +336,13 @@ type PercentilesView struct {
 // JobInsightsView is one job's (project and name) runs that reached a
 // verdict.
 type JobInsightsView struct {
-	Project  string          `json:"project"`
-	Name     string          `json:"name"`
-	Runs     int             `json:"runs"`
-	Failures int             `json:"failures"`
+	Project  string `json:"project"`
+	Name     string `json:"name"`
+	Runs     int    `json:"runs"`
+	Failures int    `json:"failures"`
+	// Retried: runs that reached their verdict only after Kiln retried
+	// an infrastructure error.
+	Retried  int             `json:"retried"`
 	Duration PercentilesView `json:"duration"`
 }
 
@@ -393,7 +396,7 @@ func insightsView(project string, r insights.Report) InsightsView {
 		v.PerDay = append(v.PerDay, InsightsDayView{Date: d.Date.Format(time.DateOnly), Success: d.Success, Failure: d.Failure, Error: d.Error, Canceled: d.Canceled})
 	}
 	for _, j := range r.Jobs {
-		v.Jobs = append(v.Jobs, JobInsightsView{Project: j.Project, Name: j.Name, Runs: j.Runs, Failures: j.Failures, Duration: percentilesView(j.Duration)})
+		v.Jobs = append(v.Jobs, JobInsightsView{Project: j.Project, Name: j.Name, Runs: j.Runs, Failures: j.Failures, Retried: j.Retried, Duration: percentilesView(j.Duration)})
 	}
 	for _, s := range r.Slowest {
 		v.Slowest = append(v.Slowest, SlowRunView{Project: s.Project, BuildID: s.BuildID, BuildNumber: s.BuildNumber, Job: s.Job, Status: s.Status,

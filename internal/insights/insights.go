@@ -122,11 +122,15 @@ func rank(sorted []time.Duration, p int) time.Duration {
 }
 
 // JobStats is one job's runs that reached a verdict (success, failure,
-// timed out): their count, failures, and durations.
+// timed out): their count, failures, and durations. Retried counts the
+// runs that reached it only after Kiln retried an infrastructure error
+// (more than one attempt): the hosts' flakiness, where Flaky is the
+// code's.
 type JobStats struct {
 	Project, Name string
 	Runs          int
 	Failures      int
+	Retried       int
 	Duration      Percentiles
 }
 
@@ -201,6 +205,9 @@ func Compute(w Window, d *store.InsightsData) Report {
 		st.Runs++
 		if j.Status != store.StatusSuccess {
 			st.Failures++
+		}
+		if j.Attempts > 1 {
+			st.Retried++
 		}
 		durations[k] = append(durations[k], j.Ran)
 		r.Slowest = slowest(r.Slowest, Run{Project: j.Project, BuildID: j.BuildID, BuildNumber: j.BuildNumber, Job: j.Name, Status: j.Status, Ran: j.Ran, FinishedAt: j.FinishedAt})

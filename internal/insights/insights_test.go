@@ -94,10 +94,10 @@ func TestCompute(t *testing.T) {
 	}
 	d.Jobs = append(d.Jobs,
 		// api/build: a timed-out run of 90 s, queued 2 s, with a keyed hit
-		// and a miss; a run of 30 s with a hit.
+		// and a miss; a run of 30 s with a hit, on its second attempt.
 		store.JobRun{BuildID: 30, BuildNumber: 7, Project: "api", Name: "build", Status: store.StatusTimedOut, Queued: 2 * time.Second, QueueKnown: true,
 			Ran: 90 * time.Second, CacheRestores: 2, CacheHits: 1, CacheBytesRestored: 1000, FinishedAt: at},
-		store.JobRun{BuildID: 31, BuildNumber: 8, Project: "api", Name: "build", Status: store.StatusSuccess, Queued: 3 * time.Second, QueueKnown: true,
+		store.JobRun{BuildID: 31, BuildNumber: 8, Project: "api", Name: "build", Status: store.StatusSuccess, Attempts: 2, Queued: 3 * time.Second, QueueKnown: true,
 			Ran: 30 * time.Second, CacheRestores: 1, CacheHits: 1, CacheBytesRestored: 500, FinishedAt: at},
 		// An error and a cancel: in queue times and caches, not in durations.
 		store.JobRun{BuildID: 32, BuildNumber: 9, Project: "api", Name: "build", Status: store.StatusError, Queued: time.Second, QueueKnown: true,
@@ -132,7 +132,7 @@ func TestCompute(t *testing.T) {
 		t.Errorf("queue %+v", r.Queue)
 	}
 	wantJobs := []JobStats{
-		{Project: "api", Name: "build", Runs: 2, Failures: 1, Duration: Percentiles{N: 2, P50: 30 * time.Second, P95: 90 * time.Second, Max: 90 * time.Second}},
+		{Project: "api", Name: "build", Runs: 2, Failures: 1, Retried: 1, Duration: Percentiles{N: 2, P50: 30 * time.Second, P95: 90 * time.Second, Max: 90 * time.Second}},
 		{Project: "web", Name: "test", Runs: 20, Failures: 2, Duration: Percentiles{N: 20, P50: 10 * time.Second, P95: 19 * time.Second, Max: 20 * time.Second}},
 	}
 	if !reflect.DeepEqual(r.Jobs, wantJobs) {
