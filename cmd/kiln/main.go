@@ -43,6 +43,7 @@ var commands = []command{
 	{"whoami", "who the CLI's credentials are, and their roles", runWhoami},
 	{"role", "role bindings: set, list, rm", runRole},
 	{"audit", "the audit log: who changed what, when, from where", runAudit},
+	{"insights", "builds per day, failure rate, queue and job times, cache hits, slowest and flaky jobs: -project NAME, -days 7|30", runInsights},
 	{"cache", "keyed cache entries: ls, rm, prune", runCache},
 	{"artifacts", "a build's artifacts: list them, or get one job's (-o FILE, -x DIR)", runArtifacts},
 	{"agents", "list agents", runAgents},

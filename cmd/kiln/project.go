@@ -26,7 +26,7 @@ func runProject(ctx context.Context, args []string) error {
 	asJSON := fs.Bool("json", false, "print JSON")
 	var req api.ProjectRequest
 	var cloneURL, branch, secret string
-	var cancelSup, forks, drafts string
+	var cancelSup, forks, drafts, badge string
 	var forgeTokenStdin bool
 	var onboard *onboardFlags
 	if sub == "add" || sub == "set" {
@@ -38,6 +38,7 @@ func runProject(ctx context.Context, args []string) error {
 		fs.Func("forge-installation", "github: the id of the server's GitHub App installation on the repository, instead of a token (0: none)", int64Flag(&req.ForgeInstallationID))
 		fs.StringVar(&forks, "fork-pull-requests", "", "requests from forks: approve (they wait for kiln approve; the default), run, or off")
 		fs.StringVar(&drafts, "draft-pull-requests", "", "draft requests: build (the default), or wait until they are ready")
+		fs.StringVar(&badge, "badge", "", "who sees the status badge /badge/NAME.svg: private (the default: those who may view the project) or public (anyone, for a README)")
 		fs.StringVar(&cloneURL, "url", "", "clone URL (any git URL or a local path)")
 		fs.StringVar(&branch, "branch", "", "default branch (add: main)")
 		fs.StringVar(&secret, "webhook-secret", "", "secret shared with the forge's webhook (at least 16 characters)")
@@ -81,6 +82,9 @@ func runProject(ctx context.Context, args []string) error {
 	if drafts != "" {
 		req.DraftPullRequests = &drafts
 	}
+	if badge != "" {
+		req.Badge = &badge
+	}
 	if onboard != nil {
 		if err := onboard.apply(&req, sub, forgeTokenStdin || req.ForgeInstallationID != nil, os.Getenv); err != nil {
 			return err
@@ -113,7 +117,7 @@ func runProject(ctx context.Context, args []string) error {
 		fmt.Printf("webhooks: %s%s (GitHub), %s%s (GitLab), %s%s (Gitea)\n", c.server, out.WebhookPaths[0], c.server, out.WebhookPaths[1], c.server, out.WebhookPaths[2])
 		return nil
 	case "set":
-		if err := need(1, "set NAME [-url URL] [-branch B] [-webhook-secret S] [-cancel-superseded true|false] [-log-retention-days N] [-log-max-bytes N] [-max-running N] [-weight N] [-forge github|gitlab|gitea -forge-repo R [-forge-url URL] -forge-token-stdin|-forge-installation ID] [-github|-gitlab|-gitea REPO …] [-forge-webhook]"); err != nil {
+		if err := need(1, "set NAME [-url URL] [-branch B] [-webhook-secret S] [-cancel-superseded true|false] [-log-retention-days N] [-log-max-bytes N] [-max-running N] [-weight N] [-badge public|private] [-forge github|gitlab|gitea -forge-repo R [-forge-url URL] -forge-token-stdin|-forge-installation ID] [-github|-gitlab|-gitea REPO …] [-forge-webhook]"); err != nil {
 			return err
 		}
 		if err := c.do(ctx, "PATCH", "/projects/"+url.PathEscape(pos[0]), req, &out); err != nil {
@@ -169,8 +173,8 @@ func printProject(p api.ProjectView, asJSON bool) error {
 	default:
 		maxRunning = strconv.Itoa(*p.MaxRunning)
 	}
-	fmt.Printf("name:              %s\nclone url:         %s\ndefault branch:    %s\nwebhook secret:    %v\ncancel superseded: %v\nfork requests:     %s\ndraft requests:    %s\nmax running:       %s\nweight:            %d\nwebhook paths:     %s\n",
-		qs(p.Name), qs(p.CloneURL), qs(p.DefaultBranch), p.HasWebhookSecret, p.CancelSuperseded, p.ForkPullRequests, p.DraftPullRequests, maxRunning, p.Weight, strings.Join(p.WebhookPaths, ", "))
+	fmt.Printf("name:              %s\nclone url:         %s\ndefault branch:    %s\nwebhook secret:    %v\ncancel superseded: %v\nfork requests:     %s\ndraft requests:    %s\nmax running:       %s\nweight:            %d\nbadge:             %s (/badge/%s.svg)\nwebhook paths:     %s\n",
+		qs(p.Name), qs(p.CloneURL), qs(p.DefaultBranch), p.HasWebhookSecret, p.CancelSuperseded, p.ForkPullRequests, p.DraftPullRequests, maxRunning, p.Weight, p.Badge, p.Name, strings.Join(p.WebhookPaths, ", "))
 	if p.Forge != nil {
 		cred := fmt.Sprintf("token set: %v", p.HasForgeToken)
 		if p.Forge.InstallationID != 0 {

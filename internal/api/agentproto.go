@@ -317,7 +317,8 @@ func (s *Server) jobWriteError(w http.ResponseWriter, r *http.Request, write str
 	s.storeError(w, err)
 }
 
-// agentCacheEvent records a job's cache operation in metrics.
+// agentCacheEvent records a job's cache operation in metrics, and its
+// restores on the job.
 func (s *Server) agentCacheEvent(w http.ResponseWriter, r *http.Request) {
 	id, ok := pathID(w, r)
 	if !ok {
@@ -340,6 +341,18 @@ func (s *Server) agentCacheEvent(w http.ResponseWriter, r *http.Request) {
 	s.metrics.CacheOps.WithLabelValues(b.Project, ev.Kind, ev.Op, ev.Result).Inc()
 	if ev.Bytes > 0 {
 		s.metrics.CacheBytes.WithLabelValues(b.Project, ev.Kind, ev.Op).Add(float64(ev.Bytes))
+	}
+	// A restore is also recorded on the job, for insights' cache hit
+	// rate: every agent that reports cache events (all of protocol 1.0
+	// and later) counts, with no new field. Fenced like the attempt's
+	// other writes; one its attempt no longer holds records nothing, and
+	// is still answered 204 as before (the agent treats the report as
+	// best effort).
+	if ev.Op == "restore" {
+		if _, err := s.agentWrites(r).CacheRestored(r.Context(), id, ev.Attempt, ev.Result == "hit", ev.Bytes); err != nil {
+			s.storeError(w, err)
+			return
+		}
 	}
 	w.WriteHeader(http.StatusNoContent)
 }

@@ -163,6 +163,11 @@ func New(cfg Config, st *store.Store, sched *scheduler.Scheduler, m *metrics.Met
 	s.mux.Handle("GET /api/v1/builds/{id}/artifacts", s.allow(authz.ViewProject, onBuild, s.listArtifacts))
 	s.mux.Handle("GET /api/v1/builds/{id}/artifacts/{job}", s.allow(authz.ViewProject, onBuild, s.getArtifact))
 
+	s.mux.Handle("GET /api/v1/insights", s.allow(authz.ListProjects, nil, s.insightsReport))
+	// A status badge: public ones for anyone (no sign-in), private ones
+	// behind the caller's principal (badge.go).
+	s.mux.HandleFunc("GET /badge/{file}", s.badgeRoute)
+
 	s.mux.Handle("GET /api/v1/tokens", s.allow(authz.ManageGlobal, nil, s.listTokens))
 	s.mux.Handle("POST /api/v1/tokens", s.allow(authz.ManageGlobal, nil, s.createToken))
 	s.mux.Handle("DELETE /api/v1/tokens/{id}", s.allow(authz.ManageGlobal, nil, s.revokeToken))

@@ -28,6 +28,10 @@ type ProjectRequest struct {
 	// run, or off. DraftPullRequests: build, or wait (until ready).
 	ForkPullRequests  *string `json:"fork_pull_requests,omitempty"`
 	DraftPullRequests *string `json:"draft_pull_requests,omitempty"`
+	// Badge: who sees the project's status badge (/badge/NAME.svg):
+	// private (the default: those who may view the project) or public
+	// (anyone, for a README).
+	Badge *string `json:"badge,omitempty"`
 	// Log retention: days to keep a finished build's logs, and bytes of
 	// logs the project keeps (oldest builds' pruned first). 0: no limit;
 	// -1: back to the server's default.
@@ -380,6 +384,12 @@ func (s *Server) apply(p *store.Project, req ProjectRequest) error {
 		}
 		p.ForkPullRequests = *v
 	}
+	if v := req.Badge; v != nil {
+		if *v != store.BadgePrivate && *v != store.BadgePublic {
+			return fmt.Errorf("badge: %q: want private or public", *v)
+		}
+		p.Badge = *v
+	}
 	if v := req.DraftPullRequests; v != nil {
 		if *v != store.DraftBuild && *v != store.DraftWait {
 			return fmt.Errorf("draft_pull_requests: %q: want build or wait", *v)
@@ -645,6 +655,7 @@ func projectChanges(req ProjectRequest, hook *WebhookView) map[string]any {
 	plain("cancel_superseded", req.CancelSuperseded != nil, req.CancelSuperseded)
 	plain("fork_pull_requests", req.ForkPullRequests != nil, req.ForkPullRequests)
 	plain("draft_pull_requests", req.DraftPullRequests != nil, req.DraftPullRequests)
+	plain("badge", req.Badge != nil, req.Badge)
 	plain("log_retention_days", req.LogRetentionDays != nil, req.LogRetentionDays)
 	plain("log_max_bytes", req.LogMaxBytes != nil, req.LogMaxBytes)
 	plain("max_running", req.MaxRunning != nil, req.MaxRunning)

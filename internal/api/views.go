@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/kilnci/kiln/internal/cache"
+	"github.com/kilnci/kiln/internal/insights"
 	"github.com/kilnci/kiln/internal/store"
 )
 
@@ -282,4 +283,128 @@ type CacheEntryView struct {
 
 func cacheEntryView(e cache.Entry) CacheEntryView {
 	return CacheEntryView{ID: e.ID, Project: e.Project, Scope: e.Scope, Key: e.Key, Version: e.Version, Size: e.Size, Created: e.Created, LastUsed: e.LastUsed}
+}
+
+// InsightsView is GET /api/v1/insights: one window's insights
+// (internal/insights, docs/insights.md). Durations are milliseconds;
+// rates are fractions (0 to 1), null when there is nothing to divide.
+type InsightsView struct {
+	// Project is the project's name; empty for the overall view (every
+	// project the caller may view).
+	Project     string            `json:"project,omitempty"`
+	Days        int               `json:"days"`
+	Since       time.Time         `json:"since"`
+	Until       time.Time         `json:"until"`
+	Builds      BuildCountsView   `json:"builds"`
+	FailureRate *float64          `json:"failure_rate"`
+	PerDay      []InsightsDayView `json:"per_day"`
+	QueueTime   PercentilesView   `json:"queue_time"`
+	Jobs        []JobInsightsView `json:"jobs"`
+	Cache       CacheInsightsView `json:"cache"`
+	Slowest     []SlowRunView     `json:"slowest"`
+	Flaky       []FlakyJobView    `json:"flaky"`
+}
+
+// BuildCountsView is finished builds by result (failure: failed and
+// timed out).
+type BuildCountsView struct {
+	Total    int `json:"total"`
+	Success  int `json:"success"`
+	Failure  int `json:"failure"`
+	Error    int `json:"error"`
+	Canceled int `json:"canceled"`
+}
+
+// InsightsDayView is one UTC day's finished builds.
+type InsightsDayView struct {
+	Date     string `json:"date"` // YYYY-MM-DD
+	Success  int    `json:"success"`
+	Failure  int    `json:"failure"`
+	Error    int    `json:"error"`
+	Canceled int    `json:"canceled"`
+}
+
+// PercentilesView is a set of durations' size and percentiles (nearest
+// rank), in milliseconds.
+type PercentilesView struct {
+	Count int   `json:"count"`
+	P50MS int64 `json:"p50_ms"`
+	P95MS int64 `json:"p95_ms"`
+	MaxMS int64 `json:"max_ms"`
+}
+
+// JobInsightsView is one job's (project and name) runs that reached a
+// verdict.
+type JobInsightsView struct {
+	Project  string `json:"project"`
+	Name     string `json:"name"`
+	Runs     int    `json:"runs"`
+	Failures int    `json:"failures"`
+	// Retried: runs that reached their verdict only after Kiln retried
+	// an infrastructure error.
+	Retried  int             `json:"retried"`
+	Duration PercentilesView `json:"duration"`
+}
+
+// CacheInsightsView is the jobs' cache restores.
+type CacheInsightsView struct {
+	Restores      int      `json:"restores"`
+	Hits          int      `json:"hits"`
+	HitRate       *float64 `json:"hit_rate"`
+	BytesRestored int64    `json:"bytes_restored"`
+}
+
+// SlowRunView is one of the window's longest job runs.
+type SlowRunView struct {
+	Project     string       `json:"project"`
+	BuildID     int64        `json:"build_id"`
+	BuildNumber int64        `json:"build_number"`
+	Job         string       `json:"job"`
+	Status      store.Status `json:"status"`
+	DurationMS  int64        `json:"duration_ms"`
+	FinishedAt  time.Time    `json:"finished_at"`
+}
+
+// FlakyJobView is a job that failed, then passed on a later build of the
+// same commit: how often, and the last time.
+type FlakyJobView struct {
+	Project          string    `json:"project"`
+	Job              string    `json:"job"`
+	Flips            int       `json:"flips"`
+	Commits          int       `json:"commits"`
+	LastFailedBuild  int64     `json:"last_failed_build"`
+	LastFailedNumber int64     `json:"last_failed_number"`
+	LastPassedBuild  int64     `json:"last_passed_build"`
+	LastPassedNumber int64     `json:"last_passed_number"`
+	LastCommit       string    `json:"last_commit"`
+	LastPassedAt     time.Time `json:"last_passed_at"`
+}
+
+func percentilesView(p insights.Percentiles) PercentilesView {
+	return PercentilesView{Count: p.N, P50MS: p.P50.Milliseconds(), P95MS: p.P95.Milliseconds(), MaxMS: p.Max.Milliseconds()}
+}
+
+func insightsView(project string, r insights.Report) InsightsView {
+	b := r.Builds
+	v := InsightsView{Project: project, Days: r.Window.Days, Since: r.Window.Since, Until: r.Window.Until,
+		Builds:      BuildCountsView{Total: b.Total(), Success: b.Success, Failure: b.Failure, Error: b.Error, Canceled: b.Canceled},
+		FailureRate: r.FailureRate, QueueTime: percentilesView(r.Queue),
+		Cache:  CacheInsightsView{Restores: r.Cache.Restores, Hits: r.Cache.Hits, HitRate: r.Cache.HitRate, BytesRestored: r.Cache.BytesRestored},
+		PerDay: make([]InsightsDayView, 0, len(r.PerDay)), Jobs: make([]JobInsightsView, 0, len(r.Jobs)),
+		Slowest: make([]SlowRunView, 0, len(r.Slowest)), Flaky: make([]FlakyJobView, 0, len(r.Flaky))}
+	for _, d := range r.PerDay {
+		v.PerDay = append(v.PerDay, InsightsDayView{Date: d.Date.Format(time.DateOnly), Success: d.Success, Failure: d.Failure, Error: d.Error, Canceled: d.Canceled})
+	}
+	for _, j := range r.Jobs {
+		v.Jobs = append(v.Jobs, JobInsightsView{Project: j.Project, Name: j.Name, Runs: j.Runs, Failures: j.Failures, Retried: j.Retried, Duration: percentilesView(j.Duration)})
+	}
+	for _, s := range r.Slowest {
+		v.Slowest = append(v.Slowest, SlowRunView{Project: s.Project, BuildID: s.BuildID, BuildNumber: s.BuildNumber, Job: s.Job, Status: s.Status,
+			DurationMS: s.Ran.Milliseconds(), FinishedAt: s.FinishedAt})
+	}
+	for _, f := range r.Flaky {
+		v.Flaky = append(v.Flaky, FlakyJobView{Project: f.Project, Job: f.Job, Flips: f.Flips, Commits: f.Commits, LastFailedBuild: f.LastFailedBuild,
+			LastFailedNumber: f.LastFailedNumber, LastPassedBuild: f.LastPassedBuild, LastPassedNumber: f.LastPassedNumber, LastCommit: f.LastCommit, LastPassedAt: f.LastPassedAt})
+	}
+	return v
 }

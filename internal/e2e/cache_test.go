@@ -74,6 +74,13 @@ func TestKeyedCacheFollowsTheProject(t *testing.T) {
 		if len(entries) != 2 {
 			t.Fatalf("cache entries: %+v", entries)
 		}
+		// The agents' restore reports, recorded on the jobs: a miss, then
+		// two hits, and the bytes the hits downloaded.
+		var in api.InsightsView
+		h.do("GET", "/api/v1/insights?project=app", nil, &in)
+		if c := in.Cache; c.Restores != 3 || c.Hits != 2 || c.HitRate == nil || *c.HitRate != 2.0/3 || c.BytesRestored <= 0 {
+			t.Errorf("insights' cache: %+v", c)
+		}
 	})
 }
 

@@ -283,7 +283,9 @@ type CacheAccess struct {
 	Token string `json:"token"`
 }
 
-// CacheEvent reports one cache operation of a job, for metrics.
+// CacheEvent reports one cache operation of a job, for metrics; the
+// server also records each restore (a hit and its bytes, or a miss) on
+// the job, for insights' cache hit rate.
 //
 //	POST /api/v1/agent/jobs/{id}/caches  CacheEvent -> 204
 type CacheEvent struct {

@@ -534,7 +534,8 @@ func (s *Scheduler) Reap(ctx context.Context) {
 			continue
 		}
 		limit := time.Duration(j.TimeoutSeconds)*time.Second + s.cfg.TimeoutGrace
-		if time.Since(*j.StartedAt) > limit {
+		// By the store's clock, which stamped started_at.
+		if s.store.Now().Sub(*j.StartedAt) > limit {
 			msg := fmt.Sprintf("job exceeded its timeout of %s and its agent did not stop it", time.Duration(j.TimeoutSeconds)*time.Second)
 			if err := s.store.TimeOutJob(ctx, j.ID, j.Attempt, msg); err == nil {
 				s.log.Warn("reap: timed out", "job", j.ID)

@@ -270,8 +270,12 @@ func TestFairMigrationBackfillsProjects(t *testing.T) {
 		t.Skip("PostgreSQL's schema starts after this migration")
 	}
 	s, path := newStore(t)
-	p := mkProject(t, s, "old", false)
-	// The jobs as the code of that schema wrote them: without a project.
+	// The project and jobs as the code of that schema wrote them (jobs
+	// without a project).
+	p := &Project{Name: "old"}
+	if err := s.db.QueryRowContext(ctx, `INSERT INTO projects (name, clone_url, default_branch, created_at) VALUES ('old', '/tmp/x', 'main', 0) RETURNING id`).Scan(&p.ID); err != nil {
+		t.Fatal(err)
+	}
 	b := &Build{ProjectID: p.ID, Trigger: "api", Ref: "refs/heads/main", Branch: "main"}
 	if err := s.CreateBuild(ctx, b); err != nil {
 		t.Fatal(err)

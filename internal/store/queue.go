@@ -327,9 +327,12 @@ func (s *Store) claimInTx(ctx context.Context, tx *dbTx, id int64, c Claim, now 
 	// (immediate, so serialized) transaction: two agents that both saw
 	// room for one more runner, or one more job of a capped project,
 	// cannot both take it.
-	res, err := tx.ExecContext(ctx, `UPDATE jobs SET status = 'running', attempt = attempt + 1, agent_id = ?, lease_expires = ?, started_at = ?, finished_at = NULL, exit_code = NULL, error = ''
+	// A new attempt's cache restores are its own (the job keeps its last
+	// attempt's); first_started_at ends the job's queue time (insights).
+	res, err := tx.ExecContext(ctx, `UPDATE jobs SET status = 'running', attempt = attempt + 1, agent_id = ?, lease_expires = ?, started_at = ?, finished_at = NULL, exit_code = NULL, error = '',
+		first_started_at = COALESCE(first_started_at, ?), cache_restores = 0, cache_hits = 0, cache_bytes_restored = 0
 		WHERE id = ? AND status = 'queued' AND cancel_requested = 0 AND (pool = '' OR `+poolHasRoom("jobs")+`)
-		AND `+projectHasRoom("jobs", c.DefaultMaxRunning), c.AgentID, now+c.Lease.Milliseconds(), now, id)
+		AND `+projectHasRoom("jobs", c.DefaultMaxRunning), c.AgentID, now+c.Lease.Milliseconds(), now, now, id)
 	if err != nil {
 		return nil, err
 	}

@@ -193,14 +193,14 @@ func (s *Store) open(v []byte) (string, error) {
 
 // --- projects ---
 
-const projectCols = `id, name, clone_url, default_branch, webhook_secret, cancel_superseded, fork_pull_requests, draft_pull_requests, created_at`
+const projectCols = `id, name, clone_url, default_branch, webhook_secret, cancel_superseded, fork_pull_requests, draft_pull_requests, badge, created_at`
 
 func (s *Store) scanProject(row interface{ Scan(...any) error }) (*Project, error) {
 	var p Project
 	var secret []byte
 	var created int64
 	var cancel int
-	if err := row.Scan(&p.ID, &p.Name, &p.CloneURL, &p.DefaultBranch, &secret, &cancel, &p.ForkPullRequests, &p.DraftPullRequests, &created); err != nil {
+	if err := row.Scan(&p.ID, &p.Name, &p.CloneURL, &p.DefaultBranch, &secret, &cancel, &p.ForkPullRequests, &p.DraftPullRequests, &p.Badge, &created); err != nil {
 		if errors.Is(err, sql.ErrNoRows) {
 			return nil, fmt.Errorf("project: %w", ErrNotFound)
 		}
@@ -224,9 +224,10 @@ func (s *Store) CreateProject(ctx context.Context, p *Project) error {
 	p.CreatedAt = fromMS(s.nowMS())
 	p.ForkPullRequests = cmp.Or(p.ForkPullRequests, ForkApprove)
 	p.DraftPullRequests = cmp.Or(p.DraftPullRequests, DraftBuild)
-	err = s.db.QueryRowContext(ctx, `INSERT INTO projects (name, clone_url, default_branch, webhook_secret, cancel_superseded, fork_pull_requests, draft_pull_requests, created_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`,
-		p.Name, p.CloneURL, p.DefaultBranch, secret, boolInt(p.CancelSuperseded), p.ForkPullRequests, p.DraftPullRequests, ms(p.CreatedAt)).Scan(&p.ID)
+	p.Badge = cmp.Or(p.Badge, BadgePrivate)
+	err = s.db.QueryRowContext(ctx, `INSERT INTO projects (name, clone_url, default_branch, webhook_secret, cancel_superseded, fork_pull_requests, draft_pull_requests, badge, created_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`,
+		p.Name, p.CloneURL, p.DefaultBranch, secret, boolInt(p.CancelSuperseded), p.ForkPullRequests, p.DraftPullRequests, p.Badge, ms(p.CreatedAt)).Scan(&p.ID)
 	if isUniqueViolation(err) {
 		return fmt.Errorf("project %q: %w", p.Name, ErrConflict)
 	}
@@ -242,8 +243,8 @@ func (s *Store) UpdateProject(ctx context.Context, p *Project) error {
 	if err != nil {
 		return err
 	}
-	res, err := s.db.ExecContext(ctx, `UPDATE projects SET clone_url = ?, default_branch = ?, webhook_secret = ?, cancel_superseded = ?, fork_pull_requests = ?, draft_pull_requests = ? WHERE id = ?`,
-		p.CloneURL, p.DefaultBranch, secret, boolInt(p.CancelSuperseded), cmp.Or(p.ForkPullRequests, ForkApprove), cmp.Or(p.DraftPullRequests, DraftBuild), p.ID)
+	res, err := s.db.ExecContext(ctx, `UPDATE projects SET clone_url = ?, default_branch = ?, webhook_secret = ?, cancel_superseded = ?, fork_pull_requests = ?, draft_pull_requests = ?, badge = ? WHERE id = ?`,
+		p.CloneURL, p.DefaultBranch, secret, boolInt(p.CancelSuperseded), cmp.Or(p.ForkPullRequests, ForkApprove), cmp.Or(p.DraftPullRequests, DraftBuild), cmp.Or(p.Badge, BadgePrivate), p.ID)
 	return mustAffect(res, err, "project")
 }
 
@@ -483,3 +484,8 @@ func (s *Store) ListAgents(ctx context.Context) ([]*Agent, error) {
 	}
 	return out, rows.Err()
 }
+
+// Now is the store's clock: the time its writes stamp. Readers of what
+// it stamped (insights' windows) take their now from it, so a test that
+// moves the clock moves them together.
+func (s *Store) Now() time.Time { return s.now() }

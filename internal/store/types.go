@@ -59,9 +59,18 @@ type Project struct {
 	ForkPullRequests string `json:"fork_pull_requests"`
 	// DraftPullRequests is what a draft request gets: DraftBuild (the
 	// default) or DraftWait (built once it is marked ready).
-	DraftPullRequests string    `json:"draft_pull_requests"`
-	CreatedAt         time.Time `json:"created_at"`
+	DraftPullRequests string `json:"draft_pull_requests"`
+	// Badge is who sees the project's status badge: BadgePrivate (the
+	// default: those who may view the project) or BadgePublic (anyone).
+	Badge     string    `json:"badge"`
+	CreatedAt time.Time `json:"created_at"`
 }
+
+// Who sees a project's status badge (Project.Badge).
+const (
+	BadgePrivate = "private"
+	BadgePublic  = "public"
+)
 
 // What a project does with requests from forks and with drafts.
 const (
