@@ -5,6 +5,7 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
+	"html/template"
 	"net/http"
 	"net/url"
 	"slices"
@@ -43,6 +44,7 @@ func (s *Server) dashboardRoutes() {
 	s.mux.HandleFunc("GET /builds/{id}", s.page(s.buildPage))
 	s.mux.HandleFunc("GET /agents", s.page(s.agentsPage))
 	s.mux.HandleFunc("GET /projects/{project}/caches", s.page(s.cachesPage))
+	s.mux.HandleFunc("GET /insights", s.page(s.insightsPage))
 }
 
 // pageFunc renders one page for p, or says why not (a *pageError).
@@ -216,7 +218,8 @@ func (s *Server) projectsPage(_ http.ResponseWriter, r *http.Request, p *princip
 		if !authz.Allowed(p.authz, authz.ViewProject, pr.Name) {
 			continue
 		}
-		row := projectRow{Name: pr.Name, DefaultBranch: pr.DefaultBranch}
+		row := projectRow{Name: pr.Name, DefaultBranch: pr.DefaultBranch,
+			Badge: "/badge/" + url.PathEscape(pr.Name) + ".svg?branch=" + url.QueryEscape(pr.DefaultBranch)}
 		recent, err := s.store.ListBuilds(r.Context(), store.BuildFilter{ProjectID: pr.ID, Branch: pr.DefaultBranch, Event: store.EventPush, Limit: 20})
 		if err != nil {
 			return web.Page{}, err
@@ -520,4 +523,60 @@ func (s *Server) cachesPage(_ http.ResponseWriter, r *http.Request, p *principal
 		}
 	}
 	return web.Page{Name: "caches", Title: "Caches of " + pr.Name, Nav: "projects", Data: d}, nil
+}
+
+type insightsData struct {
+	View     InsightsView
+	Project  string
+	Days     int
+	Projects []string
+	// PerDay and Durations are the charts.
+	PerDay, Durations template.HTML
+}
+
+func (s *Server) insightsPage(_ http.ResponseWriter, r *http.Request, p *principal) (web.Page, error) {
+	q := r.URL.Query()
+	v, status, err := s.insights(r, q.Get("project"), q.Get("days"))
+	if err != nil {
+		if status != 0 {
+			return web.Page{}, &pageError{status, err.Error()}
+		}
+		return web.Page{}, err
+	}
+	d := insightsData{View: v, Project: q.Get("project"), Days: v.Days}
+	ps, err := s.store.ListProjects(r.Context())
+	if err != nil {
+		return web.Page{}, err
+	}
+	for _, pr := range ps {
+		if authz.Allowed(p.authz, authz.ViewProject, pr.Name) {
+			d.Projects = append(d.Projects, pr.Name)
+		}
+	}
+	bars := make([]web.Bar, 0, len(v.PerDay))
+	for _, day := range v.PerDay {
+		label := day.Date
+		if len(label) == len("2006-01-02") {
+			label = label[5:] // MM-DD
+		}
+		bars = append(bars, web.Bar{Label: label, Parts: []int{day.Success, day.Failure, day.Error, day.Canceled}})
+	}
+	d.PerDay = web.StackedBars("builds per day by result", bars, []web.Series{
+		{Name: "passed", Class: "ok"}, {Name: "failed", Class: "bad"}, {Name: "error", Class: "err"}, {Name: "canceled", Class: "idle"}})
+	rows := make([]web.Range, 0, len(v.Jobs))
+	for _, j := range v.Jobs {
+		label := j.Name
+		if d.Project == "" {
+			label = j.Project + " / " + j.Name
+		}
+		p50, p95 := time.Duration(j.Duration.P50MS)*time.Millisecond, time.Duration(j.Duration.P95MS)*time.Millisecond
+		rows = append(rows, web.Range{Label: label, Low: p50.Seconds(), High: p95.Seconds(),
+			Text: "p50 " + web.FormatDuration(p50) + " · p95 " + web.FormatDuration(p95)})
+	}
+	d.Durations = web.Ranges("job durations, p50 and p95", rows)
+	title := "Insights"
+	if d.Project != "" {
+		title += " of " + d.Project
+	}
+	return web.Page{Name: "insights", Title: title, Nav: "insights", Data: d}, nil
 }

@@ -3,6 +3,7 @@ package api_test
 import (
 	"fmt"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -124,6 +125,21 @@ func TestInsights(t *testing.T) {
 	if len(web.Flaky) != 1 || web.Flaky[0].Job != "test" || web.Flaky[0].Flips != 1 || web.Flaky[0].Commits != 1 ||
 		web.Flaky[0].LastFailedBuild != b1.ID || web.Flaky[0].LastPassedBuild != b2.ID || web.Flaky[0].LastCommit != e.build(b1.ID).Commit {
 		t.Errorf("flaky %+v", web.Flaky)
+	}
+
+	// The dashboard's page shows the same figures, in its charts and
+	// tables.
+	page := e.do(e.admin, "GET", "/insights?project=web&days=7", nil, nil)
+	for _, want := range []string{`id="f-builds">4<`, `id="f-failure">33.3%<`, `id="f-queue">4s / 6s<`, `id="f-cache">66.7%<`,
+		`<td>web</td><td>test</td><td>3</td><td>1</td><td>0</td><td>20s</td><td>30s</td><td>30s</td>`,
+		`<tr><td>2026-03-09</td><td>1</td><td>1</td><td>0</td><td>0</td></tr>`, `<title>passed: 1</title>`, `p50 20s · p95 30s`,
+		fmt.Sprintf(`href="/builds/%d">#%d failed</a>`, b1.ID, b1.Number)} {
+		if page.code != http.StatusOK || !strings.Contains(string(page.body), want) {
+			t.Errorf("insights page (HTTP %d) lacks %s", page.code, want)
+		}
+	}
+	if t.Failed() {
+		t.Logf("the page:\n%s", page.body)
 	}
 
 	// Overall, an admin sees both projects.

@@ -96,6 +96,16 @@ func TestDashboardInBrowser(t *testing.T) {
 		ViewerTitle      string  `json:"viewerTitle"`
 		ViewerButtons    int     `json:"viewerButtons"`
 		ViewerCancel     int     `json:"viewerCancel"`
+		Badge            string  `json:"badge"`
+		Insights         struct {
+			Builds     string `json:"builds"`
+			APIBuilds  int    `json:"apiBuilds"`
+			Failure    string `json:"failure"`
+			APIFailure string `json:"apiFailure"`
+			Charts     int    `json:"charts"`
+			JobsRows   int    `json:"jobsRows"`
+			APIJobs    int    `json:"apiJobs"`
+		} `json:"insights"`
 	}
 	env := map[string]string{
 		"KILN_URL": h.url, "KILN_TOKEN": h.admin, "KILN_PROJECT": "web", "KILN_VIEWER_SESSION": vicSession,
@@ -127,6 +137,15 @@ func TestDashboardInBrowser(t *testing.T) {
 	}
 	if !strings.Contains(got.ProjectsPage, "web") || !strings.Contains(got.AgentsPage, "a1") || !strings.Contains(got.AgentsPage, "a2") {
 		t.Errorf("projects page %q, agents page %q", got.ProjectsPage, got.AgentsPage)
+	}
+	// The default branch's newest finished build passed: a green
+	// "passing". (The badge is private, the default: the session shows it.)
+	if !strings.Contains(got.Badge, ">passing<") || !strings.Contains(got.Badge, "#4c1") {
+		t.Errorf("badge:\n%s", got.Badge)
+	}
+	in := got.Insights
+	if in.APIBuilds < 3 || in.Builds != strconv.Itoa(in.APIBuilds) || in.Failure != in.APIFailure || in.Charts != 2 || in.JobsRows != in.APIJobs || in.APIJobs != 1 {
+		t.Errorf("insights page %+v", in)
 	}
 	if got.PhoneOverflow > 0 || got.PhoneLogLines == 0 {
 		t.Errorf("at a phone's width: %v px wider than the screen, %d log lines shown", got.PhoneOverflow, got.PhoneLogLines)

@@ -28,7 +28,7 @@ type Series struct {
 // stacked bottom-up, each bar's total written above it; a legend below.
 func StackedBars(title string, bars []Bar, series []Series) template.HTML {
 	const h, top, bottom, left = 160.0, 18.0, 34.0, 8.0
-	w := max(320.0, float64(len(bars))*26+2*left)
+	w := max(560.0, float64(len(bars))*26+2*left)
 	step := (w - 2*left) / float64(max(1, len(bars)))
 	peak := 1
 	for _, b := range bars {

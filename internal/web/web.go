@@ -160,7 +160,14 @@ var funcs = template.FuncMap{
 		}
 		return sha
 	},
-	"bytes":     Bytes,
+	"bytes": Bytes,
+	"ms":    func(ms int64) string { return FormatDuration(time.Duration(ms) * time.Millisecond) },
+	"pct": func(f *float64) string {
+		if f == nil {
+			return "–"
+		}
+		return fmt.Sprintf("%.1f%%", *f*100)
+	},
 	"iso":       func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
 	"sparkline": Sparkline,
 	"join":      strings.Join,

@@ -97,7 +97,34 @@ try {
   // --- the other pages.
   await page.goto(`${base}/`);
   results.projectsPage = await page.textContent("table.projects");
+  // The badge: drawn, and what it says.
+  const badge = page.locator("table.projects img").first();
+  await badge.waitFor({ timeout: T });
+  await page.waitForFunction(() => { const i = document.querySelector("table.projects img"); return i && i.complete && i.naturalWidth > 0; }, null, { timeout: T });
+  results.badge = await page.evaluate(async () => (await fetch(document.querySelector("table.projects img").getAttribute("src"))).text());
   await screenshot(page, "projects");
+  // Insights: the page's figures are the API's for the same window
+  // (read when no build finished in between: the fork's may still run).
+  const apiInsights = () => page.evaluate(async (p) => {
+    const v = await (await fetch(`/api/v1/insights?project=${p}&days=7`)).json();
+    delete v.until; // now: different at each call
+    return JSON.stringify(v);
+  }, project);
+  let api;
+  for (let i = 0; i < 20; i++) {
+    const before = await apiInsights();
+    await page.goto(`${base}/insights?project=${project}&days=7`);
+    if ((await apiInsights()) === before) { api = JSON.parse(before); break; }
+  }
+  assert.ok(api, "the insights kept changing");
+  results.insights = {
+    builds: await page.textContent("#f-builds"), apiBuilds: api.builds.total,
+    failure: await page.textContent("#f-failure"),
+    apiFailure: api.failure_rate === null ? "–" : `${(api.failure_rate * 100).toFixed(1)}%`,
+    charts: await page.locator("svg.chart").count(),
+    jobsRows: await page.locator("#jobs tbody tr").count(), apiJobs: api.jobs.length,
+  };
+  await screenshot(page, "insights");
   await page.goto(`${base}/agents`);
   results.agentsPage = await page.textContent("table.agents");
   await screenshot(page, "agents");
