@@ -16,6 +16,11 @@
 //     log row drawn, to the whole log loaded; then a jump to the middle
 //     and a search, and the page's DOM size (the log is virtualised).
 //     Baseline: the same browser fetching the plain-text log.
+//   - insights: -builds finished builds seeded into the store
+//     (bench/internal/seed); the insights page over every project for 30
+//     days and one project's 7 days, server time against the API's JSON
+//     of the same report, and browser time to the figures and charts
+//     drawn against the browser loading that JSON;
 //   - live: a running job whose page is open; -latency lines are sent
 //     one at a time, -interval apart, each timed from its send to its
 //     row's arrival in the page (the page's kiln:lines event), p50/p95;
@@ -43,6 +48,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kilnci/kiln/bench/internal/seed"
 	"github.com/kilnci/kiln/internal/browsertest"
 	"github.com/kilnci/kiln/internal/logs"
 	"github.com/kilnci/kiln/internal/protocol"
@@ -53,9 +59,10 @@ func main() {
 	lines := flag.Int("lines", 200_000, "big: log lines of the finished job")
 	runs := flag.Int("runs", 3, "big: page loads measured (and server reads)")
 	latency := flag.Int("latency", 200, "live: lines sent to the open page")
+	builds := flag.Int("builds", 100_000, "insights: finished builds seeded into the store (bench/internal/seed: 10 projects, over 365 days)")
 	interval := flag.Duration("interval", 25*time.Millisecond, "live: time between two lines")
 	flag.Parse()
-	if err := run(*lines, *runs, *latency, *interval); err != nil {
+	if err := run(*lines, *runs, *latency, *interval, *builds); err != nil {
 		fmt.Fprintln(os.Stderr, "dashbench:", err)
 		os.Exit(1)
 	}
@@ -67,7 +74,7 @@ type kiln struct {
 	http                   *http.Client
 }
 
-func run(nLines, runs, nLatency int, interval time.Duration) error {
+func run(nLines, runs, nLatency int, interval time.Duration, nBuilds int) error {
 	b, err := browsertest.Find()
 	if err != nil {
 		return err
@@ -79,10 +86,16 @@ func run(nLines, runs, nLatency int, interval time.Duration) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	k, err := start(ctx, dir)
+	k, srv, err := start(ctx, dir)
 	if err != nil {
 		return err
 	}
+	// The many finished builds first: the seed numbers its rows from 1.
+	t0 := time.Now()
+	if _, err := (seed.Plan{Builds: nBuilds, Projects: 10, Spread: 365, Now: time.Now()}).Into(ctx, srv.Store); err != nil {
+		return err
+	}
+	fmt.Printf("dashbench: seeded %d builds in %v\n", nBuilds, time.Since(t0).Round(time.Millisecond))
 	big, live, err := k.seed(dir)
 	if err != nil {
 		return err
@@ -115,6 +128,19 @@ func run(nLines, runs, nLatency int, interval time.Duration) error {
 		raw = append(raw, d)
 		if n == 0 {
 			return fmt.Errorf("the plain-text log is empty")
+		}
+	}
+
+	// Server: the insights page over every project, 30 days, and one
+	// project's 7; baseline, the API's JSON of the same report.
+	ins := map[string][]time.Duration{}
+	for range runs {
+		for _, path := range insightsPaths {
+			d, _, err := k.timeGET(path)
+			if err != nil {
+				return err
+			}
+			ins[path] = append(ins[path], d)
 		}
 	}
 
@@ -170,12 +196,19 @@ func run(nLines, runs, nLatency int, interval time.Duration) error {
 		return fmt.Errorf("browser scenario: %v\n%s", err, stderr.String())
 	}
 	report(nLines, page, pages, raw, res, sent, bare)
+	reportInsights(nBuilds, ins, res)
 	return nil
 }
 
+// insightsPaths are the insights pages timed, and the JSON baselines.
+var insightsPaths = []string{"/insights?days=30", "/api/v1/insights?days=30", "/insights?project=p00&days=7", "/api/v1/insights?project=p00&days=7", "/"}
+
 // browserResults is what dashbench.mjs prints.
 type browserResults struct {
-	Runs []struct {
+	// Insights: the overall 30 days' page to its figures drawn, and the
+	// API's JSON of it loaded, ms per run.
+	Insights []struct{ Page, JSON float64 } `json:"insights"`
+	Runs     []struct {
 		FirstRow, AllLoaded, Jump, Search, RawFetch float64
 		Nodes, Rows                                 int
 		HeapMiB                                     float64
@@ -184,26 +217,26 @@ type browserResults struct {
 	Arrivals map[string]float64 `json:"arrivals"`
 }
 
-func start(ctx context.Context, dir string) (*kiln, error) {
+func start(ctx context.Context, dir string) (*kiln, *server.Server, error) {
 	cfg := server.DefaultConfig()
 	cfg.DataDir, cfg.Listen = filepath.Join(dir, "server"), "127.0.0.1:0"
 	srv, err := server.New(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	ln, err := srv.Listen()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	go func() { _ = srv.Serve(ctx, ln) }()
 	k := &kiln{url: "http://" + ln.Addr().String(), http: &http.Client{}}
 	if k.admin, _, err = srv.EnsureAdminToken(ctx); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if k.agentToken, err = srv.LocalAgentToken(ctx); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return k, nil
+	return k, srv, nil
 }
 
 // job is a claimed job of a build.
@@ -484,4 +517,19 @@ func quantile(xs []float64, q float64) float64 {
 	slices.Sort(s)
 	i := int(q*float64(len(s))+0.5) - 1
 	return s[max(0, min(i, len(s)-1))]
+}
+
+func reportInsights(nBuilds int, ins map[string][]time.Duration, res browserResults) {
+	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+	fmt.Printf("\nServer, insights with %d builds in the store (median of %d):\n\n", nBuilds, len(ins["/"]))
+	fmt.Printf("| read | ms |\n|---|---|\n")
+	for _, p := range insightsPaths {
+		fmt.Printf("| `%s` | %.1f |\n", p, ms(median(ins[p])))
+	}
+	fmt.Printf("| ratio page / JSON, overall 30 days | %.2f× |\n", ms(median(ins[insightsPaths[0]]))/ms(median(ins[insightsPaths[1]])))
+	fmt.Printf("\nBrowser, the insights page over every project, 30 days:\n\n")
+	fmt.Printf("| run | page: navigation to figures and charts drawn ms | baseline: the API's JSON loaded ms | ratio |\n|---|---|---|---|\n")
+	for i, r := range res.Insights {
+		fmt.Printf("| %d | %.0f | %.0f | %.2f× |\n", i+1, r.Page, r.JSON, r.Page/r.JSON)
+	}
 }

@@ -31,7 +31,6 @@ import (
 	"encoding/hex"
 	"flag"
 	"fmt"
-	mrand "math/rand/v2"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -42,6 +41,7 @@ import (
 
 	_ "github.com/jackc/pgx/v5/stdlib"
 
+	"github.com/kilnci/kiln/bench/internal/seed"
 	"github.com/kilnci/kiln/internal/insights"
 	"github.com/kilnci/kiln/internal/secretbox"
 	"github.com/kilnci/kiln/internal/store"
@@ -69,8 +69,8 @@ func main() {
 	now := time.Now()
 	fmt.Printf("insightsbench: %d builds of %d projects over the last %d days, 3 jobs each (and, the baseline, a tenth of them over a tenth of the days); %d runs per figure (median)\n",
 		*builds, *projects, *spread, *n)
-	big := seedPlan{builds: *builds, projects: *projects, spread: *spread, now: now}
-	small := seedPlan{builds: *builds / 10, projects: *projects, spread: max(*spread/10, 1), now: now}
+	big := seed.Plan{Builds: *builds, Projects: *projects, Spread: *spread, Now: now}
+	small := seed.Plan{Builds: *builds / 10, Projects: *projects, Spread: max(*spread/10, 1), Now: now}
 
 	dir, err := os.MkdirTemp("", "insightsbench")
 	if err != nil {
@@ -83,29 +83,29 @@ func main() {
 	}
 	results := map[string]map[string]time.Duration{}
 	for _, d := range dialects {
-		for _, plan := range []seedPlan{small, big} {
+		for _, plan := range []seed.Plan{small, big} {
 			var database string
 			drop := func() {}
 			if d == "sqlite" {
-				database = filepath.Join(dir, fmt.Sprintf("kiln-%d.db", plan.builds))
+				database = filepath.Join(dir, fmt.Sprintf("kiln-%d.db", plan.Builds))
 			} else {
 				database, drop = pgDatabase(ctx, *pg)
 			}
-			results[fmt.Sprintf("%s %d", d, plan.builds)] = run(ctx, d, database, plan, *n)
+			results[fmt.Sprintf("%s %d", d, plan.Builds)] = run(ctx, d, database, plan, *n)
 			drop()
 		}
-		fmt.Printf("\n%s: report with %d builds in the store / with %d (the same builds per day):\n", d, big.builds, small.builds)
+		fmt.Printf("\n%s: report with %d builds in the store / with %d (the same builds per day):\n", d, big.Builds, small.Builds)
 		for _, k := range figureOrder {
 			if strings.HasPrefix(k, "report") {
-				fmt.Printf("  %-20s %.2f×\n", k, float64(results[fmt.Sprintf("%s %d", d, big.builds)][k])/float64(results[fmt.Sprintf("%s %d", d, small.builds)][k]))
+				fmt.Printf("  %-20s %.2f×\n", k, float64(results[fmt.Sprintf("%s %d", d, big.Builds)][k])/float64(results[fmt.Sprintf("%s %d", d, small.Builds)][k]))
 			}
 		}
 	}
 	if len(dialects) == 2 {
-		fmt.Printf("\nreport on PostgreSQL / on SQLite, %d builds:\n", big.builds)
+		fmt.Printf("\nreport on PostgreSQL / on SQLite, %d builds:\n", big.Builds)
 		for _, k := range figureOrder {
 			if strings.HasPrefix(k, "report") {
-				fmt.Printf("  %-20s %.2f×\n", k, float64(results[fmt.Sprintf("postgres %d", big.builds)][k])/float64(results[fmt.Sprintf("sqlite %d", big.builds)][k]))
+				fmt.Printf("  %-20s %.2f×\n", k, float64(results[fmt.Sprintf("postgres %d", big.Builds)][k])/float64(results[fmt.Sprintf("sqlite %d", big.Builds)][k]))
 			}
 		}
 	}
@@ -120,7 +120,7 @@ func fail(err error) {
 }
 
 // run seeds a fresh store and times the figures.
-func run(ctx context.Context, name, database string, seed seedPlan, n int) map[string]time.Duration {
+func run(ctx context.Context, name, database string, plan seed.Plan, n int) map[string]time.Duration {
 	key := make([]byte, 32)
 	_, _ = rand.Read(key)
 	box, err := secretbox.New(key)
@@ -133,7 +133,7 @@ func run(ctx context.Context, name, database string, seed seedPlan, n int) map[s
 	}
 	defer s.Close()
 	t0 := time.Now()
-	ids, err := seed.into(ctx, s)
+	ids, err := plan.Into(ctx, s)
 	if err != nil {
 		fail(fmt.Errorf("%s: seed: %w", name, err))
 	}
@@ -141,10 +141,10 @@ func run(ctx context.Context, name, database string, seed seedPlan, n int) map[s
 	if err := s.DB().QueryRowContext(ctx, `SELECT COUNT(*) FROM builds`).Scan(&total); err != nil {
 		fail(err)
 	}
-	fmt.Printf("\n%s, %d builds (%d with the retries) over %d days: seeded in %v\n", name, seed.builds, total, seed.spread, time.Since(t0).Round(time.Millisecond))
+	fmt.Printf("\n%s, %d builds (%d with the retries) over %d days: seeded in %v\n", name, plan.Builds, total, plan.Spread, time.Since(t0).Round(time.Millisecond))
 	out := map[string]time.Duration{}
 	for _, days := range insights.Windows {
-		win, err := insights.NewWindow(seed.now, days)
+		win, err := insights.NewWindow(plan.Now, days)
 		if err != nil {
 			fail(err)
 		}
@@ -222,164 +222,4 @@ func pgDatabase(ctx context.Context, admin string) (string, func()) {
 			fmt.Fprintln(os.Stderr, "insightsbench: drop database:", err)
 		}
 	}
-}
-
-// seedPlan is what a store is seeded with.
-type seedPlan struct {
-	builds, projects, spread int
-	now                      time.Time
-}
-
-// into seeds s and returns the projects' ids.
-func (p seedPlan) into(ctx context.Context, s *store.Store) ([]int64, error) {
-	var ids []int64
-	for i := range p.projects {
-		pr := &store.Project{Name: fmt.Sprintf("p%02d", i), CloneURL: "/dev/null", DefaultBranch: "main"}
-		if err := s.CreateProject(ctx, pr); err != nil {
-			return nil, err
-		}
-		ids = append(ids, pr.ID)
-	}
-	rng := mrand.New(mrand.NewPCG(1, 2))
-	db := s.DB()
-	builds := newBatch(db, `INSERT INTO builds (id, project_id, number, status, trigger, ref, branch, commit_sha, planned, created_at, started_at, finished_at) VALUES `, 12)
-	jobs := newBatch(db, `INSERT INTO jobs (id, build_id, project_id, name, status, spec, timeout_seconds, attempt, max_attempts, queued_at, first_started_at,
-		started_at, finished_at, cache_restores, cache_hits, cache_bytes_restored) VALUES `, 16)
-	jobs.parent = builds
-	numbers := make([]int64, p.projects)
-	spreadMS := int64(p.spread) * 24 * int64(time.Hour/time.Millisecond)
-	end := p.now.UnixMilli()
-	var buildID, jobID int64
-	// A compiled job's spec as a small pipeline's are (about 2 KiB: its
-	// image, steps, environment, caches), stored in each job's row.
-	spec := []byte(`{"image":"localhost/kiln/golang:1.24","steps":[` + strings.Repeat(`{"name":"step","run":"go test ./... -run TestSomething -count=1 -timeout 10m"},`, 24) + `{"name":"last","run":"true"}]}`)
-	addBuild := func(project int, commit string, created int64, status store.Status) error {
-		buildID++
-		numbers[project]++
-		queue := int64(200 + rng.IntN(30_000))
-		var finish int64
-		jobStatus := func(name string) store.Status {
-			switch {
-			case status == store.StatusSuccess, status == store.StatusCanceled:
-				return status
-			case name == "test":
-				return status // the build's result is its test job's
-			}
-			return store.StatusSuccess
-		}
-		var rows [][]any
-		for _, name := range []string{"build", "test", "lint"} {
-			jobID++
-			started := created + queue + int64(rng.IntN(2000))
-			ran := int64(5_000 + rng.IntN(600_000))
-			if name == "lint" {
-				ran /= 10
-			}
-			finished := started + ran
-			finish = max(finish, finished)
-			restores := 1 + rng.IntN(2)
-			hits := rng.IntN(restores + 1)
-			rows = append(rows, []any{jobID, buildID, ids[project], name, string(jobStatus(name)), spec, 3600, 1, 3, created, started,
-				started, finished, restores, hits, int64(hits) * int64(1+rng.IntN(200<<20))})
-		}
-		// The build first: a batch of jobs flushes the builds' first.
-		if err := builds.add(ctx, buildID, ids[project], numbers[project], string(status), "push", "refs/heads/main", "main", commit, 1, created, created+queue, finish); err != nil {
-			return err
-		}
-		for _, r := range rows {
-			if err := jobs.add(ctx, r...); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	for i := range p.builds {
-		project := rng.IntN(p.projects)
-		created := end - spreadMS + int64(i)*spreadMS/int64(p.builds) - 700_000
-		commit := fmt.Sprintf("%040x", i)
-		var status store.Status
-		switch x := rng.IntN(100); {
-		case x < 85:
-			status = store.StatusSuccess
-		case x < 93:
-			status = store.StatusFailure
-		case x < 96:
-			status = store.StatusError
-		case x < 98:
-			status = store.StatusCanceled
-		default:
-			status = store.StatusTimedOut
-		}
-		if err := addBuild(project, commit, created, status); err != nil {
-			return nil, err
-		}
-		if status == store.StatusFailure && rng.IntN(5) == 0 {
-			// A retry of the same commit (one more build).
-			retry := store.StatusSuccess
-			if rng.IntN(4) == 0 {
-				retry = store.StatusFailure
-			}
-			if err := addBuild(project, commit, created+1000, retry); err != nil {
-				return nil, err
-			}
-		}
-	}
-	if err := builds.flush(ctx); err != nil {
-		return nil, err
-	}
-	if err := jobs.flush(ctx); err != nil {
-		return nil, err
-	}
-	// A database that has run a while has its statistics (and on
-	// PostgreSQL, its visibility map: index-only scans).
-	analyze := `ANALYZE`
-	if s.Dialect() == "postgres" {
-		analyze = `VACUUM ANALYZE`
-	}
-	if _, err := db.ExecContext(ctx, analyze); err != nil {
-		return nil, err
-	}
-	return ids, nil
-}
-
-// batch is a multi-row INSERT, sent every 500 rows.
-type batch struct {
-	db     *store.DBHandle
-	prefix string
-	cols   int
-	args   []any
-	// parent is flushed first (the rows this batch's refer to).
-	parent *batch
-}
-
-func newBatch(db *store.DBHandle, prefix string, cols int) *batch {
-	return &batch{db: db, prefix: prefix, cols: cols}
-}
-
-func (b *batch) add(ctx context.Context, vals ...any) error {
-	if len(vals) != b.cols {
-		return fmt.Errorf("%d values for %d columns", len(vals), b.cols)
-	}
-	b.args = append(b.args, vals...)
-	if len(b.args) >= 500*b.cols {
-		return b.flush(ctx)
-	}
-	return nil
-}
-
-func (b *batch) flush(ctx context.Context) error {
-	if b.parent != nil {
-		if err := b.parent.flush(ctx); err != nil {
-			return err
-		}
-	}
-	if len(b.args) == 0 {
-		return nil
-	}
-	row := "(" + strings.TrimSuffix(strings.Repeat("?, ", b.cols), ", ") + ")"
-	rows := len(b.args) / b.cols
-	q := b.prefix + strings.TrimSuffix(strings.Repeat(row+", ", rows), ", ")
-	_, err := b.db.ExecContext(ctx, q, b.args...)
-	b.args = b.args[:0]
-	return err
 }

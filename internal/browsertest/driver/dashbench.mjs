@@ -44,6 +44,20 @@ try {
     await p.close();
   }
 
+  out.insights = [];
+  for (let i = 0; i < runs; i++) {
+    const p = await context.newPage();
+    let t0 = Date.now();
+    await p.goto(`${base}/insights?days=30`, { waitUntil: "commit", timeout: T });
+    await p.waitForSelector("#figures", { timeout: T });
+    await p.waitForSelector("svg.chart", { timeout: T });
+    const page = Date.now() - t0;
+    t0 = Date.now();
+    await p.goto(`${base}/api/v1/insights?days=30`, { waitUntil: "load", timeout: T });
+    out.insights.push({ Page: page, JSON: Date.now() - t0 });
+    await p.close();
+  }
+
   const p = await context.newPage();
   await p.goto(`${base}/builds/${live}`);
   await p.waitForFunction(() => document.getElementById("log").dataset.loaded !== undefined, null, { timeout: T });
