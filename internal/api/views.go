@@ -279,10 +279,12 @@ type CacheEntryView struct {
 	Size     int64     `json:"size"`
 	Created  time.Time `json:"created"`
 	LastUsed time.Time `json:"last_used"`
+	// Hits is how often a restore found the entry.
+	Hits int64 `json:"hits"`
 }
 
 func cacheEntryView(e cache.Entry) CacheEntryView {
-	return CacheEntryView{ID: e.ID, Project: e.Project, Scope: e.Scope, Key: e.Key, Version: e.Version, Size: e.Size, Created: e.Created, LastUsed: e.LastUsed}
+	return CacheEntryView{ID: e.ID, Project: e.Project, Scope: e.Scope, Key: e.Key, Version: e.Version, Size: e.Size, Created: e.Created, LastUsed: e.LastUsed, Hits: e.Hits}
 }
 
 // InsightsView is GET /api/v1/insights: one window's insights

@@ -164,6 +164,8 @@ type Entry struct {
 	Size     int64
 	Created  time.Time // when it was finalized
 	LastUsed time.Time
+	// Hits is how often a restore found the entry.
+	Hits int64
 }
 
 // Service is the cache service. It is safe for concurrent use.

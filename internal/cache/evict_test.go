@@ -274,8 +274,15 @@ func TestListAndDelete(t *testing.T) {
 			t.Fatalf("%v %v", err, entries)
 		}
 		e := entries[0]
-		if e.Key != "k" || e.Version != testVersion || e.Scope != "feature" || e.Size != 5 || e.Created.IsZero() || e.LastUsed.IsZero() {
+		if e.Key != "k" || e.Version != testVersion || e.Scope != "feature" || e.Size != 5 || e.Created.IsZero() || e.LastUsed.IsZero() || e.Hits != 0 {
 			t.Fatalf("entry %+v", e)
+		}
+		// Each restore that finds it counts; a miss counts nothing.
+		a.mustHave("k", []byte("12345"))
+		a.mustHave("k", []byte("12345"))
+		a.mustMiss("other-key")
+		if entries, err = te.svc.List(t.Context(), "acme"); err != nil || len(entries) != 1 || entries[0].Hits != 2 {
+			t.Fatalf("after two restores: %v %+v", err, entries)
 		}
 		if err := te.svc.Delete(t.Context(), "other", e.ID); err == nil {
 			t.Fatal("deleted another project's entry")

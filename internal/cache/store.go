@@ -37,19 +37,20 @@ type entryRow struct {
 	Project, Scope, Key, Version string
 	State                        string
 	Created, Finalized, LastUsed int64
+	Hits                         int64
 }
 
-const entryCols = `id, project, scope, cache_key, version, state, size, declared_size, created_at, finalized_at, last_used`
+const entryCols = `id, project, scope, cache_key, version, state, size, declared_size, created_at, finalized_at, last_used, hits`
 
 func scanEntry(sc interface{ Scan(...any) error }) (entryRow, error) {
 	var e entryRow
-	err := sc.Scan(&e.ID, &e.Project, &e.Scope, &e.Key, &e.Version, &e.State, &e.Size, &e.Declared, &e.Created, &e.Finalized, &e.LastUsed)
+	err := sc.Scan(&e.ID, &e.Project, &e.Scope, &e.Key, &e.Version, &e.State, &e.Size, &e.Declared, &e.Created, &e.Finalized, &e.LastUsed, &e.Hits)
 	return e, err
 }
 
 func (e entryRow) public() Entry {
 	return Entry{ID: e.ID, Project: e.Project, Scope: e.Scope, Key: e.Key, Version: e.Version, Size: e.Size,
-		Created: time.Unix(0, e.Finalized), LastUsed: time.Unix(0, e.LastUsed)}
+		Created: time.Unix(0, e.Finalized), LastUsed: time.Unix(0, e.LastUsed), Hits: e.Hits}
 }
 
 func (s *Service) queryEntries(ctx context.Context, where string, args ...any) ([]entryRow, error) {
@@ -125,7 +126,7 @@ func (s *Service) reservedEntry(ctx context.Context, sc Scope, id int64) (entryR
 // may read (its branch, the base branch, the default branch, in that order),
 // try each key in turn (the primary key, then the restore keys), first as an
 // exact match, then as a prefix; among several matches the newest wins.
-// The version must always match. A hit records last_used.
+// The version must always match. A hit records last_used and counts.
 func (s *Service) lookup(ctx context.Context, sc Scope, keys []string, version string) (entryRow, bool, error) {
 	const base = `project = ? AND scope = ? AND version = ? AND state = 'ready' AND `
 	const newest = ` ORDER BY finalized_at DESC, id DESC LIMIT 1`
@@ -151,7 +152,7 @@ func (s *Service) lookup(ctx context.Context, sc Scope, keys []string, version s
 }
 
 func (s *Service) touch(ctx context.Context, id int64) error {
-	_, err := s.db.ExecContext(ctx, `UPDATE cache_entries SET last_used = ? WHERE id = ?`, s.now().UnixNano(), id)
+	_, err := s.db.ExecContext(ctx, `UPDATE cache_entries SET last_used = ?, hits = hits + 1 WHERE id = ?`, s.now().UnixNano(), id)
 	if err != nil {
 		return fmt.Errorf("cache: touch entry %d: %w", id, err)
 	}
