@@ -10,7 +10,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kilnci/kiln/internal/api"
+	"github.com/kilnci/kiln/internal/auth"
+	"github.com/kilnci/kiln/internal/auth/oidctest"
 	"github.com/kilnci/kiln/internal/browsertest"
+	"github.com/kilnci/kiln/internal/server"
 	"github.com/kilnci/kiln/internal/store"
 	"github.com/kilnci/kiln/internal/testenv"
 )
@@ -97,6 +101,8 @@ func TestDashboardInBrowser(t *testing.T) {
 		ViewerButtons    int     `json:"viewerButtons"`
 		ViewerCancel     int     `json:"viewerCancel"`
 		Badge            string  `json:"badge"`
+		CacheBefore      int     `json:"cacheEntriesBefore"`
+		CacheAfter       int     `json:"cacheEntriesAfter"`
 		Insights         struct {
 			Builds     string `json:"builds"`
 			APIBuilds  int    `json:"apiBuilds"`
@@ -143,6 +149,9 @@ func TestDashboardInBrowser(t *testing.T) {
 	if !strings.Contains(got.Badge, ">passing<") || !strings.Contains(got.Badge, "#4c1") {
 		t.Errorf("badge:\n%s", got.Badge)
 	}
+	if got.CacheBefore < 1 || got.CacheAfter != got.CacheBefore-1 {
+		t.Errorf("cache entries: %d, after a delete %d", got.CacheBefore, got.CacheAfter)
+	}
 	in := got.Insights
 	if in.APIBuilds < 3 || in.Builds != strconv.Itoa(in.APIBuilds) || in.Failure != in.APIFailure || in.Charts != 2 || in.JobsRows != in.APIJobs || in.APIJobs != 1 {
 		t.Errorf("insights page %+v", in)
@@ -152,5 +161,34 @@ func TestDashboardInBrowser(t *testing.T) {
 	}
 	if !got.SignedOut || got.ViewerButtons != 0 || got.ViewerCancel != http.StatusForbidden || !strings.HasPrefix(got.ViewerTitle, fmt.Sprintf("web #%d", h.build(doneID).Number)) {
 		t.Errorf("signed out %v; the viewer: page %q, %d buttons, the API's answer %d", got.SignedOut, got.ViewerTitle, got.ViewerButtons, got.ViewerCancel)
+	}
+}
+
+// Single sign-on from the dashboard in Chromium, against a real OpenID
+// provider (oidctest: zitadel's op, its own login form): back on the page
+// asked for, signed in with the role the user's group gives, then out.
+func TestDashboardSingleSignOnInBrowser(t *testing.T) {
+	b := browsertest.Require(t)
+	op := oidctest.Start(t)
+	op.AddClient("kiln", "kiln-client-secret")
+	op.AddUser(oidctest.User{Subject: "sub-ann", Username: "ann", Password: "pw", Email: "ann@example.com", Name: "Ann", Groups: []string{"ops"}})
+	h := startServerWith(t, testenv.Engines(t)[0], func(c *server.Config) {
+		c.OIDC = auth.Config{Issuer: op.URL, ClientID: "kiln", ClientSecret: "kiln-client-secret", Scopes: []string{"email", "profile", "groups"}}
+	})
+	op.AllowRedirect(h.url + "/auth/callback")
+	repo, _ := newRepo(t, map[string]string{".kiln.yml": pipelineFile("", "true")})
+	h.addProject("web", repo, projectOpts{})
+	if code := h.do("PUT", "/api/v1/roles", api.RoleRequest{Project: "web", Group: "ops", Role: "maintainer"}, nil); code != http.StatusOK {
+		t.Fatalf("role: HTTP %d", code)
+	}
+	var got struct {
+		LandedOn     string            `json:"landedOn"`
+		Who          string            `json:"who"`
+		Session      map[string]string `json:"session"`
+		AfterSignOut int               `json:"afterSignOut"`
+	}
+	b.Run(t, "sso.mjs", 2*time.Minute, map[string]string{"KILN_URL": h.url, "KILN_SSO_USER": "ann", "KILN_SSO_PASSWORD": "pw"}, &got)
+	if got.LandedOn != "/builds?project=web" || got.Who != "ann@example.com" || got.Session["web"] != "maintainer" || got.AfterSignOut != http.StatusUnauthorized {
+		t.Errorf("single sign-on in the browser: %+v", got)
 	}
 }

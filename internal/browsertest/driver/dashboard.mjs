@@ -130,6 +130,12 @@ try {
   await screenshot(page, "agents");
   await page.goto(`${base}/projects/${project}/caches`);
   await screenshot(page, "caches");
+  // Delete a keyed entry (a maintainer's button, confirmed).
+  results.cacheEntriesBefore = await page.locator("table.caches tbody tr").count();
+  page.expectDialog = true;
+  await page.click("table.caches button[data-method=DELETE]");
+  await page.waitForFunction((n) => document.querySelectorAll("table.caches tbody tr").length < n, results.cacheEntriesBefore, { timeout: T });
+  results.cacheEntriesAfter = await page.locator("table.caches tbody tr").count();
 
   // --- a phone's width: nothing wider than the screen, the log there.
   const phone = await newPage(browser, { viewport: { width: 390, height: 844 }, context: { storageState: await context.storageState() } });
