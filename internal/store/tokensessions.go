@@ -29,21 +29,9 @@ type TokenSession struct {
 // ttl, and returns it with its own token (the plaintext, given once).
 // Sessions past their expiry are deleted on the way.
 func (s *Store) CreateTokenSession(ctx context.Context, tokenID int64, ttl time.Duration) (*TokenSession, string, error) {
-	if ttl <= 0 {
-		return nil, "", errors.New("session: the lifetime must be positive")
-	}
-	secret, err := randomHex(32)
+	plain, csrf, now, err := s.newSession(ctx, "token_sessions", TokenSessionPrefix, ttl)
 	if err != nil {
 		return nil, "", err
-	}
-	csrf, err := randomHex(24)
-	if err != nil {
-		return nil, "", err
-	}
-	plain := TokenSessionPrefix + secret
-	now := s.nowMS()
-	if _, err := s.db.ExecContext(ctx, `DELETE FROM token_sessions WHERE expires_at <= ?`, now); err != nil {
-		return nil, "", s.wrote(fmt.Errorf("session: %w", err))
 	}
 	se := &TokenSession{TokenID: tokenID, CSRF: csrf, CreatedAt: fromMS(now), ExpiresAt: fromMS(now + ttl.Milliseconds())}
 	err = s.db.QueryRowContext(ctx, `INSERT INTO token_sessions (hash, token_id, csrf, created_at, expires_at) VALUES (?, ?, ?, ?, ?) RETURNING id`,

@@ -103,25 +103,34 @@ func randomHex(n int) (string, error) {
 	return hex.EncodeToString(b), nil
 }
 
+// newSession makes a session's token (prefix and a secret) and CSRF
+// token for a session of ttl, and deletes table's expired sessions on the
+// way; now is the store's clock (Unix ms).
+func (s *Store) newSession(ctx context.Context, table, prefix string, ttl time.Duration) (plain, csrf string, now int64, err error) {
+	if ttl <= 0 {
+		return "", "", 0, errors.New("session: the lifetime must be positive")
+	}
+	secret, err := randomHex(32)
+	if err != nil {
+		return "", "", 0, err
+	}
+	if csrf, err = randomHex(24); err != nil {
+		return "", "", 0, err
+	}
+	now = s.nowMS()
+	if _, err := s.db.ExecContext(ctx, `DELETE FROM `+table+` WHERE expires_at <= ?`, now); err != nil {
+		return "", "", 0, s.wrote(fmt.Errorf("session: %w", err))
+	}
+	return prefix + secret, csrf, now, nil
+}
+
 // CreateSession starts a session of userID that ends after ttl and
 // returns it with its token (the plaintext, given once). Sessions past
 // their expiry are deleted on the way.
 func (s *Store) CreateSession(ctx context.Context, userID int64, ttl time.Duration) (*Session, string, error) {
-	if ttl <= 0 {
-		return nil, "", errors.New("session: the lifetime must be positive")
-	}
-	secret, err := randomHex(32)
+	plain, csrf, now, err := s.newSession(ctx, "sessions", SessionPrefix, ttl)
 	if err != nil {
 		return nil, "", err
-	}
-	csrf, err := randomHex(24)
-	if err != nil {
-		return nil, "", err
-	}
-	plain := SessionPrefix + secret
-	now := s.nowMS()
-	if _, err := s.db.ExecContext(ctx, `DELETE FROM sessions WHERE expires_at <= ?`, now); err != nil {
-		return nil, "", s.wrote(fmt.Errorf("session: %w", err))
 	}
 	se := &Session{UserID: userID, CSRF: csrf, CreatedAt: fromMS(now), ExpiresAt: fromMS(now + ttl.Milliseconds())}
 	err = s.db.QueryRowContext(ctx, `INSERT INTO sessions (hash, user_id, csrf, created_at, expires_at) VALUES (?, ?, ?, ?, ?) RETURNING id`,
