@@ -311,14 +311,8 @@ func (s *Server) buildsPage(w http.ResponseWriter, r *http.Request, p *principal
 	for _, st := range store.AllStatuses {
 		d.Statuses = append(d.Statuses, string(st))
 	}
-	ps, err := s.store.ListProjects(r.Context())
-	if err != nil {
+	if d.Projects, err = s.viewableNames(r, p); err != nil {
 		return web.Page{}, err
-	}
-	for _, pr := range ps {
-		if authz.Allowed(p.authz, authz.ViewProject, pr.Name) {
-			d.Projects = append(d.Projects, pr.Name)
-		}
 	}
 	rows := cloneQuery(q, "partial", "rows")
 	d.RowsURL = "/builds?" + rows.Encode()
@@ -333,6 +327,21 @@ func (s *Server) buildsPage(w http.ResponseWriter, r *http.Request, p *principal
 		return web.Page{}, nil
 	}
 	return web.Page{Name: "builds", Title: "Builds", Nav: "builds", Data: d}, nil
+}
+
+// viewableNames is the names of the projects p may view, for a filter.
+func (s *Server) viewableNames(r *http.Request, p *principal) ([]string, error) {
+	ps, err := s.store.ListProjects(r.Context())
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, pr := range ps {
+		if authz.Allowed(p.authz, authz.ViewProject, pr.Name) {
+			names = append(names, pr.Name)
+		}
+	}
+	return names, nil
 }
 
 // cloneQuery is q with key set to value ("": removed).
@@ -544,14 +553,8 @@ func (s *Server) insightsPage(_ http.ResponseWriter, r *http.Request, p *princip
 		return web.Page{}, err
 	}
 	d := insightsData{View: v, Project: q.Get("project"), Days: v.Days}
-	ps, err := s.store.ListProjects(r.Context())
-	if err != nil {
+	if d.Projects, err = s.viewableNames(r, p); err != nil {
 		return web.Page{}, err
-	}
-	for _, pr := range ps {
-		if authz.Allowed(p.authz, authz.ViewProject, pr.Name) {
-			d.Projects = append(d.Projects, pr.Name)
-		}
 	}
 	bars := make([]web.Bar, 0, len(v.PerDay))
 	for _, day := range v.PerDay {
