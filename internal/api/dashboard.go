@@ -220,13 +220,17 @@ func (s *Server) projectsPage(_ http.ResponseWriter, r *http.Request, p *princip
 		}
 		row := projectRow{Name: pr.Name, DefaultBranch: pr.DefaultBranch,
 			Badge: "/badge/" + url.PathEscape(pr.Name) + ".svg?branch=" + url.QueryEscape(pr.DefaultBranch)}
-		recent, err := s.store.ListBuilds(r.Context(), store.BuildFilter{ProjectID: pr.ID, Branch: pr.DefaultBranch, Event: store.EventPush, Limit: 20})
+		// The default branch's builds (pushes and API builds: a request's
+		// build of a head branch of that name is left out), through the
+		// (project, branch) index.
+		branch, err := s.store.ListBuilds(r.Context(), store.BuildFilter{ProjectID: pr.ID, Branch: pr.DefaultBranch, Limit: 40})
 		if err != nil {
 			return web.Page{}, err
 		}
-		if len(recent) == 0 { // API builds of the branch, when no push made one
-			if recent, err = s.store.ListBuilds(r.Context(), store.BuildFilter{ProjectID: pr.ID, Branch: pr.DefaultBranch, Limit: 20}); err != nil {
-				return web.Page{}, err
+		var recent []*store.Build
+		for _, b := range branch {
+			if b.PullRequest == nil && len(recent) < 20 {
+				recent = append(recent, b)
 			}
 		}
 		if len(recent) > 0 {
@@ -238,7 +242,7 @@ func (s *Server) projectsPage(_ http.ResponseWriter, r *http.Request, p *princip
 				row.Spark = append(row.Spark, b.FinishedAt.Sub(*b.StartedAt).Seconds())
 			}
 		}
-		reqs, err := s.store.ListBuilds(r.Context(), store.BuildFilter{ProjectID: pr.ID, Event: store.EventPullRequest, Limit: 100})
+		reqs, err := s.store.ListBuilds(r.Context(), store.BuildFilter{ProjectID: pr.ID, Requests: true, Limit: 100})
 		if err != nil {
 			return web.Page{}, err
 		}

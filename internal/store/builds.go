@@ -216,6 +216,9 @@ type BuildFilter struct {
 	Event       string
 	Trigger     string
 	PullRequest int
+	// Requests keeps the builds of pull and merge requests only (through
+	// their index: cheaper than Event for a project with few of them).
+	Requests bool
 }
 
 // ListBuilds returns builds newest first, without their jobs.
@@ -251,6 +254,9 @@ func (s *Store) ListBuilds(ctx context.Context, f BuildFilter) ([]*Build, error)
 	}
 	if f.PullRequest != 0 {
 		where, args = append(where, "b.pr_number = ?"), append(args, f.PullRequest)
+	}
+	if f.Requests {
+		where = append(where, "b.pr_number > 0")
 	}
 	if f.Limit <= 0 {
 		f.Limit = 50

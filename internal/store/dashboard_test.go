@@ -93,6 +93,7 @@ func TestListBuildsByEventTriggerAndRequest(t *testing.T) {
 		{BuildFilter{Trigger: "push"}, []int64{pr.ID, push.ID}},
 		{BuildFilter{PullRequest: 7}, []int64{pr.ID}},
 		{BuildFilter{PullRequest: 8}, nil},
+		{BuildFilter{Requests: true}, []int64{pr.ID}},
 		{BuildFilter{Event: EventPullRequest, Branch: "feature"}, []int64{pr.ID}},
 	} {
 		got, err := s.ListBuilds(ctx, tc.f)
