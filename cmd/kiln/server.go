@@ -200,7 +200,7 @@ func runServer(ctx context.Context, args []string) error {
 func announce(ctx context.Context, srv *server.Server, addr, dataDir string) {
 	tok, created, err := srv.EnsureAdminToken(ctx)
 	fmt.Printf("kiln %s listening on http://%s\n", version, addr)
-	fmt.Printf("  dashboard:  http://%s/ (sign in with the admin token, or single sign-on)\n", addr)
+	fmt.Printf("  dashboard:  http://%s/ (sign in with an admin token, or through single sign-on when -oidc-issuer is set)\n", addr)
 	fmt.Printf("  data dir:   %s\n", dataDir)
 	fmt.Printf("  webhooks:   http://%s/hooks/{github,gitlab,gitea}/PROJECT\n", addr)
 	if srv.Actions.WebhookSecret() != "" {
