@@ -45,6 +45,8 @@ func (s *Server) dashboardRoutes() {
 	s.mux.HandleFunc("GET /agents", s.page(s.agentsPage))
 	s.mux.HandleFunc("GET /projects/{project}/caches", s.page(s.cachesPage))
 	s.mux.HandleFunc("GET /insights", s.page(s.insightsPage))
+	s.mux.HandleFunc("GET /projects/{project}/settings", s.page(s.settingsPage))
+	s.mux.HandleFunc("GET /tokens", s.page(s.tokensPage))
 }
 
 // pageFunc renders one page for p, or says why not (a *pageError).
@@ -79,7 +81,7 @@ func (s *Server) page(f pageFunc) http.HandlerFunc {
 		if pg.Name == "" { // the page answered itself (a partial)
 			return
 		}
-		pg.Who, pg.CSRF = whoLabel(p), p.csrf()
+		pg.Who, pg.CSRF, pg.Admin = whoLabel(p), p.csrf(), p.authz.GlobalAdmin
 		s.pages.Render(w, http.StatusOK, pg)
 	}
 }
@@ -206,6 +208,8 @@ type projectRow struct {
 	Spark []float64
 	// Badge is the status badge's URL ("" when there is none).
 	Badge string
+	// CanManage: the principal may change the project's settings.
+	CanManage bool
 }
 
 func (s *Server) projectsPage(_ http.ResponseWriter, r *http.Request, p *principal) (web.Page, error) {
@@ -219,7 +223,8 @@ func (s *Server) projectsPage(_ http.ResponseWriter, r *http.Request, p *princip
 			continue
 		}
 		row := projectRow{Name: pr.Name, DefaultBranch: pr.DefaultBranch,
-			Badge: "/badge/" + url.PathEscape(pr.Name) + ".svg?branch=" + url.QueryEscape(pr.DefaultBranch)}
+			Badge:     "/badge/" + url.PathEscape(pr.Name) + ".svg?branch=" + url.QueryEscape(pr.DefaultBranch),
+			CanManage: authz.Allowed(p.authz, authz.ManageProject, pr.Name)}
 		// The default branch's builds (pushes and API builds: a request's
 		// build of a head branch of that name is left out), through the
 		// (project, branch) index.
@@ -504,12 +509,7 @@ type cachesData struct {
 }
 
 func (s *Server) cachesPage(_ http.ResponseWriter, r *http.Request, p *principal) (web.Page, error) {
-	pr, err := s.store.ProjectByName(r.Context(), r.PathValue("project"))
-	if errors.Is(err, store.ErrNotFound) || (err == nil && !authz.Allowed(p.authz, authz.ViewProject, pr.Name)) {
-		// The same answer for a project that is not there and one not to
-		// be seen: names are not to be guessed through this page.
-		return web.Page{}, &pageError{http.StatusNotFound, "There is no project " + strconv.Quote(r.PathValue("project")) + " you may see."}
-	}
+	pr, err := s.pageProject(r, p)
 	if err != nil {
 		return web.Page{}, err
 	}
@@ -586,4 +586,79 @@ func (s *Server) insightsPage(_ http.ResponseWriter, r *http.Request, p *princip
 		title += " of " + d.Project
 	}
 	return web.Page{Name: "insights", Title: title, Nav: "insights", Data: d}, nil
+}
+
+// pageProject is the {project} of a page's path, when p may view it: the
+// same 404 for a project that is not there and one not to be seen, so
+// names are not to be guessed through the pages.
+func (s *Server) pageProject(r *http.Request, p *principal) (*store.Project, error) {
+	pr, err := s.store.ProjectByName(r.Context(), r.PathValue("project"))
+	if errors.Is(err, store.ErrNotFound) || (err == nil && !authz.Allowed(p.authz, authz.ViewProject, pr.Name)) {
+		return nil, &pageError{http.StatusNotFound, "There is no project " + strconv.Quote(r.PathValue("project")) + " you may see."}
+	}
+	return pr, err
+}
+
+type settingsData struct {
+	Project                                 *store.Project
+	Secrets                                 []string
+	MaxRunning, Weight                      string
+	ForkChoices, DraftChoices, BadgeChoices []string
+}
+
+// settingsPage is a project's settings and secrets' names, for its admins.
+func (s *Server) settingsPage(_ http.ResponseWriter, r *http.Request, p *principal) (web.Page, error) {
+	pr, err := s.pageProject(r, p)
+	if err != nil {
+		return web.Page{}, err
+	}
+	if !authz.Allowed(p.authz, authz.ManageProject, pr.Name) {
+		return web.Page{}, &pageError{http.StatusForbidden, authz.Forbidden(authz.ManageProject, pr.Name)}
+	}
+	secrets, err := s.store.Secrets(r.Context(), pr.ID)
+	if err != nil {
+		return web.Page{}, err
+	}
+	sched, err := s.store.Schedulings(r.Context())
+	if err != nil {
+		return web.Page{}, err
+	}
+	d := settingsData{Project: pr,
+		ForkChoices:  []string{store.ForkApprove, store.ForkRun, store.ForkOff},
+		DraftChoices: []string{store.DraftBuild, store.DraftWait},
+		BadgeChoices: []string{store.BadgePrivate, store.BadgePublic}}
+	for _, sec := range secrets {
+		d.Secrets = append(d.Secrets, sec.Name)
+	}
+	sc := store.SchedulingOf(sched, pr.ID)
+	if sc.MaxRunning != nil {
+		d.MaxRunning = strconv.Itoa(*sc.MaxRunning)
+	}
+	d.Weight = strconv.Itoa(sc.Weight)
+	return web.Page{Name: "settings", Title: "Settings of " + pr.Name, Nav: "projects", Data: d}, nil
+}
+
+type tokensData struct {
+	Tokens []TokenView
+	// Current is the token this browser is signed in with (0: none).
+	Current int64
+}
+
+// tokensPage is the API's tokens, for the global admin.
+func (s *Server) tokensPage(_ http.ResponseWriter, r *http.Request, p *principal) (web.Page, error) {
+	if !authz.Allowed(p.authz, authz.ManageGlobal, "") {
+		return web.Page{}, &pageError{http.StatusForbidden, authz.Forbidden(authz.ManageGlobal, "")}
+	}
+	ts, err := s.store.ListTokens(r.Context())
+	if err != nil {
+		return web.Page{}, err
+	}
+	d := tokensData{}
+	if p.token != nil {
+		d.Current = p.token.ID
+	}
+	for _, t := range ts {
+		d.Tokens = append(d.Tokens, tokenView(t))
+	}
+	return web.Page{Name: "tokens", Title: "Tokens", Nav: "tokens", Data: d}, nil
 }

@@ -280,3 +280,47 @@ func TestDashboardRawLogAndStreamFrom(t *testing.T) {
 		t.Fatalf("stream after seq 2: %q", got)
 	}
 }
+
+// A project's settings page and the tokens page are for admins: a
+// maintainer is refused them (and sees no link), an admin sees the
+// project's settings and secrets' names, never a value.
+func TestDashboardSettingsAndTokens(t *testing.T) {
+	e, op := ssoEnv(t)
+	op.AddUser(oidctest.User{Subject: "sub-max", Username: "max", Password: "pw", Email: "max@example.com"})
+	e.helloBuild()
+	e.api("PUT", "/api/v1/projects/hello/secrets/API_KEY", map[string]string{"value": "s3cr3t-value"}).want(t, http.StatusNoContent, nil)
+	e.setRole("hello", "max@example.com", "", "maintainer")
+
+	c := browser(t, "")
+	e.tokenSignIn(c)
+	page := e.browse(c, "GET", "/projects/hello/settings", nil)
+	for _, want := range []string{`data-api="/api/v1/projects/hello" data-method="PATCH"`, `<code>API_KEY</code>`, `<option selected>approve</option>`, `<option selected>private</option>`} {
+		if page.code != http.StatusOK || !strings.Contains(page.body2(), want) {
+			t.Errorf("settings page (HTTP %d) lacks %s", page.code, want)
+		}
+	}
+	if strings.Contains(page.body2(), "s3cr3t-value") {
+		t.Error("the settings page shows a secret's value")
+	}
+	tokens := e.browse(c, "GET", "/tokens", nil)
+	if tokens.code != http.StatusOK || !strings.Contains(tokens.body2(), "this session's") || !strings.Contains(tokens.body2(), `href="/tokens"`) {
+		t.Errorf("tokens page: HTTP %d\n%s", tokens.code, tokens.body)
+	}
+	if home := e.browse(c, "GET", "/", nil); !strings.Contains(home.body2(), `href="/projects/hello/settings"`) {
+		t.Error("an admin's projects page has no settings link")
+	}
+
+	m := browser(t, e.url+"/")
+	if _, body, err := oidctest.SignIn(m, e.url+"/auth/login", "max", "pw"); err != nil {
+		t.Fatalf("%v %s", err, body)
+	}
+	if r := e.browse(m, "GET", "/projects/hello/settings", nil); r.code != http.StatusForbidden {
+		t.Errorf("a maintainer's settings page: HTTP %d", r.code)
+	}
+	if r := e.browse(m, "GET", "/tokens", nil); r.code != http.StatusForbidden {
+		t.Errorf("a maintainer's tokens page: HTTP %d", r.code)
+	}
+	if home := e.browse(m, "GET", "/", nil); strings.Contains(home.body2(), "/settings") || strings.Contains(home.body2(), `href="/tokens"`) {
+		t.Error("a maintainer's projects page links to settings or tokens")
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -102,6 +103,9 @@ func TestDashboardInBrowser(t *testing.T) {
 		ViewerCancel     int     `json:"viewerCancel"`
 		Badge            string  `json:"badge"`
 		CacheBefore      int     `json:"cacheEntriesBefore"`
+		SecretShown      bool    `json:"secretValueShown"`
+		NewToken         string  `json:"newToken"`
+		TokenRevoked     bool    `json:"tokenRevoked"`
 		CacheAfter       int     `json:"cacheEntriesAfter"`
 		Insights         struct {
 			Builds     string `json:"builds"`
@@ -151,6 +155,22 @@ func TestDashboardInBrowser(t *testing.T) {
 	}
 	if got.CacheBefore < 1 || got.CacheAfter != got.CacheBefore-1 {
 		t.Errorf("cache entries: %d, after a delete %d", got.CacheBefore, got.CacheAfter)
+	}
+	// Settings through the pages' forms: the secret stored (and not shown),
+	// the badge public (served without a token), the token made in the
+	// browser shown once and revoked there.
+	var names struct{ Names []string }
+	h.do("GET", "/api/v1/projects/web/secrets", nil, &names)
+	if got.SecretShown || !slices.Contains(names.Names, "DEPLOY_KEY") {
+		t.Errorf("the secret set in the browser: names %v, value shown %v", names.Names, got.SecretShown)
+	}
+	if resp, err := http.Get(h.url + "/badge/web.svg"); err != nil || resp.StatusCode != http.StatusOK {
+		t.Errorf("the badge made public in the browser: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+	if !strings.HasPrefix(got.NewToken, "kiln_") || !got.TokenRevoked || h.doAs(got.NewToken, "GET", "/api/v1/builds", nil, nil) != http.StatusUnauthorized {
+		t.Errorf("the token made in the browser: %q, revoked %v", got.NewToken, got.TokenRevoked)
 	}
 	in := got.Insights
 	if in.APIBuilds < 3 || in.Builds != strconv.Itoa(in.APIBuilds) || in.Failure != in.APIFailure || in.Charts != 2 || in.JobsRows != in.APIJobs || in.APIJobs != 1 {

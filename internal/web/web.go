@@ -38,8 +38,10 @@ type Page struct {
 	// Nav names the navigation's current item: projects, builds,
 	// agents, insights.
 	Nav string
-	// Who names the person signed in ("" on the sign-in page).
-	Who string
+	// Who names the person signed in ("" on the sign-in page); Admin:
+	// they hold the global settings (the navigation shows Tokens).
+	Who   string
+	Admin bool
 	// CSRF is the session's CSRF token: the scripts send it in the
 	// X-Kiln-CSRF header, forms in their csrf field.
 	CSRF string

@@ -137,6 +137,30 @@ try {
   await page.waitForFunction((n) => document.querySelectorAll("table.caches tbody tr").length < n, results.cacheEntriesBefore, { timeout: T });
   results.cacheEntriesAfter = await page.locator("table.caches tbody tr").count();
 
+  // --- an admin's settings: a secret set (never shown again), the badge
+  // made public, a token made (shown once) and revoked.
+  await page.goto(`${base}/projects/${project}/settings`);
+  await page.fill("form[data-method=PUT] input[name=name]", "DEPLOY_KEY");
+  await page.fill("form[data-method=PUT] input[name=value]", "browser-set-secret-value");
+  await page.click("form[data-method=PUT] button[type=submit]");
+  await page.waitForSelector("table.secrets code:text-is('DEPLOY_KEY')", { timeout: T });
+  results.secretValueShown = (await page.content()).includes("browser-set-secret-value");
+  await page.selectOption("form[data-method=PATCH] select[name=badge]", "public");
+  await page.click("form[data-method=PATCH] button[type=submit]");
+  await page.waitForFunction(() => document.querySelector("select[name=badge]").value === "public" && document.readyState === "complete", null, { timeout: T });
+  await page.waitForSelector("text=Badge for a README", { timeout: T });
+  await screenshot(page, "settings");
+  await page.goto(`${base}/tokens`);
+  await page.fill("form[data-api='/api/v1/tokens'] input[name=name]", "from-the-browser");
+  await page.click("form[data-api='/api/v1/tokens'] button[type=submit]");
+  await page.waitForSelector("#new-token:not([hidden])", { timeout: T });
+  results.newToken = await page.textContent("#new-token");
+  await page.reload();
+  page.expectDialog = true;
+  await page.click("tr:has-text('from-the-browser') button[data-method=DELETE]");
+  await page.waitForFunction(() => !document.body.textContent.includes("from-the-browser"), null, { timeout: T });
+  results.tokenRevoked = true;
+
   // --- a phone's width: nothing wider than the screen, the log there.
   const phone = await newPage(browser, { viewport: { width: 390, height: 844 }, context: { storageState: await context.storageState() } });
   await phone.page.goto(`${base}/builds/${done}`);

@@ -46,6 +46,52 @@ document.addEventListener("click", async (ev) => {
   }
 });
 
+// Forms with data-api send their fields to the API as JSON (data-method,
+// POST by default; {field} in the URL takes that field's value), with the
+// CSRF header; then the page shows the new state, or (data-show) the
+// answer's field in the data-output element — a token made, shown once.
+document.addEventListener("submit", async (ev) => {
+  const form = ev.target.closest("form[data-api]");
+  if (!form) return;
+  ev.preventDefault();
+  const body = {};
+  for (const el of form.elements) {
+    if (!el.name) continue;
+    if (el.type === "checkbox") body[el.name] = el.checked;
+    else if (el.dataset.type === "int") { if (el.value !== "") body[el.name] = parseInt(el.value, 10); }
+    else body[el.name] = el.value;
+  }
+  const url = form.dataset.api.replace(/\{(\w+)\}/g, (_, k) => { const v = body[k]; delete body[k]; return encodeURIComponent(v); });
+  const button = form.querySelector("button[type=submit]");
+  if (button) button.disabled = true;
+  try {
+    const resp = await fetch(url, {
+      method: form.dataset.method || "POST",
+      headers: { "X-Kiln-CSRF": csrf(), "Content-Type": "application/json", "Accept": "application/json" },
+      credentials: "same-origin",
+      body: JSON.stringify(body),
+    });
+    let answer = null;
+    try { answer = await resp.json(); } catch (_) { /* 204 */ }
+    if (!resp.ok) {
+      showAlert((answer && answer.error) || `${resp.status} ${resp.statusText}`);
+      return;
+    }
+    if (form.dataset.show && answer) {
+      const out = document.getElementById(form.dataset.output);
+      out.textContent = answer[form.dataset.show];
+      out.hidden = false;
+      form.reset();
+      return;
+    }
+    window.location.reload();
+  } catch (err) {
+    showAlert(String(err));
+  } finally {
+    if (button) button.disabled = false;
+  }
+});
+
 // replaceFrom fetches url (HTML the server rendered) and puts its element
 // matching selector in place of target. Table rows are parsed inside a
 // table: the HTML parser drops them anywhere else.
