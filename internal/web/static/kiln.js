@@ -152,4 +152,17 @@ if (jobs) {
   });
   // At the end too: the buttons change (cancel goes, retry comes).
   document.addEventListener("kiln:end", refreshJobs);
+  // A build still being planned has no job, so no log stream to follow:
+  // its page asks again every few seconds, and shows itself whole once
+  // the jobs are there.
+  if (jobs.dataset.untilJobs) {
+    const poll = async () => {
+      try {
+        const resp = await fetch(jobs.dataset.partial, { credentials: "same-origin" });
+        if (resp.ok && (await resp.text()).includes('class="job')) { window.location.reload(); return; }
+      } catch (_) { /* again */ }
+      setTimeout(poll, 3000);
+    };
+    setTimeout(poll, 3000);
+  }
 }
