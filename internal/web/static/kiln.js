@@ -159,7 +159,7 @@ if (jobs) {
     const poll = async () => {
       try {
         const resp = await fetch(jobs.dataset.partial, { credentials: "same-origin" });
-        if (resp.ok && (await resp.text()).includes('class="job')) { window.location.reload(); return; }
+        if (resp.ok && (await resp.text()).includes('data-job="')) { window.location.reload(); return; }
       } catch (_) { /* again */ }
       setTimeout(poll, 3000);
     };
