@@ -1,7 +1,6 @@
 package docker
 
 import (
-	"archive/tar"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -23,16 +22,8 @@ import (
 // never the base image other tests need.
 func importTestImage(t *testing.T, r *Runtime, ref string, changes ...string) string {
 	t.Helper()
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	content := []byte(rand.Text())
-	if err := tw.WriteHeader(&tar.Header{Name: "kiln-test", Mode: 0o644, Size: int64(len(content))}); err != nil {
-		t.Fatal(err)
-	}
-	tw.Write(content)
-	tw.Close()
 	ctx := t.Context()
-	body, err := r.cli.ImageImport(ctx, image.ImportSource{Source: &buf, SourceName: "-"}, ref, image.ImportOptions{Changes: changes})
+	body, err := r.cli.ImageImport(ctx, image.ImportSource{Source: testenv.TinyImage(), SourceName: "-"}, ref, image.ImportOptions{Changes: changes})
 	if err != nil {
 		t.Fatalf("import %s: %v", ref, err)
 	}
