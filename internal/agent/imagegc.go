@@ -50,6 +50,10 @@ const imageGCGrace = 10 * time.Minute
 // imageState is the state file's content.
 type imageState struct {
 	Images map[string]*imageRecord `json:"images"`
+	// Superseded are the ids of images a name Kiln pulled pointed to
+	// before a later pull moved it (a moving tag, `pull: always`), and
+	// when: the old image stays behind without its tag, Kiln's leftover.
+	Superseded map[string]time.Time `json:"superseded,omitempty"`
 }
 
 type imageRecord struct {
@@ -57,6 +61,8 @@ type imageRecord struct {
 	// name only recorded for when it was last used (a labelled image).
 	Pulled *time.Time `json:"pulled,omitempty"`
 	Used   time.Time  `json:"used"`
+	// ID is the image the name pointed to when last used.
+	ID string `json:"id,omitempty"`
 }
 
 // imageGC is the agent's image collector.
@@ -177,12 +183,18 @@ func (g *imageGC) jobStarting(ctx context.Context, asg *protocol.Assignment) (do
 		rec := g.state.Images[ref]
 		switch {
 		case rec != nil:
-			rec.Used = now
+			if rec.Pulled != nil && rec.ID != "" && rec.ID != img.ID {
+				if g.state.Superseded == nil {
+					g.state.Superseded = map[string]time.Time{}
+				}
+				g.state.Superseded[rec.ID] = now
+			}
+			rec.Used, rec.ID = now, img.ID
 		case absent:
-			g.state.Images[ref] = &imageRecord{Pulled: &now, Used: now}
+			g.state.Images[ref] = &imageRecord{Pulled: &now, Used: now, ID: img.ID}
 			g.log.Debug("image pulled for a job recorded as Kiln's", "image", ref)
 		case kilnLabelled(*img):
-			g.state.Images[ref] = &imageRecord{Used: now}
+			g.state.Images[ref] = &imageRecord{Used: now, ID: img.ID}
 		default:
 			return // not Kiln's: nothing to record
 		}
@@ -299,16 +311,21 @@ func (g *imageGC) collect(ctx context.Context, why string) gcResult {
 			continue
 		}
 		if len(img.Refs) == 0 {
-			if kilnLabelled(img) {
+			// Untagged: a build's leftover, or an image a later pull of
+			// its name superseded (it keeps its digest).
+			if _, old := g.state.Superseded[img.ID]; old || kilnLabelled(img) {
 				dangling = append(dangling, candidate{ref: img.ID, used: img.Created, img: img})
+				continue
 			}
-			continue
 		}
-		for _, r := range img.Refs {
+		// Its tags, Kiln's if recorded as pulled or the image is
+		// labelled; its digests only if recorded (an image pulled by
+		// digest has no tag).
+		for i, r := range append(slices.Clone(img.Refs), img.Digests...) {
 			n := normRef(r)
 			rec := g.state.Images[n]
 			pulled := rec != nil && rec.Pulled != nil
-			if !pulled && !kilnLabelled(img) {
+			if !pulled && (i >= len(img.Refs) || !kilnLabelled(img)) {
 				continue
 			}
 			used := img.Created
@@ -341,8 +358,12 @@ func (g *imageGC) collect(ctx context.Context, why string) gcResult {
 			continue
 		}
 		rm, err := g.eng.RemoveImage(ctx, c.ref)
-		if err == nil && c.name != "" {
-			delete(g.state.Images, c.name)
+		if err == nil {
+			if c.name != "" {
+				delete(g.state.Images, c.name)
+			} else {
+				delete(g.state.Superseded, c.ref)
+			}
 			g.saveLocked()
 		}
 		g.mu.Unlock()
@@ -405,6 +426,12 @@ func (g *imageGC) forgetGoneLocked(imgs []sandbox.Image) {
 		}
 	}
 	changed := false
+	for id := range g.state.Superseded {
+		if !slices.ContainsFunc(imgs, func(img sandbox.Image) bool { return img.ID == id }) {
+			delete(g.state.Superseded, id)
+			changed = true
+		}
+	}
 	for n := range g.state.Images {
 		if !present[n] && g.claimed[n] == 0 {
 			delete(g.state.Images, n)

@@ -17,6 +17,8 @@ import (
 	"github.com/docker/docker/api/types/image"
 	dockerclient "github.com/docker/docker/client"
 
+	"github.com/kilnci/kiln/internal/pipeline"
+	"github.com/kilnci/kiln/internal/protocol"
 	"github.com/kilnci/kiln/internal/sandbox"
 	"github.com/kilnci/kiln/internal/sandbox/docker"
 	"github.com/kilnci/kiln/internal/testenv"
@@ -117,8 +119,21 @@ func TestImageGCOnEngines(t *testing.T) {
 			var logBuf bytes.Buffer
 			cfg := DefaultConfig()
 			cfg.ID, cfg.ImageState = "agent-imagegc-test", state
-			g := newImageGC(onlyTestImages{engine: rt, dangling: map[string]bool{danglingID: true}}, rt.Destroy, cfg,
+			only := onlyTestImages{engine: rt, dangling: map[string]bool{danglingID: true}}
+			g := newImageGC(only, rt.Destroy, cfg,
 				slog.New(slog.NewTextHandler(&logBuf, nil)))
+			// A name Kiln pulled, moved to another image by a later pull
+			// (here an import under the same name): the old image stays,
+			// untagged, and is Kiln's leftover.
+			moved := testImagesPrefix + "moved:" + tag
+			oldID := importImage(t, cli, moved)
+			g.state.Images[normRef(moved)] = &imageRecord{Pulled: &long, Used: long, ID: oldID}
+			importImage(t, cli, moved)
+			only.dangling[oldID] = true
+			g.jobStarting(ctx, &protocol.Assignment{JobID: 1, Attempt: 1, Spec: pipeline.JobSpec{Image: moved}})()
+			if _, ok := g.state.Superseded[oldID]; !ok {
+				t.Fatalf("the image %s moved off is not recorded as superseded: %+v", oldID, g.state)
+			}
 			g.usage = func(context.Context) (uint64, uint64, error) { return 99, 100, nil } // always past the high mark
 			g.now = func() time.Time { return time.Now().Add(time.Hour) }                   // the leftover is past its grace
 
@@ -130,6 +145,9 @@ func TestImageGCOnEngines(t *testing.T) {
 			}
 			if has(pulled) {
 				t.Errorf("%s (Kiln pulled it, unused) kept", pulled)
+			}
+			if has(oldID) {
+				t.Errorf("superseded image %s kept", oldID)
 			}
 			if has(danglingID) {
 				t.Errorf("dangling Kiln image %s kept", danglingID)

@@ -46,10 +46,11 @@ func (f *fakeImages) RemoveImage(_ context.Context, ref string) (sandbox.Removal
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for i, img := range f.imgs {
-		if img.ID == ref || slices.Contains(img.Refs, ref) {
+		if img.ID == ref || slices.Contains(img.Refs, ref) || slices.Contains(img.Digests, ref) {
 			f.removed = append(f.removed, ref)
 			img.Refs = slices.DeleteFunc(slices.Clone(img.Refs), func(r string) bool { return r == ref })
-			if len(img.Refs) > 0 && img.ID != ref {
+			img.Digests = slices.DeleteFunc(slices.Clone(img.Digests), func(r string) bool { return r == ref })
+			if len(img.Refs)+len(img.Digests) > 0 && img.ID != ref {
 				f.imgs[i] = img
 				return sandbox.Removal{}, nil
 			}
@@ -114,6 +115,8 @@ func TestImageGCPolicy(t *testing.T) {
 			Created: day.Add(-48 * time.Hour), Labels: map[string]string{sandbox.LabelImage: "true"}},
 		{ID: "sha256:dangling", Size: 5 * mib, Labels: map[string]string{sandbox.LabelImage: "true"}}, // a build's leftover
 		{ID: "sha256:strayed", Size: 5 * mib}, // dangling, not Kiln's
+		{ID: "sha256:bydigest", Digests: []string{"golang@sha256:" + strings.Repeat("ab", 32)}, Size: 20 * mib},    // Kiln pulled it by digest
+		{ID: "sha256:foreigndigest", Digests: []string{"node@sha256:" + strings.Repeat("cd", 32)}, Size: 20 * mib}, // pulled by digest, not by Kiln
 	}
 	old := day.Add(-10 * 24 * time.Hour)
 	f.ctrs = []sandbox.Container{
@@ -127,11 +130,12 @@ func TestImageGCPolicy(t *testing.T) {
 	}
 	state := filepath.Join(t.TempDir(), "images.json")
 	writeState(t, state, map[string]time.Time{
-		"docker.io/library/golang:1.21": day.Add(-72 * time.Hour),
-		"docker.io/library/node:20":     day.Add(-24 * time.Hour),
-		"docker.io/library/golang:1.23": day,
-		"docker.io/library/alpine:3":    day.Add(-100 * time.Hour),
-		"docker.io/library/rust:1":      day.Add(-100 * time.Hour),
+		"docker.io/library/golang:1.21":                               day.Add(-72 * time.Hour),
+		"docker.io/library/node:20":                                   day.Add(-24 * time.Hour),
+		"docker.io/library/golang:1.23":                               day,
+		"docker.io/library/alpine:3":                                  day.Add(-100 * time.Hour),
+		"docker.io/library/rust:1":                                    day.Add(-100 * time.Hour),
+		"docker.io/library/golang@sha256:" + strings.Repeat("ab", 32): day.Add(-200 * time.Hour),
 	})
 	g, logBuf := testGC(t, f, state)
 	g.now = func() time.Time { return day }
@@ -141,15 +145,16 @@ func TestImageGCPolicy(t *testing.T) {
 	res := g.collect(t.Context(), "test")
 	// Freed: leftovers (c-left; then the dangling image, 5), then
 	// oldest first, rust:1 (claimed) and alpine:3 (in use) passed over:
-	// golang:1.21, the built image (by its creation), node:20 —
-	// 800-5-60-10-60 = 665 MiB, under 70 %.
-	if want := []string{"sha256:dangling", "golang:1.21", "registry.example/web:1", "docker.io/library/node:20"}; !slices.Equal(res.Images, want) {
+	// the image pulled by digest, golang:1.21, the built image (by its
+	// creation) — 800-5-20-60-10 = 705 MiB, 70.5 % — then node:20: 645
+	// MiB, under 70 %.
+	if want := []string{"sha256:dangling", "golang@sha256:" + strings.Repeat("ab", 32), "golang:1.21", "registry.example/web:1", "docker.io/library/node:20"}; !slices.Equal(res.Images, want) {
 		t.Errorf("removed %v, want %v", res.Images, want)
 	}
 	if want := []string{"kiln-7-1-agent-1"}; !slices.Equal(res.Sandboxes, want) {
 		t.Errorf("sandboxes removed %v, want %v", res.Sandboxes, want)
 	}
-	if res.Freed != 135*mib || res.After >= 70 {
+	if res.Freed != 155*mib || res.After >= 70 {
 		t.Errorf("freed %d, after %.1f%%", res.Freed, res.After)
 	}
 	for _, keep := range []string{"debian:12", "alpine:3", "rust:1", "golang:1.23"} {
@@ -157,11 +162,13 @@ func TestImageGCPolicy(t *testing.T) {
 			t.Errorf("%s removed", keep)
 		}
 	}
-	if !slices.ContainsFunc(f.imgs, func(i sandbox.Image) bool { return i.ID == "sha256:strayed" }) {
-		t.Error("a dangling image not Kiln's was removed")
+	for _, id := range []string{"sha256:strayed", "sha256:foreigndigest"} {
+		if !slices.ContainsFunc(f.imgs, func(i sandbox.Image) bool { return i.ID == id }) {
+			t.Errorf("%s, not Kiln's, was removed", id)
+		}
 	}
 	logs := logBuf.String()
-	for _, want := range []string{`image=golang:1.21`, `bytes=62914560`, `freed_bytes=141557760`, "removed a stopped sandbox"} {
+	for _, want := range []string{`image=golang:1.21`, `bytes=62914560`, `freed_bytes=162529280`, "removed a stopped sandbox"} {
 		if !strings.Contains(logs, want) {
 			t.Errorf("log lacks %q:\n%s", want, logs)
 		}
@@ -220,12 +227,30 @@ func TestImageGCRecordsPulls(t *testing.T) {
 	f.imgs = append(f.imgs, sandbox.Image{ID: "sha256:pulled", Refs: []string{"golang:1.23"}, Size: 10})
 	f.mu.Unlock()
 	done()
+	// A later pull moves the tag: the old image stays, untagged, with its
+	// digest; it is recorded as superseded.
+	done = g.jobStarting(t.Context(), &protocol.Assignment{JobID: 4, Attempt: 1, Spec: pipeline.JobSpec{Image: "golang:1.23"}})
+	f.mu.Lock()
+	f.imgs[len(f.imgs)-1] = sandbox.Image{ID: "sha256:pulled", Digests: []string{"golang@sha256:" + strings.Repeat("01", 32)}, Size: 10}
+	f.imgs = append(f.imgs, sandbox.Image{ID: "sha256:pulled2", Refs: []string{"golang:1.23"}, Size: 10})
+	f.mu.Unlock()
+	done()
+	if _, ok := readState(t, state).Superseded["sha256:pulled"]; !ok {
+		t.Errorf("the superseded image is not recorded: %+v", readState(t, state))
+	}
+	f.removed, f.used = nil, 76 // past the high mark; under the low one once the old image goes
+	if res := g.collect(t.Context(), "test"); !slices.Equal(res.Images, []string{"sha256:pulled"}) {
+		t.Errorf("collect after a pull moved the tag: removed %v, want the superseded image", res.Images)
+	}
+	if st := readState(t, state); len(st.Superseded) != 0 || st.Images["docker.io/library/golang:1.23"].ID != "sha256:pulled2" {
+		t.Errorf("state after: %+v", st)
+	}
 	done2 := g.jobStarting(t.Context(), &protocol.Assignment{JobID: 2, Attempt: 1, Spec: pipeline.JobSpec{Image: "debian:12"}})
 	done2()
 
 	g2, _ := testGC(t, f, state) // a restarted agent
 	rec := g2.state.Images["docker.io/library/golang:1.23"]
-	if rec == nil || rec.Pulled == nil || !rec.Used.Equal(t0.Add(time.Hour)) {
+	if rec == nil || rec.Pulled == nil || !rec.Used.Equal(t0.Add(time.Hour)) || rec.ID != "sha256:pulled2" {
 		t.Fatalf("pulled image's record: %+v", rec)
 	}
 	if _, ok := g2.state.Images["docker.io/library/debian:12"]; ok {
