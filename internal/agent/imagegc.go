@@ -183,13 +183,8 @@ func (g *imageGC) jobStarting(ctx context.Context, asg *protocol.Assignment) (do
 		rec := g.state.Images[ref]
 		switch {
 		case rec != nil:
-			if rec.Pulled != nil && rec.ID != "" && rec.ID != img.ID {
-				if g.state.Superseded == nil {
-					g.state.Superseded = map[string]time.Time{}
-				}
-				g.state.Superseded[rec.ID] = now
-			}
-			rec.Used, rec.ID = now, img.ID
+			g.followLocked(rec, img.ID)
+			rec.Used = now
 		case absent:
 			g.state.Images[ref] = &imageRecord{Pulled: &now, Used: now, ID: img.ID}
 			g.log.Debug("image pulled for a job recorded as Kiln's", "image", ref)
@@ -293,6 +288,7 @@ func (g *imageGC) collect(ctx context.Context, why string) gcResult {
 		return res
 	}
 	g.mu.Lock()
+	g.noteMovesLocked(imgs)
 	g.forgetGoneLocked(imgs)
 	g.mu.Unlock()
 
@@ -415,6 +411,43 @@ func (g *imageGC) neededLocked(img sandbox.Image) bool {
 		}
 	}
 	return false
+}
+
+// noteMovesLocked records as superseded the images names Kiln pulled
+// pointed to, that those names have left since (a pull of the name by
+// anyone: a job's, or an admin's), and follows the names.
+func (g *imageGC) noteMovesLocked(imgs []sandbox.Image) {
+	byName := map[string]string{} // name → image id
+	for _, img := range imgs {
+		for _, n := range names(img) {
+			byName[n] = img.ID
+		}
+	}
+	changed := false
+	for n, rec := range g.state.Images {
+		if id, ok := byName[n]; ok && rec.ID != id {
+			g.followLocked(rec, id)
+			changed = true
+		}
+	}
+	if changed {
+		g.saveLocked()
+	}
+}
+
+// followLocked points rec at the image id its name is on now; the image
+// it was on, if Kiln pulled it, is superseded.
+func (g *imageGC) followLocked(rec *imageRecord, id string) {
+	if rec.ID == id {
+		return
+	}
+	if rec.Pulled != nil && rec.ID != "" {
+		if g.state.Superseded == nil {
+			g.state.Superseded = map[string]time.Time{}
+		}
+		g.state.Superseded[rec.ID] = g.now()
+	}
+	rec.ID = id
 }
 
 // forgetGoneLocked drops the records of names no longer on the host.

@@ -189,6 +189,32 @@ func TestImageGCPolicy(t *testing.T) {
 	}
 }
 
+// TestImageGCNoticesMovedTags: a name Kiln pulled that another pull
+// moved (an admin's, no job since) leaves its old image, untagged, to be
+// removed as Kiln's leftover; an untagged image never Kiln's stays.
+func TestImageGCNoticesMovedTags(t *testing.T) {
+	t0 := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	f := &fakeImages{total: 100, used: 80, imgs: []sandbox.Image{
+		{ID: "sha256:old", Digests: []string{"golang@sha256:" + strings.Repeat("01", 32)}, Size: 20},
+		{ID: "sha256:new", Refs: []string{"golang:1.23"}, Size: 20},
+		{ID: "sha256:stray", Digests: []string{"node@sha256:" + strings.Repeat("02", 32)}, Size: 20},
+	}}
+	state := filepath.Join(t.TempDir(), "images.json")
+	if err := writeFileAtomic(state, imageState{Images: map[string]*imageRecord{
+		"docker.io/library/golang:1.23": {Pulled: &t0, Used: t0, ID: "sha256:old"},
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	g, _ := testGC(t, f, state)
+	// 80 → 60 once the old image goes: under the low mark, golang:1.23 stays.
+	if res := g.collect(t.Context(), "test"); !slices.Equal(res.Images, []string{"sha256:old"}) {
+		t.Errorf("removed %v, want the image the tag moved off", res.Images)
+	}
+	if st := readState(t, state); st.Images["docker.io/library/golang:1.23"].ID != "sha256:new" || len(st.Superseded) != 0 {
+		t.Errorf("state after: %+v", st)
+	}
+}
+
 func readState(t *testing.T, path string) imageState {
 	t.Helper()
 	b, err := os.ReadFile(path)
