@@ -23,15 +23,17 @@ import (
 // Image housekeeping: when the engine's data disk is fuller than the
 // high-water mark (Config.ImageGCHigh, 75 % by default), the agent
 // removes Kiln's images, least recently used first, until it is below the
-// low-water mark (ImageGCLow, 70 %), and the leftovers of jobs: Kiln's
-// dangling images, and stopped sandboxes of this agent whose job is over.
+// low-water mark (ImageGCLow, 70 %), and the leftovers of jobs: stopped
+// sandboxes of this agent whose job is over, and Kiln's untagged images
+// (a build's, labelled; or the image a name Kiln pulled was on before a
+// later pull moved the name).
 // It looks every ImageGCInterval and before a job whose image is not on
 // the host (the pull that follows needs the room).
 //
 // Whose images: those Kiln pulled, which the agent records in a state
-// file (ImageState: name → when pulled and last used; a pulled image
-// cannot carry a label of Kiln's, its configuration is the registry's),
-// and those labelled sandbox.LabelImage (Kiln's builds). Never another
+// file (ImageState: name → when pulled, when last used, the image it is
+// on; a pulled image cannot carry a label of Kiln's, its configuration
+// is the registry's), and those labelled sandbox.LabelImage (Kiln's builds). Never another
 // image, whatever its age: the base image a project names, if an admin
 // put it there, stays. Never an image a container uses (any container on
 // the host, running or stopped: the engine would refuse anyway), nor the
