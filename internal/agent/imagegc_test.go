@@ -330,3 +330,38 @@ func TestImageGCConfig(t *testing.T) {
 		}
 	}
 }
+
+// imagesRuntime is a Runtime that can also do housekeeping.
+type imagesRuntime struct {
+	sandbox.Runtime
+	*fakeImages
+}
+
+// TestImageGCWiring: an agent on a runtime that can list and remove
+// images does housekeeping unless it is turned off; on one that cannot,
+// it does none.
+func TestImageGCWiring(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.ID, cfg.Server, cfg.Token, cfg.WorkDir = "a", "http://127.0.0.1:1", "t", t.TempDir()
+	log := slog.New(slog.DiscardHandler)
+	for _, tc := range []struct {
+		name string
+		rt   sandbox.Runtime
+		high float64
+		on   bool
+	}{
+		{"images runtime", imagesRuntime{fakeImages: &fakeImages{}}, 75, true},
+		{"turned off", imagesRuntime{fakeImages: &fakeImages{}}, 0, false},
+		{"plain runtime", struct{ sandbox.Runtime }{}, 75, false},
+	} {
+		c := cfg
+		c.ImageGCHigh = tc.high
+		a, err := New(c, tc.rt, nil, nil, log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if (a.images != nil) != tc.on {
+			t.Errorf("%s: housekeeping %v, want %v", tc.name, a.images != nil, tc.on)
+		}
+	}
+}
