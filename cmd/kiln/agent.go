@@ -79,6 +79,9 @@ func agentFlags(fs *flag.FlagSet, local bool) *agentOptions {
 	fs.DurationVar(&o.cfg.StickyMaxAge, "sticky-max-age", o.cfg.StickyMaxAge, "prune sticky cache volumes unused for this long")
 	fs.DurationVar(&o.cfg.ShutdownGrace, "shutdown-grace", o.cfg.ShutdownGrace, "on SIGTERM, how long running jobs may go on before they are stopped and reported as errors (retried)")
 	fs.DurationVar(&o.cfg.SpareIdle, "spare-idle", o.cfg.SpareIdle, "after a job with sticky caches, keep a sandbox made ahead of time for the project's next job this long (0: never)")
+	fs.Float64Var(&o.cfg.ImageGCHigh, "image-gc-high", o.cfg.ImageGCHigh, "percent of the engine's data disk past which Kiln's least recently used images (pulled or built by Kiln, none a job here needs) and build leftovers are removed (0: never)")
+	fs.Float64Var(&o.cfg.ImageGCLow, "image-gc-low", o.cfg.ImageGCLow, "percent of the engine's data disk image housekeeping removes images down to")
+	fs.DurationVar(&o.cfg.ImageGCInterval, "image-gc-interval", o.cfg.ImageGCInterval, "how often image housekeeping looks at the engine's disk (it also looks before a job whose image is not on the host)")
 	fs.StringVar(&o.firewall, "sandbox-firewall", "on", "on: sandboxes cannot reach the host's addresses or private networks, except the server's address (its cache service) and -sandbox-allow (needs root); off: they reach everything the host does")
 	fs.StringVar(&o.allow, "sandbox-allow", "", "comma-separated host:port endpoints on the host or private networks that sandboxes may still reach (TCP)")
 	return o
@@ -202,6 +205,7 @@ func (o *agentOptions) build(ctx context.Context, dataDir string) (*agent.Agent,
 		return nil, "", err
 	}
 	o.cfg.WorkDir = filepath.Join(dataDir, "work")
+	o.cfg.ImageState = filepath.Join(dataDir, "images.json")
 	o.cfg.Version = version
 	host := o.engine
 	if host == "" {

@@ -65,11 +65,21 @@ type Config struct {
 	// logs.DefaultMaxJobLines); negative: no limit.
 	LogMaxBytes int64
 	LogMaxLines int64
+	// Image housekeeping (imagegc.go): past ImageGCHigh percent of the
+	// engine's data disk, Kiln's images are removed, least recently used
+	// first, until below ImageGCLow; looked at every ImageGCInterval and
+	// before a job whose image is not on the host. ImageGCHigh 0: never.
+	// ImageState is the file recording the images Kiln pulled ("": kept
+	// in memory only).
+	ImageGCHigh     float64
+	ImageGCLow      float64
+	ImageGCInterval time.Duration
+	ImageState      string
 }
 
 func DefaultConfig() Config {
 	return Config{Capacity: 2, DefaultCPUs: pipeline.DefaultLimits.CPUs, DefaultMemory: pipeline.DefaultLimits.MemoryBytes, DefaultPids: pipeline.DefaultLimits.Pids, DefaultDisk: pipeline.DefaultLimits.DiskBytes, LayerWatch: 5 * time.Second, ClaimWait: 30 * time.Second, StickyMaxAge: 14 * 24 * time.Hour, SpareIdle: 10 * time.Minute,
-		ShutdownGrace: 10 * time.Second}
+		ShutdownGrace: 10 * time.Second, ImageGCHigh: 75, ImageGCLow: 70, ImageGCInterval: 5 * time.Minute}
 }
 
 // limits are the most a job's sandbox gets on this agent.
@@ -90,6 +100,7 @@ type Agent struct {
 
 	promotions promotions // sticky volumes being promoted after their job reported
 	spares     spares     // the sandbox made ahead of time for the next job
+	images     *imageGC   // nil: no image housekeeping
 	busy       atomic.Int64
 	running    atomic.Int64 // jobs claimed and not yet reported and cleaned up (busy also counts spares)
 }
@@ -120,8 +131,15 @@ func New(cfg Config, rt sandbox.Runtime, mirrors *gitmirror.Mirrors, volumes *st
 	if hc == nil {
 		hc = &http.Client{Timeout: cfg.ClaimWait + 30*time.Second}
 	}
+	if cfg.ImageGCHigh > 0 && (cfg.ImageGCLow <= 0 || cfg.ImageGCLow > cfg.ImageGCHigh || cfg.ImageGCHigh > 100) {
+		return nil, fmt.Errorf("agent: image housekeeping: want 0 < low (%g) <= high (%g) <= 100", cfg.ImageGCLow, cfg.ImageGCHigh)
+	}
 	log = log.With("agent", cfg.ID)
-	return &Agent{cfg: cfg, rt: rt, mirrors: mirrors, volumes: volumes, api: newClient(servers, cfg.Token, hc, log), log: log}, nil
+	a := &Agent{cfg: cfg, rt: rt, mirrors: mirrors, volumes: volumes, api: newClient(servers, cfg.Token, hc, log), log: log}
+	if eng, ok := rt.(sandbox.Images); ok && cfg.ImageGCHigh > 0 {
+		a.images = newImageGC(eng, rt.Destroy, cfg, log)
+	}
+	return a, nil
 }
 
 // Run registers, cleans up what a previous run left behind, and claims and
@@ -143,6 +161,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.sweep(ctx)
 	go a.pruneLoop(ctx)
+	if a.images != nil {
+		go a.images.loop(ctx, a.cfg.ImageGCInterval)
+	}
 	jobsCtx, stopJobs := context.WithCancelCause(context.WithoutCancel(ctx))
 	defer stopJobs(nil)
 	slots := make(chan struct{}, a.cfg.Capacity)
@@ -201,6 +222,11 @@ func (a *Agent) Run(ctx context.Context) error {
 			defer a.busy.Add(-1)
 			defer a.running.Add(-1)
 			defer func() { <-slots }()
+			if a.images != nil {
+				// The job's image is kept from here to its end; a
+				// collection first when it is to be pulled.
+				defer a.images.jobStarting(jobsCtx, asg)()
+			}
 			a.runJob(jobsCtx, ctx, asg)
 		}()
 	}
