@@ -6,8 +6,12 @@ package pipeline
 type JobSpec struct {
 	// Name is the job's key under `jobs:` (or "build" for the top-level
 	// `steps:` shorthand). Unique within a pipeline.
-	Name  string            `json:"name"`
-	Image string            `json:"image"`
+	Name  string `json:"name"`
+	Image string `json:"image"`
+	// Pull is when the agent pulls Image: PullIfNotPresent (the default,
+	// also for "" from a server older than the field), PullAlways or
+	// PullNever.
+	Pull  string            `json:"pull,omitempty"`
 	Env   map[string]string `json:"env,omitempty"`
 	Steps []StepSpec        `json:"steps"`
 	// TimeoutSeconds bounds the whole job, from sandbox start to the end of
@@ -54,3 +58,10 @@ type Resources struct {
 	// DiskBytes is the job's disk quota: its workspace and /tmp together.
 	DiskBytes int64 `json:"disk_bytes,omitempty"`
 }
+
+// Pull policies of a job's image (`pull:`).
+const (
+	PullIfNotPresent = "if-not-present" // pull only when the host lacks the image
+	PullAlways       = "always"         // pull every time (a moving tag)
+	PullNever        = "never"          // use the host's image or fail
+)
