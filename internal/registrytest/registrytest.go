@@ -35,6 +35,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/docker/docker/client"
 	"golang.org/x/crypto/bcrypt"
 )
 
@@ -307,4 +308,33 @@ func makeCerts(t testing.TB, ip string) (caPEM, certPEM, keyPEM []byte) {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}),
 		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
 		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb})
+}
+
+// SaveImage writes image, from the engine at engineHost (Docker's API:
+// Docker or Podman's socket), to a file in docker save's format, for
+// Push.
+func SaveImage(t testing.TB, engineHost, image string) string {
+	t.Helper()
+	cli, err := client.NewClientWithOpts(client.WithHost(engineHost), client.WithAPIVersionNegotiation())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	rc, err := cli.ImageSave(context.Background(), []string{image})
+	if err != nil {
+		t.Fatalf("save %s from %s: %v", image, engineHost, err)
+	}
+	defer rc.Close()
+	path := filepath.Join(t.TempDir(), "image.tar")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(f, rc); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }

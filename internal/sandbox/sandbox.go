@@ -70,8 +70,11 @@ type PullResult struct {
 	// Shared: the transfer was another caller's, joined.
 	Shared bool
 	// Bytes is what the engine reported downloading (compressed layers;
-	// 0 when every layer was present or the engine did not say).
-	Bytes    int64
+	// 0 when every layer was on the host already; -1 when layers were
+	// fetched and the engine did not say how much: Podman).
+	Bytes int64
+	// Size is the image's size on the host (uncompressed).
+	Size     int64
 	Duration time.Duration
 	// Digest is the image's manifest digest in its registry
 	// ("sha256:…"); "" for an image that never came from one (imported).

@@ -57,7 +57,7 @@ func (r *Runtime) Pull(ctx context.Context, req sandbox.PullRequest) (sandbox.Pu
 	case "", sandbox.PullIfNotPresent, sandbox.PullNever:
 		inspect, err := r.cli.ImageInspect(ctx, req.Image)
 		if err == nil {
-			return sandbox.PullResult{Duration: time.Since(t0), Digest: repoDigest(named, inspect.RepoDigests)}, nil
+			return sandbox.PullResult{Duration: time.Since(t0), Size: inspect.Size, Digest: repoDigest(named, inspect.RepoDigests)}, nil
 		}
 		if !cerrdefs.IsNotFound(err) {
 			return sandbox.PullResult{}, r.wrap("pull: inspect image "+req.Image, err)
@@ -119,7 +119,7 @@ func (r *Runtime) pull(ctx context.Context, named reference.Named, req sandbox.P
 	if err != nil {
 		return sandbox.PullResult{}, r.wrap("pull: inspect pulled image "+req.Image, err)
 	}
-	return sandbox.PullResult{Pulled: true, Bytes: n, Digest: repoDigest(named, inspect.RepoDigests)}, nil
+	return sandbox.PullResult{Pulled: true, Bytes: n, Size: inspect.Size, Digest: repoDigest(named, inspect.RepoDigests)}, nil
 }
 
 // pullMessage is one line of the engine's pull stream (the fields Kiln
@@ -138,12 +138,13 @@ type pullMessage struct {
 }
 
 // readPullStream reads the engine's progress messages to the end: the
-// bytes downloaded (each layer's largest total; Docker reports them,
-// Podman's compatible API does not) and the error message the stream
-// ended with ("" for none).
+// bytes downloaded (each layer's largest total: Docker reports them;
+// Podman's compatible API says which layers it fetched but not their
+// sizes, -1) and the error message the stream ended with ("" for none).
 func readPullStream(r io.Reader) (int64, string, error) {
 	dec := json.NewDecoder(r)
 	totals := map[string]int64{}
+	fetched := false
 	for {
 		var m pullMessage
 		if err := dec.Decode(&m); errors.Is(err, io.EOF) {
@@ -157,9 +158,15 @@ func readPullStream(r io.Reader) (int64, string, error) {
 		if m.Error != "" {
 			return 0, m.Error, nil
 		}
+		if m.Status == "Pulling fs layer" {
+			fetched = true
+		}
 		if m.Progress != nil && m.ID != "" && m.Status == "Downloading" && m.Progress.Total > totals[m.ID] {
 			totals[m.ID] = m.Progress.Total
 		}
+	}
+	if fetched && len(totals) == 0 {
+		return -1, "", nil
 	}
 	var n int64
 	for _, t := range totals {

@@ -1,8 +1,10 @@
 package docker
 
 import (
+	"archive/tar"
 	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"io"
@@ -20,27 +22,26 @@ import (
 	"github.com/kilnci/kiln/internal/testenv"
 )
 
-// baseArchive saves the base image from the engine at host into a file
-// (docker save's format) for registrytest.Push.
-func baseArchive(t *testing.T, r *Runtime) string {
+// freshArchive makes an image of one layer of 2 MiB of random bytes on
+// r's engine and saves it, removed from the engine again.
+func freshArchive(t *testing.T, r *Runtime) string {
 	t.Helper()
-	rc, err := r.cli.ImageSave(t.Context(), []string{testenv.BaseImage})
+	var layer bytes.Buffer
+	tw := tar.NewWriter(&layer)
+	data := make([]byte, 2<<20)
+	_, _ = rand.Read(data)
+	_ = tw.WriteHeader(&tar.Header{Name: "random", Mode: 0o644, Size: int64(len(data))})
+	_, _ = tw.Write(data)
+	_ = tw.Close()
+	const name = "localhost/kiln/pull-test-fresh:1"
+	rc, err := r.cli.ImageImport(t.Context(), image.ImportSource{Source: &layer, SourceName: "-"}, name, image.ImportOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer rc.Close()
-	path := filepath.Join(t.TempDir(), "busybox.tar")
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.Copy(f, rc); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return path
+	_, _ = io.Copy(io.Discard, rc)
+	rc.Close()
+	defer removeImage(t, r, name)
+	return registrytest.SaveImage(t, r.host, name)
 }
 
 // removeImage makes ref missing on the engine again.
@@ -84,9 +85,12 @@ func TestPull(t *testing.T) {
 	engines := testenv.Engines(t)
 	registrytest.Require(t)
 	reg := registrytest.Start(t, registrytest.Options{})
-	reg.Push(t, baseArchive(t, newRuntime(t, engines[0].Host)), "kiln/busybox:latest")
+	reg.Push(t, registrytest.SaveImage(t, engines[0].Host, testenv.BaseImage), "kiln/busybox:latest")
 	ref := reg.Host + "/kiln/busybox:latest"
 	auth := &sandbox.RegistryAuth{Username: reg.User, Password: reg.Password}
+	// An image of one layer no engine has: its pull downloads it.
+	fresh := reg.Host + "/kiln/fresh:1"
+	reg.Push(t, freshArchive(t, newRuntime(t, engines[0].Host)), "kiln/fresh:1")
 
 	for _, e := range engines {
 		t.Run(e.Name, func(t *testing.T) {
@@ -188,6 +192,23 @@ func TestPull(t *testing.T) {
 				js, _ := json.Marshal(c)
 				if bytes.Contains(js, []byte(reg.Password)) {
 					t.Fatal("the password is in the container's configuration or labels")
+				}
+			})
+
+			t.Run("bytes of a layer downloaded", func(t *testing.T) {
+				removeImage(t, r, fresh)
+				defer removeImage(t, r, fresh)
+				res, err := r.Pull(ctx, sandbox.PullRequest{Image: fresh, Auth: auth})
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Logf("pulled a fresh layer: %d bytes in %s, image size %d", res.Bytes, res.Duration, res.Size)
+				// Podman's compatible API does not say how many bytes.
+				if res.Bytes < 1<<20 && (e.Name != "podman" || res.Bytes != -1) {
+					t.Errorf("pulled %d bytes of a layer of 2 MiB of random bytes, want at least 1 MiB", res.Bytes)
+				}
+				if res.Size < 2<<20 {
+					t.Errorf("image size %d, want at least 2 MiB", res.Size)
 				}
 			})
 
