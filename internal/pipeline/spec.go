@@ -1,5 +1,7 @@
 package pipeline
 
+import "github.com/distribution/reference"
+
 // JobSpec is one compiled job of a pipeline: everything an agent needs to run
 // it, and nothing it has to parse. The server compiles .kiln.yml into JobSpecs
 // and hands them to agents as JSON; agents never read YAML (as in Woodpecker).
@@ -65,3 +67,15 @@ const (
 	PullAlways       = "always"         // pull every time (a moving tag)
 	PullNever        = "never"          // use the host's image or fail
 )
+
+// ImageHost is the registry host of an image reference, as its name
+// spells it ("registry.example.com", "host:5000"): the key of a
+// project's registry credentials. "" for a reference that does not
+// parse. A name without a host is the engines' default registry's.
+func ImageHost(image string) string {
+	named, err := reference.ParseNormalizedNamed(image)
+	if err != nil {
+		return ""
+	}
+	return reference.Domain(named)
+}
