@@ -37,6 +37,8 @@ import (
 
 	"github.com/docker/docker/client"
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/kilnci/kiln/internal/testenv"
 )
 
 // Options says how to start a registry.
@@ -337,4 +339,14 @@ func SaveImage(t testing.TB, engineHost, image string) string {
 		t.Fatal(err)
 	}
 	return path
+}
+
+// WithBase starts a registry (Start, default options) holding the base
+// image (testenv.BaseImage, saved from the engine at engineHost) as
+// kiln/busybox:latest, and returns it with that image's reference.
+func WithBase(t testing.TB, engineHost string) (*Registry, string) {
+	t.Helper()
+	r := Start(t, Options{})
+	r.Push(t, SaveImage(t, engineHost, testenv.BaseImage), "kiln/busybox:latest")
+	return r, r.Host + "/kiln/busybox:latest"
 }

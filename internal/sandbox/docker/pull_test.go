@@ -83,10 +83,7 @@ func watchArgs(t *testing.T, password string) (stop func()) {
 // from the test's CA) on both engines, and each way a pull fails.
 func TestPull(t *testing.T) {
 	engines := testenv.Engines(t)
-	registrytest.Require(t)
-	reg := registrytest.Start(t, registrytest.Options{})
-	reg.Push(t, registrytest.SaveImage(t, engines[0].Host, testenv.BaseImage), "kiln/busybox:latest")
-	ref := reg.Host + "/kiln/busybox:latest"
+	reg, ref := registrytest.WithBase(t, engines[0].Host)
 	auth := &sandbox.RegistryAuth{Username: reg.User, Password: reg.Password}
 	// An image of one layer no engine has: its pull downloads it.
 	fresh := reg.Host + "/kiln/fresh:1"
