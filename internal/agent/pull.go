@@ -80,8 +80,11 @@ func (a *Agent) pullImage(ctx context.Context, j *job, asg *protocol.Assignment)
 			got = humanBytes(res.Bytes) + " downloaded"
 		}
 		j.sys("pulled %s%s in %s: %s, image %s%s; digest %s", img, as, res.Duration.Round(time.Millisecond), got, humanBytes(res.Size), how, digest)
-	default:
+	case res.Digest != "":
 		j.sys("image %s already on this host (pull: %s); digest %s", img, policyName(asg.Spec.Pull), digest)
+	default:
+		// Built or imported on this host: the sandbox's line names it,
+		// and there is no digest to tell.
 	}
 	return "", "", true
 }
