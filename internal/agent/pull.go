@@ -38,9 +38,12 @@ func (a *Agent) pullImage(ctx context.Context, j *job, asg *protocol.Assignment)
 		}
 		switch {
 		case errors.Is(err, sandbox.ErrRegistryAuth):
-			if auth == nil {
+			switch {
+			case auth == nil && asg.Untrusted:
+				j.sys("pull %s: the registry %s wants credentials, and a fork's request gets none of the project's: %v; not retried", img, host, err)
+			case auth == nil:
 				j.sys("pull %s: the registry %s wants credentials and the project has none for it (kiln project registry add %s %s -user NAME): %v; not retried", img, host, asg.Project, host, err)
-			} else {
+			default:
 				j.sys("pull %s: the registry %s refused the project's credentials for it: %v; not retried", img, host, err)
 			}
 			return "failure", "pull " + img + ": " + err.Error(), false
