@@ -1,6 +1,9 @@
 package pipeline
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 func TestPullPolicy(t *testing.T) {
 	for _, tc := range []struct {
@@ -33,6 +36,26 @@ func TestPullPolicyErrors(t *testing.T) {
 		_, err := Parse(".kiln.yml", []byte(tc.file))
 		if err == nil || err.Error() != tc.want {
 			t.Errorf("%q:\n got %v\nwant %s", tc.file, err, tc.want)
+		}
+	}
+}
+
+// An image that is not a reference is refused where the file writes it,
+// not at the pull.
+func TestImageReferenceErrors(t *testing.T) {
+	for _, tc := range []struct{ file, want string }{
+		{"image: Busybox\nsteps: [x]\n", `.kiln.yml:1:8: image: invalid image reference "Busybox": invalid reference format: repository name (library/Busybox) must be lowercase`},
+		{"image: a\njobs:\n  t:\n    image: registry.example.com:port/x\n    steps: [x]\n", `.kiln.yml:4:12: jobs.t.image: invalid image reference "registry.example.com:port/x": invalid reference format`},
+		{"image: a\njobs:\n  t:\n    image: x@sha256:short\n    steps: [x]\n", `.kiln.yml:4:12: jobs.t.image: invalid image reference "x@sha256:short": invalid reference format`},
+	} {
+		_, err := Parse(".kiln.yml", []byte(tc.file))
+		if err == nil || !strings.HasPrefix(err.Error(), tc.want) {
+			t.Errorf("%q:\n got %v\nwant %s…", tc.file, err, tc.want)
+		}
+	}
+	for _, ok := range []string{"busybox", "localhost/kiln/busybox:latest", "registry.example.com:5000/team/ci:1.4", "registry.example.com/ci@sha256:" + strings.Repeat("a", 64)} {
+		if _, err := Parse(".kiln.yml", []byte("image: "+ok+"\nsteps: [x]\n")); err != nil {
+			t.Errorf("%s: %v", ok, err)
 		}
 	}
 }

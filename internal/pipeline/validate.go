@@ -7,6 +7,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"github.com/distribution/reference"
 	yaml "go.yaml.in/yaml/v3"
 )
 
@@ -236,7 +237,14 @@ func defaultStepName(run string) string {
 }
 
 func (c *checker) image(n *yaml.Node, field string) string {
-	image, _ := c.word(n, field, "image reference")
+	image, ok := c.word(n, field, "image reference")
+	if ok {
+		// What the engines would refuse at the pull, said here with its
+		// place in the file.
+		if _, err := reference.ParseNormalizedNamed(image); err != nil {
+			c.errorf(n, field, "invalid image reference %q: %v (want [host[:port]/]name[:tag][@digest], lowercase name)", image, err)
+		}
+	}
 	return image
 }
 
