@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # test.sh — the whole test suite, on a fresh Debian machine, as root.
 # Installs and starts what the tests need (Docker, Podman, the base image,
+# Distribution's docker-registry and skopeo for the image pull tests,
 # git, openssl, Node's npm for the real @actions/cache client, Chromium for
 # the dashboard, iproute2 for the multi-host test's network namespaces),
 # then runs
@@ -10,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for cmd in git node npm openssl curl tar zstd ip; do
+for cmd in git node npm openssl curl tar zstd ip docker-registry skopeo; do
 	command -v "$cmd" >/dev/null || need+=("$cmd")
 done
 if [ ${#need[@]} -gt 0 ]; then

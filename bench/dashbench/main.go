@@ -454,6 +454,9 @@ func (k *kiln) call(token, method, path string, body, out any) error {
 	}
 	req.Header.Set("Authorization", "Bearer "+token)
 	req.Header.Set("Content-Type", "application/json")
+	if strings.HasPrefix(path, protocol.Prefix) {
+		req.Header.Set(protocol.Header, protocol.Version)
+	}
 	resp, err := k.http.Do(req)
 	if err != nil {
 		return err

@@ -18,7 +18,7 @@ import (
 
 func runProject(ctx context.Context, args []string) error {
 	if len(args) == 0 {
-		return errors.New("usage: kiln project add|ls|show|set|rm|secret ...")
+		return errors.New("usage: kiln project add|ls|show|set|rm|secret|registry ...")
 	}
 	sub, args := args[0], args[1:]
 	fs := flag.NewFlagSet("kiln project "+sub, flag.ContinueOnError)
@@ -47,6 +47,10 @@ func runProject(ctx context.Context, args []string) error {
 		fs.Func("log-max-bytes", "bytes of logs the project keeps, oldest builds' pruned first (0: no limit, -1: the server's default)", int64Flag(&req.LogMaxBytes))
 		fs.Func("max-running", "jobs the project may run at once (0: no cap, -1: the server's default)", intFlag(&req.MaxRunning))
 		fs.Func("weight", "the project's weight in the fair share across projects, 1 to 100 (default 1)", intFlag(&req.Weight))
+	}
+	var registryUser string
+	if sub == "registry" {
+		fs.StringVar(&registryUser, "user", "", "registry add: the registry's user name (the password is read from stdin)")
 	}
 	pos, err := parseArgs(fs, args)
 	if err != nil {
@@ -157,8 +161,10 @@ func runProject(ctx context.Context, args []string) error {
 		return c.do(ctx, "DELETE", "/projects/"+url.PathEscape(pos[0]), nil, nil)
 	case "secret":
 		return projectSecret(ctx, c, pos)
+	case "registry":
+		return projectRegistry(ctx, c, pos, registryUser, *asJSON)
 	}
-	return fmt.Errorf("unknown subcommand %q: want add, ls, show, set, rm or secret", sub)
+	return fmt.Errorf("unknown subcommand %q: want add, ls, show, set, rm, secret or registry", sub)
 }
 
 func printProject(p api.ProjectView, asJSON bool) error {

@@ -55,6 +55,9 @@ type job struct {
 	after []func()
 	// cancel ends the job's context with a cause.
 	cancel context.CancelCauseFunc
+	// digest is the job's image's registry digest, once pulled or
+	// inspected (pull.go); reported with the finish.
+	digest string
 }
 
 // diskQuotaError ends a job that wrote past its disk quota outside its
@@ -106,6 +109,9 @@ func (a *Agent) runJob(ctx, life context.Context, asg *protocol.Assignment) {
 	for _, v := range asg.Secrets {
 		j.secrets = append(j.secrets, v)
 	}
+	for _, r := range asg.Registries {
+		j.secrets = append(j.secrets, r.Password)
+	}
 	j.secrets = append(j.secrets, gitCredentials(asg).Secrets()...)
 	j.batcher = logs.NewBatcher(func(ctx context.Context, lines []logs.Line) error {
 		return a.api.sendLogs(ctx, asg.JobID, asg.Attempt, lines)
@@ -154,7 +160,7 @@ func (a *Agent) runJob(ctx, life context.Context, asg *protocol.Assignment) {
 		log.Warn("lease lost: sandbox destroyed, nothing reported")
 		return
 	}
-	if err := a.api.finish(flushCtx, asg.JobID, protocol.FinishRequest{Attempt: asg.Attempt, Status: status, ExitCode: exit, Error: msg}); err != nil {
+	if err := a.api.finish(flushCtx, asg.JobID, protocol.FinishRequest{Attempt: asg.Attempt, Status: status, ExitCode: exit, Error: msg, ImageDigest: j.digest}); err != nil {
 		log.Warn("report finish", "err", err)
 		return
 	}
@@ -352,6 +358,11 @@ func (j *job) execute(ctx context.Context) (status string, exit *int, msg string
 		PidsLimit:   firstNonZero(spec.Resources.Pids, a.cfg.DefaultPids),
 	}
 	j.execEnv = j.env()
+	if sp == nil {
+		if st, msg, ok := a.pullImage(ctx, j, asg); !ok {
+			return st, nil, msg
+		}
+	}
 	tCreate := time.Now()
 	var id string
 	var err error

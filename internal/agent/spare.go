@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kilnci/kiln/internal/pipeline"
 	"github.com/kilnci/kiln/internal/protocol"
 	"github.com/kilnci/kiln/internal/sandbox"
 	"github.com/kilnci/kiln/internal/sandbox/diskquota"
@@ -60,7 +61,9 @@ type spare struct {
 // (Kiln checks it out) whose caches are all sticky, at least one.
 func (a *Agent) spareKeyOf(asg *protocol.Assignment) (spareKey, bool) {
 	spec := asg.Spec
-	if a.cfg.SpareIdle <= 0 || a.volumes == nil || asg.SkipCheckout || len(spec.Caches) == 0 || hasKeyed(spec) {
+	// pull: always wants the registry's image at the job's start, not
+	// the one a spare was made from.
+	if a.cfg.SpareIdle <= 0 || a.volumes == nil || asg.SkipCheckout || len(spec.Caches) == 0 || hasKeyed(spec) || spec.Pull == pipeline.PullAlways {
 		return spareKey{}, false
 	}
 	paths := make([]string, len(spec.Caches))

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -246,6 +247,10 @@ func (s *Server) agentLogs(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
+// imageDigest is an image's digest as an agent reports it: algorithm,
+// colon, hex ("sha256:…").
+var imageDigest = regexp.MustCompile(`^[a-z0-9]+:[a-f0-9]{32,128}$`)
+
 func (s *Server) agentFinish(w http.ResponseWriter, r *http.Request) {
 	id, ok := pathID(w, r)
 	if !ok {
@@ -268,6 +273,17 @@ func (s *Server) agentFinish(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		s.storeError(w, err)
 		return
+	}
+	if req.ImageDigest != "" {
+		// Recorded while the attempt still runs, fenced as the finish
+		// is: a stale attempt's digest is not recorded, and its finish
+		// below is refused.
+		if !imageDigest.MatchString(req.ImageDigest) {
+			s.log.Warn("finish: an image digest that is not one, not recorded", "job", id, "digest", clipLog(req.ImageDigest, 200))
+		} else if _, err := s.agentWrites(r).ImagePulled(r.Context(), id, req.Attempt, req.ImageDigest); err != nil {
+			s.storeError(w, err)
+			return
+		}
 	}
 	final, err := s.agentWrites(r).FinishJob(r.Context(), id, req.Attempt, st, req.ExitCode, req.Error, s.sched.RetryDelay(req.Attempt))
 	if err != nil {

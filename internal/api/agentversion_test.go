@@ -73,14 +73,14 @@ func TestAgentProtocolVersionAtRegister(t *testing.T) {
 			body := map[string]any{"id": "newer", "capacity": 1, "protocol": v.String(), "gpus": 2}
 			e.do(e.agent, "POST", path, body, speaks(v.String())).wantError(t, http.StatusBadRequest, protocol.CodeServerTooOld, msg)
 			// The version in the body only.
-			e.do(e.agent, "POST", path, protocol.RegisterRequest{ID: "newer", Capacity: 1, Protocol: v.String()}, nil).
+			e.do(e.agent, "POST", path, protocol.RegisterRequest{ID: "newer", Capacity: 1, Protocol: v.String()}, noVersion).
 				wantError(t, http.StatusBadRequest, protocol.CodeServerTooOld, msg)
 		})
 	}
-	e.refuse(e.agent, []refusal{
-		// Without the header, the refusal helper's requests.
-		{"a version that is not one", "POST", path, protocol.RegisterRequest{ID: "x", Capacity: 1, Protocol: "v2"}, 400, "invalid", `agent protocol version "v2": want major.minor`},
-	}, nil)
+	t.Run("a version that is not one", func(t *testing.T) {
+		e.sub(t).do(e.agent, "POST", path, protocol.RegisterRequest{ID: "x", Capacity: 1, Protocol: "v2"}, noVersion).
+			wantError(t, http.StatusBadRequest, "invalid", `agent protocol version "v2": want major.minor`)
+	})
 	for _, tc := range []struct {
 		name   string
 		header http.Header
@@ -97,7 +97,7 @@ func TestAgentProtocolVersionAtRegister(t *testing.T) {
 
 	// An agent that says nothing speaks the protocol as it was before it
 	// had versions: accepted while this server accepts that version.
-	r := e.do(e.agent, "POST", path, reg("unversioned"), nil)
+	r := e.do(e.agent, "POST", path, reg("unversioned"), noVersion)
 	unversioned, _ := protocol.ParseVersion(protocol.Unversioned)
 	if verr := protocol.Check(cur, unversioned); verr == nil {
 		r.want(t, http.StatusOK, nil)

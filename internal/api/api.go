@@ -150,6 +150,9 @@ func New(cfg Config, st *store.Store, sched *scheduler.Scheduler, m *metrics.Met
 	s.mux.Handle("GET /api/v1/projects/{project}/secrets", s.allow(authz.ManageProject, onProject, s.listSecrets))
 	s.mux.Handle("PUT /api/v1/projects/{project}/secrets/{name}", s.allow(authz.ManageProject, onProject, s.setSecret))
 	s.mux.Handle("DELETE /api/v1/projects/{project}/secrets/{name}", s.allow(authz.ManageProject, onProject, s.deleteSecret))
+	s.mux.Handle("GET /api/v1/projects/{project}/registries", s.allow(authz.ManageProject, onProject, s.listRegistries))
+	s.mux.Handle("PUT /api/v1/projects/{project}/registries/{host}", s.allow(authz.ManageProject, onProject, s.setRegistry))
+	s.mux.Handle("DELETE /api/v1/projects/{project}/registries/{host}", s.allow(authz.ManageProject, onProject, s.deleteRegistry))
 	s.mux.Handle("POST /api/v1/projects/{project}/builds", s.allow(authz.OperateBuilds, onProject, s.triggerBuild))
 
 	s.mux.Handle("GET /api/v1/builds", s.allow(authz.ListProjects, nil, s.listBuilds))

@@ -37,6 +37,7 @@ func TestAgentArtifactsUpload(t *testing.T) {
 	// No Content-Length (a chunked body): refused before anything is read.
 	req, _ := http.NewRequest("POST", e.url+path(a.Attempt, "&files=1"), io.MultiReader(bytes.NewReader(archive)))
 	req.Header.Set("Authorization", "Bearer "+e.agent)
+	req.Header.Set(protocol.Header, protocol.Version)
 	if resp, err := e.http.Do(req); err != nil || resp.StatusCode != http.StatusLengthRequired {
 		t.Fatalf("chunked upload: %v %v, want 411", resp, err)
 	} else {

@@ -75,6 +75,8 @@ func TestAuditRecordsEveryChange(t *testing.T) {
 	const (
 		secretValue = "audit-secret-value-hunter2"
 		forgeToken  = "glpat-audit-forge-token-never-logged"
+		// registryPassword is a registry's password, never logged either.
+		registryPassword = "audit-registry-password-hunter3"
 	)
 
 	type check struct {
@@ -103,6 +105,10 @@ func TestAuditRecordsEveryChange(t *testing.T) {
 	e.api("PUT", "/api/v1/projects/hello/secrets/OTHER", map[string]string{"value": secretValue + "-2"}).want(t, http.StatusNoContent, nil)
 	add("secret removed", e.change("DELETE", "/api/v1/projects/hello/secrets/OTHER", nil, http.StatusNoContent, nil),
 		"secret.delete", "secret:hello/OTHER")
+	add("registry set", e.change("PUT", "/api/v1/projects/hello/registries/registry.example.com", map[string]string{"username": "ci", "password": registryPassword}, http.StatusNoContent, nil),
+		"registry.set", "registry:hello/registry.example.com", `"username":"ci"`, `"password":"set"`)
+	add("registry removed", e.change("DELETE", "/api/v1/projects/hello/registries/registry.example.com", nil, http.StatusNoContent, nil),
+		"registry.delete", "registry:hello/registry.example.com")
 
 	var b store.Build
 	ev := e.change("POST", "/api/v1/projects/hello/builds", map[string]string{"branch": "main"}, http.StatusCreated, &b)
@@ -164,7 +170,7 @@ func TestAuditRecordsEveryChange(t *testing.T) {
 	// Nothing secret anywhere in the log, read whole.
 	all := e.api("GET", "/api/v1/audit?limit=1000", nil)
 	all.want(t, http.StatusOK, nil)
-	for _, s := range []string{secretValue, forgeToken, hookSecret, tok.Secret, e.admin} {
+	for _, s := range []string{secretValue, forgeToken, registryPassword, hookSecret, tok.Secret, e.admin} {
 		if strings.Contains(string(all.body), s) {
 			t.Errorf("the audit log holds a secret (%.12s…): %s", s, all.body)
 		}

@@ -139,6 +139,11 @@ func (e *env) do(token, method, path string, body any, header http.Header) *resp
 	return r
 }
 
+// noVersion is the header of an agent request that says no protocol
+// version (an agent from before versions); without it, send says
+// protocol.Version.
+var noVersion = http.Header{protocol.Header: nil}
+
 // send is do for any goroutine: it returns its error instead of failing the test.
 func (e *env) send(token, method, path string, body any, header http.Header) (*response, error) {
 	var r io.Reader
@@ -159,6 +164,11 @@ func (e *env) send(token, method, path string, body any, header http.Header) (*r
 	}
 	for k, v := range header {
 		req.Header[k] = v
+	}
+	if _, said := header[protocol.Header]; !said && strings.HasPrefix(path, protocol.Prefix) {
+		// An agent of this server's protocol, unless the test says
+		// otherwise (noVersion: none at all).
+		req.Header.Set(protocol.Header, protocol.Version)
 	}
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)

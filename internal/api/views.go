@@ -73,10 +73,13 @@ type JobView struct {
 	CancelRequested bool         `json:"cancel_requested"`
 	ExitCode        *int         `json:"exit_code,omitempty"`
 	Error           string       `json:"error,omitempty"`
-	QueuedAt        time.Time    `json:"queued_at"`
-	StartedAt       *time.Time   `json:"started_at,omitempty"`
-	FinishedAt      *time.Time   `json:"finished_at,omitempty"`
-	Steps           []StepView   `json:"steps,omitempty"`
+	// ImageDigest is the registry digest of the image the job ran in,
+	// as its agent reported it ("sha256:…").
+	ImageDigest string     `json:"image_digest,omitempty"`
+	QueuedAt    time.Time  `json:"queued_at"`
+	StartedAt   *time.Time `json:"started_at,omitempty"`
+	FinishedAt  *time.Time `json:"finished_at,omitempty"`
+	Steps       []StepView `json:"steps,omitempty"`
 }
 
 // StepView is one step of a job's attempt.
@@ -121,7 +124,7 @@ func jobView(j *store.Job) JobView {
 		ID: j.ID, BuildID: j.BuildID, Name: j.Name, Status: j.Status, Labels: j.Labels, Sticky: j.Sticky,
 		Pool: j.Pool, TimeoutSeconds: j.TimeoutSeconds, Attempt: j.Attempt, MaxAttempts: j.MaxAttempts,
 		AgentID: j.AgentID, LeaseExpires: j.LeaseExpires, CancelRequested: j.CancelRequested, ExitCode: j.ExitCode,
-		Error: j.Error, QueuedAt: j.QueuedAt, StartedAt: j.StartedAt, FinishedAt: j.FinishedAt,
+		Error: j.Error, ImageDigest: j.ImageDigest, QueuedAt: j.QueuedAt, StartedAt: j.StartedAt, FinishedAt: j.FinishedAt,
 	}
 	for _, s := range j.Steps {
 		v.Steps = append(v.Steps, StepView{Attempt: s.Attempt, Index: s.Index, Name: s.Name, Status: s.Status,
@@ -166,6 +169,18 @@ func (v PoolView) pool() store.Pool {
 		MaxRunners: v.MaxRunners, Warm: v.Warm, Owner: v.Owner, Repo: v.Repo, RunnerGroupID: v.RunnerGroupID,
 		InstallationID: v.InstallationID, Command: v.Command, AgentLabels: v.AgentLabels, TimeoutSeconds: v.TimeoutSeconds,
 	}
+}
+
+// RegistryView is one of a project's registry credentials: the host and
+// user, never the password.
+type RegistryView struct {
+	Host      string    `json:"host"`
+	Username  string    `json:"username"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+func registryView(r store.Registry) RegistryView {
+	return RegistryView{Host: r.Host, Username: r.Username, UpdatedAt: r.UpdatedAt}
 }
 
 // TokenView is an API or agent token, never its secret.

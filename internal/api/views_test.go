@@ -17,7 +17,7 @@ var updateViews = flag.Bool("update-views", false, "rewrite testdata/views.golde
 // purpose (go test -run TestViewsArePinned -update-views).
 func TestViewsArePinned(t *testing.T) {
 	var b strings.Builder
-	for _, v := range []any{BuildView{}, PullRequestView{}, JobView{}, StepView{}, PoolView{}, TokenView{}, AgentView{}, RunnerView{}, CacheEntryView{},
+	for _, v := range []any{BuildView{}, PullRequestView{}, JobView{}, StepView{}, PoolView{}, TokenView{}, RegistryView{}, AgentView{}, RunnerView{}, CacheEntryView{},
 		InsightsView{}, BuildCountsView{}, InsightsDayView{}, PercentilesView{}, JobInsightsView{}, CacheInsightsView{}, SlowRunView{}, FlakyJobView{}} {
 		typ := reflect.TypeOf(v)
 		fmt.Fprintf(&b, "%s:", typ.Name())

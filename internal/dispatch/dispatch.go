@@ -148,8 +148,37 @@ func (d *Dispatcher) assignment(ctx context.Context, j *store.Job) (*protocol.As
 		if creds != nil {
 			a.Git = &protocol.GitCredentials{Username: creds.Username, Password: creds.Password}
 		}
+		if !a.Untrusted {
+			// The registry credentials for the job's image, and no
+			// other: an image of another registry never gets them. A
+			// fork's request gets none: its .kiln.yml is whoever opened
+			// the request's, and with them it could pull the project's
+			// private images and read them from its sandbox.
+			if a.Registries, err = d.registries(ctx, p.ID, spec.Image); err != nil {
+				return nil, err
+			}
+		}
 	}
 	return a, nil
+}
+
+// registries are the project's credentials for image's registry host:
+// one or none.
+func (d *Dispatcher) registries(ctx context.Context, projectID int64, image string) ([]protocol.RegistryCredentials, error) {
+	host := pipeline.ImageHost(image)
+	if host == "" {
+		return nil, nil
+	}
+	regs, err := d.store.Registries(ctx, projectID)
+	if err != nil {
+		return nil, fmt.Errorf("the project's registry credentials: %w", err)
+	}
+	for _, r := range regs {
+		if r.Host == host {
+			return []protocol.RegistryCredentials{{Host: r.Host, Username: r.Username, Password: r.Password}}, nil
+		}
+	}
+	return nil, nil
 }
 
 // launchRunner starts the GitHub runner of a claimed runner job (see

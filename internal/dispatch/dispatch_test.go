@@ -117,3 +117,47 @@ func TestNothingQueued(t *testing.T) {
 		t.Fatalf("empty queue: %+v %v", res, err)
 	}
 }
+
+// A job's assignment carries the project's credentials for its image's
+// registry only: none for an image of another registry, none for a
+// fork's request.
+func TestAssignmentCarriesRegistryForItsImageOnly(t *testing.T) {
+	d, st, p, tok := setup(t)
+	ctx := context.Background()
+	if err := st.SetRegistry(ctx, p.ID, "registry.example.com", "ci", "pull-secret"); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.SetRegistry(ctx, p.ID, "other.example.com:5000", "bot", "other-secret"); err != nil {
+		t.Fatal(err)
+	}
+	claimed := func(image string, b *store.Build) *Result {
+		t.Helper()
+		queue(t, st, b, `{"image":"`+image+`","steps":[{"name":"hi","run":"echo hi"}],"timeout_seconds":60}`)
+		res, err := d.Next(ctx, Claim{AgentID: "a1", TokenID: tok})
+		if err != nil || res.Assignment == nil {
+			t.Fatalf("claim: %+v %v", res, err)
+		}
+		if _, err := st.FinishJob(ctx, res.Assignment.JobID, res.Assignment.Attempt, store.StatusSuccess, nil, "", 0); err != nil {
+			t.Fatal(err)
+		}
+		return &res
+	}
+	push := func() *store.Build {
+		return &store.Build{ProjectID: p.ID, Trigger: "push", Ref: "refs/heads/main", Branch: "main"}
+	}
+	a := claimed("registry.example.com/team/ci:1", push()).Assignment
+	if len(a.Registries) != 1 || a.Registries[0].Host != "registry.example.com" || a.Registries[0].Username != "ci" || a.Registries[0].Password != "pull-secret" {
+		t.Errorf("registries for registry.example.com's image: %+v", a.Registries)
+	}
+	if a := claimed("elsewhere.example.com/team/ci:1", push()).Assignment; len(a.Registries) != 0 {
+		t.Errorf("registries for another registry's image: %+v", a.Registries)
+	}
+	if a := claimed("busybox", push()).Assignment; len(a.Registries) != 0 {
+		t.Errorf("registries for an image of the default registry: %+v", a.Registries)
+	}
+	fork := &store.Build{ProjectID: p.ID, Trigger: "push", Event: store.EventPullRequest, Ref: "refs/pull/4/head",
+		PullRequest: &store.PullRequest{Number: 4, HeadBranch: "evil", BaseBranch: "main", Fork: true}}
+	if a := claimed("registry.example.com/team/ci:1", fork).Assignment; !a.Untrusted || len(a.Registries) != 0 {
+		t.Errorf("a fork's request: untrusted %v, registries %+v", a.Untrusted, a.Registries)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/kilnci/kiln/internal/server"
 	"github.com/kilnci/kiln/internal/store"
 	"github.com/kilnci/kiln/internal/testenv"
 )
@@ -132,19 +133,26 @@ func TestInvalidPipelineReportsLocation(t *testing.T) {
 }
 
 // A missing image is an infrastructure error: retried, then error, with a
-// clear message.
+// clear message. Under the default pull policy the agent tries its
+// registry (here: none answers); under `pull: never` it says so.
 func TestMissingImageIsErrorAndRetried(t *testing.T) {
 	forEachEngine(t, func(t *testing.T, e testenv.Engine) {
-		h := startServer(t, e)
+		// Six errors in a row on one agent: not quarantined for them.
+		h := startServerWith(t, e, func(c *server.Config) { c.Scheduler.QuarantineAfter = 0 })
 		h.startAgent("a1", nil)
-		repo, _ := newRepo(t, map[string]string{".kiln.yml": "image: localhost/kiln/does-not-exist:1\nsteps:\n  - run: echo hi\n"})
-		h.addProject("app", repo, projectOpts{})
-		b := h.waitDone(h.trigger("app", "main"))
-		if b.Status != store.StatusError || b.Jobs[0].Attempt != 3 {
-			t.Fatalf("status %s attempt %d", b.Status, b.Jobs[0].Attempt)
-		}
-		if log := h.logText(b.ID); !strings.Contains(log, "localhost/kiln/does-not-exist:1") || !strings.Contains(log, "not present on this host") {
-			t.Fatalf("log:\n%s", log)
+		for _, tc := range []struct{ project, pull, says string }{
+			{"app", "", "registry unavailable"},
+			{"never", "pull: never\n", "not on this host and the job's pull policy is never"},
+		} {
+			repo, _ := newRepo(t, map[string]string{".kiln.yml": "image: localhost/kiln/does-not-exist:1\n" + tc.pull + "steps:\n  - run: echo hi\n"})
+			h.addProject(tc.project, repo, projectOpts{})
+			b := h.waitDone(h.trigger(tc.project, "main"))
+			if b.Status != store.StatusError || b.Jobs[0].Attempt != 3 {
+				t.Fatalf("%s: status %s attempt %d", tc.project, b.Status, b.Jobs[0].Attempt)
+			}
+			if log := h.logText(b.ID); !strings.Contains(log, "localhost/kiln/does-not-exist:1") || !strings.Contains(log, tc.says) {
+				t.Fatalf("%s: log does not say %q:\n%s", tc.project, tc.says, log)
+			}
 		}
 	})
 }

@@ -15,10 +15,10 @@ import (
 	"github.com/kilnci/kiln/internal/testenv"
 )
 
-// preVersions is the last commit of kiln whose agent protocol had no
-// version (what a versioned server calls protocol.Unversioned, 1.0): the
-// release a rolling upgrade comes from.
-const preVersions = "954facf7c15c2f71df14d7e991f62b4838754728"
+// preVersions is the release a rolling upgrade comes from: the last
+// commit of kiln whose agent protocol was one minor older than this
+// one's (1.1, before image pulls: 1.2). Bump it with the minor.
+const preVersions = "8fb31d394eb39452b4ed33bd84628778fc9a27cb"
 
 var previous struct {
 	once      sync.Once
@@ -117,8 +117,8 @@ func TestRollingUpgrade(t *testing.T) {
 			if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 {
 				t.Fatalf("agent exited with %v, want 1:\n%s", err, out)
 			}
-			want := "agent speaks protocol " + protocol.Version + "; the server speaks 1.0 (it predates protocol versions): upgrade the servers first, then the agents"
-			if !strings.Contains(string(out), protocol.CodeServerTooOld) || !strings.Contains(string(out), want) {
+			want, want2 := "agent speaks protocol "+protocol.Version+"; this server (kiln ", ") speaks 1.1: upgrade the servers first, then the agents"
+			if !strings.Contains(string(out), protocol.CodeServerTooOld) || !strings.Contains(string(out), want) || !strings.Contains(string(out), want2) {
 				t.Errorf("agent output does not say %q:\n%s", want, out)
 			}
 			var agents []store.Agent

@@ -76,14 +76,7 @@ func (c *checker) artifacts(n *yaml.Node, field string) *ArtifactSpec {
 		case "paths":
 			spec.Paths = c.artifactPaths(e.value, ef)
 		case "when":
-			if w, ok := c.text(e.value, ef, "a string"); ok {
-				switch w {
-				case ArtifactsOnSuccess, ArtifactsOnFailure, ArtifactsAlways:
-					spec.When = w
-				default:
-					c.errorf(e.value, ef, "%q: want on_success, on_failure or always", w)
-				}
-			}
+			spec.When = c.oneOf(e.value, ef, ArtifactsOnSuccess, ArtifactsOnFailure, ArtifactsAlways)
 		case "expire-in":
 			spec.ExpireInSeconds = c.expiry(e.value, ef)
 		default:

@@ -8,7 +8,7 @@ import (
 )
 
 // Compile turns a validated pipeline into the jobs to run, in file order,
-// with the top-level settings applied: a job's image, timeout and runs-on
+// with the top-level settings applied: a job's image, pull policy, timeout and runs-on
 // replace the top level's; its resources override field by field; its env
 // is merged over the top level's (the job's value wins). A job with no
 // timeout anywhere gets DefaultJobTimeout.
@@ -23,6 +23,7 @@ func (p *Pipeline) Compile() []JobSpec {
 		spec := JobSpec{
 			Name:           j.Name,
 			Image:          cmp.Or(j.Image, p.Image),
+			Pull:           cmp.Or(j.Pull, p.Pull, PullIfNotPresent),
 			Env:            mergeEnv(p.Env, j.Env),
 			Steps:          slices.Clone(j.Steps),
 			TimeoutSeconds: timeoutSeconds(cmp.Or(j.Timeout, p.Timeout, DefaultJobTimeout)),

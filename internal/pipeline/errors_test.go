@@ -9,8 +9,8 @@ import (
 // TestParseErrors holds one case per problem Parse reports, each asserting
 // the exact rendered message, position included.
 func TestParseErrors(t *testing.T) {
-	const allowedTop = "allowed keys: image, env, timeout, runs-on, resources, cache, artifacts, jobs, steps, and x-* extension keys"
-	const allowedJob = "allowed keys: image, env, timeout, runs-on, resources, cache, artifacts, steps"
+	const allowedTop = "allowed keys: image, pull, env, timeout, runs-on, resources, cache, artifacts, jobs, steps, and x-* extension keys"
+	const allowedJob = "allowed keys: image, pull, env, timeout, runs-on, resources, cache, artifacts, steps"
 	tests := []struct {
 		name string
 		yaml string

@@ -42,8 +42,13 @@ func FuzzParse(f *testing.F) {
 				t.Errorf("job %q compiled twice", j.Name)
 			}
 			names[j.Name] = true
-			if j.Image == "" {
-				t.Errorf("job %q has no image", j.Name)
+			if j.Image == "" || ImageHost(j.Image) == "" {
+				t.Errorf("job %q has no image, or one that is not a reference: %q", j.Name, j.Image)
+			}
+			switch j.Pull {
+			case PullIfNotPresent, PullAlways, PullNever:
+			default:
+				t.Errorf("job %q: pull policy %q", j.Name, j.Pull)
 			}
 			if len(j.Steps) == 0 {
 				t.Errorf("job %q has no steps", j.Name)

@@ -71,7 +71,10 @@ type Job struct {
 // "not set": a job's set fields override the top level's, field by field
 // for Resources, and Env is merged with the job's variables winning.
 type Settings struct {
-	Image   string
+	Image string
+	// Pull is the image's pull policy (PullIfNotPresent, PullAlways,
+	// PullNever); "" when not set.
+	Pull    string
 	Env     map[string]string
 	Timeout time.Duration
 	// RunsOn is nil when not set; a file cannot set an empty list.

@@ -285,7 +285,7 @@ imgae: x
 		"ci.yml:4:3: jobs.a.image: required (set it on the job or at the top level)",
 		`ci.yml:5:14: jobs.a.timeout: invalid duration "nope": use a number with a unit, like 90s, 30m or 1h30m`,
 		"ci.yml:6:12: jobs.a.steps: at least one step is required",
-		`ci.yml:7:1: unknown key "imgae" (did you mean "image"?); allowed keys: image, env, timeout, runs-on, resources, cache, artifacts, jobs, steps, and x-* extension keys`,
+		`ci.yml:7:1: unknown key "imgae" (did you mean "image"?); allowed keys: image, pull, env, timeout, runs-on, resources, cache, artifacts, jobs, steps, and x-* extension keys`,
 	}
 	if got := err.Error(); got != strings.Join(want, "\n") {
 		t.Errorf("got:\n%s\nwant:\n%s", got, strings.Join(want, "\n"))

@@ -1,13 +1,19 @@
 package pipeline
 
+import "github.com/distribution/reference"
+
 // JobSpec is one compiled job of a pipeline: everything an agent needs to run
 // it, and nothing it has to parse. The server compiles .kiln.yml into JobSpecs
 // and hands them to agents as JSON; agents never read YAML (as in Woodpecker).
 type JobSpec struct {
 	// Name is the job's key under `jobs:` (or "build" for the top-level
 	// `steps:` shorthand). Unique within a pipeline.
-	Name  string            `json:"name"`
-	Image string            `json:"image"`
+	Name  string `json:"name"`
+	Image string `json:"image"`
+	// Pull is when the agent pulls Image: PullIfNotPresent (the default,
+	// also for "" from a server older than the field), PullAlways or
+	// PullNever.
+	Pull  string            `json:"pull,omitempty"`
 	Env   map[string]string `json:"env,omitempty"`
 	Steps []StepSpec        `json:"steps"`
 	// TimeoutSeconds bounds the whole job, from sandbox start to the end of
@@ -53,4 +59,23 @@ type Resources struct {
 	Pids        int64   `json:"pids,omitempty"`
 	// DiskBytes is the job's disk quota: its workspace and /tmp together.
 	DiskBytes int64 `json:"disk_bytes,omitempty"`
+}
+
+// Pull policies of a job's image (`pull:`).
+const (
+	PullIfNotPresent = "if-not-present" // pull only when the host lacks the image
+	PullAlways       = "always"         // pull every time (a moving tag)
+	PullNever        = "never"          // use the host's image or fail
+)
+
+// ImageHost is the registry host of an image reference, as its name
+// spells it ("registry.example.com", "host:5000"): the key of a
+// project's registry credentials. "" for a reference that does not
+// parse. A name without a host is the engines' default registry's.
+func ImageHost(image string) string {
+	named, err := reference.ParseNormalizedNamed(image)
+	if err != nil {
+		return ""
+	}
+	return reference.Domain(named)
 }

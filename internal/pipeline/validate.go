@@ -3,16 +3,18 @@ package pipeline
 import (
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 	"unicode/utf8"
 
+	"github.com/distribution/reference"
 	yaml "go.yaml.in/yaml/v3"
 )
 
 // The keys each mapping accepts, in the order docs/pipeline.md lists them.
 var (
-	topKeys       = []string{"image", "env", "timeout", "runs-on", "resources", "cache", "artifacts", "jobs", "steps"}
-	jobKeys       = []string{"image", "env", "timeout", "runs-on", "resources", "cache", "artifacts", "steps"}
+	topKeys       = []string{"image", "pull", "env", "timeout", "runs-on", "resources", "cache", "artifacts", "jobs", "steps"}
+	jobKeys       = []string{"image", "pull", "env", "timeout", "runs-on", "resources", "cache", "artifacts", "steps"}
 	stepKeys      = []string{"name", "run"}
 	resourcesKeys = []string{"cpus", "memory", "pids", "disk"}
 )
@@ -73,6 +75,8 @@ func (c *checker) settings(e entry, parent string, s *Settings, allowed []string
 	switch e.key.Value {
 	case "image":
 		s.Image = c.image(e.value, field)
+	case "pull":
+		s.Pull = c.oneOf(e.value, field, PullIfNotPresent, PullAlways, PullNever)
 	case "env":
 		s.Env = c.env(e.value, field)
 	case "timeout":
@@ -233,7 +237,14 @@ func defaultStepName(run string) string {
 }
 
 func (c *checker) image(n *yaml.Node, field string) string {
-	image, _ := c.word(n, field, "image reference")
+	image, ok := c.word(n, field, "image reference")
+	if ok {
+		// What the engines would refuse at the pull, said here with its
+		// place in the file.
+		if _, err := reference.ParseNormalizedNamed(image); err != nil {
+			c.errorf(n, field, "invalid image reference %q: %v (want [host[:port]/]name[:tag][@digest], lowercase name)", image, err)
+		}
+	}
 	return image
 }
 
@@ -332,6 +343,20 @@ func (c *checker) sequence(n *yaml.Node, field string) *yaml.Node {
 
 // text returns the text of a scalar that is not null. A number or a
 // boolean is taken as written (`run: true` runs `true`).
+// oneOf is a string that must be one of allowed ("" after a problem,
+// which it records).
+func (c *checker) oneOf(n *yaml.Node, field string, allowed ...string) string {
+	v, ok := c.text(n, field, "a string")
+	if !ok {
+		return ""
+	}
+	if slices.Contains(allowed, v) {
+		return v
+	}
+	c.errorf(n, field, "%q: want %s or %s", v, strings.Join(allowed[:len(allowed)-1], ", "), allowed[len(allowed)-1])
+	return ""
+}
+
 func (c *checker) text(n *yaml.Node, field, what string) (string, bool) {
 	r := resolve(n)
 	if r.Kind != yaml.ScalarNode || r.Tag == "!!null" {

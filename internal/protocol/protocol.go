@@ -77,7 +77,10 @@ const (
 	// the major for one it does not (see the package comment).
 	//	1.0  the protocol before it carried a version
 	//	1.1  Kiln-Agent-Protocol header; RegisterRequest.Protocol
-	Version = "1.1"
+	//	1.2  Assignment.Registries; FinishRequest.ImageDigest (both
+	//	     optional: a 1.1 agent pulls nothing and reports no digest,
+	//	     as before)
+	Version = "1.2"
 	// Unversioned is what an agent that sends no version speaks: the
 	// protocol as it was before it had one.
 	Unversioned = "1.0"
@@ -250,7 +253,23 @@ type Assignment struct {
 	// not know it (or the artifacts endpoint) uploads none, as before:
 	// not worth a version, which would refuse every 1.0 agent at once.
 	ArtifactMaxBytes int64 `json:"artifact_max_bytes,omitempty"`
+	// Registries are the project's registry credentials for the job's
+	// image: at most the one whose Host is the image's registry, never
+	// for an untrusted build. Secrets: given to the engine's pull only.
+	Registries []RegistryCredentials `json:"registries,omitempty"`
 }
+
+// RegistryCredentials are one registry's basic-auth credentials. They
+// print as "***".
+type RegistryCredentials struct {
+	Host     string `json:"host"` // "registry.example.com" or "host:port", as in image names
+	Username string `json:"username"`
+	Password string `json:"password"`
+}
+
+func (c RegistryCredentials) String() string { return "***" }
+
+func (c RegistryCredentials) LogValue() slog.Value { return slog.StringValue("***") }
 
 // ArtifactsPath is the upload of a job attempt's artifacts, under
 // Prefix + "/jobs/{id}": the body is the archive (Content-Length
@@ -324,6 +343,9 @@ type FinishRequest struct {
 	Status   string `json:"status"` // success, failure, canceled, timed_out, error
 	ExitCode *int   `json:"exit_code,omitempty"`
 	Error    string `json:"error,omitempty"`
+	// ImageDigest is the digest of the image the attempt ran in
+	// ("sha256:…"), when it came from a registry (1.2).
+	ImageDigest string `json:"image_digest,omitempty"`
 }
 
 // Error is the JSON body of every non-2xx answer of Kiln's API.

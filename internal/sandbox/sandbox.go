@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"time"
 )
 
 // Error kinds. Implementations wrap them with %w so the agent can decide:
@@ -20,7 +21,65 @@ var (
 	// command ran in it. An infrastructure failure (the job is retried),
 	// never the step's own exit code.
 	ErrGone = errors.New("sandbox is gone")
+
+	// Pull failures (Puller). ErrRegistryAuth and ErrImageUnknown are the
+	// job's: its file names the image and the project holds the
+	// credentials, so a retry would fail the same way. ErrRegistryUnavailable
+	// (unreachable, a 5xx, a certificate the engine does not trust) is the
+	// infrastructure's: retried.
+	ErrRegistryAuth        = errors.New("the registry refused the credentials")
+	ErrImageUnknown        = errors.New("the registry has no such image or tag")
+	ErrRegistryUnavailable = errors.New("registry unavailable")
 )
+
+// Pull policies: when Puller.Pull asks the registry (the pipeline's
+// `pull:` values).
+const (
+	PullIfNotPresent = "if-not-present" // only when the host lacks the image; the default ("")
+	PullAlways       = "always"
+	PullNever        = "never" // ErrImageNotFound when the host lacks it
+)
+
+// Puller is a Runtime that can pull a job's image from its registry
+// before Create (which never pulls). Concurrent Pulls of one image with
+// the same credentials share one transfer.
+type Puller interface {
+	Pull(ctx context.Context, req PullRequest) (PullResult, error)
+}
+
+// PullRequest is one image to make present on the host.
+type PullRequest struct {
+	Image  string
+	Policy string // PullIfNotPresent ("" too), PullAlways or PullNever
+	// Auth is nil for an anonymous pull. It goes to the engine in the
+	// pull request's header only: never into a container, a label, a
+	// process argument, a log line or an error.
+	Auth *RegistryAuth
+}
+
+// RegistryAuth is a registry's basic-auth credentials.
+type RegistryAuth struct {
+	Username, Password string
+}
+
+// PullResult is what a Pull did.
+type PullResult struct {
+	// Pulled is false when the host's image was used without asking the
+	// registry (PullIfNotPresent with the image present, PullNever).
+	Pulled bool
+	// Shared: the transfer was another caller's, joined.
+	Shared bool
+	// Bytes is what the engine reported downloading (compressed layers;
+	// 0 when every layer was on the host already; -1 when layers were
+	// fetched and the engine did not say how much: Podman).
+	Bytes int64
+	// Size is the image's size on the host (uncompressed).
+	Size     int64
+	Duration time.Duration
+	// Digest is the image's manifest digest in its registry
+	// ("sha256:…"); "" for an image that never came from one (imported).
+	Digest string
+}
 
 // LayerSizer is a Runtime that can tell how much a sandbox wrote to its own
 // filesystem (the container's writable layer: everything outside its
@@ -49,7 +108,7 @@ const (
 // has its command, not its environment).
 type Spec struct {
 	Name    string            // engine-visible name; unique per job attempt
-	Image   string            // must already exist locally (never pulled implicitly here)
+	Image   string            // must already exist locally (Create never pulls; see Puller)
 	Labels  map[string]string // at least LabelManaged and LabelAgent
 	Env     []string          // KEY=VALUE, visible to every Exec
 	WorkDir string

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kilnci/kiln/internal/protocol"
 	"github.com/kilnci/kiln/internal/store"
 )
 
@@ -96,6 +97,7 @@ func (c *client) do(token, method, path string, body any) (int, string) {
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
+	req.Header.Set(protocol.Header, protocol.Version) // for the agent protocol's routes
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		c.t.Fatal(err)

@@ -365,6 +365,23 @@ var migrations = []string{
 	// 22: how often each keyed cache entry was restored (the dashboard's
 	// caches page), counted by the cache service's lookup.
 	cacheEntryHits,
+	// 23: a project's registry credentials (the password sealed, as
+	// secrets are) and the digest of the image each job ran in.
+	registries("BLOB"),
+}
+
+// registries is migration 23 (PostgreSQL's 13), with the dialect's
+// binary type.
+func registries(blob string) string {
+	return `CREATE TABLE registries (
+		project_id BIGINT NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+		host TEXT NOT NULL,
+		username TEXT NOT NULL,
+		password ` + blob + ` NOT NULL,
+		updated_at BIGINT NOT NULL,
+		PRIMARY KEY (project_id, host)
+	);
+	ALTER TABLE jobs ADD COLUMN image_digest TEXT NOT NULL DEFAULT '';`
 }
 
 // cacheEntryHits is migration 22 (PostgreSQL's 12), the same in both.
@@ -814,6 +831,8 @@ var pgMigrations = []string{
 	insightsColumns,
 	// 12: SQLite's 22.
 	cacheEntryHits,
+	// 13: SQLite's 23.
+	registries("BYTEA"),
 }
 
 // migrations is the dialect's list.

@@ -12,7 +12,7 @@ import (
 )
 
 const jobCols = `id, build_id, name, status, spec, labels, timeout_seconds, attempt, max_attempts, agent_id, lease_expires, cancel_requested,
-	exit_code, error, queued_at, not_before, started_at, finished_at, pool`
+	exit_code, error, queued_at, not_before, started_at, finished_at, pool, image_digest`
 
 type querier interface {
 	QueryContext(ctx context.Context, q string, args ...any) (*sql.Rows, error)
@@ -34,7 +34,7 @@ func scanJob(row interface{ Scan(...any) error }) (*Job, error) {
 	var lease, notBefore, started, finished, exit sql.NullInt64
 	var queued int64
 	err := row.Scan(&j.ID, &j.BuildID, &j.Name, &j.Status, &j.Spec, &labels, &j.TimeoutSeconds, &j.Attempt, &j.MaxAttempts, &j.AgentID, &lease, &cancel,
-		&exit, &j.Error, &queued, &notBefore, &started, &finished, &j.Pool)
+		&exit, &j.Error, &queued, &notBefore, &started, &finished, &j.Pool, &j.ImageDigest)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("job: %w", ErrNotFound)
 	}

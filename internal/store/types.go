@@ -186,11 +186,14 @@ type Job struct {
 	CancelRequested bool       `json:"cancel_requested"`
 	ExitCode        *int       `json:"exit_code,omitempty"`
 	Error           string     `json:"error,omitempty"`
-	QueuedAt        time.Time  `json:"queued_at"`
-	NotBefore       *time.Time `json:"-"`
-	StartedAt       *time.Time `json:"started_at,omitempty"`
-	FinishedAt      *time.Time `json:"finished_at,omitempty"`
-	Steps           []*Step    `json:"steps,omitempty"`
+	// ImageDigest is the registry digest of the image the job's last
+	// reported attempt ran in ("sha256:…"; "" when none was reported).
+	ImageDigest string     `json:"image_digest,omitempty"`
+	QueuedAt    time.Time  `json:"queued_at"`
+	NotBefore   *time.Time `json:"-"`
+	StartedAt   *time.Time `json:"started_at,omitempty"`
+	FinishedAt  *time.Time `json:"finished_at,omitempty"`
+	Steps       []*Step    `json:"steps,omitempty"`
 }
 
 type Step struct {

@@ -45,6 +45,7 @@ import (
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/client"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/kilnci/kiln/internal/sandbox"
 	"github.com/kilnci/kiln/internal/sandbox/netguard"
@@ -86,6 +87,8 @@ type Runtime struct {
 	guard  *netguard.Guard // nil unless EnableNetworkGuard
 	// engineKnown and podman cache which engine answers (see networkOptions).
 	engineKnown, podman bool
+	// pulls makes concurrent pulls of one image one transfer (pull.go).
+	pulls singleflight.Group
 }
 
 var _ sandbox.Runtime = (*Runtime)(nil)
@@ -189,7 +192,7 @@ func (r *Runtime) Create(ctx context.Context, spec sandbox.Spec) (string, error)
 			r.cleanup(ctx, "", spec.Name)
 		}
 		if cerrdefs.IsNotFound(err) {
-			return "", fmt.Errorf("docker: create %s: image %q: %w (build or import it first; Kiln never pulls here)",
+			return "", fmt.Errorf("docker: create %s: image %q: %w (Create never pulls: see Pull)",
 				spec.Name, spec.Image, sandbox.ErrImageNotFound)
 		}
 		return "", r.wrap("create "+spec.Name+": inspect image "+spec.Image, err)
