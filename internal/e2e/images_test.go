@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
+	errdefs "github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/client"
 
@@ -114,5 +116,19 @@ func removeImage(t *testing.T, e testenv.Engine, ref string) {
 		t.Fatal(err)
 	}
 	defer cli.Close()
-	_, _ = cli.ImageRemove(context.Background(), ref, image.RemoveOptions{Force: true})
+	// Until it is gone: a sandbox of the build before may still be being
+	// destroyed, and an engine refuses (Podman) or defers the removal of
+	// an image a container holds; a job would then find it and not pull.
+	deadline := time.Now().Add(waitLimit)
+	for {
+		_, _ = cli.ImageRemove(context.Background(), ref, image.RemoveOptions{Force: true})
+		_, err := cli.ImageInspect(context.Background(), ref)
+		if errdefs.IsNotFound(err) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: image %s is still there (%v)", e.Name, ref, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
