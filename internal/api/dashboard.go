@@ -258,7 +258,9 @@ func (s *Server) projectsPage(_ http.ResponseWriter, r *http.Request, p *princip
 }
 
 // openRequests is the latest build of each request among bs (newest
-// first), leaving out requests whose latest event closed them; at most n.
+// first), at most n. A request's close or merge makes no build (it
+// cancels the unfinished ones), so a closed request's last build still
+// shows until newer requests push it out.
 func openRequests(bs []*store.Build, n int) []BuildView {
 	seen := map[int]bool{}
 	var out []BuildView
@@ -267,9 +269,6 @@ func openRequests(bs []*store.Build, n int) []BuildView {
 			continue
 		}
 		seen[b.PullRequest.Number] = true
-		if b.ForgeAction == "closed" || b.ForgeAction == "close" || b.ForgeAction == "merge" {
-			continue
-		}
 		if out = append(out, buildView(b)); len(out) == n {
 			break
 		}
