@@ -42,13 +42,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/kilnci/kiln/bench/internal/seed"
+	"github.com/kilnci/kiln/bench/internal/stats"
 	"github.com/kilnci/kiln/internal/browsertest"
 	"github.com/kilnci/kiln/internal/logs"
 	"github.com/kilnci/kiln/internal/protocol"
@@ -487,40 +487,28 @@ func report(nLines int, page, pages, raw []time.Duration, res browserResults, se
 		fmt.Printf("| %d | %.0f | %.0f | %.0f | %.2f× | %.1f | %.0f | %d | %d | %.0f |\n", i+1, r.FirstRow, r.AllLoaded, r.RawFetch, r.AllLoaded/r.RawFetch, r.Jump, r.Search, r.Nodes, r.Rows, r.HeapMiB)
 	}
 
-	var inPage, inSSE []float64
+	var inPage, inSSE []time.Duration
+	since := func(at, got float64) time.Duration { return time.Duration((got - at) * float64(time.Millisecond)) }
 	for seq, at := range sent {
 		if got, ok := res.Arrivals[strconv.FormatInt(seq, 10)]; ok {
-			inPage = append(inPage, got-at)
+			inPage = append(inPage, since(at, got))
 		}
 		if got, ok := bare[seq]; ok {
-			inSSE = append(inSSE, got-at)
+			inSSE = append(inSSE, since(at, got))
 		}
 	}
+	p := func(ds []time.Duration, pct int) float64 { return ms(stats.Pct(ds, pct)) }
 	fmt.Printf("\nLive: a line's send (the agent protocol) to its arrival, %d lines:\n\n", len(sent))
 	fmt.Printf("| where | arrived | p50 ms | p95 ms |\n|---|---|---|---|\n")
-	fmt.Printf("| the open build page (row added) | %d | %.1f | %.1f |\n", len(inPage), quantile(inPage, 0.5), quantile(inPage, 0.95))
-	fmt.Printf("| baseline: a bare SSE client | %d | %.1f | %.1f |\n", len(inSSE), quantile(inSSE, 0.5), quantile(inSSE, 0.95))
-	if len(inSSE) > 0 && quantile(inSSE, 0.5) > 0 {
-		fmt.Printf("| ratio page / bare | | %.2f× | %.2f× |\n", quantile(inPage, 0.5)/quantile(inSSE, 0.5), quantile(inPage, 0.95)/quantile(inSSE, 0.95))
+	fmt.Printf("| the open build page (row added) | %d | %.1f | %.1f |\n", len(inPage), p(inPage, 50), p(inPage, 95))
+	fmt.Printf("| baseline: a bare SSE client | %d | %.1f | %.1f |\n", len(inSSE), p(inSSE, 50), p(inSSE, 95))
+	if len(inSSE) > 0 {
+		fmt.Printf("| ratio page / bare | | %.2f× | %.2f× |\n", stats.Ratio(p(inPage, 50), p(inSSE, 50)), stats.Ratio(p(inPage, 95), p(inSSE, 95)))
 	}
 }
 
-func median(ds []time.Duration) time.Duration {
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	return s[len(s)/2]
-}
-
-// quantile is the q-quantile of xs (nearest rank); 0 for none.
-func quantile(xs []float64, q float64) float64 {
-	if len(xs) == 0 {
-		return 0
-	}
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	i := int(q*float64(len(s))+0.5) - 1
-	return s[max(0, min(i, len(s)-1))]
-}
+// median is the median of runs, by nearest rank (stats.Pct).
+func median(ds []time.Duration) time.Duration { return stats.Pct(ds, 50) }
 
 func reportInsights(nBuilds int, ins map[string][]time.Duration, res browserResults) {
 	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
